@@ -1,0 +1,208 @@
+//! What the `parley-bench` binary does with a parsed command line: turn flags
+//! into scenario settings, sign users up if asked, run, and print the result
+//! as a table or JSON.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::cli::{
+    BrokerArgs, ChatArgs, Cli, Command, CompareArgs, ConnArgs, OutputArgs, PubsubArgs,
+};
+use crate::compare::brokers::{self, BrokerPaths};
+use crate::compare::{self, summary, CompareConfig};
+use crate::credentials::{self, Credentials, SignupUrl};
+use crate::limits;
+use crate::report;
+use crate::scenario::chat::{self, layout, ChatConfig};
+use crate::scenario::conn::{self, ConnConfig};
+use crate::scenario::plan;
+use crate::scenario::pubsub::{self, PubsubConfig};
+use crate::scenario::Target;
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Conn(args) => run_conn(args).await,
+        Command::Pubsub(args) => run_pubsub(args).await,
+        Command::Chat(args) => run_chat(args).await,
+        Command::Compare(args) => run_compare(args).await,
+    }
+}
+
+/// The target of `args`, and the sign-up endpoint if one was given.
+pub fn target(args: &BrokerArgs) -> Result<(Target, Option<SignupUrl>)> {
+    let (credentials, signup) = Credentials::from_args(&args.credentials)?;
+    let target = Target {
+        host: args.host.clone(),
+        port: args.port,
+        version: args.mqtt_version,
+        keepalive: args.keepalive,
+        client_id_prefix: args.client_id_prefix.clone(),
+        credentials,
+    };
+    Ok((target, signup))
+}
+
+async fn sign_up(
+    signup: Option<&SignupUrl>,
+    target: &Target,
+    clients: usize,
+    quiet: bool,
+) -> Result<()> {
+    let Some(url) = signup else {
+        return Ok(());
+    };
+    let logins = target.credentials.logins(clients);
+    let summary = credentials::sign_up(url, &logins).await?;
+    if !quiet {
+        eprintln!(
+            "signed up {} users at {} ({} new, {} existing)",
+            logins.len(),
+            url.as_str(),
+            summary.created,
+            summary.existing
+        );
+    }
+    Ok(())
+}
+
+async fn run_conn(args: ConnArgs) -> Result<()> {
+    let (target, signup) = target(&args.broker)?;
+    if let Some(warning) = limits::connection_warning(args.count) {
+        eprintln!("parley-bench: warning: {warning}");
+    }
+    sign_up(signup.as_ref(), &target, args.count, args.output.quiet).await?;
+    let cfg = ConnConfig {
+        target,
+        count: args.count,
+        rate: args.rate,
+        hold: args.hold,
+        source_addrs: args.source_ips,
+        connect_timeout: args.broker.connect_timeout,
+        progress: !args.output.quiet,
+    };
+    let report = conn::run(&cfg).await?;
+    print(&args.output, &report, || report.table())?;
+    if report.connected == 0 {
+        let first = report
+            .errors
+            .by_kind
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        bail!("no connection succeeded ({first})");
+    }
+    Ok(())
+}
+
+async fn run_pubsub(args: PubsubArgs) -> Result<()> {
+    let (target, signup) = target(&args.broker)?;
+    // Plan once up front so sign-up covers exactly the clients the run uses.
+    let clients = plan::plan(args.mode, args.clients, &args.topic_prefix)?.client_count();
+    sign_up(signup.as_ref(), &target, clients, args.output.quiet).await?;
+    let cfg = PubsubConfig {
+        target,
+        mode: args.mode,
+        clients: args.clients,
+        qos: args.qos,
+        payload_size: args.payload_size,
+        rate: args.rate,
+        duration: args.duration,
+        topic_prefix: args.topic_prefix,
+        inflight: args.inflight,
+        drain_timeout: args.drain_timeout,
+        connect_timeout: args.broker.connect_timeout,
+        progress: !args.output.quiet,
+    };
+    let report = pubsub::run(&cfg).await?;
+    print(&args.output, &report, || report.table())
+}
+
+async fn run_chat(args: ChatArgs) -> Result<()> {
+    let (target, signup) = target(&args.broker)?;
+    let Credentials::PerClient { prefix, .. } = &target.credentials else {
+        bail!("chat needs one user per connection: --user-prefix and --password");
+    };
+    let layout = args.layout();
+    // Plan once up front so a bad layout fails before sign-up, and sign-up
+    // covers exactly the users the run uses.
+    let users = layout::plan(layout, args.senders, prefix, "check")?
+        .users
+        .len();
+    if let Some(warning) = limits::connection_warning(users) {
+        eprintln!("parley-bench: warning: {warning}");
+    }
+    sign_up(signup.as_ref(), &target, users, args.output.quiet).await?;
+    let cfg = ChatConfig {
+        target,
+        layout,
+        senders: args.senders,
+        rate: args.rate,
+        duration: args.duration,
+        text_size: args.text_size,
+        inflight: args.inflight,
+        drain_timeout: args.drain_timeout,
+        connect_timeout: args.broker.connect_timeout,
+        progress: !args.output.quiet,
+    };
+    let report = chat::run(&cfg).await?;
+    print(&args.output, &report, || report.table())
+}
+
+async fn run_compare(args: CompareArgs) -> Result<()> {
+    let cfg = CompareConfig {
+        brokers: args.brokers,
+        duration: args.duration,
+        fan_in_publishers: args.fan_in_publishers,
+        pairs: args.pairs,
+        rate: args.rate,
+        payload_size: args.payload_size,
+        idle_connections: args.idle_connections,
+        conn_rate: args.conn_rate,
+        paths: BrokerPaths {
+            mosquitto_bin: args.mosquitto_bin,
+            rumqttd_bin: args.rumqttd_bin,
+            rumqttd_config: args.rumqttd_config,
+            parley_bin: args.parley_bin.unwrap_or_else(brokers::default_parley_bin),
+            parley_config: args.parley_config,
+            install: !args.no_install,
+        },
+        work_dir: args.work_dir,
+        progress: !args.output.quiet,
+    };
+    let report = compare::run(&cfg).await?;
+    print(&args.output, &report, || {
+        let m = &report.machine;
+        format!(
+            "{} cores ({}), {:.1} GiB, Linux {}\n\n{}",
+            m.cores,
+            m.cpu_model,
+            m.memory_gib,
+            m.kernel,
+            summary::table(&report)
+        )
+    })
+}
+
+/// Writes the report to stdout; a closed stdout (e.g. `| head`) is not an error.
+fn print<T: Serialize>(
+    output: &OutputArgs,
+    report: &T,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
+    let text = if output.json {
+        report::to_json(report).context("encoding the report as JSON")?
+    } else {
+        table()
+    };
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing the report")
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,391 @@
+//! `parley-bench compare`: runs the same scenarios against several brokers,
+//! one broker at a time on loopback ports, while sampling the broker's memory
+//! and CPU, and summarises everything in one table (with Parley/peer ratios).
+//!
+//! Scenarios per broker: fan-in and pairs (QoS 1, MQTT 3.1.1, fixed payload)
+//! and idle connections. Every client logs in as its own user
+//! (`bench-user-{i}`); brokers without authentication ignore it, and Parley's
+//! users are signed up through its HTTP API first. A broker that is missing
+//! or fails to start is skipped with the reason.
+
+pub mod brokers;
+pub mod procstat;
+pub mod summary;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use procfs::Current;
+use serde::Serialize;
+
+use self::brokers::{BrokerKind, BrokerPaths, RunningBroker};
+use self::procstat::{ResourceUsage, Sampler};
+use crate::credentials::{self, Credentials, SignupUrl};
+use crate::mqtt::{MqttVersion, Qos};
+use crate::report::{ConnReport, PubsubReport};
+use crate::scenario::conn::{self, ConnConfig};
+use crate::scenario::plan::Mode;
+use crate::scenario::pubsub::{self, PubsubConfig};
+use crate::scenario::Target;
+
+/// Username prefix of the comparison's clients.
+pub const USER_PREFIX: &str = "bench-user-";
+/// Password of every comparison user.
+pub const USER_PASSWORD: &str = "bench-password";
+/// How often broker RSS and CPU are sampled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Settings of a comparison.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    /// Brokers to run, in order.
+    pub brokers: Vec<BrokerKind>,
+    /// Publishing time of the message scenarios; hold time of idle connections.
+    pub duration: Duration,
+    /// Publishers in fan-in.
+    pub fan_in_publishers: usize,
+    /// Pairs in pairs.
+    pub pairs: usize,
+    /// Messages per second per publisher.
+    pub rate: f64,
+    /// Payload bytes.
+    pub payload_size: usize,
+    /// Connections in the idle-connections scenario.
+    pub idle_connections: usize,
+    /// Connection attempts per second in the idle-connections scenario.
+    pub conn_rate: f64,
+    /// Where the brokers are.
+    pub paths: BrokerPaths,
+    /// Where configs, data and logs go (`None`: a temporary directory).
+    pub work_dir: Option<PathBuf>,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+/// The scenarios of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioName {
+    /// N publishers to one subscriber.
+    FanIn,
+    /// N publisher/subscriber pairs.
+    Pairs,
+    /// Many connections doing nothing but keep-alive.
+    IdleConnections,
+}
+
+impl fmt::Display for ScenarioName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScenarioName::FanIn => "fan-in",
+            ScenarioName::Pairs => "pairs",
+            ScenarioName::IdleConnections => "idle connections",
+        })
+    }
+}
+
+/// A scenario's own report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ScenarioReport {
+    /// From `pubsub`.
+    Pubsub(PubsubReport),
+    /// From `conn`.
+    Conn(ConnReport),
+}
+
+/// One scenario against one broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioRun {
+    /// Which scenario.
+    pub scenario: ScenarioName,
+    /// Its report, if it ran.
+    pub report: Option<ScenarioReport>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The broker's RSS and CPU during the scenario.
+    pub resources: Option<ResourceUsage>,
+}
+
+/// Everything about one broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerRun {
+    /// Which broker.
+    pub broker: BrokerKind,
+    /// Its version line.
+    pub version: Option<String>,
+    /// Why it was skipped, if it was.
+    pub skipped: Option<String>,
+    /// Its scenarios.
+    pub scenarios: Vec<ScenarioRun>,
+}
+
+/// The machine the comparison ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical CPUs available.
+    pub cores: usize,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Total memory, GiB.
+    pub memory_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub fn current() -> Machine {
+        let cpu_model = procfs::CpuInfo::current()
+            .ok()
+            .and_then(|c| c.model_name(0).map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        let memory_gib =
+            procfs::Meminfo::current().map_or(0.0, |m| m.mem_total as f64 / (1u64 << 30) as f64);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            memory_gib,
+            kernel,
+        }
+    }
+}
+
+/// The settings, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Seconds per scenario.
+    pub duration_secs: f64,
+    /// Publishers in fan-in.
+    pub fan_in_publishers: usize,
+    /// Pairs in pairs.
+    pub pairs: usize,
+    /// Messages per second per publisher.
+    pub rate_per_publisher: f64,
+    /// Payload bytes.
+    pub payload_size: usize,
+    /// QoS of the message scenarios.
+    pub qos: Qos,
+    /// Protocol version.
+    pub mqtt_version: MqttVersion,
+    /// Connections in idle connections.
+    pub idle_connections: usize,
+    /// Connection attempts per second.
+    pub conn_rate: f64,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    /// When it started, Unix seconds.
+    pub started_unix_secs: u64,
+    /// Where it ran.
+    pub machine: Machine,
+    /// With which settings.
+    pub settings: Settings,
+    /// Per broker.
+    pub brokers: Vec<BrokerRun>,
+    /// One row per scenario and metric.
+    pub summary: Vec<summary::Row>,
+}
+
+/// The comparison could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// No broker was asked for.
+    #[error("no brokers to compare")]
+    NoBrokers,
+    /// The work directory could not be made.
+    #[error("work directory: {0}")]
+    WorkDir(#[from] std::io::Error),
+}
+
+/// QoS of the comparison's message scenarios.
+const QOS: Qos = Qos::AtLeastOnce;
+
+/// Runs every scenario against every broker in turn.
+pub async fn run(cfg: &CompareConfig) -> Result<CompareReport, CompareError> {
+    if cfg.brokers.is_empty() {
+        return Err(CompareError::NoBrokers);
+    }
+    let temp;
+    let work_dir = match &cfg.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("parley-bench-compare-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let started_unix_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut runs = Vec::new();
+    for kind in &cfg.brokers {
+        runs.push(run_broker(cfg, *kind, &work_dir.join(kind.to_string())).await);
+    }
+    let mut report = CompareReport {
+        started_unix_secs,
+        machine: Machine::current(),
+        settings: Settings {
+            duration_secs: cfg.duration.as_secs_f64(),
+            fan_in_publishers: cfg.fan_in_publishers,
+            pairs: cfg.pairs,
+            rate_per_publisher: cfg.rate,
+            payload_size: cfg.payload_size,
+            qos: QOS,
+            mqtt_version: MqttVersion::V4,
+            idle_connections: cfg.idle_connections,
+            conn_rate: cfg.conn_rate,
+        },
+        brokers: runs,
+        summary: Vec::new(),
+    };
+    report.summary = summary::rows(&report);
+    Ok(report)
+}
+
+async fn run_broker(cfg: &CompareConfig, kind: BrokerKind, dir: &Path) -> BrokerRun {
+    let mut run = BrokerRun {
+        broker: kind,
+        version: None,
+        skipped: None,
+        scenarios: Vec::new(),
+    };
+    let skip = |mut run: BrokerRun, reason: String| {
+        eprintln!("{kind}: skipped: {reason}");
+        run.skipped = Some(reason);
+        run
+    };
+    let broker = match brokers::start(kind, &cfg.paths, dir).await {
+        Ok(b) => b,
+        Err(e) => return skip(run, e.to_string()),
+    };
+    eprintln!(
+        "{kind}: {} (pid {}, port {})",
+        broker.version, broker.pid, broker.mqtt_port
+    );
+    run.version = Some(broker.version.clone());
+    let credentials = Credentials::PerClient {
+        prefix: USER_PREFIX.into(),
+        password: USER_PASSWORD.into(),
+    };
+    if let Err(reason) = sign_up(&broker, &credentials, users_needed(cfg)).await {
+        let _ = broker.stop().await;
+        return skip(run, reason);
+    }
+    let target = Target {
+        host: "127.0.0.1".into(),
+        port: broker.mqtt_port,
+        version: MqttVersion::V4,
+        keepalive: Duration::from_secs(60),
+        client_id_prefix: format!("cmp-{kind}"),
+        credentials,
+    };
+    for scenario in [
+        ScenarioName::FanIn,
+        ScenarioName::Pairs,
+        ScenarioName::IdleConnections,
+    ] {
+        eprintln!("{kind}: {scenario} ...");
+        run.scenarios
+            .push(run_scenario(cfg, scenario, &target, &broker).await);
+    }
+    if let Err(e) = broker.stop().await {
+        eprintln!("{kind}: stopping: {e}");
+    }
+    run
+}
+
+fn users_needed(cfg: &CompareConfig) -> usize {
+    (cfg.fan_in_publishers + 1)
+        .max(cfg.pairs * 2)
+        .max(cfg.idle_connections)
+}
+
+/// Signs up the users on brokers with an account API (Parley).
+async fn sign_up(
+    broker: &RunningBroker,
+    credentials: &Credentials,
+    users: usize,
+) -> Result<(), String> {
+    let Some(http_port) = broker.http_port else {
+        return Ok(());
+    };
+    let url =
+        SignupUrl::parse(&format!("http://127.0.0.1:{http_port}")).map_err(|e| e.to_string())?;
+    eprintln!("{}: signing up {users} users ...", broker.kind);
+    credentials::sign_up(&url, &credentials.logins(users))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("sign-up failed: {e}"))
+}
+
+async fn run_scenario(
+    cfg: &CompareConfig,
+    scenario: ScenarioName,
+    target: &Target,
+    broker: &RunningBroker,
+) -> ScenarioRun {
+    let sampler = Sampler::start(broker.pid, SAMPLE_INTERVAL);
+    let pubsub_cfg = |mode: Mode, clients: usize| PubsubConfig {
+        target: target.clone(),
+        mode,
+        clients,
+        qos: QOS,
+        payload_size: cfg.payload_size,
+        rate: cfg.rate,
+        duration: cfg.duration,
+        topic_prefix: "bench".into(),
+        inflight: 100,
+        drain_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(30),
+        progress: cfg.progress,
+    };
+    let outcome = match scenario {
+        ScenarioName::FanIn => pubsub::run(&pubsub_cfg(Mode::FanIn, cfg.fan_in_publishers))
+            .await
+            .map(ScenarioReport::Pubsub)
+            .map_err(|e| e.to_string()),
+        ScenarioName::Pairs => pubsub::run(&pubsub_cfg(Mode::Pairs, cfg.pairs))
+            .await
+            .map(ScenarioReport::Pubsub)
+            .map_err(|e| e.to_string()),
+        ScenarioName::IdleConnections => conn::run(&ConnConfig {
+            target: target.clone(),
+            count: cfg.idle_connections,
+            rate: cfg.conn_rate,
+            hold: cfg.duration,
+            source_addrs: None,
+            connect_timeout: Duration::from_secs(30),
+            progress: cfg.progress,
+        })
+        .await
+        .map(ScenarioReport::Conn)
+        .map_err(|e| e.to_string()),
+    };
+    let resources = match sampler.finish().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("{}: {scenario}: resource sampling: {e}", broker.kind);
+            None
+        }
+    };
+    if let Err(e) = &outcome {
+        eprintln!("{}: {scenario} failed: {e}", broker.kind);
+    }
+    ScenarioRun {
+        scenario,
+        report: outcome.as_ref().ok().cloned(),
+        error: outcome.err(),
+        resources,
+    }
+}

@@ -1,0 +1,371 @@
+//! A minimal MQTT session for connection load: bind the socket to a chosen
+//! source address, CONNECT, wait for CONNACK, then hold the connection with
+//! keep-alive pings until told to stop. Packets are encoded and decoded with
+//! rumqttc's `mqttbytes` codec; only CONNECT, PINGREQ and DISCONNECT are sent.
+//!
+//! An idle session keeps only the socket and a small buffer, so a bench
+//! process can hold very many of them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4 as p4;
+use rumqttc::v5::mqttbytes::v5 as p5;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{MqttVersion, MAX_INCOMING_PACKET};
+use crate::credentials::Login;
+
+/// Where to connect, from where, and as whom.
+#[derive(Debug, Clone)]
+pub struct IdleSpec<'a> {
+    /// Broker address.
+    pub target: SocketAddr,
+    /// Source address to bind before connecting (`None`: let the kernel pick).
+    pub source: Option<IpAddr>,
+    /// Protocol version.
+    pub version: MqttVersion,
+    /// MQTT client identifier.
+    pub client_id: &'a str,
+    /// Username and password, if any.
+    pub login: Option<&'a Login>,
+    /// Keep-alive sent in CONNECT; pings go out at this interval (zero: none).
+    pub keepalive: Duration,
+}
+
+/// How long the two steps of opening a session took.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeTimes {
+    /// TCP connect (SYN to established).
+    pub tcp: Duration,
+    /// CONNECT written to CONNACK read.
+    pub connack: Duration,
+}
+
+/// Opening or holding a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdleError {
+    /// The socket could not be bound to the source address.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The source address.
+        addr: IpAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TCP connect failed.
+    #[error("tcp connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// Reading or writing the socket failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The broker closed the connection.
+    #[error("connection closed by broker")]
+    Closed,
+    /// CONNACK refused the connection.
+    #[error("CONNACK refused: {0}")]
+    Refused(String),
+    /// The broker sent a DISCONNECT (MQTT 5) with this reason.
+    #[error("DISCONNECT from broker: {0}")]
+    ServerDisconnect(String),
+    /// The broker sent something that isn't valid here.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// No PINGRESP arrived within a keep-alive interval.
+    #[error("no PINGRESP within the keep-alive interval")]
+    PingTimeout,
+}
+
+/// An open, idle MQTT connection.
+pub struct IdleSession {
+    stream: TcpStream,
+    version: MqttVersion,
+    keepalive: Duration,
+    buf: BytesMut,
+}
+
+/// What the broker sent, reduced to what an idle session cares about.
+#[derive(Debug)]
+enum Incoming {
+    ConnAck(Result<(), String>),
+    PingResp,
+    Disconnect(String),
+    Other(String),
+}
+
+/// Binds, connects and performs the MQTT handshake.
+pub async fn open(spec: &IdleSpec<'_>) -> Result<(IdleSession, HandshakeTimes), IdleError> {
+    let socket = match spec.target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(addr) = spec.source {
+        socket
+            .bind(SocketAddr::new(addr, 0))
+            .map_err(|source| IdleError::Bind { addr, source })?;
+    }
+    socket.set_nodelay(true)?;
+    let tcp_started = Instant::now();
+    let stream = socket
+        .connect(spec.target)
+        .await
+        .map_err(IdleError::Connect)?;
+    let tcp = tcp_started.elapsed();
+
+    let mut session = IdleSession {
+        stream,
+        version: spec.version,
+        keepalive: spec.keepalive,
+        buf: BytesMut::with_capacity(64),
+    };
+    let connect = encode_connect(spec)?;
+    let connect_started = Instant::now();
+    session.stream.write_all(&connect).await?;
+    match session.read_packet().await? {
+        Incoming::ConnAck(Ok(())) => {}
+        Incoming::ConnAck(Err(code)) => return Err(IdleError::Refused(code)),
+        Incoming::Disconnect(reason) => return Err(IdleError::ServerDisconnect(reason)),
+        Incoming::PingResp => {
+            return Err(IdleError::Protocol("expected CONNACK, got PINGRESP".into()))
+        }
+        Incoming::Other(packet) => {
+            return Err(IdleError::Protocol(format!(
+                "expected CONNACK, got {packet}"
+            )))
+        }
+    }
+    let connack = connect_started.elapsed();
+    Ok((session, HandshakeTimes { tcp, connack }))
+}
+
+impl IdleSession {
+    /// Holds the connection, pinging every keep-alive interval, until `stop`
+    /// is cancelled (returns `Ok`) or the connection fails (returns why).
+    pub async fn hold(&mut self, stop: &CancellationToken) -> Result<(), IdleError> {
+        let period = if self.keepalive.is_zero() {
+            None
+        } else {
+            Some(self.keepalive)
+        };
+        let mut next_ping = period.map(|p| tokio::time::Instant::now() + p);
+        let mut awaiting_pong = false;
+        loop {
+            let ping_due = async {
+                match next_ping {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                packet = self.read_packet() => match packet? {
+                    Incoming::PingResp => awaiting_pong = false,
+                    Incoming::Disconnect(reason) => return Err(IdleError::ServerDisconnect(reason)),
+                    Incoming::ConnAck(_) => return Err(IdleError::Protocol("second CONNACK on an idle connection".into())),
+                    Incoming::Other(packet) => return Err(IdleError::Protocol(format!("unexpected {packet} on an idle connection"))),
+                },
+                _ = ping_due => {
+                    if awaiting_pong {
+                        return Err(IdleError::PingTimeout);
+                    }
+                    self.stream.write_all(&encode_pingreq(self.version)?).await?;
+                    awaiting_pong = true;
+                    next_ping = period.map(|p| tokio::time::Instant::now() + p);
+                }
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and closes the socket.
+    pub async fn close(mut self) -> Result<(), IdleError> {
+        let disconnect = encode_disconnect(self.version)?;
+        self.stream.write_all(&disconnect).await?;
+        self.stream.shutdown().await?;
+        Ok(())
+    }
+
+    /// Reads one whole packet. Cancel-safe: partial data stays in the buffer.
+    async fn read_packet(&mut self) -> Result<Incoming, IdleError> {
+        loop {
+            if let Some(packet) = decode(self.version, &mut self.buf)? {
+                return Ok(packet);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(IdleError::Closed);
+            }
+        }
+    }
+}
+
+fn codec_error(e: impl std::fmt::Debug) -> IdleError {
+    IdleError::Protocol(format!("{e:?}"))
+}
+
+fn encode_connect(spec: &IdleSpec<'_>) -> Result<BytesMut, IdleError> {
+    let keep_alive = u16::try_from(spec.keepalive.as_secs()).unwrap_or(u16::MAX);
+    let mut buf = BytesMut::new();
+    match spec.version {
+        MqttVersion::V4 => {
+            let mut connect = p4::Connect::new(spec.client_id);
+            connect.keep_alive = keep_alive;
+            connect.clean_session = true;
+            if let Some(login) = spec.login {
+                connect.set_login(&login.username, &login.password);
+            }
+            p4::Packet::Connect(connect)
+                .write(&mut buf, usize::MAX)
+                .map_err(codec_error)?;
+        }
+        MqttVersion::V5 => {
+            let connect = p5::Connect {
+                keep_alive,
+                client_id: spec.client_id.to_string(),
+                clean_start: true,
+                properties: None,
+            };
+            let login = spec.login.map(|l| p5::Login::new(&l.username, &l.password));
+            p5::Packet::Connect(connect, None, login)
+                .write(&mut buf, None)
+                .map_err(codec_error)?;
+        }
+    }
+    Ok(buf)
+}
+
+fn encode_pingreq(version: MqttVersion) -> Result<BytesMut, IdleError> {
+    let mut buf = BytesMut::with_capacity(2);
+    match version {
+        MqttVersion::V4 => p4::Packet::PingReq
+            .write(&mut buf, usize::MAX)
+            .map_err(codec_error)?,
+        MqttVersion::V5 => p5::Packet::PingReq(p5::PingReq)
+            .write(&mut buf, None)
+            .map_err(codec_error)?,
+    };
+    Ok(buf)
+}
+
+fn encode_disconnect(version: MqttVersion) -> Result<BytesMut, IdleError> {
+    let mut buf = BytesMut::with_capacity(4);
+    match version {
+        MqttVersion::V4 => p4::Packet::Disconnect
+            .write(&mut buf, usize::MAX)
+            .map_err(codec_error)?,
+        MqttVersion::V5 => p5::Packet::Disconnect(p5::Disconnect::new(
+            p5::DisconnectReasonCode::NormalDisconnection,
+        ))
+        .write(&mut buf, None)
+        .map_err(codec_error)?,
+    };
+    Ok(buf)
+}
+
+/// Decodes one packet from `buf`, or `None` if more bytes are needed.
+fn decode(version: MqttVersion, buf: &mut BytesMut) -> Result<Option<Incoming>, IdleError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    match version {
+        MqttVersion::V4 => match p4::Packet::read(buf, MAX_INCOMING_PACKET) {
+            Ok(packet) => Ok(Some(match packet {
+                p4::Packet::ConnAck(ack) => ConnAckCode::v4(ack.code),
+                p4::Packet::PingResp => Incoming::PingResp,
+                other => Incoming::Other(format!("{other:?}")),
+            })),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(codec_error(e)),
+        },
+        MqttVersion::V5 => match p5::Packet::read(buf, u32::try_from(MAX_INCOMING_PACKET).ok()) {
+            Ok(packet) => Ok(Some(match packet {
+                p5::Packet::ConnAck(ack) => ConnAckCode::v5(ack.code),
+                p5::Packet::PingResp(_) => Incoming::PingResp,
+                p5::Packet::Disconnect(d) => Incoming::Disconnect(format!("{:?}", d.reason_code)),
+                other => Incoming::Other(format!("{other:?}")),
+            })),
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(codec_error(e)),
+        },
+    }
+}
+
+/// Maps CONNACK return codes to accepted / refused-with-reason.
+struct ConnAckCode;
+
+impl ConnAckCode {
+    fn v4(code: p4::ConnectReturnCode) -> Incoming {
+        match code {
+            p4::ConnectReturnCode::Success => Incoming::ConnAck(Ok(())),
+            other => Incoming::ConnAck(Err(format!("{other:?}"))),
+        }
+    }
+
+    fn v5(code: p5::ConnectReturnCode) -> Incoming {
+        match code {
+            p5::ConnectReturnCode::Success => Incoming::ConnAck(Ok(())),
+            other => Incoming::ConnAck(Err(format!("{other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_split_and_whole_packets() {
+        // CONNACK (accepted) followed by half of a PINGRESP.
+        let mut buf = BytesMut::from(&[0x20, 0x02, 0x00, 0x00, 0xD0][..]);
+        assert!(matches!(
+            decode(MqttVersion::V4, &mut buf),
+            Ok(Some(Incoming::ConnAck(Ok(()))))
+        ));
+        assert!(matches!(decode(MqttVersion::V4, &mut buf), Ok(None)));
+        buf.extend_from_slice(&[0x00]);
+        assert!(matches!(
+            decode(MqttVersion::V4, &mut buf),
+            Ok(Some(Incoming::PingResp))
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn refused_connack_carries_the_reason() {
+        // MQTT 3.1.1 CONNACK with return code 4: bad user name or password.
+        let mut buf = BytesMut::from(&[0x20, 0x02, 0x00, 0x04][..]);
+        match decode(MqttVersion::V4, &mut buf) {
+            Ok(Some(Incoming::ConnAck(Err(reason)))) => {
+                assert!(reason.contains("BadUserNamePassword"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_connect_with_login_and_keepalive() {
+        let login = Login {
+            username: "u1".into(),
+            password: "pw".into(),
+        };
+        let spec = IdleSpec {
+            target: "127.0.0.1:1883".parse().unwrap(),
+            source: None,
+            version: MqttVersion::V4,
+            client_id: "c1",
+            login: Some(&login),
+            keepalive: Duration::from_secs(30),
+        };
+        let mut bytes = encode_connect(&spec).unwrap();
+        match p4::Packet::read(&mut bytes, 1024).unwrap() {
+            p4::Packet::Connect(c) => {
+                assert_eq!(c.client_id, "c1");
+                assert_eq!(c.keep_alive, 30);
+                assert_eq!(c.login.map(|l| l.username), Some("u1".into()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(&encode_pingreq(MqttVersion::V5).unwrap()[..], &[0xC0, 0x00]);
+    }
+}

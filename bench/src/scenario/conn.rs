@@ -1,0 +1,234 @@
+//! The `conn` scenario: open N connections at a fixed rate (optionally from
+//! many source addresses), hold them all for a while with keep-alive pings,
+//! then disconnect. Measures TCP connect time and CONNECT→CONNACK latency,
+//! and counts failures and connections the broker drops while held.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{ResolveError, RunId, Target};
+use crate::mqtt::idle::{self, IdleSpec};
+use crate::progress::{Counters, OpenConnection, Progress, Style};
+use crate::report::{self, ConnReport, ErrorSummary, LatencySummary};
+use crate::source_addr::SourceAddrs;
+
+/// Settings of a `conn` run.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// The broker and how to log in.
+    pub target: Target,
+    /// Connections to open.
+    pub count: usize,
+    /// Connection attempts started per second.
+    pub rate: f64,
+    /// How long to hold the connections once every attempt has finished.
+    pub hold: Duration,
+    /// Source addresses to bind, round-robin (`None`: kernel's choice).
+    pub source_addrs: Option<SourceAddrs>,
+    /// Time allowed for TCP connect plus CONNACK.
+    pub connect_timeout: Duration,
+    /// Print a progress line every second on stderr.
+    pub progress: bool,
+}
+
+/// A `conn` run that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Zero connections requested.
+    #[error("connection count must be at least 1")]
+    NoConnections,
+    /// The rate is not a positive number.
+    #[error("connection rate must be a positive number, got {0}")]
+    BadRate(f64),
+    /// The broker address did not resolve.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+}
+
+/// How long to wait for connections to close after the hold.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Shared state of the connection tasks.
+struct Shared {
+    counters: Arc<Counters>,
+    tcp: Mutex<Histogram<u64>>,
+    connack: Mutex<Histogram<u64>>,
+    stop: CancellationToken,
+}
+
+/// Runs the scenario and returns its report.
+pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
+    if cfg.count == 0 {
+        return Err(ConnError::NoConnections);
+    }
+    if !(cfg.rate.is_finite() && cfg.rate > 0.0) {
+        return Err(ConnError::BadRate(cfg.rate));
+    }
+    let target_addr = cfg.target.resolve().await?;
+    let run_id = RunId::new();
+    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared {
+        counters: counters.clone(),
+        tcp: Mutex::new(report::new_histogram()),
+        connack: Mutex::new(report::new_histogram()),
+        stop: CancellationToken::new(),
+    });
+    let progress = Progress::start(counters.clone(), Style::Connections, cfg.progress);
+
+    // Each task reports once whether its handshake succeeded, then drops its
+    // sender; the channel closes when every task has reported (or died).
+    let (outcome_tx, mut outcome_rx) = mpsc::channel::<bool>(cfg.count.min(65_536));
+    let started = Instant::now();
+    let spawner = tokio::spawn(spawn_connections(
+        cfg.clone(),
+        target_addr,
+        run_id,
+        shared.clone(),
+        outcome_tx,
+        started,
+    ));
+    let mut succeeded = 0u64;
+    while let Some(ok) = outcome_rx.recv().await {
+        succeeded += u64::from(ok);
+    }
+    let ramp = started.elapsed();
+
+    // Hold what opened (nothing to hold if every attempt failed).
+    let hold_started = Instant::now();
+    if succeeded > 0 {
+        tokio::time::sleep(cfg.hold).await;
+    }
+    let held = hold_started.elapsed();
+
+    shared.stop.cancel();
+    let mut tasks = match spawner.await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            counters
+                .errors
+                .record(format!("internal: connection spawner failed: {e}"));
+            JoinSet::new()
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    progress.stop().await;
+
+    let failed = cfg.count as u64 - succeeded;
+    let tcp = LatencySummary::from_histogram(&shared.tcp.lock().unwrap_or_else(|e| e.into_inner()));
+    let connack =
+        LatencySummary::from_histogram(&shared.connack.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(ConnReport {
+        scenario: "conn",
+        broker: cfg.target.address(),
+        mqtt_version: cfg.target.version,
+        requested: cfg.count as u64,
+        connected: succeeded,
+        failed,
+        dropped: counters.dropped.load(Ordering::Relaxed),
+        source_addresses: cfg.source_addrs.as_ref().map_or(0, SourceAddrs::len),
+        ramp_secs: ramp.as_secs_f64(),
+        connect_rate: succeeded as f64 / ramp.as_secs_f64().max(1e-9),
+        hold_secs: held.as_secs_f64(),
+        tcp_connect_us: tcp,
+        connack_us: connack,
+        errors: ErrorSummary::from(&counters.errors),
+    })
+}
+
+/// Starts connection `i` at `started + i / rate`, for every `i`.
+async fn spawn_connections(
+    cfg: ConnConfig,
+    target_addr: SocketAddr,
+    run_id: RunId,
+    shared: Arc<Shared>,
+    outcome_tx: mpsc::Sender<bool>,
+    started: Instant,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for i in 0..cfg.count {
+        let due = started + Duration::from_secs_f64(i as f64 / cfg.rate);
+        tokio::time::sleep_until(due.into()).await;
+        let shared = shared.clone();
+        let outcome = outcome_tx.clone();
+        let client_id = cfg.target.client_id(&run_id, "conn", i);
+        let login = cfg.target.login(i);
+        let source = cfg.source_addrs.as_ref().map(|s| s.for_connection(i));
+        let (version, keepalive, timeout) = (
+            cfg.target.version,
+            cfg.target.keepalive,
+            cfg.connect_timeout,
+        );
+        tasks.spawn(async move {
+            let spec = IdleSpec {
+                target: target_addr,
+                source,
+                version,
+                client_id: &client_id,
+                login: login.as_ref(),
+                keepalive,
+            };
+            connection(&shared, &spec, timeout, outcome).await;
+        });
+    }
+    tasks
+}
+
+/// One connection: open, report, hold until stopped, close.
+async fn connection(
+    shared: &Shared,
+    spec: &IdleSpec<'_>,
+    timeout: Duration,
+    outcome: mpsc::Sender<bool>,
+) {
+    let counters = &shared.counters;
+    let opened = tokio::time::timeout(timeout, idle::open(spec)).await;
+    let (mut session, _open) = match opened {
+        Ok(Ok((session, times))) => {
+            report::record(
+                &mut shared.tcp.lock().unwrap_or_else(|e| e.into_inner()),
+                times.tcp,
+            );
+            report::record(
+                &mut shared.connack.lock().unwrap_or_else(|e| e.into_inner()),
+                times.connack,
+            );
+            let _ = outcome.send(true).await;
+            drop(outcome);
+            (session, OpenConnection::new(counters))
+        }
+        Ok(Err(e)) => {
+            counters.errors.record(format!("connect: {e}"));
+            let _ = outcome.send(false).await;
+            return;
+        }
+        Err(_) => {
+            counters
+                .errors
+                .record(format!("connect: timed out after {timeout:?}"));
+            let _ = outcome.send(false).await;
+            return;
+        }
+    };
+    match session.hold(&shared.stop).await {
+        Ok(()) => {
+            if let Err(e) = session.close().await {
+                counters.errors.record(format!("disconnect: {e}"));
+            }
+        }
+        Err(e) => {
+            Counters::bump(&counters.dropped);
+            counters.errors.record(format!("held connection: {e}"));
+        }
+    }
+}

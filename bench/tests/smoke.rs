@@ -1,0 +1,333 @@
+//! Short smoke runs of the scenarios and the comparison runner against a real
+//! Mosquitto that each test starts on a free loopback port. Without
+//! /usr/sbin/mosquitto the tests fail when `CI` is set and skip otherwise.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parley_bench::compare::brokers::{self, BrokerKind, BrokerPaths, RunningBroker};
+use parley_bench::compare::{self, CompareConfig, ScenarioName, ScenarioReport};
+use parley_bench::credentials::Credentials;
+use parley_bench::mqtt::{MqttVersion, Qos};
+use parley_bench::scenario::conn::{self, ConnConfig};
+use parley_bench::scenario::plan::Mode;
+use parley_bench::scenario::pubsub::{self, PubsubConfig, PubsubError};
+use parley_bench::scenario::Target;
+use tempfile::TempDir;
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The Mosquitto binary, or `None` (after saying why) when the test should skip.
+fn mosquitto_bin() -> Option<PathBuf> {
+    let bin = PathBuf::from(MOSQUITTO);
+    if bin.exists() {
+        return Some(bin);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{MOSQUITTO} is missing; CI must install it (apt-get install -y mosquitto)");
+    }
+    eprintln!("skipping: {MOSQUITTO} is not installed (apt-get install -y mosquitto)");
+    None
+}
+
+async fn mosquitto(extra_config: &str) -> Option<(RunningBroker, TempDir)> {
+    let bin = mosquitto_bin()?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = brokers::start_mosquitto(&bin, false, dir.path(), extra_config)
+        .await
+        .expect("start mosquitto");
+    Some((broker, dir))
+}
+
+fn target(port: u16, version: MqttVersion) -> Target {
+    Target {
+        host: "127.0.0.1".into(),
+        port,
+        version,
+        keepalive: Duration::from_secs(30),
+        client_id_prefix: "smoke".into(),
+        credentials: Credentials::PerClient {
+            prefix: "smoke-user-".into(),
+            password: "pw".into(),
+        },
+    }
+}
+
+fn pubsub_config(
+    port: u16,
+    version: MqttVersion,
+    mode: Mode,
+    clients: usize,
+    qos: Qos,
+) -> PubsubConfig {
+    PubsubConfig {
+        target: target(port, version),
+        mode,
+        clients,
+        qos,
+        payload_size: 64,
+        rate: 50.0,
+        duration: Duration::from_millis(1500),
+        topic_prefix: "bench".into(),
+        inflight: 20,
+        drain_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(10),
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conn_opens_holds_and_cycles_source_addresses() {
+    let Some((broker, dir)) = mosquitto("log_type all\n").await else {
+        return;
+    };
+    let cfg = ConnConfig {
+        target: target(broker.mqtt_port, MqttVersion::V4),
+        count: 20,
+        rate: 200.0,
+        hold: Duration::from_millis(500),
+        source_addrs: Some("127.0.0.1-127.0.0.4".parse().unwrap()),
+        connect_timeout: Duration::from_secs(10),
+        progress: false,
+    };
+    let report = conn::run(&cfg).await.expect("conn run");
+    let log = broker.log.clone();
+    broker.stop().await.expect("stop mosquitto");
+
+    assert_eq!(report.connected, 20, "{report:#?}");
+    assert_eq!(
+        (report.failed, report.dropped, report.errors.total),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(report.connack_us.count, 20);
+    assert_eq!(report.tcp_connect_us.count, 20);
+    assert!(report.connack_us.max >= report.connack_us.p50 && report.connack_us.p50 > 0);
+    assert_eq!(report.source_addresses, 4);
+    // Mosquitto logs "New connection from 127.0.0.N:PORT ..." per connection.
+    let sources: BTreeSet<String> = std::fs::read_to_string(&log)
+        .expect("mosquitto log")
+        .lines()
+        .filter_map(|l| l.split("New connection from ").nth(1))
+        .filter_map(|rest| rest.split(':').next().map(str::to_string))
+        .collect();
+    assert_eq!(
+        sources,
+        ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
+            .map(String::from)
+            .into(),
+        "log in {}",
+        dir.path().display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conn_mqtt5_against_mosquitto() {
+    let Some((broker, _dir)) = mosquitto("").await else {
+        return;
+    };
+    let mut cfg = ConnConfig {
+        target: target(broker.mqtt_port, MqttVersion::V5),
+        count: 10,
+        rate: 100.0,
+        // Longer than the keep-alive, so every connection pings at least once.
+        hold: Duration::from_millis(1500),
+        source_addrs: None,
+        connect_timeout: Duration::from_secs(10),
+        progress: false,
+    };
+    cfg.target.keepalive = Duration::from_secs(1);
+    let report = conn::run(&cfg).await.expect("conn run");
+    broker.stop().await.expect("stop mosquitto");
+    assert_eq!(report.connected, 10, "{report:#?}");
+    assert_eq!(report.dropped, 0);
+    assert_eq!(report.source_addresses, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_qos1_delivers_everything() {
+    let Some((broker, _dir)) = mosquitto("").await else {
+        return;
+    };
+    let cfg = pubsub_config(
+        broker.mqtt_port,
+        MqttVersion::V4,
+        Mode::FanIn,
+        3,
+        Qos::AtLeastOnce,
+    );
+    let report = pubsub::run(&cfg).await.expect("pubsub run");
+    broker.stop().await.expect("stop mosquitto");
+
+    assert_eq!((report.publishers, report.subscribers), (3, 1));
+    assert!(report.sent > 0, "{report:#?}");
+    assert_eq!(report.acked, Some(report.sent), "{report:#?}");
+    assert_eq!(report.expected, report.sent);
+    assert_eq!(report.received, report.expected, "{report:#?}");
+    assert_eq!(
+        (report.lost, report.duplicates, report.errors.total),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(report.latency_us.count, report.received);
+    assert!(report.latency_us.p50 > 0 && report.latency_us.max >= report.latency_us.p99);
+    assert!(report.received_rate > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_qos2_over_mqtt5_delivers_everything() {
+    let Some((broker, _dir)) = mosquitto("").await else {
+        return;
+    };
+    let cfg = pubsub_config(
+        broker.mqtt_port,
+        MqttVersion::V5,
+        Mode::Pairs,
+        2,
+        Qos::ExactlyOnce,
+    );
+    let report = pubsub::run(&cfg).await.expect("pubsub run");
+    broker.stop().await.expect("stop mosquitto");
+
+    assert_eq!((report.publishers, report.subscribers), (2, 2));
+    assert!(report.sent > 0, "{report:#?}");
+    assert_eq!(report.acked, Some(report.sent), "{report:#?}");
+    assert_eq!(report.received, report.sent, "{report:#?}");
+    assert_eq!(
+        (report.lost, report.duplicates, report.errors.total),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(report.latency_us.count, report.received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_qos0_reaches_every_subscriber() {
+    let Some((broker, _dir)) = mosquitto("").await else {
+        return;
+    };
+    let cfg = pubsub_config(
+        broker.mqtt_port,
+        MqttVersion::V4,
+        Mode::FanOut,
+        3,
+        Qos::AtMostOnce,
+    );
+    let report = pubsub::run(&cfg).await.expect("pubsub run");
+    broker.stop().await.expect("stop mosquitto");
+
+    assert_eq!((report.publishers, report.subscribers), (1, 3));
+    assert_eq!(report.acked, None);
+    assert_eq!(report.expected, 3 * report.sent);
+    assert!(
+        report.received > 0 && report.received <= report.expected,
+        "{report:#?}"
+    );
+    assert_eq!(report.received + report.lost, report.expected);
+    assert_eq!(report.latency_us.count, report.received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_gives_clear_errors() {
+    let port = brokers::free_port().expect("free port");
+    let cfg = pubsub_config(port, MqttVersion::V4, Mode::Pairs, 1, Qos::AtLeastOnce);
+    match pubsub::run(&cfg).await {
+        Err(PubsubError::Setup { client, reason }) => {
+            assert!(client.contains("sub"), "{client}");
+            assert!(reason.contains("connection"), "{reason}");
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+    let report = conn::run(&ConnConfig {
+        target: target(port, MqttVersion::V4),
+        count: 3,
+        rate: 100.0,
+        hold: Duration::ZERO,
+        source_addrs: None,
+        connect_timeout: Duration::from_secs(5),
+        progress: false,
+    })
+    .await
+    .expect("conn run");
+    assert_eq!((report.connected, report.failed), (0, 3));
+    assert_eq!(report.errors.total, 3);
+    assert!(
+        report
+            .errors
+            .by_kind
+            .keys()
+            .all(|k| k.starts_with("connect: tcp connect")),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
+    let Some(bin) = mosquitto_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing_parley = dir.path().join("no-such-parley");
+    let cfg = CompareConfig {
+        brokers: vec![BrokerKind::Mosquitto, BrokerKind::Parley],
+        duration: Duration::from_secs(1),
+        fan_in_publishers: 2,
+        pairs: 2,
+        rate: 50.0,
+        payload_size: 64,
+        idle_connections: 20,
+        conn_rate: 200.0,
+        paths: BrokerPaths {
+            mosquitto_bin: bin,
+            rumqttd_bin: dir.path().join("no-rumqttd"),
+            rumqttd_config: None,
+            parley_bin: missing_parley.clone(),
+            parley_config: None,
+            install: false,
+        },
+        work_dir: Some(dir.path().join("work")),
+        progress: false,
+    };
+    let report = compare::run(&cfg).await.expect("compare");
+    let mosquitto = &report.brokers[0];
+    assert_eq!(mosquitto.skipped, None);
+    assert!(mosquitto
+        .version
+        .as_deref()
+        .is_some_and(|v| v.contains("mosquitto")));
+    let names: Vec<ScenarioName> = mosquitto.scenarios.iter().map(|s| s.scenario).collect();
+    assert_eq!(
+        names,
+        [
+            ScenarioName::FanIn,
+            ScenarioName::Pairs,
+            ScenarioName::IdleConnections
+        ]
+    );
+    for s in &mosquitto.scenarios {
+        assert_eq!(s.error, None);
+        let usage = s.resources.as_ref().expect("resources sampled");
+        assert!(usage.rss_peak_mib > 0.0 && usage.samples >= 2, "{usage:?}");
+    }
+    match &mosquitto.scenarios[2].report {
+        Some(ScenarioReport::Conn(c)) => assert_eq!(c.connected, 20),
+        other => panic!("expected a conn report, got {other:?}"),
+    }
+    let parley = &report.brokers[1];
+    let reason = parley.skipped.as_deref().expect("parley skipped");
+    assert!(
+        reason.contains(&missing_parley.display().to_string()),
+        "{reason}"
+    );
+    let throughput = report
+        .summary
+        .iter()
+        .find(|r| r.scenario == ScenarioName::FanIn && r.metric == "received throughput")
+        .expect("throughput row");
+    assert!(throughput.values[&BrokerKind::Mosquitto].is_some_and(|v| v > 0.0));
+    assert_eq!(throughput.values[&BrokerKind::Parley], None);
+    assert_eq!(throughput.ratios["parley/mosquitto"], None);
+    assert!(Path::new(&dir.path().join("work/mosquitto/mosquitto.conf")).exists());
+}

@@ -1,0 +1,181 @@
+//! The chat pipeline: what Parley does with publishes to the chat topics.
+//! chat-core decides (ids, membership rules, limits); this module executes:
+//! it reads and writes the stores and publishes results through the router.
+//!
+//! - [`send`]: `s/{conv}` messages: validate, store durably, then fan out
+//!   (in `seq` order per conversation, see [`ordering`]).
+//! - [`receipts`]: `r/{conv}` delivered/read cursors, relayed to members.
+//! - [`typing`]: `t/{conv}` typing indicators, relayed, never stored.
+//! - [`requests`]: `q/{user}` requests (sync, history, groups), answered on `a/{user}`.
+//! - [`presence`]: online/offline on `p/{user}`, retained.
+
+mod cache;
+mod convert;
+mod errors;
+mod ordering;
+pub mod presence;
+mod receipts;
+mod requests;
+mod send;
+mod typing;
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chat_core::ids::UserId;
+use chat_core::message_id::MessageIdGenerator;
+use chat_core::topics::{inbox_topic, ChatTopic};
+use parley_proto::v1::{envelope::Kind, Envelope};
+use persistence::{HistoryStore, MetadataStore, OfflineQueue};
+use rumqttd::protocol::PublishProperties;
+
+use crate::config::ChatConfig;
+use crate::mqtt::publisher::ServerPublisher;
+use cache::ConversationCache;
+pub use errors::{ChatAck, ChatError};
+use ordering::DeliveryOrder;
+use presence::PresenceTracker;
+pub use rate::RateLimited;
+use rate::RateLimits;
+
+mod rate;
+
+/// A publish to a chat topic, as the connection hands it over.
+#[derive(Debug)]
+pub struct ChatPublish {
+    /// The chat topic published to.
+    pub topic: ChatTopic,
+    /// The payload (a protobuf `Envelope`).
+    pub payload: Bytes,
+    /// MQTT 5 properties (response topic and correlation data for requests).
+    pub properties: Option<PublishProperties>,
+}
+
+/// The stores the chat pipeline works on.
+#[derive(Clone)]
+pub struct ChatStores {
+    /// Users and conversations.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// The message log.
+    pub history: Arc<dyn HistoryStore>,
+    /// Delivered cursors.
+    pub offline: Arc<dyn OfflineQueue>,
+}
+
+/// The chat pipeline of one node. Shared by all connections.
+pub struct ChatService {
+    stores: ChatStores,
+    publisher: ServerPublisher,
+    config: ChatConfig,
+    ids: Mutex<MessageIdGenerator>,
+    conversations: ConversationCache,
+    /// New entries' fan-outs (inbox topic, payload, retain), released in `seq` order.
+    delivery: DeliveryOrder<Vec<(String, Bytes, bool)>>,
+    rates: RateLimits,
+    /// Who is online, driving `p/{user}`.
+    pub presence: PresenceTracker,
+}
+
+impl ChatService {
+    /// A chat service for node `node_id` over `stores`, publishing through `publisher`.
+    pub fn new(
+        node_id: u16,
+        stores: ChatStores,
+        publisher: ServerPublisher,
+        config: ChatConfig,
+    ) -> anyhow::Result<ChatService> {
+        let ids = MessageIdGenerator::new(node_id).ok_or_else(|| {
+            anyhow::anyhow!("node_id {node_id} is too large for message ids (max 1023)")
+        })?;
+        let fan_out = publisher.clone();
+        Ok(ChatService {
+            conversations: ConversationCache::new(stores.metadata.clone()),
+            delivery: DeliveryOrder::new(move |items| fan_out.publish_many(items)),
+            rates: RateLimits::new(&config),
+            presence: PresenceTracker::new(publisher.clone()),
+            stores,
+            publisher,
+            config,
+            ids: Mutex::new(ids),
+        })
+    }
+
+    /// Handles one chat publish by `user`; the answer says how to acknowledge it.
+    pub async fn handle(&self, user: &UserId, publish: ChatPublish) -> ChatAck {
+        let result = match &publish.topic {
+            ChatTopic::Send(conv) => self.send(user, conv, &publish.payload).await,
+            ChatTopic::Receipt(conv) => self.receipt(user, conv, &publish.payload).await,
+            ChatTopic::Typing(conv) => self.typing(user, conv, &publish.payload).await,
+            ChatTopic::Request(_) => {
+                self.request(user, &publish.payload, publish.properties.as_ref())
+                    .await
+            }
+            _ => Err(ChatError::not_allowed("not a client topic")),
+        };
+        match result {
+            Ok(()) => ChatAck::Success,
+            Err(error) => {
+                tracing::warn!(%user, topic = %publish.topic.topic(), code = ?error.code, reason = %error.message, "chat publish refused");
+                let ack = error.ack();
+                if !matches!(publish.topic, ChatTopic::Typing(_)) {
+                    self.send_error(user, error);
+                }
+                ack
+            }
+        }
+    }
+
+    /// Whether `a` and `b` are members of at least one common conversation
+    /// (which lets each see the other's presence).
+    pub async fn shares_conversation(
+        &self,
+        a: &UserId,
+        b: &UserId,
+    ) -> Result<bool, persistence::StoreError> {
+        let theirs: std::collections::HashSet<String> = self
+            .stores
+            .metadata
+            .conversations_of(b.as_str())
+            .await?
+            .into_iter()
+            .collect();
+        Ok(self
+            .stores
+            .metadata
+            .conversations_of(a.as_str())
+            .await?
+            .iter()
+            .any(|c| theirs.contains(c)))
+    }
+
+    /// Chat publishes refused by the per-user rate limits since the node started.
+    pub fn rate_limited(&self) -> RateLimited {
+        self.rates.refused()
+    }
+
+    /// Publishes an `Error` envelope to the user's inbox.
+    fn send_error(&self, user: &UserId, error: ChatError) {
+        let envelope = Envelope {
+            kind: Some(Kind::Error(error.into_proto())),
+        };
+        self.publisher.publish(
+            &inbox_topic(user),
+            parley_proto::encode_envelope(&envelope).into(),
+            false,
+        );
+    }
+
+    fn next_message_id(&self) -> u64 {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.next(now_ms())
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,91 @@
+//! Presence: a user is online while at least one of their sessions is
+//! connected. Transitions are published, retained, on `p/{user}`; the topic
+//! ACL lets only the user and those who share a conversation with them read it.
+//! An abrupt disconnect (the case a last will covers) publishes OFFLINE too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chat_core::ids::UserId;
+use chat_core::topics::presence_topic;
+use parley_proto::v1::{Envelope, Presence, PresenceState};
+
+use super::now_ms;
+use crate::mqtt::publisher::ServerPublisher;
+
+/// Counts live sessions per user and publishes presence changes.
+pub struct PresenceTracker {
+    publisher: ServerPublisher,
+    sessions: Mutex<HashMap<UserId, usize>>,
+}
+
+impl PresenceTracker {
+    /// A tracker publishing through `publisher`.
+    pub fn new(publisher: ServerPublisher) -> PresenceTracker {
+        PresenceTracker {
+            publisher,
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// A session of `user` connected.
+    pub fn connected(&self, user: &UserId) {
+        let first = {
+            let mut sessions = self.lock();
+            let n = sessions.entry(user.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.publish(user, PresenceState::Online);
+        }
+    }
+
+    /// A session of `user` ended.
+    pub fn disconnected(&self, user: &UserId) {
+        let last = {
+            let mut sessions = self.lock();
+            match sessions.get_mut(user) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    sessions.remove(user);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.publish(user, PresenceState::Offline);
+        }
+    }
+
+    /// Whether `user` has a live session on this node.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        self.lock().contains_key(user)
+    }
+
+    /// How many users have a live session on this node.
+    pub fn online_users(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn publish(&self, user: &UserId, state: PresenceState) {
+        let envelope = Envelope::from(Presence {
+            user: user.to_string(),
+            state: state as i32,
+            last_seen_ms: now_ms(),
+        });
+        self.publisher.publish(
+            &presence_topic(user),
+            parley_proto::encode_envelope(&envelope).into(),
+            true,
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,204 @@
+//! Group commands: create, rename, add and remove members, change roles,
+//! leave. chat-core's membership rules decide; the change is written with a
+//! compare-and-set on the record's version and retried on a lost race.
+
+use chat_core::ids::{ConversationId, ConversationKind, UserId};
+use chat_core::membership::{apply, create_group, GroupOp, MembershipError};
+use parley_proto::v1::{
+    response::Result as Answer, AddMembers, CreateGroup, Empty, ErrorCode, GetConversation,
+    LeaveGroup, RemoveMember, RenameGroup, SetRole,
+};
+use persistence::{ConversationKind as StoredKind, ConversationRecord, StoreError};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::chat::convert::{apply_domain, conversation_proto, role_from_proto, to_domain};
+use crate::chat::{now_ms, ChatError, ChatService};
+
+/// Attempts of a membership change that keeps losing compare-and-set races.
+const CAS_ATTEMPTS: usize = 5;
+
+impl ChatService {
+    pub(super) async fn create_group(
+        &self,
+        user: &UserId,
+        r: CreateGroup,
+    ) -> Result<Answer, ChatError> {
+        let members = self.existing_users(&r.members).await?;
+        let conv = create_group(user, &r.name, &members, self.config.max_group_size)
+            .map_err(membership_error)?;
+        let mut random = [0u8; 10];
+        SystemRandom::new()
+            .fill(&mut random)
+            .map_err(|_| ChatError::new(ErrorCode::Internal, "no randomness for a group id"))?;
+        let id = ConversationId::group_from_random(random);
+        let now = now_ms();
+        let empty = ConversationRecord {
+            id: id.to_string(),
+            kind: StoredKind::Group,
+            name: String::new(),
+            members: Vec::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            version: 1,
+        };
+        let record = self
+            .stores
+            .metadata
+            .create_conversation(apply_domain(&empty, &conv, now))
+            .await?;
+        let record = self.conversations.put(record);
+        Ok(Answer::Conversation(conversation_proto(&record, 0)))
+    }
+
+    pub(super) async fn rename_group(
+        &self,
+        user: &UserId,
+        r: RenameGroup,
+    ) -> Result<Answer, ChatError> {
+        self.change_group(user, &r.conversation_id, || {
+            Ok(GroupOp::Rename(r.name.clone()))
+        })
+        .await
+    }
+
+    pub(super) async fn add_members(
+        &self,
+        user: &UserId,
+        r: AddMembers,
+    ) -> Result<Answer, ChatError> {
+        let users = self.existing_users(&r.users).await?;
+        self.change_group(user, &r.conversation_id, || Ok(GroupOp::Add(users.clone())))
+            .await
+    }
+
+    pub(super) async fn remove_member(
+        &self,
+        user: &UserId,
+        r: RemoveMember,
+    ) -> Result<Answer, ChatError> {
+        let target =
+            UserId::parse(&r.user).map_err(|e| ChatError::invalid(format!("user: {e}")))?;
+        self.change_group(user, &r.conversation_id, || {
+            Ok(GroupOp::Remove(target.clone()))
+        })
+        .await
+    }
+
+    pub(super) async fn set_role(&self, user: &UserId, r: SetRole) -> Result<Answer, ChatError> {
+        let target =
+            UserId::parse(&r.user).map_err(|e| ChatError::invalid(format!("user: {e}")))?;
+        let role = role_from_proto(r.role)?;
+        self.change_group(user, &r.conversation_id, || {
+            Ok(GroupOp::SetRole(target.clone(), role))
+        })
+        .await
+    }
+
+    pub(super) async fn leave_group(
+        &self,
+        user: &UserId,
+        r: LeaveGroup,
+    ) -> Result<Answer, ChatError> {
+        self.change_group(user, &r.conversation_id, || Ok(GroupOp::Leave))
+            .await?;
+        Ok(Answer::Ok(Empty {}))
+    }
+
+    pub(super) async fn get_conversation(
+        &self,
+        user: &UserId,
+        r: GetConversation,
+    ) -> Result<Answer, ChatError> {
+        let conv = ConversationId::parse(&r.conversation_id)
+            .map_err(|e| ChatError::invalid(format!("conversation_id: {e}")))?;
+        let record = self.member_conversation(user, &conv).await?;
+        let last_seq = self.stores.history.last_seq(conv.as_str()).await?;
+        Ok(Answer::Conversation(conversation_proto(&record, last_seq)))
+    }
+
+    /// Applies `op` by `user` to group `id` with compare-and-set, retrying lost races.
+    async fn change_group(
+        &self,
+        user: &UserId,
+        id: &str,
+        op: impl Fn() -> Result<GroupOp, ChatError>,
+    ) -> Result<Answer, ChatError> {
+        let conv = ConversationId::parse(id)
+            .map_err(|e| ChatError::invalid(format!("conversation_id: {e}")))?;
+        if conv.kind() != ConversationKind::Group {
+            return Err(
+                ChatError::not_allowed("direct conversations have fixed members")
+                    .in_conversation(id),
+            );
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let record = self
+                .conversations
+                .get(id)
+                .await?
+                .ok_or_else(|| ChatError::unknown_conversation(id))?;
+            let next = apply(
+                &to_domain(&record)?,
+                user,
+                op()?,
+                self.config.max_group_size,
+            )
+            .map_err(|e| membership_error(e).in_conversation(id))?;
+            let updated = apply_domain(&record, &next, now_ms());
+            match self
+                .stores
+                .metadata
+                .update_conversation(updated, record.version)
+                .await
+            {
+                Ok(stored) => {
+                    let last_seq = self.stores.history.last_seq(id).await?;
+                    let stored = self.conversations.put(stored);
+                    return Ok(Answer::Conversation(conversation_proto(&stored, last_seq)));
+                }
+                Err(StoreError::Conflict(_)) => self.conversations.forget(id),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ChatError::new(
+            ErrorCode::Unavailable,
+            "the group is changing too fast; retry",
+        )
+        .in_conversation(id))
+    }
+
+    /// Parses `names` and checks that each user exists.
+    async fn existing_users(&self, names: &[String]) -> Result<Vec<UserId>, ChatError> {
+        let mut users = Vec::with_capacity(names.len());
+        for name in names {
+            let user = UserId::parse(name)
+                .map_err(|e| ChatError::invalid(format!("user {name:?}: {e}")))?;
+            if self
+                .stores
+                .metadata
+                .get_user(user.as_str())
+                .await?
+                .is_none()
+            {
+                return Err(ChatError::new(
+                    ErrorCode::NotFound,
+                    format!("no user {name}"),
+                ));
+            }
+            users.push(user);
+        }
+        Ok(users)
+    }
+}
+
+/// Maps a refused membership change to the client's error code.
+pub(crate) fn membership_error(e: MembershipError) -> ChatError {
+    let code = match e {
+        MembershipError::NotAMember => ErrorCode::NotAMember,
+        MembershipError::NotAllowed(_) => ErrorCode::NotAllowed,
+        MembershipError::GroupFull { .. } => ErrorCode::GroupFull,
+        MembershipError::NoSuchMember(_) => ErrorCode::NotFound,
+        MembershipError::InvalidName(_) => ErrorCode::InvalidArgument,
+    };
+    ChatError::new(code, e.to_string())
+}

@@ -1,0 +1,268 @@
+//! `s/{conv}`: a client's message. Validated, checked against membership and
+//! the rate limit, stored durably with the next sequence number (group
+//! commit in the store), and only then acknowledged and fanned out to every
+//! member's inbox, the sender's other sessions included. New entries of one
+//! conversation reach the inboxes in `seq` order (see `super::ordering`).
+
+use bytes::Bytes;
+use chat_core::ids::{ConversationId, UserId};
+use chat_core::message::{
+    amend, server_message, validate_client_message, Intent, MessageError, MessageLimits,
+};
+use chat_core::topics::inbox_topic;
+use parley_proto::v1::{envelope::Kind, ErrorCode};
+use parley_proto::{decode_envelope, encode_envelope, prost::Message};
+use persistence::{Amend, AppendRequest, ConversationRecord, StoreError};
+
+use super::convert::message_proto;
+use super::{now_ms, ChatError, ChatService};
+
+impl ChatService {
+    /// Handles a message published to `s/{conv}` by `user`.
+    pub(super) async fn send(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+        payload: &[u8],
+    ) -> Result<(), ChatError> {
+        let envelope = decode_envelope(payload)
+            .map_err(|e| ChatError::malformed(e.to_string()).in_conversation(conv.as_str()))?;
+        let Some(Kind::Message(client)) = envelope.kind else {
+            return Err(ChatError::malformed(
+                "s/{conversation} carries ChatMessage envelopes only",
+            )
+            .in_conversation(conv.as_str()));
+        };
+        let client_message_id = client.client_message_id.clone();
+        let fail = |e: ChatError| {
+            e.in_conversation(conv.as_str())
+                .for_message(&client_message_id)
+        };
+
+        let limits = MessageLimits {
+            max_payload_bytes: self.config.max_message_bytes,
+            max_text_chars: self.config.max_text_chars,
+        };
+        let intent = validate_client_message(&client, payload.len(), &limits)
+            .map_err(|e| fail(message_error(e)))?;
+        if !self.rates.message(user.as_str()) {
+            return Err(fail(ChatError::new(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+            )));
+        }
+        let record = self.open_conversation(user, conv).await.map_err(fail)?;
+
+        let message_id = self.next_message_id();
+        let server_time_ms = now_ms();
+        let new_body = client.body.clone();
+        let message = server_message(
+            client,
+            user.as_str(),
+            conv.as_str(),
+            message_id,
+            server_time_ms,
+        );
+        let amend_request = match intent {
+            Intent::New => None,
+            Intent::Edit { target_seq } | Intent::Delete { target_seq } => {
+                let target = self
+                    .stores
+                    .history
+                    .get(conv.as_str(), target_seq)
+                    .await
+                    .map_err(|e| fail(e.into()))?
+                    .ok_or_else(|| {
+                        fail(ChatError::new(
+                            ErrorCode::NotFound,
+                            format!("no message {target_seq}"),
+                        ))
+                    })?;
+                let original = message_proto(&target).map_err(fail)?;
+                let amended = match amend(&original, user.as_str(), intent, new_body) {
+                    Ok(amended) => amended,
+                    // The target may have been deleted by this very change: a
+                    // retry of a stored delete (or of an edit made before the
+                    // delete) is answered with the stored entry, like any retry.
+                    Err(e @ MessageError::NotChangeable(_)) => {
+                        return match self
+                            .stored_seq(user, conv, &client_message_id)
+                            .await
+                            .map_err(fail)?
+                        {
+                            Some(seq) => {
+                                self.redeliver(&record, conv, seq).await;
+                                Ok(())
+                            }
+                            None => Err(fail(message_error(e))),
+                        };
+                    }
+                    Err(e) => return Err(fail(message_error(e))),
+                };
+                Some(Amend {
+                    target_seq,
+                    payload: amended.encode_to_vec(),
+                })
+            }
+        };
+        // Taken before the append begins, so that this entry is delivered in
+        // its seq's turn among concurrent sends to the conversation.
+        let ticket = self.delivery.begin(conv.as_str());
+        let appended = self
+            .stores
+            .history
+            .append(AppendRequest {
+                conversation_id: conv.to_string(),
+                sender: user.to_string(),
+                client_message_id: client_message_id.clone(),
+                message_id,
+                server_time_ms,
+                payload: message.encode_to_vec(),
+                amend: amend_request,
+            })
+            .await
+            .map_err(|e| fail(e.into()))?;
+
+        // Durable: deliver. A retry of a stored message is delivered again as
+        // stored (clients drop duplicates by message id), in case the first
+        // attempt's fan-out was cut short; it is an old seq, so it does not
+        // wait for its turn.
+        if appended.duplicate {
+            drop(ticket);
+            self.redeliver(&record, conv, appended.seq).await;
+        } else {
+            let mut delivered = message;
+            delivered.seq = appended.seq;
+            let items = inbox_items(&record, encode_envelope(&delivered.into()));
+            ticket.stored(appended.seq, items);
+        }
+        Ok(())
+    }
+
+    /// Delivers the stored entry `seq` of `conv` again, to every member. Best
+    /// effort: the entry is stored either way, so a failure here is only logged.
+    async fn redeliver(&self, record: &ConversationRecord, conv: &ConversationId, seq: u64) {
+        let stored = match self.stores.history.get(conv.as_str(), seq).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(conversation = %conv, seq, error = %e, "retry not redelivered");
+                return;
+            }
+        };
+        match message_proto(&stored) {
+            Ok(delivered) => self.fan_out(record, encode_envelope(&delivered.into())),
+            Err(e) => {
+                tracing::warn!(conversation = %conv, seq, reason = %e.message, "retry not redelivered")
+            }
+        }
+    }
+
+    /// The seq of the entry `user` stored in `conv` with `client_message_id`,
+    /// if there is one.
+    ///
+    /// The history store has no lookup by client message id, so this asks it
+    /// to append a probe whose amend targets seq 0, which never exists. By
+    /// [`HistoryStore::append`](persistence::HistoryStore::append)'s contract
+    /// a retry is answered from the original before the amend is looked at,
+    /// and any other request with a missing amend target fails with
+    /// `NotFound` and appends nothing.
+    async fn stored_seq(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+        client_message_id: &str,
+    ) -> Result<Option<u64>, ChatError> {
+        let probe = AppendRequest {
+            conversation_id: conv.to_string(),
+            sender: user.to_string(),
+            client_message_id: client_message_id.to_owned(),
+            message_id: 0,
+            server_time_ms: 0,
+            payload: Vec::new(),
+            amend: Some(Amend {
+                target_seq: 0,
+                payload: Vec::new(),
+            }),
+        };
+        match self.stores.history.append(probe).await {
+            Ok(appended) if appended.duplicate => Ok(Some(appended.seq)),
+            Ok(appended) => Err(ChatError::new(
+                ErrorCode::Internal,
+                format!("the history store appended a probe as seq {}", appended.seq),
+            )),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The conversation `conv` if it exists and `user` is a member.
+    pub(super) async fn member_conversation(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+    ) -> Result<std::sync::Arc<ConversationRecord>, ChatError> {
+        let record = self
+            .conversations
+            .get(conv.as_str())
+            .await?
+            .ok_or_else(|| ChatError::unknown_conversation(conv.as_str()))?;
+        check_member(record, user, conv)
+    }
+
+    /// Like [`Self::member_conversation`], but a direct conversation of
+    /// `user` with an existing peer is created on first use (sending to it,
+    /// or opening it). Reading never creates anything.
+    pub(super) async fn open_conversation(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+    ) -> Result<std::sync::Arc<ConversationRecord>, ChatError> {
+        let record = match self.conversations.get(conv.as_str()).await? {
+            Some(record) => record,
+            None => self.open_direct_by_id(user, conv).await?,
+        };
+        check_member(record, user, conv)
+    }
+
+    /// Publishes `envelope` to the inbox of every member.
+    pub(super) fn fan_out(&self, record: &ConversationRecord, envelope: Vec<u8>) {
+        self.publisher.publish_many(inbox_items(record, envelope));
+    }
+}
+
+fn check_member(
+    record: std::sync::Arc<ConversationRecord>,
+    user: &UserId,
+    conv: &ConversationId,
+) -> Result<std::sync::Arc<ConversationRecord>, ChatError> {
+    if record.member(user.as_str()).is_none() {
+        return Err(ChatError::not_a_member(conv.as_str()));
+    }
+    Ok(record)
+}
+
+/// The publishes (inbox topic, payload, retain) that deliver `envelope` to every member.
+fn inbox_items(record: &ConversationRecord, envelope: Vec<u8>) -> Vec<(String, Bytes, bool)> {
+    let payload = Bytes::from(envelope);
+    record
+        .members
+        .iter()
+        .filter_map(|m| {
+            let user = UserId::parse(&m.user).ok()?;
+            Some((inbox_topic(&user), payload.clone(), false))
+        })
+        .collect()
+}
+
+/// Maps a validation failure to the client's error code.
+fn message_error(e: MessageError) -> ChatError {
+    let code = match e {
+        MessageError::TooLarge { .. } | MessageError::TextTooLong { .. } => {
+            ErrorCode::MessageTooLarge
+        }
+        MessageError::NotYours | MessageError::NotChangeable(_) => ErrorCode::NotAllowed,
+        _ => ErrorCode::InvalidArgument,
+    };
+    ChatError::new(code, e.to_string())
+}

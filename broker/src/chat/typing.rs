@@ -1,0 +1,52 @@
+//! `t/{conv}`: typing indicators. Relayed at QoS 0 to the other members'
+//! `u/{user}/t`, rate limited, never stored.
+
+use chat_core::ids::{ConversationId, UserId};
+use chat_core::topics::typing_feed_topic;
+use parley_proto::v1::{envelope::Kind, ErrorCode, Typing};
+use parley_proto::{decode_envelope, encode_envelope};
+
+use super::{ChatError, ChatService};
+
+impl ChatService {
+    /// Handles a typing indicator published to `t/{conv}` by `user`.
+    pub(super) async fn typing(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+        payload: &[u8],
+    ) -> Result<(), ChatError> {
+        let envelope = decode_envelope(payload).map_err(|e| ChatError::malformed(e.to_string()))?;
+        let Some(Kind::Typing(typing)) = envelope.kind else {
+            return Err(ChatError::malformed(
+                "t/{conversation} carries Typing envelopes only",
+            ));
+        };
+        if !self.rates.typing(user.as_str()) {
+            return Err(ChatError::new(
+                ErrorCode::RateLimited,
+                "too many typing indicators",
+            ));
+        }
+        let record = self.member_conversation(user, conv).await?;
+        let relay = bytes::Bytes::from(encode_envelope(
+            &Typing {
+                conversation_id: conv.to_string(),
+                user: user.to_string(),
+                active: typing.active,
+            }
+            .into(),
+        ));
+        self.publisher.publish_many(
+            record
+                .members
+                .iter()
+                .filter(|m| m.user != user.as_str())
+                .filter_map(|m| {
+                    let member = UserId::parse(&m.user).ok()?;
+                    Some((typing_feed_topic(&member), relay.clone(), false))
+                }),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,668 @@
+//! Parley's configuration: defaults, a TOML file, `PARLEY_*` environment
+//! variables and command-line flags, merged in that order (later wins).
+//!
+//! Environment variables name nested keys with `__`, e.g.
+//! `PARLEY_MQTT__TCP=0.0.0.0:1884` or `PARLEY_AUTH__JWT_SECRET=...`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chat_core::rules::AclRuleConfig;
+use clap::Parser;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Command-line flags of the `parley` binary. Flags override the file and the environment.
+#[derive(Debug, Clone, Default, Parser, Serialize)]
+#[command(
+    name = "parley",
+    version,
+    about = "Parley: an MQTT-first messaging broker with chat semantics"
+)]
+pub struct Cli {
+    /// TOML configuration file (see deploy/parley.toml for every key and its default).
+    #[arg(short, long, env = "PARLEY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store [default: ./data].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Node id of this Parley process within a cluster [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u16>,
+    /// MQTT over TCP listen address, or "off" [default: 0.0.0.0:1883].
+    #[arg(long)]
+    #[serde(skip)]
+    pub mqtt_tcp: Option<Listen>,
+    /// MQTT over WebSocket listen address, or "off" [default: 0.0.0.0:8083].
+    #[arg(long)]
+    #[serde(skip)]
+    pub mqtt_ws: Option<Listen>,
+    /// HTTP API listen address [default: 0.0.0.0:8080].
+    #[arg(long)]
+    #[serde(skip)]
+    pub http: Option<Listen>,
+    /// Log filter in `tracing` EnvFilter syntax [default: info].
+    #[arg(long)]
+    #[serde(skip)]
+    pub log: Option<String>,
+}
+
+/// A listen address that can be switched off with `"off"` (or an empty string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl Listen {
+    /// A listener on `addr`.
+    pub fn on(addr: SocketAddr) -> Listen {
+        Listen(Some(addr))
+    }
+    /// A disabled listener.
+    pub fn off() -> Listen {
+        Listen(None)
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("off") {
+            return Ok(Listen(None));
+        }
+        s.parse::<SocketAddr>()
+            .map(|a| Listen(Some(a)))
+            .map_err(|e| format!("invalid listen address {s:?} ({e}); use host:port or \"off\""))
+    }
+}
+
+impl From<Listen> for String {
+    fn from(l: Listen) -> String {
+        l.to_string()
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// The whole configuration of one Parley node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Node id within a cluster (0 on a single node).
+    pub node_id: u16,
+    /// Directory of the embedded store and of generated secrets.
+    pub data_dir: PathBuf,
+    /// MQTT listeners and protocol limits.
+    pub mqtt: MqttConfig,
+    /// The HTTP side (account API, health).
+    pub http: HttpConfig,
+    /// Passwords and access tokens.
+    pub auth: AuthConfig,
+    /// Chat limits.
+    pub chat: ChatConfig,
+    /// Connection, traffic and publish rate limits.
+    pub limits: LimitsConfig,
+    /// The admin HTTP API.
+    pub admin: AdminConfig,
+    /// Plain-MQTT topic ACL rules (outside the chat namespace); deny by default.
+    pub acl: Vec<AclRuleConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 0,
+            data_dir: PathBuf::from("./data"),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            chat: ChatConfig::default(),
+            limits: LimitsConfig::default(),
+            admin: AdminConfig::default(),
+            acl: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// MQTT listeners and protocol limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// MQTT 3.1.1 and 5 over TCP.
+    pub tcp: Listen,
+    /// MQTT over WebSocket (sub-protocol `mqtt`).
+    pub ws: Listen,
+    /// HTTP path of the WebSocket endpoint.
+    pub ws_path: String,
+    /// MQTT over TLS; off unless a certificate and key are configured.
+    pub tls: Option<TlsConfig>,
+    /// Largest MQTT packet accepted from a client, in bytes.
+    pub max_packet_size: usize,
+    /// Time a new connection has to send CONNECT, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Largest keep-alive a client may ask for, in seconds (0 = no cap).
+    /// Clients asking for more (or for 0) get this value (MQTT 5: Server Keep Alive).
+    pub max_keep_alive_secs: u16,
+    /// Maximum number of concurrent connections on this node.
+    pub max_connections: usize,
+    /// Messages buffered per connection by the router before it stops reading.
+    pub max_outgoing_packets: u64,
+    /// Size of one in-memory log segment of the router, in bytes.
+    pub router_segment_size: usize,
+    /// Segments the router keeps per topic filter.
+    pub router_segment_count: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            tcp: Listen::on(([0, 0, 0, 0], 1883).into()),
+            ws: Listen::on(([0, 0, 0, 0], 8083).into()),
+            ws_path: "/mqtt".into(),
+            tls: None,
+            max_packet_size: 1024 * 1024,
+            connect_timeout_ms: 10_000,
+            max_keep_alive_secs: 0,
+            max_connections: 1_000_000,
+            max_outgoing_packets: 200,
+            router_segment_size: 100 * 1024,
+            router_segment_count: 10,
+        }
+    }
+}
+
+/// The TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Listen address [default: 0.0.0.0:8883].
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+fn default_tls_listen() -> SocketAddr {
+    ([0, 0, 0, 0], 8883).into()
+}
+
+/// The HTTP side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the HTTP API.
+    pub listen: Listen,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Listen::on(([0, 0, 0, 0], 8080).into()),
+        }
+    }
+}
+
+/// Passwords and access tokens.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC secret for access tokens (at least 32 bytes). When unset, Parley generates one
+    /// and keeps it in `{data_dir}/token.secret`, so tokens survive restarts.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of an access token, in seconds.
+    pub token_ttl_secs: u64,
+    /// PBKDF2-HMAC-SHA256 iterations for new password hashes (at least 100000).
+    pub pbkdf2_iterations: u32,
+    /// Seconds a successfully verified password is remembered, so reconnects
+    /// skip the slow hash (0 disables; only an in-memory keyed digest is kept).
+    pub verified_cache_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+            pbkdf2_iterations: 100_000,
+            verified_cache_secs: 300,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("pbkdf2_iterations", &self.pbkdf2_iterations)
+            .field("verified_cache_secs", &self.verified_cache_secs)
+            .finish()
+    }
+}
+
+/// Limits of the chat pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Largest chat envelope a client may publish, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest text body, in characters.
+    pub max_text_chars: usize,
+    /// Most members a group may have.
+    pub max_group_size: usize,
+    /// Sustained messages per second per user.
+    pub messages_per_sec: f64,
+    /// Messages a user may send in a burst.
+    pub message_burst: u32,
+    /// Sustained typing indicators per second per user.
+    pub typing_per_sec: f64,
+    /// Typing indicators a user may send in a burst.
+    pub typing_burst: u32,
+    /// Largest page of history or conversations a request may ask for.
+    pub max_page: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_message_bytes: 64 * 1024,
+            max_text_chars: 16 * 1024,
+            max_group_size: 1024,
+            messages_per_sec: 20.0,
+            message_burst: 50,
+            typing_per_sec: 2.0,
+            typing_burst: 5,
+            max_page: 500,
+        }
+    }
+}
+
+/// Rate limits outside the chat pipeline. A rate of 0 switches that limit off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained new MQTT connections per second from one source IP address
+    /// (0 = unlimited). Refused with CONNACK 0x9F (MQTT 5) or 0x03 (3.1.1).
+    pub connects_per_sec_per_ip: f64,
+    /// Connections one source IP address may open in a burst.
+    pub connect_burst_per_ip: u32,
+    /// Sustained bytes per second a connection may send (0 = unlimited).
+    /// Over it the connection is closed (MQTT 5: DISCONNECT 0x96).
+    pub bytes_per_sec_per_connection: u64,
+    /// Bytes a connection may send in a burst.
+    pub bytes_burst: u64,
+    /// Sustained plain (non-chat) PUBLISH packets per second per user, over
+    /// all of the user's connections (0 = unlimited). Over it a publish is
+    /// dropped (MQTT 5: PUBACK / PUBREC 0x97).
+    pub publishes_per_sec_per_user: f64,
+    /// Plain publishes a user may send in a burst.
+    pub publish_burst_per_user: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connects_per_sec_per_ip: 0.0,
+            connect_burst_per_ip: 20,
+            bytes_per_sec_per_connection: 0,
+            bytes_burst: 2 * 1024 * 1024,
+            publishes_per_sec_per_user: 0.0,
+            publish_burst_per_user: 100,
+        }
+    }
+}
+
+/// The admin HTTP API (`/v1/admin/...`).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API, at least 32 bytes. When unset the admin
+    /// API is off and answers 404.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` EnvFilter directives, e.g. `info` or `parley=debug,rumqttd=warn`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info,rumqttd=warn".into(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` does not exist.
+    #[error("configuration file {0} not found")]
+    FileNotFound(PathBuf),
+    /// A key has the wrong type, is unknown, or the TOML does not parse.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then the file named by `cli.config`, then `PARLEY_*` variables, then flags.
+    ///
+    /// `PARLEY_CONFIG` (the file) and `PARLEY_LOG` (a log filter read by the
+    /// binary) are not configuration keys; `PARLEY_LOG__FILTER` is.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        Self::load_with_env(
+            cli,
+            Env::prefixed("PARLEY_")
+                .split("__")
+                .ignore(&["config", "log", "test_log"]),
+        )
+    }
+
+    fn load_with_env(cli: &Cli, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &cli.config {
+            if !path.exists() {
+                return Err(ConfigError::FileNotFound(path.clone()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env).merge(Serialized::defaults(cli));
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(l) = cli.mqtt_tcp {
+            config.mqtt.tcp = l;
+        }
+        if let Some(l) = cli.mqtt_ws {
+            config.mqtt.ws = l;
+        }
+        if let Some(l) = cli.http {
+            config.http.listen = l;
+        }
+        if let Some(f) = &cli.log {
+            config.log.filter = f.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document on top of the defaults (no environment, no flags).
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: value ranges and ACL rule syntax.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.auth.pbkdf2_iterations < 100_000 {
+            return invalid(format!(
+                "auth.pbkdf2_iterations = {} is below the minimum of 100000",
+                self.auth.pbkdf2_iterations
+            ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.len() < 32 {
+                return invalid("auth.jwt_secret must be at least 32 bytes".into());
+            }
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return invalid("auth.token_ttl_secs must be positive".into());
+        }
+        if !self.mqtt.ws_path.starts_with('/') {
+            return invalid(format!(
+                "mqtt.ws_path {:?} must start with '/'",
+                self.mqtt.ws_path
+            ));
+        }
+        if self.mqtt.max_packet_size < 1024 {
+            return invalid("mqtt.max_packet_size must be at least 1024 bytes".into());
+        }
+        if self.mqtt.max_packet_size > 256 * 1024 * 1024 {
+            return invalid("mqtt.max_packet_size must be at most 268435455 bytes".into());
+        }
+        if self.chat.max_group_size < 2 {
+            return invalid("chat.max_group_size must be at least 2".into());
+        }
+        if self.chat.messages_per_sec <= 0.0 || self.chat.typing_per_sec <= 0.0 {
+            return invalid("chat rates must be positive".into());
+        }
+        if self.chat.message_burst == 0 || self.chat.typing_burst == 0 || self.chat.max_page == 0 {
+            return invalid("chat bursts and max_page must be positive".into());
+        }
+        if self.chat.max_message_bytes > self.mqtt.max_packet_size {
+            return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
+        }
+        self.validate_limits()?;
+        if let Some(token) = &self.admin.token {
+            if token.len() < 32 {
+                return invalid("admin.token must be at least 32 bytes".into());
+            }
+        }
+        if self.node_id > chat_core::message_id::MAX_NODE_ID {
+            return invalid(format!(
+                "node_id must be at most {}",
+                chat_core::message_id::MAX_NODE_ID
+            ));
+        }
+        if let Some(tls) = &self.mqtt.tls {
+            for (what, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if !Path::new(path).exists() {
+                    return invalid(format!(
+                        "mqtt.tls.{what}: {} does not exist",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        chat_core::rules::AclRules::compile(self.acl.clone())
+            .map_err(|e| ConfigError::Invalid(format!("acl: {e}")))?;
+        Ok(())
+    }
+
+    /// Rates must be finite and not negative; a limit that is on needs a burst.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (key, rate, burst) in [
+            (
+                "connects_per_sec_per_ip",
+                l.connects_per_sec_per_ip,
+                u64::from(l.connect_burst_per_ip),
+            ),
+            (
+                "bytes_per_sec_per_connection",
+                l.bytes_per_sec_per_connection as f64,
+                l.bytes_burst,
+            ),
+            (
+                "publishes_per_sec_per_user",
+                l.publishes_per_sec_per_user,
+                u64::from(l.publish_burst_per_user),
+            ),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be a number >= 0 (0 = unlimited)"
+                )));
+            }
+            if burst > u64::from(u32::MAX) {
+                return Err(ConfigError::Invalid(format!(
+                    "the burst of limits.{key} must be at most {}",
+                    u32::MAX
+                )));
+            }
+            if rate > 0.0 && burst == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} is on, so its burst must be at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Env {
+        Env::prefixed("PARLEY_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = Config::load_with_env(&Cli::default(), no_env()).expect("defaults load");
+        assert_eq!(c.mqtt.tcp, Listen::on(([0, 0, 0, 0], 1883).into()));
+        assert_eq!(c.mqtt.ws, Listen::on(([0, 0, 0, 0], 8083).into()));
+        assert_eq!(c.http.listen, Listen::on(([0, 0, 0, 0], 8080).into()));
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.mqtt.tls.is_none());
+        assert!(c.acl.is_empty());
+    }
+
+    #[test]
+    fn file_then_flags_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/tmp/x\"\nnode_id = 3\n[mqtt]\ntcp = \"127.0.0.1:1999\"\nws = \"off\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            node_id: Some(7),
+            ..Cli::default()
+        };
+        let c = Config::load_with_env(&cli, no_env()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.node_id, 7, "flag wins over file");
+        assert_eq!(c.mqtt.tcp, Listen::on(([127, 0, 0, 1], 1999).into()));
+        assert_eq!(c.mqtt.ws, Listen::off());
+    }
+
+    #[test]
+    fn unknown_key_is_a_clear_error() {
+        let err = Config::from_toml_str("[mqtt]\ntpc = \"1.2.3.4:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("tpc"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_a_clear_error() {
+        let err = Config::from_toml_str("[mqtt]\ntcp = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid listen address"), "{err}");
+    }
+
+    #[test]
+    fn weak_settings_are_refused() {
+        assert!(Config::from_toml_str("[auth]\npbkdf2_iterations = 1000\n").is_err());
+        assert!(Config::from_toml_str("[auth]\njwt_secret = \"short\"\n").is_err());
+    }
+
+    #[test]
+    fn limits_and_admin_token_are_checked() {
+        let c = Config::from_toml_str(
+            "[limits]\nconnects_per_sec_per_ip = 5.0\nconnect_burst_per_ip = 10\n\
+             [admin]\ntoken = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.connects_per_sec_per_ip, 5.0);
+        assert_eq!(c.limits.connect_burst_per_ip, 10);
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "token redacted");
+        let short = Config::from_toml_str("[admin]\ntoken = \"short\"\n").unwrap_err();
+        assert!(short.to_string().contains("admin.token"), "{short}");
+        let negative =
+            Config::from_toml_str("[limits]\npublishes_per_sec_per_user = -1.0\n").unwrap_err();
+        assert!(
+            negative.to_string().contains("publishes_per_sec_per_user"),
+            "{negative}"
+        );
+        let no_burst = Config::from_toml_str(
+            "[limits]\nbytes_per_sec_per_connection = 100\nbytes_burst = 0\n",
+        )
+        .unwrap_err();
+        assert!(no_burst.to_string().contains("burst"), "{no_burst}");
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let cli = Cli {
+            config: Some("/nonexistent/parley.toml".into()),
+            ..Cli::default()
+        };
+        assert!(matches!(
+            Config::load_with_env(&cli, no_env()),
+            Err(ConfigError::FileNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn example_config_is_valid_and_lists_the_defaults() {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/parley.toml"
+        ))
+        .unwrap();
+        let c = Config::from_toml_str(&example).expect("deploy/parley.toml is valid");
+        let defaults = Config::default();
+        assert_eq!(c.mqtt, defaults.mqtt);
+        assert_eq!(c.http, defaults.http);
+        assert_eq!(c.auth, defaults.auth);
+        assert_eq!(c.chat, defaults.chat);
+        assert_eq!(c.log, defaults.log);
+        assert_eq!(c.limits, defaults.limits);
+        assert_eq!(c.admin, defaults.admin);
+        assert_eq!(c.acl.len(), 2, "the example carries two ACL rules");
+    }
+
+    #[test]
+    fn acl_rules_parse_from_toml() {
+        let c =
+            Config::from_toml_str("[[acl]]\naccess = \"readwrite\"\nfilter = \"devices/%u/#\"\n")
+                .unwrap();
+        assert_eq!(c.acl.len(), 1);
+    }
+}

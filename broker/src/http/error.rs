@@ -1,0 +1,197 @@
+//! [`ApiError`]: every HTTP API failure as a status code and a JSON body
+//! `{"error": "<machine code>", "message": "<human text>"}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::auth::{AuthError, SignUpError};
+
+/// An HTTP API failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the username is not a valid user id.
+    #[error("{0}")]
+    InvalidUsername(String),
+    /// 400: the password breaks the password policy.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// 400: the body is not syntactically valid JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// 400: the body is JSON but not of the expected shape.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 413: the body is larger than [`super::MAX_BODY_BYTES`].
+    #[error("the request body is larger than {} bytes", super::MAX_BODY_BYTES)]
+    PayloadTooLarge,
+    /// 415: the body is not declared as `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 409: the username is taken.
+    #[error("username {0:?} is already taken")]
+    UsernameTaken(String),
+    /// 401: unknown user or wrong password.
+    #[error("bad username or password")]
+    BadCredentials,
+    /// 403: the account is disabled.
+    #[error("the account is disabled")]
+    Disabled,
+    /// 503: the account store is unavailable (details are in the server log).
+    #[error("the service is temporarily unavailable; try again later")]
+    Unavailable,
+    /// 404: no such endpoint.
+    #[error("no such endpoint")]
+    NotFound,
+    /// 405: the endpoint does not accept this method.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    /// A stable, machine-readable code.
+    error: &'static str,
+    /// A human-readable explanation.
+    message: String,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidUsername(_)
+            | ApiError::WeakPassword(_)
+            | ApiError::MalformedJson(_)
+            | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UsernameTaken(_) => StatusCode::CONFLICT,
+            ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Disabled => StatusCode::FORBIDDEN,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The machine-readable code in the `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidUsername(_) => "invalid_username",
+            ApiError::WeakPassword(_) => "weak_password",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::UsernameTaken(_) => "username_taken",
+            ApiError::BadCredentials => "bad_credentials",
+            ApiError::Disabled => "account_disabled",
+            ApiError::Unavailable => "unavailable",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<SignUpError> for ApiError {
+    fn from(e: SignUpError) -> ApiError {
+        match e {
+            SignUpError::InvalidUsername(_) => ApiError::InvalidUsername(e.to_string()),
+            SignUpError::WeakPassword(_) => ApiError::WeakPassword(e.to_string()),
+            SignUpError::Conflict(name) => ApiError::UsernameTaken(name),
+            SignUpError::Unavailable(_) => ApiError::Unavailable,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::BadCredentials => ApiError::BadCredentials,
+            AuthError::Disabled => ApiError::Disabled,
+            AuthError::Unavailable(_) => ApiError::Unavailable,
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(e.body_text()),
+            JsonRejection::JsonDataError(e) => ApiError::InvalidRequest(e.body_text()),
+            JsonRejection::MissingJsonContentType(e) => {
+                ApiError::UnsupportedMediaType(e.body_text())
+            }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            other => ApiError::InvalidRequest(other.body_text()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::password::PasswordPolicyError;
+    use chat_core::ids::UserId;
+
+    #[test]
+    fn sign_up_errors_map_to_precise_statuses() {
+        let id_error = UserId::parse("Bad").unwrap_err();
+        let invalid = ApiError::from(SignUpError::InvalidUsername(id_error.clone()));
+        assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(invalid.code(), "invalid_username");
+        assert!(invalid.to_string().contains(&id_error.to_string()));
+
+        let weak = ApiError::from(SignUpError::WeakPassword(PasswordPolicyError::TooShort {
+            min: 8,
+            len: 3,
+        }));
+        assert_eq!(
+            (weak.status(), weak.code()),
+            (StatusCode::BAD_REQUEST, "weak_password")
+        );
+
+        let taken = ApiError::from(SignUpError::Conflict("alice".into()));
+        assert_eq!(
+            (taken.status(), taken.code()),
+            (StatusCode::CONFLICT, "username_taken")
+        );
+
+        let down = ApiError::from(SignUpError::Unavailable("disk on fire".into()));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            !down.to_string().contains("disk"),
+            "internal detail stays in the log"
+        );
+    }
+
+    #[test]
+    fn auth_errors_map_to_precise_statuses() {
+        assert_eq!(
+            ApiError::from(AuthError::BadCredentials).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::from(AuthError::Disabled).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            ApiError::from(AuthError::Unavailable("x".into())).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

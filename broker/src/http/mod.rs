@@ -1,0 +1,73 @@
+//! Parley's HTTP API (axum): account sign-up, access tokens and health.
+//!
+//! Each concern lives in its own module exposing a `routes()` router that
+//! [`router`] merges:
+//!
+//! - [`users`]: `POST /v1/users` (sign-up).
+//! - [`tokens`]: `POST /v1/tokens` (log-in, issues an access token).
+//! - [`health`]: `GET /healthz`.
+//! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
+//! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
+//! - [`fallback`]: JSON answers for unknown paths and methods.
+//!
+//! Request bodies are limited to [`MAX_BODY_BYTES`].
+
+pub mod error;
+pub mod fallback;
+pub mod health;
+pub mod json;
+pub mod tokens;
+pub mod users;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+
+pub use error::ApiError;
+pub use json::ApiJson;
+
+/// The largest accepted request body, in bytes (16 KiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What the HTTP handlers share.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    /// Sign-up, log-in and token issuing.
+    pub auth: Arc<Authenticator>,
+}
+
+/// The complete HTTP API as an axum router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .merge(users::routes())
+        .merge(tokens::routes())
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` completes, then stops
+/// accepting and waits for in-flight requests to finish.
+///
+/// # Errors
+///
+/// An IO error if the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP API listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,12 @@
+//! The Parley broker: listeners, authentication, ACL and the chat pipeline in
+//! front of rumqttd's router.
+
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod mqtt;
+pub mod router;
+pub mod server;

@@ -1,0 +1,292 @@
+//! The CONNECT exchange: protocol detection, authentication, client-id and
+//! will checks, and the router link that carries the session.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chat_core::acl::{authorize_publish, Principal, PublishDecision};
+use chat_core::ids::{router_client_id, validate_client_id};
+use chat_core::topics::validate_topic_name;
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{info, warn};
+
+use super::codec::{detect_version, Codec, HandshakeError, Version};
+use super::will::Will;
+use super::MqttContext;
+use crate::auth::AuthError;
+use crate::router::{Link, LinkRequest};
+
+/// A connection that passed CONNECT.
+pub struct Session {
+    /// Who is connected.
+    pub principal: Principal,
+    /// The codec of the negotiated version.
+    pub codec: Codec,
+    /// The router link of this session.
+    pub link: Link,
+    /// The router-level client id (`{user}~{client id}`).
+    pub router_client_id: String,
+    /// Keep-alive in seconds (0 = none).
+    pub keep_alive: u16,
+    /// The will to publish on an abnormal end.
+    pub will: Option<Will>,
+    /// Bytes already read past the CONNECT packet.
+    pub leftover: BytesMut,
+}
+
+/// Why a connection did not get past CONNECT.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// No (complete) CONNECT arrived in time.
+    #[error("no CONNECT within the connect timeout")]
+    Timeout,
+    /// The peer closed or the socket failed.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not MQTT, or an unsupported version.
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    /// The CONNECT packet could not be decoded.
+    #[error("malformed CONNECT: {0}")]
+    Malformed(String),
+    /// Refused with this CONNACK return code.
+    #[error("refused with CONNACK {code:?}: {why}")]
+    Code {
+        /// The code sent to the client.
+        code: ConnectReturnCode,
+        /// What to log.
+        why: String,
+    },
+}
+
+/// Reads CONNECT from `stream`, authenticates, opens the router link and sends CONNACK.
+pub async fn handshake<S>(stream: &mut S, ctx: &MqttContext) -> Result<Session, Refused>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = Duration::from_millis(ctx.config.connect_timeout_ms);
+    let mut buf = BytesMut::with_capacity(512);
+    let (codec, packet) =
+        match tokio::time::timeout(timeout, read_connect(stream, &mut buf, ctx)).await {
+            Err(_) => return Err(Refused::Timeout),
+            Ok(Err(Refused::Handshake(HandshakeError::UnsupportedLevel(level)))) => {
+                // 3.1 and older: answer in the 3.1.1 format, "unacceptable protocol version".
+                stream.write_all(&[0x20, 2, 0, 1]).await.ok();
+                return Err(HandshakeError::UnsupportedLevel(level).into());
+            }
+            Ok(r) => r?,
+        };
+    let Packet::Connect(connect, props, will, will_props, login) = packet else {
+        return Err(HandshakeError::NotConnect(0).into());
+    };
+    let v5 = codec.version() == Version::V5;
+    let refuse = |code: ConnectReturnCode, why: String| Refused::Code { code, why };
+
+    let result: Result<Session, Refused> = async {
+        let Some(login) = login else {
+            return Err(refuse(bad_credentials(v5), "no username".into()));
+        };
+        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password).await {
+            Ok(user) => user,
+            Err(AuthError::BadCredentials) => {
+                return Err(refuse(bad_credentials(v5), format!("bad credentials for {:?}", login.username)))
+            }
+            Err(AuthError::Disabled) => {
+                return Err(refuse(ConnectReturnCode::NotAuthorized, format!("user {:?} is disabled", login.username)))
+            }
+            Err(AuthError::Unavailable(e)) => {
+                return Err(refuse(ConnectReturnCode::ServiceUnavailable, format!("account store unavailable: {e}")))
+            }
+        };
+
+        let session_expiry = props.as_ref().and_then(|p| p.session_expiry_interval).unwrap_or(0);
+        // MQTT 5 keeps a session after disconnect when Session Expiry > 0;
+        // 3.1.1 does so when Clean Session is 0.
+        let persistent = if v5 { session_expiry > 0 } else { !connect.clean_session };
+        let mut assigned = None;
+        let client_id = if connect.client_id.is_empty() {
+            if !connect.clean_session {
+                return Err(refuse(ConnectReturnCode::ClientIdentifierNotValid, "empty client id with a persistent session".into()));
+            }
+            let id = random_client_id();
+            assigned = Some(id.clone());
+            id
+        } else {
+            validate_client_id(&connect.client_id)
+                .map_err(|e| refuse(ConnectReturnCode::ClientIdentifierNotValid, format!("client id {:?}: {e}", connect.client_id)))?;
+            connect.client_id.clone()
+        };
+        let principal = Principal { user, client_id };
+
+        let will = match will {
+            None => None,
+            Some(w) => {
+                let topic = std::str::from_utf8(&w.topic)
+                    .map_err(|_| refuse(ConnectReturnCode::TopicNameInvalid, "will topic is not UTF-8".into()))?;
+                validate_topic_name(topic)
+                    .map_err(|e| refuse(ConnectReturnCode::TopicNameInvalid, format!("will topic {topic:?}: {e}")))?;
+                match authorize_publish(&principal, topic, &ctx.acl) {
+                    PublishDecision::Plain => {}
+                    _ => {
+                        return Err(refuse(ConnectReturnCode::NotAuthorized, format!("will topic {topic:?} not allowed")))
+                    }
+                }
+                let delay = will_props.as_ref().and_then(|p| p.delay_interval).unwrap_or(0).min(session_expiry);
+                Some(Will {
+                    topic: topic.to_owned(),
+                    payload: w.message,
+                    retain: w.retain,
+                    delay: Duration::from_secs(delay.into()),
+                })
+            }
+        };
+
+        let keep_alive = match ctx.config.max_keep_alive_secs {
+            0 => connect.keep_alive,
+            cap if connect.keep_alive == 0 || connect.keep_alive > cap => cap,
+            _ => connect.keep_alive,
+        };
+
+        let router_client_id = router_client_id(&principal.user, &principal.client_id);
+        ctx.wills.cancel(&router_client_id);
+        // Counted online before the router may take an older session of the
+        // same client over, so that session's end never shows the user offline.
+        ctx.chat.presence.connected(&principal.user);
+        let mut link = ctx
+            .router
+            .connect(LinkRequest {
+                client_id: router_client_id.clone(),
+                clean_session: !persistent,
+            })
+            .await
+            .map_err(|e| {
+                ctx.chat.presence.disconnected(&principal.user);
+                refuse(ConnectReturnCode::ServerUnavailable, e.to_string())
+            })?;
+
+        let mut ack_props = link.connack_properties.clone().unwrap_or_default();
+        if v5 {
+            ack_props.assigned_client_identifier = assigned;
+            ack_props.max_packet_size = Some(ctx.config.max_packet_size as u32);
+            ack_props.topic_alias_max = None;
+            ack_props.retain_available = Some(1);
+            ack_props.wildcard_subscription_available = Some(1);
+            ack_props.shared_subscription_available = Some(1);
+            if keep_alive != connect.keep_alive {
+                ack_props.server_keep_alive = Some(keep_alive);
+            }
+        }
+        let connack = Packet::ConnAck(
+            ConnAck {
+                session_present: link.connack.session_present && persistent,
+                code: ConnectReturnCode::Success,
+            },
+            v5.then_some(ack_props),
+        );
+        if let Err(e) = write_packet(stream, &codec, connack).await {
+            // The client is gone before its session began: release the router side.
+            let bye = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            link.tx.send(Packet::Disconnect(bye, None)).await.ok();
+            ctx.chat.presence.disconnected(&principal.user);
+            return Err(e.into());
+        }
+        info!(user = %principal.user, client_id = %principal.client_id, version = ?codec.version(), persistent, "connected");
+        Ok(Session {
+            principal,
+            codec,
+            link,
+            router_client_id,
+            keep_alive,
+            will,
+            leftover: std::mem::take(&mut buf),
+        })
+    }
+    .await;
+
+    if let Err(Refused::Code { code, why }) = &result {
+        warn!(client_id = %connect.client_id, reason = %why, code = ?code, "connection refused");
+        let ack = Packet::ConnAck(
+            ConnAck {
+                session_present: false,
+                code: *code,
+            },
+            v5.then(|| ConnAckProperties {
+                reason_string: Some(why.clone()),
+                ..ConnAckProperties::default()
+            }),
+        );
+        write_packet(stream, &codec, ack).await.ok();
+    }
+    result
+}
+
+/// 3.1.1 answers bad credentials with 0x05 (not authorized), MQTT 5 with 0x86.
+fn bad_credentials(v5: bool) -> ConnectReturnCode {
+    if v5 {
+        ConnectReturnCode::BadUserNamePassword
+    } else {
+        ConnectReturnCode::NotAuthorized
+    }
+}
+
+async fn read_connect<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    ctx: &MqttContext,
+) -> Result<(Codec, Packet), Refused>
+where
+    S: AsyncRead + Unpin,
+{
+    let version = loop {
+        if let Some(v) = detect_version(buf)? {
+            break v;
+        }
+        read_more(stream, buf).await?;
+    };
+    let codec = Codec::new(version, ctx.config.max_packet_size);
+    loop {
+        match codec.decode(buf) {
+            Ok(Some(incoming)) => return Ok((codec, incoming.packet)),
+            Ok(None) => read_more(stream, buf).await?,
+            Err(e) => return Err(Refused::Malformed(e.to_string())),
+        }
+    }
+}
+
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<(), Refused> {
+    if stream.read_buf(buf).await? == 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(())
+}
+
+/// Encodes and writes one packet.
+pub async fn write_packet<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    codec: &Codec,
+    packet: Packet,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    codec
+        .encode(packet, &mut out)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+fn random_client_id() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 12];
+    // SystemRandom only fails if the OS has no entropy source at all.
+    SystemRandom::new().fill(&mut bytes).ok();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("auto-{hex}")
+}

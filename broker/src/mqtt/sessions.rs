@@ -1,0 +1,286 @@
+//! The live MQTT sessions of this node: who is connected, over what, from
+//! where and since when, and a way to end a connection from outside (the
+//! admin API's kick, or disabling a user).
+//!
+//! Each connection registers once it passed CONNECT and holds a
+//! [`SessionHandle`] until it ends; dropping the handle unregisters it. A
+//! handle carries a cancellation token the connection waits on next to its
+//! socket: cancelling it (a kick) makes the connection send MQTT 5 DISCONNECT
+//! 0x98 (administrative action) and close.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use super::codec::Version;
+
+/// The transport a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// Every transport.
+    pub const ALL: &'static [TransportKind] = &[
+        TransportKind::Tcp,
+        TransportKind::Tls,
+        TransportKind::WebSocket,
+    ];
+
+    /// Its name in the admin API and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// What the registry knows about one live connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The authenticated user.
+    pub user: String,
+    /// The client id the client connected with.
+    pub client_id: String,
+    /// The transport.
+    pub transport: TransportKind,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The MQTT version spoken.
+    pub version: Version,
+    /// When CONNECT was accepted, ms since the Unix epoch.
+    pub connected_at_ms: i64,
+}
+
+struct Entry {
+    id: u64,
+    info: SessionInfo,
+    kick: CancellationToken,
+}
+
+/// The live sessions of the node, by user and client id.
+#[derive(Default)]
+pub struct SessionRegistry {
+    /// user -> client id -> session.
+    sessions: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for SessionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRegistry")
+            .field("sessions", &self.len())
+            .finish()
+    }
+}
+
+impl SessionRegistry {
+    /// An empty registry.
+    pub fn new() -> SessionRegistry {
+        SessionRegistry::default()
+    }
+
+    /// Registers a connection that passed CONNECT. A connection with the same
+    /// user and client id that is still listed is replaced (the router is
+    /// taking its session over); its own handle then no longer unregisters anything.
+    pub fn register(self: &Arc<Self>, info: SessionInfo) -> SessionHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let kick = CancellationToken::new();
+        let (user, client_id) = (info.user.clone(), info.client_id.clone());
+        self.lock().entry(user.clone()).or_default().insert(
+            client_id.clone(),
+            Entry {
+                id,
+                info,
+                kick: kick.clone(),
+            },
+        );
+        SessionHandle {
+            registry: self.clone(),
+            user,
+            client_id,
+            id,
+            kick,
+        }
+    }
+
+    /// Every live session, ordered by user, then client id.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let sessions = self.lock();
+        let sorted: BTreeMap<(&str, &str), &SessionInfo> = sessions
+            .values()
+            .flat_map(|by_client| by_client.values())
+            .map(|e| ((e.info.user.as_str(), e.info.client_id.as_str()), &e.info))
+            .collect();
+        sorted.into_values().cloned().collect()
+    }
+
+    /// Ends the session of `user` with `client_id`; `false` if there is none.
+    pub fn kick(&self, user: &str, client_id: &str) -> bool {
+        match self.lock().get(user).and_then(|c| c.get(client_id)) {
+            Some(entry) => {
+                entry.kick.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every session of `user`; returns how many there were.
+    pub fn kick_user(&self, user: &str) -> usize {
+        self.lock().get(user).map_or(0, |by_client| {
+            by_client.values().for_each(|e| e.kick.cancel());
+            by_client.len()
+        })
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live sessions per transport (every transport listed, with 0 if none).
+    pub fn count_by_transport(&self) -> Vec<(TransportKind, usize)> {
+        let sessions = self.lock();
+        TransportKind::ALL
+            .iter()
+            .map(|&t| {
+                let n = sessions
+                    .values()
+                    .flat_map(HashMap::values)
+                    .filter(|e| e.info.transport == t)
+                    .count();
+                (t, n)
+            })
+            .collect()
+    }
+
+    fn unregister(&self, user: &str, client_id: &str, id: u64) {
+        let mut sessions = self.lock();
+        if let Some(by_client) = sessions.get_mut(user) {
+            if by_client.get(client_id).is_some_and(|e| e.id == id) {
+                by_client.remove(client_id);
+            }
+            if by_client.is_empty() {
+                sessions.remove(user);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Entry>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's registration; unregisters it when dropped.
+pub struct SessionHandle {
+    registry: Arc<SessionRegistry>,
+    user: String,
+    client_id: String,
+    id: u64,
+    kick: CancellationToken,
+}
+
+impl SessionHandle {
+    /// Completes when the session is kicked.
+    pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
+        self.kick.cancelled()
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.registry
+            .unregister(&self.user, &self.client_id, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn info(user: &str, client_id: &str, transport: TransportKind) -> SessionInfo {
+        SessionInfo {
+            user: user.into(),
+            client_id: client_id.into(),
+            transport,
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            version: Version::V5,
+            connected_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn lists_counts_and_unregisters_on_drop() {
+        let registry = Arc::new(SessionRegistry::new());
+        let b = registry.register(info("bob", "phone", TransportKind::WebSocket));
+        let a = registry.register(info("alice", "laptop", TransportKind::Tcp));
+        let listed: Vec<_> = registry
+            .list()
+            .into_iter()
+            .map(|s| (s.user, s.client_id))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("alice".to_owned(), "laptop".to_owned()),
+                ("bob".to_owned(), "phone".to_owned())
+            ]
+        );
+        assert_eq!(
+            registry.count_by_transport(),
+            vec![
+                (TransportKind::Tcp, 1),
+                (TransportKind::Tls, 0),
+                (TransportKind::WebSocket, 1)
+            ]
+        );
+        drop(a);
+        drop(b);
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn kick_reaches_only_the_named_session() {
+        let registry = Arc::new(SessionRegistry::new());
+        let phone = registry.register(info("alice", "phone", TransportKind::Tcp));
+        let laptop = registry.register(info("alice", "laptop", TransportKind::Tcp));
+        assert!(!registry.kick("alice", "tablet"));
+        assert!(!registry.kick("bob", "phone"));
+        assert!(registry.kick("alice", "phone"));
+        assert!(phone.kicked().now_or_never().is_some());
+        assert!(laptop.kicked().now_or_never().is_none());
+        assert_eq!(registry.kick_user("alice"), 2);
+        assert!(laptop.kicked().now_or_never().is_some());
+        assert_eq!(registry.kick_user("nobody"), 0);
+    }
+
+    #[test]
+    fn a_taken_over_session_does_not_unregister_its_successor() {
+        let registry = Arc::new(SessionRegistry::new());
+        let old = registry.register(info("alice", "phone", TransportKind::Tcp));
+        let new = registry.register(info("alice", "phone", TransportKind::Tls));
+        drop(old);
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.list()[0].transport, TransportKind::Tls);
+        assert!(registry.kick("alice", "phone"));
+        assert!(new.kicked().now_or_never().is_some());
+    }
+}

@@ -1,0 +1,231 @@
+//! Starting and stopping one Parley node: store, router, MQTT listeners and
+//! the HTTP side, with graceful shutdown (stop accepting, close connections,
+//! flush the store).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_core::rules::AclRules;
+use persistence::embedded::EmbeddedStore;
+use persistence::MetadataStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::auth::{AuthSettings, Authenticator};
+use crate::chat::{ChatService, ChatStores};
+use crate::config::{Config, Listen};
+use crate::http::{self, HttpState};
+use crate::mqtt::listener::{accept_loop, tls_acceptor, Transport};
+use crate::mqtt::publisher::ServerPublisher;
+use crate::mqtt::will::WillRegistry;
+use crate::mqtt::MqttContext;
+use crate::router::RouterHandle;
+
+/// The addresses a running node actually listens on (useful with port 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundAddrs {
+    /// MQTT over TCP.
+    pub mqtt_tcp: Option<SocketAddr>,
+    /// MQTT over WebSocket.
+    pub mqtt_ws: Option<SocketAddr>,
+    /// MQTT over TLS.
+    pub mqtt_tls: Option<SocketAddr>,
+    /// HTTP API.
+    pub http: Option<SocketAddr>,
+}
+
+/// A running node.
+pub struct Node {
+    /// Where it listens.
+    pub addrs: BoundAddrs,
+    /// Account and metadata store.
+    pub store: Arc<dyn MetadataStore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Node {
+    /// Starts a node from `config`.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
+            format!(
+                "opening the embedded store in {}",
+                config.data_dir.display()
+            )
+        })?;
+        let embedded = Arc::new(store);
+        let store: Arc<dyn MetadataStore> = embedded.clone();
+        let stores = ChatStores {
+            metadata: store.clone(),
+            history: embedded.clone(),
+            offline: embedded,
+        };
+        let jwt_secret = match &config.auth.jwt_secret {
+            Some(s) => s.clone(),
+            None => load_or_create_secret(&config.data_dir)?,
+        };
+        let auth = Arc::new(
+            Authenticator::new(
+                store.clone(),
+                AuthSettings {
+                    jwt_secret,
+                    token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+                    pbkdf2_iterations: config.auth.pbkdf2_iterations,
+                    verified_cache_ttl: Duration::from_secs(config.auth.verified_cache_secs),
+                },
+            )
+            .context("configuring authentication")?,
+        );
+        let acl = AclRules::compile(config.acl.clone()).context("compiling ACL rules")?;
+        let router = RouterHandle::start(config.node_id.into(), &config.mqtt);
+        let publisher = ServerPublisher::start(&router, config.node_id)
+            .await
+            .context("opening the server link to the router")?;
+        let chat = Arc::new(ChatService::new(
+            config.node_id,
+            stores,
+            publisher.clone(),
+            config.chat.clone(),
+        )?);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let ctx = Arc::new(MqttContext {
+            config: config.mqtt.clone(),
+            auth: auth.clone(),
+            acl,
+            router,
+            publisher,
+            wills: WillRegistry::default(),
+            chat,
+            shutdown: shutdown.clone(),
+        });
+
+        let mut addrs = BoundAddrs::default();
+        if let Some(listener) = bind(config.mqtt.tcp, "MQTT/TCP").await? {
+            addrs.mqtt_tcp = listener.local_addr().ok();
+            tasks.spawn(accept_loop(
+                listener,
+                Transport::Tcp,
+                ctx.clone(),
+                tasks.clone(),
+            ));
+        }
+        if let Some(listener) = bind(config.mqtt.ws, "MQTT/WebSocket").await? {
+            addrs.mqtt_ws = listener.local_addr().ok();
+            let path = Arc::from(config.mqtt.ws_path.as_str());
+            tasks.spawn(accept_loop(
+                listener,
+                Transport::WebSocket { path },
+                ctx.clone(),
+                tasks.clone(),
+            ));
+        }
+        if let Some(tls) = &config.mqtt.tls {
+            let acceptor = tls_acceptor(&tls.cert, &tls.key).context("configuring TLS")?;
+            if let Some(listener) = bind(Listen::on(tls.listen), "MQTT/TLS").await? {
+                addrs.mqtt_tls = listener.local_addr().ok();
+                tasks.spawn(accept_loop(
+                    listener,
+                    Transport::Tls(acceptor),
+                    ctx.clone(),
+                    tasks.clone(),
+                ));
+            }
+        }
+        if let Some(listener) = bind(config.http.listen, "HTTP").await? {
+            addrs.http = listener.local_addr().ok();
+            let state = HttpState { auth };
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) =
+                    http::serve(listener, state, async move { stop.cancelled().await }).await
+                {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+        }
+        info!(?addrs, data_dir = %config.data_dir.display(), "parley is up");
+        Ok(Node {
+            addrs,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A token that is cancelled when the node begins shutting down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, disconnects every client, waits for tasks and flushes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        info!("shutting down");
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 10 s");
+        }
+        self.store.flush().await.context("flushing the store")?;
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn bind(listen: Listen, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    match listen.0 {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("binding the {what} listener on {addr}")),
+    }
+}
+
+/// Reads `{data_dir}/token.secret`, creating it with a fresh random secret if missing.
+fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let path = data_dir.join("token.secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_owned();
+        if secret.len() >= 32 {
+            return Ok(secret);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no system randomness for the token secret"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}

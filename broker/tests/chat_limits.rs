@@ -1,0 +1,328 @@
+//! Limits and bad input on the chat topics: size and rate limits, payloads
+//! that are not what the topic carries, and conversations that do not
+//! exist. Each refusal gets its error code (and MQTT 5 reason), and nothing
+//! refused is stored or reaches anyone.
+
+mod common;
+
+use common::chat::*;
+use common::*;
+use parley_proto::v1::{
+    envelope::Kind, response, ChatMessage, Envelope, ErrorCode, Request, Typing,
+};
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
+
+/// Publishes `payload` on `topic` from a 3.1.1 and an MQTT 5 session of the
+/// same user and checks the refusal each gets (the error envelope reaches
+/// both sessions, since it goes to the user's inbox). `what` names the case.
+async fn assert_refused(
+    v4: &mut ChatClient,
+    v5: &mut ChatClient,
+    (topic, what): (&str, &str),
+    payload: Vec<u8>,
+    code: ErrorCode,
+    reason: PubAckReason,
+) {
+    assert_eq!(
+        v4.publish(topic, 1, payload.clone()).await,
+        Some(Ack::V4),
+        "{what}"
+    );
+    let e = v4.next_error().await;
+    assert_eq!(e.code(), code, "{what}, 3.1.1: {}", e.message);
+    assert_eq!(v5.next_error().await, e, "{what}");
+
+    assert_eq!(
+        v5.publish(topic, 1, payload).await,
+        Some(Ack::V5(reason)),
+        "{what}, MQTT 5"
+    );
+    let e = v5.next_error().await;
+    assert_eq!(e.code(), code, "{what}, MQTT 5: {}", e.message);
+    assert_eq!(v4.next_error().await, e, "{what}");
+}
+
+fn envelope(kind: impl Into<Envelope>) -> Vec<u8> {
+    parley_proto::encode_envelope(&kind.into())
+}
+
+#[tokio::test]
+async fn oversize_messages_are_refused_as_too_large() {
+    let node = start_node(|c| {
+        c.chat.max_message_bytes = 100;
+        c.chat.max_text_chars = 20;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let mut alice4 = ChatClient::v4(&node, "alice", "a4").await;
+    let mut alice5 = ChatClient::v5(&node, "alice", "a5").await;
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let conv = direct("alice", "bob");
+    let topic = format!("s/{conv}");
+
+    // Over the payload limit (a 150-character text is over both limits;
+    // the payload is checked first).
+    let big = envelope(text_message("big", &"x".repeat(150)));
+    assert!(big.len() > 100);
+    assert_refused(
+        &mut alice4,
+        &mut alice5,
+        (&topic, "over the payload limit"),
+        big,
+        ErrorCode::MessageTooLarge,
+        PubAckReason::QuotaExceeded,
+    )
+    .await;
+    // Within the payload limit, over the text limit: 21 characters, counted
+    // as characters, not bytes.
+    let long = envelope(text_message("long", &"é".repeat(21)));
+    assert!(long.len() <= 100);
+    assert_refused(
+        &mut alice4,
+        &mut alice5,
+        (&topic, "over the text limit"),
+        long,
+        ErrorCode::MessageTooLarge,
+        PubAckReason::QuotaExceeded,
+    )
+    .await;
+    // Exactly at the text limit: accepted.
+    let fits = alice5.say(&conv, "fits", &"é".repeat(20)).await;
+    assert_eq!(fits.seq, 1, "nothing refused was stored");
+    assert_eq!(bob.next_message().await, fits, "nor delivered");
+    assert_eq!(alice4.next_message().await, fits);
+    assert_eq!(alice4.fetch_all(&conv).await, vec![fits]);
+}
+
+#[tokio::test]
+async fn sending_faster_than_the_limit_is_refused_as_rate_limited() {
+    let node = start_node(|c| {
+        c.chat.message_burst = 3;
+        c.chat.messages_per_sec = 0.001;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let mut alice4 = ChatClient::v4(&node, "alice", "a4").await;
+    let mut alice5 = ChatClient::v5(&node, "alice", "a5").await;
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let conv = direct("alice", "bob");
+
+    let mut sent = Vec::new();
+    for i in 1..=3 {
+        sent.push(alice5.say(&conv, &format!("m{i}"), "quick").await);
+    }
+    assert_eq!(alice4.next_messages(3).await, sent);
+    // The burst is spent; the limit is per user, across her sessions.
+    assert_refused(
+        &mut alice4,
+        &mut alice5,
+        (&format!("s/{conv}"), "over the burst"),
+        envelope(text_message("m4", "too quick")),
+        ErrorCode::RateLimited,
+        PubAckReason::QuotaExceeded,
+    )
+    .await;
+    assert_eq!(bob.next_messages(3).await, sent);
+    // Other users are not affected; bob's message is the next entry, and the
+    // next thing he receives (the refused one never reached him).
+    let marker = bob.say(&conv, "b1", "my turn").await;
+    assert_eq!(marker.seq, 4);
+    // Requests are not messages: alice can still read history.
+    let history = alice4.fetch_all(&conv).await;
+    assert_eq!(history.len(), 4);
+    assert_eq!(&history[..3], &sent[..]);
+    assert_eq!(history[3], marker);
+}
+
+#[tokio::test]
+async fn payloads_that_are_not_a_chat_message_are_malformed() {
+    let node = start_node(|_| {}).await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let mut alice4 = ChatClient::v4(&node, "alice", "a4").await;
+    let mut alice5 = ChatClient::v5(&node, "alice", "a5").await;
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let conv = direct("alice", "bob");
+    let topic = format!("s/{conv}");
+    let first = alice4.say(&conv, "m1", "before").await;
+    assert_eq!(alice5.next_message().await, first);
+    assert_eq!(bob.next_message().await, first);
+
+    let cases: Vec<(&str, Vec<u8>, ErrorCode, PubAckReason)> = vec![
+        (
+            "garbage bytes",
+            vec![0xff, 0x00, 0x13, 0x37, 0xde, 0xad],
+            ErrorCode::Malformed,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "an empty payload",
+            Vec::new(),
+            ErrorCode::Malformed,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "plain text",
+            b"hello bob".to_vec(),
+            ErrorCode::Malformed,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "the wrong kind for the topic",
+            envelope(Typing {
+                active: true,
+                ..Typing::default()
+            }),
+            ErrorCode::Malformed,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "no client message id",
+            envelope(text_message("", "anonymous")),
+            ErrorCode::InvalidArgument,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "no body",
+            envelope(ChatMessage {
+                client_message_id: "nobody".into(),
+                ..ChatMessage::default()
+            }),
+            ErrorCode::InvalidArgument,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "an empty text",
+            envelope(text_message("empty", "")),
+            ErrorCode::InvalidArgument,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+        (
+            "a target on a new message",
+            envelope(ChatMessage {
+                target_seq: 1,
+                ..text_message("targeted", "hm")
+            }),
+            ErrorCode::InvalidArgument,
+            PubAckReason::PayloadFormatInvalid,
+        ),
+    ];
+    for (what, payload, code, reason) in cases {
+        assert_refused(
+            &mut alice4,
+            &mut alice5,
+            (&topic, what),
+            payload,
+            code,
+            reason,
+        )
+        .await;
+    }
+
+    // Nothing was stored or forwarded: the marker is seq 2 and the next
+    // thing bob receives.
+    let marker = alice4.say(&conv, "m2", "after").await;
+    assert_eq!(marker.seq, 2);
+    assert_eq!(bob.next_message().await, marker);
+    assert_eq!(alice4.fetch_all(&conv).await, vec![first, marker]);
+}
+
+#[tokio::test]
+async fn bad_requests_are_answered_with_errors() {
+    let node = start_node(|_| {}).await;
+    sign_up_users(&node, &["alice"]).await;
+    let mut alice = ChatClient::v5(&node, "alice", "a").await;
+
+    // Undecodable: there is no request id to answer, so the error comes on
+    // the inbox (and MQTT 5 gets 0x99).
+    let ack = alice.publish("q/alice", 1, b"not protobuf".to_vec()).await;
+    assert_eq!(ack, Some(Ack::V5(PubAckReason::PayloadFormatInvalid)));
+    assert_eq!(alice.next_error().await.code(), ErrorCode::Malformed);
+
+    // A request without an operation: answered on a/alice with its id.
+    let request = Request {
+        request_id: "empty-op".into(),
+        op: None,
+    };
+    let ack = alice.publish("q/alice", 1, envelope(request)).await;
+    assert_eq!(ack, Some(Ack::V5(PubAckReason::Success)));
+    let answer = alice.answer("empty-op").await;
+    match answer.response.result {
+        Some(response::Result::Error(e)) => {
+            assert_eq!(e.code(), ErrorCode::Malformed);
+            assert_eq!(e.request_id, "empty-op");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Someone else's request topic is refused by the ACL.
+    let ack = alice
+        .publish(
+            "q/bob",
+            1,
+            envelope(Request::new(
+                "x",
+                parley_proto::v1::SyncConversations::default(),
+            )),
+        )
+        .await;
+    assert_eq!(ack, Some(Ack::V5(PubAckReason::NotAuthorized)));
+    alice.assert_nothing_queued();
+}
+
+#[tokio::test]
+async fn unknown_conversations_are_refused() {
+    let node = start_node(|_| {}).await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let mut alice4 = ChatClient::v4(&node, "alice", "a4").await;
+    let mut alice5 = ChatClient::v5(&node, "alice", "a5").await;
+    // A well-formed group id that nobody created.
+    let ghost = "gaaaaaaaaaaaaaaaa";
+    assert_refused(
+        &mut alice4,
+        &mut alice5,
+        (&format!("s/{ghost}"), "a group nobody created"),
+        envelope(text_message("g1", "hello?")),
+        ErrorCode::UnknownConversation,
+        PubAckReason::NotAuthorized,
+    )
+    .await;
+    // Reading it is refused the same way, inside the response.
+    assert_eq!(
+        alice5
+            .request_err(parley_proto::v1::FetchMessages {
+                conversation_id: ghost.into(),
+                ..Default::default()
+            })
+            .await,
+        ErrorCode::UnknownConversation
+    );
+    assert_eq!(
+        alice5
+            .request_err(parley_proto::v1::GetConversation {
+                conversation_id: ghost.into(),
+            })
+            .await,
+        ErrorCode::UnknownConversation
+    );
+    // Nothing was created by trying.
+    assert!(
+        alice4.sync(0).await.is_empty(),
+        "alice has no conversations"
+    );
+    // A receipt and a typing indicator there are refused too (typing silently).
+    let ack = alice5
+        .send_receipt(ghost, parley_proto::v1::ReceiptKind::Read, 1)
+        .await;
+    assert_eq!(ack, Ack::V5(PubAckReason::NotAuthorized));
+    let e = alice5.next_error().await;
+    assert_eq!(e.code(), ErrorCode::UnknownConversation);
+    assert_eq!(alice4.next_error().await, e);
+    alice5.send_typing(ghost, true).await;
+    // The next inbox entry is a message of a real conversation: no error
+    // came for the typing indicator.
+    let m = alice5.say(&direct("alice", "bob"), "real", "hi bob").await;
+    assert_eq!(m.seq, 1);
+    match alice4.next_envelope().await.kind {
+        Some(Kind::Message(got)) => assert_eq!(got, m),
+        other => panic!("expected alice's message, got {other:?}"),
+    }
+}

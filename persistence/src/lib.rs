@@ -1,0 +1,28 @@
+//! Parley's storage layer: traits for metadata, history, offline queues and
+//! the end-to-end key directory, and one module per backend.
+//!
+//! Every backend of a trait passes the same conformance suite
+//! ([`conformance`]), so the broker can treat them as interchangeable.
+
+pub mod conformance;
+mod conversations;
+pub mod embedded;
+mod error;
+mod history;
+pub mod keys;
+mod metadata;
+mod offline;
+mod push;
+
+pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
+pub use error::StoreError;
+pub use history::{
+    Amend, AppendRequest, Appended, Direction, HistoryStore, PageRequest, StoredMessage,
+};
+pub use keys::{
+    AddOneTimePrekeys, DeviceBundle, DeviceKeys, KeyDirectory, KeyLimits, OneTimePrekey,
+    PutDeviceKeys, SignedPrekey,
+};
+pub use metadata::{MetadataStore, NewUser, UserRecord};
+pub use offline::OfflineQueue;
+pub use push::PushTarget;
