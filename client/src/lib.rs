@@ -7,7 +7,8 @@
 //!
 //! - [`e2e`]: device keys, the public bundles a device publishes to the key
 //!   directory, and encryption to one device with an X3DH-style key
-//!   agreement. The protocol is described in `docs/e2e.md`.
+//!   agreement, and ([`e2e::wire`]) the encrypted `ChatMessage` bodies built
+//!   from it. The protocol is described in `docs/e2e.md`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -65,6 +65,18 @@ pub enum E2eError {
     /// was not encrypted for this device.
     #[error("decryption failed")]
     DecryptionFailed,
+    /// The message's body is not a `ciphertext` body.
+    #[error("the message body is not end-to-end encrypted")]
+    NotCiphertext,
+    /// The `Ciphertext` body was written with a scheme this client does not know.
+    #[error("unsupported encryption scheme {0}")]
+    UnsupportedScheme(u32),
+    /// The `Ciphertext` body holds no entry for this device.
+    #[error("the message was not encrypted for this device")]
+    NotARecipient,
+    /// A `Ciphertext` body needs at least one recipient device.
+    #[error("no recipient devices")]
+    NoRecipients,
     /// A field of the associated data is too long to encode.
     #[error("{0} is too long")]
     FieldTooLong(&'static str),

@@ -27,6 +27,7 @@ pub mod identity;
 pub mod keyring;
 pub mod message;
 mod random;
+pub mod wire;
 pub mod x3dh;
 
 #[cfg(test)]
