@@ -12,6 +12,7 @@ mod history;
 pub mod keys;
 mod metadata;
 mod offline;
+pub mod postgres;
 mod push;
 
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};

@@ -1,0 +1,135 @@
+//! The PostgreSQL backend: Parley's metadata, history, delivered cursors and
+//! key directory in one PostgreSQL database, shared by any number of broker
+//! nodes.
+//!
+//! [`PostgresStore`] owns a connection pool (deadpool-postgres over
+//! tokio-postgres) and is shared by cloning. It implements
+//! [`MetadataStore`](crate::MetadataStore), [`HistoryStore`](crate::HistoryStore),
+//! [`OfflineQueue`](crate::OfflineQueue) and [`KeyDirectory`](crate::KeyDirectory),
+//! and passes the same conformance suites as the embedded backend.
+//!
+//! [`PostgresStore::connect`] applies the versioned SQL migrations of
+//! `migrations/` before it returns (see `migrate`), so every node sees the
+//! schema it expects. Each kind of data has its own module (`users`,
+//! `conversations`, `read_cursors`, `push_targets`, `messages`, `delivered`,
+//! `keys`); the trait implementations in `metadata`, `history`, `offline` and
+//! `key_directory` only route to them. Every statement is prepared once per
+//! connection (`prepare_cached`); every method that changes more than one row
+//! runs in one transaction.
+//!
+//! A lost or refused connection is [`StoreError::Unavailable`](crate::StoreError),
+//! and so is an operation that takes longer than
+//! [`PostgresConfig::operation_timeout`]; the pool drops broken connections and
+//! opens new ones once the server is back, so the store needs no rebuild.
+//! `docs/storage.md` describes the schema and how sequence numbers are assigned.
+
+mod codec;
+mod conversations;
+mod delivered;
+mod failure;
+mod history;
+mod key_directory;
+mod keys;
+mod messages;
+mod metadata;
+mod migrate;
+mod offline;
+mod pool;
+mod push_targets;
+mod read_cursors;
+mod users;
+
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use crate::StoreError;
+
+pub use migrate::SCHEMA_VERSION;
+pub use pool::PostgresConfig;
+
+/// Parley's PostgreSQL store: a connection pool to a database whose schema
+/// has been migrated to [`SCHEMA_VERSION`].
+///
+/// Cloning is cheap and every clone shares the same pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    operation_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("max_connections", &status.max_size)
+            .field("open_connections", &status.size)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database `config` names and applies every migration it
+    /// lacks (see [`SCHEMA_VERSION`]); safe to run from several nodes at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the server cannot be reached or a
+    /// migration fails; [`StoreError::Corrupt`] if the database's schema is newer
+    /// than this version of Parley knows.
+    pub async fn connect(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let operation_timeout = config.operation_timeout;
+        let pool = pool::build(&config)?;
+        let store = PostgresStore {
+            pool,
+            operation_timeout,
+        };
+        store
+            .timed("applying migrations", async {
+                let mut client = store.client().await?;
+                migrate::apply(&mut client).await
+            })
+            .await?;
+        tracing::info!(
+            schema_version = SCHEMA_VERSION,
+            "PostgreSQL store connected"
+        );
+        Ok(store)
+    }
+
+    /// The highest migration applied to the database.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the server cannot be reached.
+    pub async fn schema_version(&self) -> Result<i32, StoreError> {
+        self.timed("reading the schema version", async {
+            let client = self.client().await?;
+            migrate::current_version(&client).await
+        })
+        .await
+    }
+
+    /// A connection from the pool (opening one if needed).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(failure::pool_error)
+    }
+
+    /// Runs `operation`, failing with [`StoreError::Unavailable`] if it takes
+    /// longer than the operation timeout. An abandoned transaction is rolled back.
+    pub(crate) async fn timed<T>(
+        &self,
+        what: &str,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.operation_timeout, operation).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{what}: PostgreSQL did not answer within {:?}",
+                self.operation_timeout
+            ))),
+        }
+    }
+}
