@@ -122,7 +122,9 @@ async fn run_pubsub(args: PubsubArgs) -> Result<()> {
 }
 
 async fn run_chat(args: ChatArgs) -> Result<()> {
-    let (target, signup) = target(&args.broker)?;
+    let mut broker = args.broker.clone();
+    broker.credentials = args.credentials();
+    let (target, signup) = target(&broker)?;
     let Credentials::PerClient { prefix, .. } = &target.credentials else {
         bail!("chat needs one user per connection: --user-prefix and --password");
     };
@@ -135,7 +137,19 @@ async fn run_chat(args: ChatArgs) -> Result<()> {
     if let Some(warning) = limits::connection_warning(users) {
         eprintln!("parley-bench: warning: {warning}");
     }
-    sign_up(signup.as_ref(), &target, users, args.output.quiet).await?;
+    if let Some(url) = &signup {
+        let summary = credentials::sign_up_or_log_in(url, &target.credentials.logins(users))
+            .await
+            .context("signing the chat users up (--no-signup skips this)")?;
+        if !args.output.quiet {
+            eprintln!(
+                "{users} users ready at {} ({} new, {} existing)",
+                url.as_str(),
+                summary.created,
+                summary.existing
+            );
+        }
+    }
     let cfg = ChatConfig {
         target,
         layout,
@@ -162,6 +176,8 @@ async fn run_compare(args: CompareArgs) -> Result<()> {
         payload_size: args.payload_size,
         idle_connections: args.idle_connections,
         conn_rate: args.conn_rate,
+        chat_pairs: args.chat_pairs,
+        chat_rate: args.chat_rate,
         paths: BrokerPaths {
             mosquitto_bin: args.mosquitto_bin,
             rumqttd_bin: args.rumqttd_bin,

@@ -154,12 +154,20 @@ pub struct PubsubArgs {
 }
 
 /// Flags of `parley-bench chat`.
+///
+/// User i is `{--user-prefix}{i}` [default: `bench-user-{i}` with password
+/// `bench-password`]. The users are signed up first over Parley's HTTP API
+/// (`--signup-url`, default `http://{host}:8080`); users that already exist
+/// are reused after a log-in check. `--no-signup` skips that step.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = CHAT_AFTER_HELP)]
 pub struct ChatArgs {
-    /// Broker and login flags (--user-prefix and --password are required:
-    /// user i is `{prefix}{i}`; --signup-url creates them first).
+    /// Broker and login flags.
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// Don't sign users up (or check their passwords) before connecting.
+    #[arg(long, conflicts_with = "signup_url")]
+    pub no_signup: bool,
     /// 1:1 pairs: direct conversations of two users [default: 10 pairs].
     #[arg(long, value_parser = parse_count, conflicts_with_all = ["group_size", "groups"])]
     pub pairs: Option<usize>,
@@ -193,6 +201,24 @@ pub struct ChatArgs {
 }
 
 impl ChatArgs {
+    /// The credential flags with the chat defaults filled in: one user per
+    /// connection, and a sign-up URL unless `--no-signup`.
+    pub fn credentials(&self) -> CredentialArgs {
+        let mut c = self.broker.credentials.clone();
+        if c.username.is_none() && c.user_prefix.is_none() {
+            c.user_prefix = Some(DEFAULT_CHAT_USER_PREFIX.into());
+            c.password
+                .get_or_insert_with(|| DEFAULT_CHAT_PASSWORD.into());
+        }
+        if c.signup_url.is_none() && !self.no_signup {
+            c.signup_url = Some(format!(
+                "http://{}:{DEFAULT_PARLEY_HTTP_PORT}",
+                self.broker.host
+            ));
+        }
+        c
+    }
+
     /// The conversation layout the flags ask for.
     pub fn layout(&self) -> Layout {
         match (self.group_size, self.groups, self.pairs) {
@@ -206,6 +232,28 @@ impl ChatArgs {
 
 /// Pairs of `chat` when neither --pairs nor --groups is given.
 pub const DEFAULT_CHAT_PAIRS: usize = 10;
+
+/// User prefix of `chat` when --user-prefix is not given.
+pub const DEFAULT_CHAT_USER_PREFIX: &str = "bench-user-";
+
+/// Password of `chat` users when --password is not given.
+pub const DEFAULT_CHAT_PASSWORD: &str = "bench-password";
+
+/// HTTP port of Parley's account API when --signup-url is not given.
+pub const DEFAULT_PARLEY_HTTP_PORT: u16 = 8080;
+
+const CHAT_AFTER_HELP: &str = "\
+Measured: send->PUBACK latency (the message is stored durably before the
+PUBACK), send->delivery latency at every member (the send time travels in the
+client message id), delivered/expected counts, losses, duplicates, seq gaps
+and server Error envelopes. Parley limits chat to 20 messages/s per user by
+default; raise [chat] messages_per_sec and message_burst for load runs.
+
+Examples:
+  parley-bench chat --pairs 50 -r 100 -d 10s
+  parley-bench chat --groups 10 --group-size 8 --senders 2 -r 20 --json
+  parley-bench chat -p 1883 --user-prefix load- --password secret123 \\
+      --signup-url http://127.0.0.1:8080";
 
 /// Flags of `parley-bench compare`.
 #[derive(Debug, Clone, Args)]
@@ -239,6 +287,12 @@ pub struct CompareArgs {
     /// Connection attempts per second in the idle-connections scenario.
     #[arg(long, default_value_t = 500.0, value_parser = parse_rate)]
     pub conn_rate: f64,
+    /// 1:1 pairs in the chat scenario, run against Parley only (0 skips it).
+    #[arg(long, default_value_t = 50)]
+    pub chat_pairs: usize,
+    /// Chat messages per second per sender (one sender per pair).
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
+    pub chat_rate: f64,
     /// Mosquitto binary.
     #[arg(long, default_value = "/usr/sbin/mosquitto")]
     pub mosquitto_bin: PathBuf,
@@ -249,7 +303,8 @@ pub struct CompareArgs {
     /// one in the rumqttd crate source under $CARGO_HOME/registry/src].
     #[arg(long)]
     pub rumqttd_config: Option<PathBuf>,
-    /// Parley binary [default: target/release/parley in this workspace].
+    /// Parley binary [default: $CARGO_TARGET_DIR/release/parley, else
+    /// target/release/parley in this workspace].
     #[arg(long)]
     pub parley_bin: Option<PathBuf>,
     /// Parley configuration file; listen addresses and data dir are overridden
@@ -425,6 +480,123 @@ mod tests {
         );
     }
 
+    fn chat(args: &[&str]) -> ChatArgs {
+        let argv: Vec<&str> = std::iter::once("chat")
+            .chain(args.iter().copied())
+            .collect();
+        match parse(&argv).unwrap().command {
+            Command::Chat(a) => a,
+            other => panic!("expected chat, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chat_defaults_fill_in_users_and_signup() {
+        let a = chat(&[]);
+        assert_eq!(
+            a.layout(),
+            Layout::Pairs {
+                pairs: DEFAULT_CHAT_PAIRS
+            }
+        );
+        assert_eq!((a.senders, a.rate, a.text_size), (1, 10.0, 64));
+        assert_eq!(a.duration, Duration::from_secs(10));
+        let c = a.credentials();
+        assert_eq!(c.user_prefix.as_deref(), Some(DEFAULT_CHAT_USER_PREFIX));
+        assert_eq!(c.password.as_deref(), Some(DEFAULT_CHAT_PASSWORD));
+        assert_eq!(c.signup_url.as_deref(), Some("http://127.0.0.1:8080"));
+
+        let a = chat(&[
+            "-H",
+            "127.0.0.2",
+            "--no-signup",
+            "--user-prefix",
+            "load-",
+            "-P",
+            "secret123",
+        ]);
+        let c = a.credentials();
+        assert_eq!(c.signup_url, None);
+        assert_eq!(
+            (c.user_prefix.as_deref(), c.password.as_deref()),
+            (Some("load-"), Some("secret123"))
+        );
+        let a = chat(&["--signup-url", "http://127.0.0.1:9090"]);
+        assert_eq!(
+            a.credentials().signup_url.as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
+    }
+
+    #[test]
+    fn chat_layouts_and_load() {
+        let a = chat(&[
+            "--pairs", "500", "-r", "20", "-d", "30s", "-s", "200", "--json",
+        ]);
+        assert_eq!(a.layout(), Layout::Pairs { pairs: 500 });
+        assert_eq!(a.layout().users(), 1000);
+        assert_eq!((a.rate, a.text_size), (20.0, 200));
+        assert_eq!(a.duration, Duration::from_secs(30));
+        assert!(a.output.json);
+        let a = chat(&["--groups", "4", "--group-size", "8", "--senders", "3"]);
+        assert_eq!(a.layout(), Layout::Groups { size: 8, count: 4 });
+        assert_eq!((a.layout().users(), a.senders), (32, 3));
+    }
+
+    #[test]
+    fn chat_rejects_bad_combinations() {
+        let kind = |args: &[&str]| {
+            let argv: Vec<&str> = std::iter::once("chat")
+                .chain(args.iter().copied())
+                .collect();
+            parse(&argv).map(|_| ()).unwrap_err().kind()
+        };
+        assert_eq!(
+            kind(&["--pairs", "3", "--groups", "2", "--group-size", "4"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(kind(&["--groups", "2"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--group-size", "2"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(kind(&["--pairs", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["-r", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["-d", "0s"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["--no-signup", "--signup-url", "http://127.0.0.1:8080"]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn help_documents_chat() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let top = cli.render_long_help().to_string();
+        assert!(top.contains("chat"), "{top}");
+        let chat = cli
+            .find_subcommand_mut("chat")
+            .expect("chat subcommand")
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--pairs",
+            "--groups",
+            "--group-size",
+            "--senders",
+            "--rate",
+            "--no-signup",
+            "--json",
+        ] {
+            assert!(
+                chat.contains(flag),
+                "{flag} missing from chat --help:\n{chat}"
+            );
+        }
+        assert!(chat.contains("send->PUBACK"), "{chat}");
+    }
+
     #[test]
     fn compare_defaults() {
         let Command::Compare(a) = parse(&["compare"]).unwrap().command else {
@@ -440,6 +612,7 @@ mod tests {
         );
         assert_eq!(a.duration, Duration::from_secs(10));
         assert_eq!((a.fan_in_publishers, a.pairs, a.payload_size), (10, 10, 64));
+        assert_eq!((a.chat_pairs, a.chat_rate), (50, 100.0));
         assert_eq!(a.parley_bin, None);
         assert!(a.rumqttd_bin.ends_with("out/tools/bin/rumqttd"));
         let Command::Compare(a) = parse(&["compare", "--brokers", "rumqttd", "-d", "3s"])

@@ -4,7 +4,9 @@
 //! connection (`{prefix}{i}`). With a sign-up URL (Parley's account API,
 //! `POST {url}/v1/users` with `{"username","password"}`), the bench creates
 //! the users before connecting; 201 (created) and 409 (already taken) both
-//! count as ready.
+//! count as ready. [`sign_up_or_log_in`] also checks each existing account's
+//! password with a log-in (`POST {url}/v1/tokens`), so a stale account fails
+//! up front rather than as N refused connections.
 
 use futures::stream::{self, StreamExt};
 use reqwest::StatusCode;
@@ -134,6 +136,12 @@ impl SignupUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The log-in endpoint next to it, `{base}/v1/tokens`.
+    pub fn tokens_url(&self) -> String {
+        let base = self.0.strip_suffix("/v1/users").unwrap_or(&self.0);
+        format!("{base}/v1/tokens")
+    }
 }
 
 /// What a sign-up pass did.
@@ -175,9 +183,32 @@ const SIGNUP_CONCURRENCY: usize = 16;
 
 /// Creates every login at `url`; users that already exist are fine.
 pub async fn sign_up(url: &SignupUrl, logins: &[Login]) -> Result<SignupSummary, SignupError> {
+    sign_up_all(url, logins, false).await
+}
+
+/// Creates every login at `url`; for users that already exist, logs in to
+/// check the password (an error if it does not match).
+pub async fn sign_up_or_log_in(
+    url: &SignupUrl,
+    logins: &[Login],
+) -> Result<SignupSummary, SignupError> {
+    sign_up_all(url, logins, true).await
+}
+
+async fn sign_up_all(
+    url: &SignupUrl,
+    logins: &[Login],
+    check_existing: bool,
+) -> Result<SignupSummary, SignupError> {
     let http = reqwest::Client::new();
     let mut results = stream::iter(logins)
-        .map(|login| sign_up_one(&http, url, login))
+        .map(|login| async {
+            let status = sign_up_one(&http, url, login).await?;
+            if check_existing && status == StatusCode::CONFLICT {
+                log_in_one(&http, url, login).await?;
+            }
+            Ok::<_, SignupError>(status)
+        })
         .buffer_unordered(SIGNUP_CONCURRENCY);
     let mut summary = SignupSummary::default();
     while let Some(result) = results.next().await {
@@ -187,6 +218,39 @@ pub async fn sign_up(url: &SignupUrl, logins: &[Login]) -> Result<SignupSummary,
         }
     }
     Ok(summary)
+}
+
+/// Logs in as an existing user; anything but 200 is an error.
+async fn log_in_one(
+    http: &reqwest::Client,
+    url: &SignupUrl,
+    login: &Login,
+) -> Result<(), SignupError> {
+    let tokens = url.tokens_url();
+    let body = serde_json::json!({ "username": login.username, "password": login.password });
+    let response = http
+        .post(&tokens)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|source| SignupError::Request {
+            username: login.username.clone(),
+            url: tokens.clone(),
+            source,
+        })?;
+    let status = response.status();
+    if status == StatusCode::OK {
+        return Ok(());
+    }
+    let mut body = response.text().await.unwrap_or_default();
+    if status == StatusCode::UNAUTHORIZED {
+        body = format!("the user exists with another password ({body})");
+    }
+    Err(SignupError::Rejected {
+        username: login.username.clone(),
+        status,
+        body,
+    })
 }
 
 async fn sign_up_one(
@@ -294,6 +358,12 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "http://127.0.0.1:8080/v1/users"
+        );
+        assert_eq!(
+            SignupUrl::parse("http://127.0.0.1:8080")
+                .unwrap()
+                .tokens_url(),
+            "http://127.0.0.1:8080/v1/tokens"
         );
     }
 }

@@ -279,6 +279,8 @@ async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
         payload_size: 64,
         idle_connections: 20,
         conn_rate: 200.0,
+        chat_pairs: 2,
+        chat_rate: 20.0,
         paths: BrokerPaths {
             mosquitto_bin: bin,
             rumqttd_bin: dir.path().join("no-rumqttd"),

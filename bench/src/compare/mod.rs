@@ -3,7 +3,8 @@
 //! and CPU, and summarises everything in one table (with Parley/peer ratios).
 //!
 //! Scenarios per broker: fan-in and pairs (QoS 1, MQTT 3.1.1, fixed payload)
-//! and idle connections. Every client logs in as its own user
+//! and idle connections; then, against Parley alone, the `chat` scenario (1:1
+//! pairs sending durable chat messages). Every client logs in as its own user
 //! (`bench-user-{i}`); brokers without authentication ignore it, and Parley's
 //! users are signed up through its HTTP API first. A broker that is missing
 //! or fails to start is skipped with the reason.
@@ -23,7 +24,9 @@ use self::brokers::{BrokerKind, BrokerPaths, RunningBroker};
 use self::procstat::{ResourceUsage, Sampler};
 use crate::credentials::{self, Credentials, SignupUrl};
 use crate::mqtt::{MqttVersion, Qos};
-use crate::report::{ConnReport, PubsubReport};
+use crate::report::{ChatReport, ConnReport, PubsubReport};
+use crate::scenario::chat::layout::Layout;
+use crate::scenario::chat::{self, ChatConfig};
 use crate::scenario::conn::{self, ConnConfig};
 use crate::scenario::plan::Mode;
 use crate::scenario::pubsub::{self, PubsubConfig};
@@ -55,6 +58,10 @@ pub struct CompareConfig {
     pub idle_connections: usize,
     /// Connection attempts per second in the idle-connections scenario.
     pub conn_rate: f64,
+    /// 1:1 pairs in the chat scenario (Parley only); 0 skips it.
+    pub chat_pairs: usize,
+    /// Messages per second per chat sender (one sender per pair).
+    pub chat_rate: f64,
     /// Where the brokers are.
     pub paths: BrokerPaths,
     /// Where configs, data and logs go (`None`: a temporary directory).
@@ -73,6 +80,8 @@ pub enum ScenarioName {
     Pairs,
     /// Many connections doing nothing but keep-alive.
     IdleConnections,
+    /// Parley's chat: 1:1 pairs sending durable messages (Parley only).
+    Chat,
 }
 
 impl fmt::Display for ScenarioName {
@@ -81,6 +90,7 @@ impl fmt::Display for ScenarioName {
             ScenarioName::FanIn => "fan-in",
             ScenarioName::Pairs => "pairs",
             ScenarioName::IdleConnections => "idle connections",
+            ScenarioName::Chat => "chat pairs",
         })
     }
 }
@@ -93,6 +103,8 @@ pub enum ScenarioReport {
     Pubsub(PubsubReport),
     /// From `conn`.
     Conn(ConnReport),
+    /// From `chat`.
+    Chat(ChatReport),
 }
 
 /// One scenario against one broker.
@@ -176,6 +188,10 @@ pub struct Settings {
     pub idle_connections: usize,
     /// Connection attempts per second.
     pub conn_rate: f64,
+    /// 1:1 pairs in the chat scenario (Parley only).
+    pub chat_pairs: usize,
+    /// Messages per second per chat sender.
+    pub chat_rate_per_sender: f64,
 }
 
 /// The whole comparison.
@@ -245,6 +261,8 @@ pub async fn run(cfg: &CompareConfig) -> Result<CompareReport, CompareError> {
             mqtt_version: MqttVersion::V4,
             idle_connections: cfg.idle_connections,
             conn_rate: cfg.conn_rate,
+            chat_pairs: cfg.chat_pairs,
+            chat_rate_per_sender: cfg.chat_rate,
         },
         brokers: runs,
         summary: Vec::new(),
@@ -290,11 +308,7 @@ async fn run_broker(cfg: &CompareConfig, kind: BrokerKind, dir: &Path) -> Broker
         client_id_prefix: format!("cmp-{kind}"),
         credentials,
     };
-    for scenario in [
-        ScenarioName::FanIn,
-        ScenarioName::Pairs,
-        ScenarioName::IdleConnections,
-    ] {
+    for scenario in scenarios(cfg, kind) {
         eprintln!("{kind}: {scenario} ...");
         run.scenarios
             .push(run_scenario(cfg, scenario, &target, &broker).await);
@@ -305,10 +319,25 @@ async fn run_broker(cfg: &CompareConfig, kind: BrokerKind, dir: &Path) -> Broker
     run
 }
 
-fn users_needed(cfg: &CompareConfig) -> usize {
+/// The scenarios run against `kind`: chat needs Parley's chat topics.
+pub fn scenarios(cfg: &CompareConfig, kind: BrokerKind) -> Vec<ScenarioName> {
+    let mut list = vec![
+        ScenarioName::FanIn,
+        ScenarioName::Pairs,
+        ScenarioName::IdleConnections,
+    ];
+    if kind == BrokerKind::Parley && cfg.chat_pairs > 0 {
+        list.push(ScenarioName::Chat);
+    }
+    list
+}
+
+/// Users the scenarios log in as (`bench-user-0` up to this many).
+pub fn users_needed(cfg: &CompareConfig) -> usize {
     (cfg.fan_in_publishers + 1)
         .max(cfg.pairs * 2)
         .max(cfg.idle_connections)
+        .max(cfg.chat_pairs * 2)
 }
 
 /// Signs up the users on brokers with an account API (Parley).
@@ -370,6 +399,23 @@ async fn run_scenario(
         })
         .await
         .map(ScenarioReport::Conn)
+        .map_err(|e| e.to_string()),
+        ScenarioName::Chat => chat::run(&ChatConfig {
+            target: target.clone(),
+            layout: Layout::Pairs {
+                pairs: cfg.chat_pairs,
+            },
+            senders: 1,
+            rate: cfg.chat_rate,
+            duration: cfg.duration,
+            text_size: cfg.payload_size,
+            inflight: 100,
+            drain_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
+            progress: cfg.progress,
+        })
+        .await
+        .map(ScenarioReport::Chat)
         .map_err(|e| e.to_string()),
     };
     let resources = match sampler.finish().await {

@@ -69,6 +69,13 @@ fn conn(run: &ScenarioRun) -> Option<&crate::report::ConnReport> {
     }
 }
 
+fn chat(run: &ScenarioRun) -> Option<&crate::report::ChatReport> {
+    match &run.report {
+        Some(ScenarioReport::Chat(r)) => Some(r),
+        _ => None,
+    }
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -130,6 +137,52 @@ const CONN_METRICS: &[(&str, Unit, Extract)] = &[
     }),
 ];
 
+const CHAT_METRICS: &[(&str, Unit, Extract)] = &[
+    ("sent throughput", Unit::PerSec, |r| {
+        chat(r).map(|c| c.sent_rate)
+    }),
+    ("acked (stored) throughput", Unit::PerSec, |r| {
+        chat(r).map(|c| c.acked_rate)
+    }),
+    ("delivery throughput", Unit::PerSec, |r| {
+        chat(r).map(|c| c.received_rate)
+    }),
+    ("send->puback p50", Unit::Ms, |r| {
+        chat(r).map(|c| ms(c.ack_latency_us.p50))
+    }),
+    ("send->puback p99", Unit::Ms, |r| {
+        chat(r).map(|c| ms(c.ack_latency_us.p99))
+    }),
+    ("send->peer delivery p50", Unit::Ms, |r| {
+        chat(r).map(|c| ms(c.peer_delivery_latency_us.p50))
+    }),
+    ("send->peer delivery p99", Unit::Ms, |r| {
+        chat(r).map(|c| ms(c.peer_delivery_latency_us.p99))
+    }),
+    ("send->peer delivery p99.9", Unit::Ms, |r| {
+        chat(r).map(|c| ms(c.peer_delivery_latency_us.p999))
+    }),
+    ("send->peer delivery max", Unit::Ms, |r| {
+        chat(r).map(|c| ms(c.peer_delivery_latency_us.max))
+    }),
+    ("delivered", Unit::Count, |r| {
+        chat(r).map(|c| c.received as f64)
+    }),
+    ("expected deliveries", Unit::Count, |r| {
+        chat(r).map(|c| c.expected as f64)
+    }),
+    ("lost", Unit::Count, |r| chat(r).map(|c| c.lost as f64)),
+    ("errors", Unit::Count, |r| {
+        chat(r).map(|c| c.errors.total as f64)
+    }),
+    ("broker CPU % of a core", Unit::Percent, |r| {
+        r.resources.as_ref().map(|u| u.cpu_percent)
+    }),
+    ("broker RSS peak MiB", Unit::Mib, |r| {
+        r.resources.as_ref().map(|u| u.rss_peak_mib)
+    }),
+];
+
 /// Builds the summary rows of a comparison.
 pub fn rows(report: &CompareReport) -> Vec<Row> {
     let brokers: Vec<BrokerKind> = report.brokers.iter().map(|b| b.broker).collect();
@@ -143,9 +196,17 @@ pub fn rows(report: &CompareReport) -> Vec<Row> {
         (ScenarioName::FanIn, MESSAGE_METRICS),
         (ScenarioName::Pairs, MESSAGE_METRICS),
         (ScenarioName::IdleConnections, CONN_METRICS),
+        (ScenarioName::Chat, CHAT_METRICS),
     ];
     let mut rows = Vec::new();
     for (scenario, metrics) in scenarios {
+        let ran = report
+            .brokers
+            .iter()
+            .any(|b| b.scenarios.iter().any(|s| s.scenario == scenario));
+        if scenario == ScenarioName::Chat && !ran {
+            continue;
+        }
         for (metric, unit, extract) in metrics {
             let values: BTreeMap<BrokerKind, Option<f64>> = report
                 .brokers
@@ -307,6 +368,8 @@ mod tests {
                 mqtt_version: MqttVersion::V4,
                 idle_connections: 100,
                 conn_rate: 100.0,
+                chat_pairs: 10,
+                chat_rate_per_sender: 100.0,
             },
             brokers,
             summary: Vec::new(),

@@ -176,7 +176,10 @@ impl Inbox {
                 *last = seq;
                 Some(issue)
             }
-            Some(last) => Some(SeqIssue::Reordered { last: *last, got: seq }),
+            Some(last) => Some(SeqIssue::Reordered {
+                last: *last,
+                got: seq,
+            }),
         }
     }
 }
@@ -186,7 +189,13 @@ mod tests {
     use super::super::layout::{plan, Layout};
     use super::*;
 
-    fn message(plan: &ChatPlan, sender: u32, seq_in_run: u64, conv_seq: u64, sent: u64) -> ChatMessage {
+    fn message(
+        plan: &ChatPlan,
+        sender: u32,
+        seq_in_run: u64,
+        conv_seq: u64,
+        sent: u64,
+    ) -> ChatMessage {
         let user = &plan.users[plan.sender_users[sender as usize]];
         ChatMessage {
             client_message_id: MessageStamp {
@@ -212,7 +221,10 @@ mod tests {
             inbox.record(&m, &plan, 3_000_000),
             (Arrival::First { own: false }, None)
         );
-        assert_eq!(inbox.record(&m, &plan, 4_000_000), (Arrival::Duplicate, None));
+        assert_eq!(
+            inbox.record(&m, &plan, 4_000_000),
+            (Arrival::Duplicate, None)
+        );
         let own = message(&plan, 1, 0, 8, 2_000_000);
         assert_eq!(
             inbox.record(&own, &plan, 2_500_000),

@@ -50,7 +50,8 @@ impl Layout {
 
     /// Total users.
     pub fn users(&self) -> usize {
-        self.conversation_size().saturating_mul(self.conversations())
+        self.conversation_size()
+            .saturating_mul(self.conversations())
     }
 
     /// `pairs` or `groups`.
@@ -218,10 +219,9 @@ pub fn plan(
     for c in 0..layout.conversations() {
         let members: Vec<usize> = (c * size..(c + 1) * size).collect();
         let key = match layout {
-            Layout::Pairs { .. } => ConversationKey::Direct(direct_id(
-                &name(members[0]),
-                &name(members[1]),
-            )),
+            Layout::Pairs { .. } => {
+                ConversationKey::Direct(direct_id(&name(members[0]), &name(members[1])))
+            }
             Layout::Groups { .. } => ConversationKey::Group {
                 name: format!("{group_name}-{c}"),
             },

@@ -169,7 +169,8 @@ impl Shared {
             .iter()
             .enumerate()
             .map(|(id, s)| {
-                let accepted = SenderStats::get(&s.sent).saturating_sub(SenderStats::get(&s.refused));
+                let accepted =
+                    SenderStats::get(&s.sent).saturating_sub(SenderStats::get(&s.refused));
                 self.plan.deliveries_of(id as u32, accepted)
             })
             .sum()
@@ -239,9 +240,18 @@ fn tally(
 ) -> ChatReport {
     let plan = &shared.plan;
     let stat = |pick: fn(&SenderStats) -> &AtomicU64| -> u64 {
-        shared.senders.iter().map(|s| SenderStats::get(pick(s))).sum()
+        shared
+            .senders
+            .iter()
+            .map(|s| SenderStats::get(pick(s)))
+            .sum()
     };
-    let sent_by = |id: u32| shared.senders.get(id as usize).map_or(0, |s| SenderStats::get(&s.sent));
+    let sent_by = |id: u32| {
+        shared
+            .senders
+            .get(id as usize)
+            .map_or(0, |s| SenderStats::get(&s.sent))
+    };
     let mut latency = report::new_histogram();
     let mut peer_latency = report::new_histogram();
     let mut ack_latency = report::new_histogram();

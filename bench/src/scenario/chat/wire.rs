@@ -90,8 +90,10 @@ pub struct ServerError {
 
 impl ServerError {
     fn from_proto(e: &v1::Error) -> ServerError {
-        let code = v1::ErrorCode::try_from(e.code)
-            .map_or_else(|_| format!("error code {}", e.code), |c| c.as_str_name().into());
+        let code = v1::ErrorCode::try_from(e.code).map_or_else(
+            |_| format!("error code {}", e.code),
+            |c| c.as_str_name().into(),
+        );
         ServerError {
             code,
             message: e.message.clone(),
@@ -203,7 +205,12 @@ mod tests {
             panic!("not a message: {envelope:?}");
         };
         assert_eq!(m.client_message_id, "r1.0.0.1");
-        assert_eq!(m.body, Some(Body::Text(v1::Text { text: "xxxxx".into() })));
+        assert_eq!(
+            m.body,
+            Some(Body::Text(v1::Text {
+                text: "xxxxx".into()
+            }))
+        );
         assert_eq!((m.seq, m.sender.as_str()), (0, ""));
         // An empty text is refused by Parley, so there is always one byte.
         let Some(Kind::Message(m)) = decode_envelope(&chat_message("c".into(), 0)).unwrap().kind
