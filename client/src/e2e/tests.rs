@@ -44,6 +44,11 @@ fn round_trip_with_a_one_time_prekey() {
         .encrypt_to_device(&mut bundle, &context(), HELLO)
         .unwrap();
     assert_eq!(bundle.one_time_prekey_id(), None, "the sender used it up");
+    assert_eq!(
+        envelope.len(),
+        130 + HELLO.len(),
+        "size given in docs/e2e.md"
+    );
     assert!(
         !envelope.windows(HELLO.len()).any(|w| w == HELLO),
         "plaintext visible in the envelope"
@@ -95,6 +100,11 @@ fn works_without_a_one_time_prekey() {
         .encrypt_to_device(&mut bundle, &context(), HELLO)
         .unwrap();
     assert_eq!(envelope[1], 0, "no one-time prekey flag");
+    assert_eq!(
+        envelope.len(),
+        126 + HELLO.len(),
+        "size given in docs/e2e.md"
+    );
     let opened = bob
         .decrypt_from_device(&context(), &envelope, None)
         .unwrap();
