@@ -45,7 +45,7 @@ pub fn server_url() -> Option<String> {
 static DATABASE: OnceCell<String> = OnceCell::const_new();
 
 /// Creates a uniquely named database on the server at `url` and returns its name.
-async fn create_database(url: &str) -> String {
+pub async fn create_database(url: &str) -> String {
     let name = format!(
         "parley_test_{}_{:08x}",
         std::process::id(),
@@ -72,6 +72,16 @@ pub async fn test_config() -> Option<PostgresConfig> {
         .expect("PARLEY_TEST_POSTGRES must be a valid connection string")
         .database(database)
         .max_connections(8);
+    Some(config)
+}
+
+/// Settings for a database of its own, created for the caller, or `None` to skip.
+pub async fn own_database_config() -> Option<PostgresConfig> {
+    let url = server_url()?;
+    let database = create_database(&url).await;
+    let config = PostgresConfig::from_url(&url)
+        .expect("PARLEY_TEST_POSTGRES must be a valid connection string")
+        .database(&database);
     Some(config)
 }
 
