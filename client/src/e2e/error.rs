@@ -57,6 +57,15 @@ pub enum E2eError {
     /// The device has issued all 2^32 one-time prekey ids.
     #[error("one-time prekey ids are exhausted")]
     OneTimePrekeyIdsExhausted,
+    /// More one-time prekeys were asked for in one batch than allowed.
+    #[error("at most {max} one-time prekeys per batch")]
+    OneTimePrekeyBatchTooLarge {
+        /// The limit.
+        max: u32,
+    },
+    /// Stored keyring state is malformed or inconsistent.
+    #[error("corrupt keyring state: {0}")]
+    CorruptKeyring(&'static str),
     /// The envelope's sender identity key is not the one the caller expected.
     #[error("the envelope comes from an unexpected identity key")]
     UnexpectedSender,

@@ -8,8 +8,8 @@
 //! it, so a second message naming the same prekey fails with
 //! [`E2eError::OneTimePrekeyConsumed`].
 //!
-//! The keyring lives in memory; storing it (encrypted at rest, in the
-//! platform's key store) is the embedding client's job.
+//! The keyring lives in memory; [`crate::e2e::storage`] gives its secret
+//! state a byte form for the device's secure storage.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,10 +29,14 @@ fn random_secret() -> Result<StaticSecret, E2eError> {
     Ok(StaticSecret::from(random::bytes::<32>()?))
 }
 
+/// Most one-time prekeys [`DeviceKeyring::generate_one_time_prekeys`] makes in
+/// one call.
+pub const MAX_ONE_TIME_PREKEY_BATCH: u32 = 10_000;
+
 /// A signed prekey with its secret.
-struct SignedPrekeyPair {
-    secret: StaticSecret,
-    public: SignedPrekeyPublic,
+pub(super) struct SignedPrekeyPair {
+    pub(super) secret: StaticSecret,
+    pub(super) public: SignedPrekeyPublic,
 }
 
 impl SignedPrekeyPair {
@@ -52,12 +56,12 @@ impl SignedPrekeyPair {
 
 /// The secret keys of one device.
 pub struct DeviceKeyring {
-    identity: IdentityKeyPair,
-    signed_prekey: SignedPrekeyPair,
-    previous_signed_prekeys: Vec<SignedPrekeyPair>,
-    one_time_prekeys: BTreeMap<u32, StaticSecret>,
+    pub(super) identity: IdentityKeyPair,
+    pub(super) signed_prekey: SignedPrekeyPair,
+    pub(super) previous_signed_prekeys: Vec<SignedPrekeyPair>,
+    pub(super) one_time_prekeys: BTreeMap<u32, StaticSecret>,
     /// The id the next one-time prekey gets; every lower id was issued.
-    next_one_time_prekey_id: u64,
+    pub(super) next_one_time_prekey_id: u64,
 }
 
 impl DeviceKeyring {
@@ -116,11 +120,17 @@ impl DeviceKeyring {
     }
 
     /// Makes `count` new one-time prekeys and returns their public halves, to
-    /// upload to the key directory. Ids increase and are never reused.
+    /// upload to the key directory. Ids increase and are never reused. At
+    /// most [`MAX_ONE_TIME_PREKEY_BATCH`] per call.
     pub fn generate_one_time_prekeys(
         &mut self,
         count: u32,
     ) -> Result<Vec<OneTimePrekeyPublic>, E2eError> {
+        if count > MAX_ONE_TIME_PREKEY_BATCH {
+            return Err(E2eError::OneTimePrekeyBatchTooLarge {
+                max: MAX_ONE_TIME_PREKEY_BATCH,
+            });
+        }
         let end = self.next_one_time_prekey_id + u64::from(count);
         if end > u64::from(u32::MAX) + 1 {
             return Err(E2eError::OneTimePrekeyIdsExhausted);
@@ -266,6 +276,18 @@ mod tests {
             Err(E2eError::OneTimePrekeyIdsExhausted)
         );
         assert_eq!(keyring.generate_one_time_prekeys(0), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn oversized_batches_are_refused() {
+        let mut keyring = DeviceKeyring::generate().unwrap();
+        assert_eq!(
+            keyring.generate_one_time_prekeys(MAX_ONE_TIME_PREKEY_BATCH + 1),
+            Err(E2eError::OneTimePrekeyBatchTooLarge {
+                max: MAX_ONE_TIME_PREKEY_BATCH
+            })
+        );
+        assert_eq!(keyring.one_time_prekey_count(), 0);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! envelope (see [`envelope`]) that goes, as opaque bytes, into the message's
 //! ciphertext body. The recipient opens it with
 //! [`DeviceKeyring::decrypt_from_device`], which uses up the one-time prekey
-//! the sender picked.
+//! the sender picked. [`storage`] turns a keyring into bytes for the
+//! device's secure storage and back.
 //!
 //! Primitives: Ed25519 signatures, HKDF-SHA256 and ChaCha20-Poly1305 come from
 //! `ring`; X25519 comes from `x25519-dalek`, because `ring`'s agreement keys
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod keyring;
 pub mod message;
 mod random;
+pub mod storage;
 pub mod wire;
 pub mod x3dh;
 
@@ -39,7 +41,7 @@ pub use bundle::{
 pub use envelope::Envelope;
 pub use error::E2eError;
 pub use identity::{IdentityKeyPair, IdentityPublicKey};
-pub use keyring::DeviceKeyring;
+pub use keyring::{DeviceKeyring, MAX_ONE_TIME_PREKEY_BATCH};
 pub use message::{Decrypted, MessageContext};
 
 /// Length of an X25519 or Ed25519 public key, in bytes.
