@@ -611,7 +611,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.connects_per_sec_per_ip, 5.0);
         assert_eq!(c.limits.connect_burst_per_ip, 10);
-        assert!(!format!("{c:?}").contains("0123456789abcdef"), "token redacted");
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "token redacted"
+        );
         let short = Config::from_toml_str("[admin]\ntoken = \"short\"\n").unwrap_err();
         assert!(short.to_string().contains("admin.token"), "{short}");
         let negative =

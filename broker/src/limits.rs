@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use chat_core::ids::UserId;
 use chat_core::rate::TokenBucket;
 
 use crate::config::LimitsConfig;
@@ -94,7 +95,7 @@ impl ByteBudget {
 /// The configured limits of a node.
 pub struct Limits {
     connects: Option<KeyedLimiter<IpAddr>>,
-    publishes: Option<Arc<KeyedLimiter<String>>>,
+    publishes: Option<Arc<KeyedLimiter<UserId>>>,
     bytes: Option<(u64, u64)>,
 }
 
@@ -102,7 +103,10 @@ impl Limits {
     /// Limits as configured (rates of 0 are off).
     pub fn new(config: &LimitsConfig) -> Limits {
         Limits {
-            connects: KeyedLimiter::new(config.connects_per_sec_per_ip, config.connect_burst_per_ip),
+            connects: KeyedLimiter::new(
+                config.connects_per_sec_per_ip,
+                config.connect_burst_per_ip,
+            ),
             publishes: KeyedLimiter::new(
                 config.publishes_per_sec_per_user,
                 config.publish_burst_per_user,
@@ -121,7 +125,7 @@ impl Limits {
     }
 
     /// The shared per-user publish limiter, if that limit is on.
-    pub fn publishes(&self) -> Option<Arc<KeyedLimiter<String>>> {
+    pub fn publishes(&self) -> Option<Arc<KeyedLimiter<UserId>>> {
         self.publishes.clone()
     }
 
@@ -144,9 +148,7 @@ fn limit_key(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => {
                 let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(
-                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
-                ))
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
             }
         },
     }
@@ -178,7 +180,10 @@ mod tests {
         assert!(!limits.allow_connect(a));
         assert!(limits.allow_connect([10, 0, 0, 2].into()), "other address");
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert!(!limits.allow_connect(mapped), "IPv4-mapped is the same address");
+        assert!(
+            !limits.allow_connect(mapped),
+            "IPv4-mapped is the same address"
+        );
         let v6a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let v6b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         assert!(limits.allow_connect(v6a) && limits.allow_connect(v6b));

@@ -53,8 +53,12 @@ macro_rules! label_values {
             }
         }
 
-        impl EncodeLabelValue for $name {
-            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        impl prometheus_client::encoding::EncodeLabelValue for $name {
+            fn encode(
+                &self,
+                encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+            ) -> std::fmt::Result {
+                use std::fmt::Write as _;
                 encoder.write_str(self.as_str())
             }
         }
@@ -357,37 +361,39 @@ impl Metrics {
     /// Creates every series whose labels are known in advance, at zero.
     fn create_known_series(&self) {
         for &transport in TransportKind::ALL {
-            self.connects.get_or_create(&TransportLabels { transport });
+            let _ = self.connects.get_or_create(&TransportLabels { transport });
         }
         for &code in REFUSAL_CODES {
-            self.connects_refused.get_or_create(&RefusalLabels {
+            let _ = self.connects_refused.get_or_create(&RefusalLabels {
                 reason: connack_reason(code),
             });
         }
         for &failure in HandshakeFailure::ALL {
-            self.connects_refused.get_or_create(&RefusalLabels {
+            let _ = self.connects_refused.get_or_create(&RefusalLabels {
                 reason: failure.as_str().to_owned(),
             });
         }
         for &reason in DisconnectReason::ALL {
-            self.disconnects.get_or_create(&DisconnectLabels { reason });
+            let _ = self.disconnects.get_or_create(&DisconnectLabels { reason });
         }
         for &kind in InKind::ALL {
-            self.messages_in.get_or_create(&InKindLabels { kind });
+            let _ = self.messages_in.get_or_create(&InKindLabels { kind });
         }
         for &kind in OutKind::ALL {
-            self.messages_out.get_or_create(&OutKindLabels { kind });
+            let _ = self.messages_out.get_or_create(&OutKindLabels { kind });
         }
         for &action in AclAction::ALL {
-            self.acl_denials.get_or_create(&AclLabels { action });
+            let _ = self.acl_denials.get_or_create(&AclLabels { action });
         }
         for &reason in AuthFailure::ALL {
             for &via in AuthVia::ALL {
-                self.auth_failures.get_or_create(&AuthLabels { reason, via });
+                let _ = self
+                    .auth_failures
+                    .get_or_create(&AuthLabels { reason, via });
             }
         }
         for &limit in Limit::ALL {
-            self.rate_limited.get_or_create(&LimitLabels { limit });
+            let _ = self.rate_limited.get_or_create(&LimitLabels { limit });
         }
     }
 
@@ -435,7 +441,9 @@ impl Metrics {
 
     /// Counts an outbound PUBLISH; chat messages also count as delivered.
     pub fn message_out(&self, kind: OutKind) {
-        self.messages_out.get_or_create(&OutKindLabels { kind }).inc();
+        self.messages_out
+            .get_or_create(&OutKindLabels { kind })
+            .inc();
         if kind == OutKind::ChatMessage {
             self.chat_messages_delivered.inc();
         }
@@ -455,7 +463,9 @@ impl Metrics {
 
     /// Counts a refusal by a rate limit.
     pub fn limited(&self, limit: Limit) {
-        self.rate_limited.get_or_create(&LimitLabels { limit }).inc();
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit })
+            .inc();
     }
 
     /// Records how long a chat send took to be acknowledged.
@@ -530,7 +540,10 @@ mod tests {
             "parley_chat_messages_stored_total 0",
             "parley_chat_send_duration_seconds_count 0",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 
@@ -549,7 +562,10 @@ mod tests {
             "parley_connects_refused_total{reason=\"bad_user_name_password\"} 1",
             "parley_chat_send_duration_seconds_count 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 }

@@ -20,8 +20,13 @@ use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
 use crate::config::{Config, Listen};
 use crate::http::{self, HttpState};
+use crate::limits::Limits;
+use crate::metrics::history::MeteredHistory;
+use crate::metrics::live::LiveCollector;
+use crate::metrics::Metrics;
 use crate::mqtt::listener::{accept_loop, tls_acceptor, Transport};
 use crate::mqtt::publisher::ServerPublisher;
+use crate::mqtt::sessions::SessionRegistry;
 use crate::mqtt::will::WillRegistry;
 use crate::mqtt::MqttContext;
 use crate::router::RouterHandle;
@@ -60,9 +65,10 @@ impl Node {
         })?;
         let embedded = Arc::new(store);
         let store: Arc<dyn MetadataStore> = embedded.clone();
+        let mut metrics = Metrics::new();
         let stores = ChatStores {
             metadata: store.clone(),
-            history: embedded.clone(),
+            history: Arc::new(MeteredHistory::new(embedded.clone(), &metrics)),
             offline: embedded,
         };
         let jwt_secret = match &config.auth.jwt_secret {
@@ -92,6 +98,9 @@ impl Node {
             publisher.clone(),
             config.chat.clone(),
         )?);
+        let sessions = Arc::new(SessionRegistry::new());
+        metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
+        let metrics = Arc::new(metrics);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ctx = Arc::new(MqttContext {
@@ -103,6 +112,9 @@ impl Node {
             wills: WillRegistry::default(),
             chat,
             shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+            sessions: sessions.clone(),
+            limits: Limits::new(&config.limits),
         });
 
         let mut addrs = BoundAddrs::default();
@@ -139,7 +151,18 @@ impl Node {
         }
         if let Some(listener) = bind(config.http.listen, "HTTP").await? {
             addrs.http = listener.local_addr().ok();
-            let state = HttpState { auth };
+            let state = HttpState {
+                auth,
+                metrics,
+                admin: config.admin.token.clone().map(|token| {
+                    Arc::new(http::admin::AdminState {
+                        token,
+                        sessions,
+                        store: store.clone(),
+                        chat: ctx.chat.clone(),
+                    })
+                }),
+            };
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) =

@@ -50,7 +50,11 @@ impl Api {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = HttpState { auth: auth.clone() };
+        let state = HttpState {
+            auth: auth.clone(),
+            metrics: Arc::new(parley::metrics::Metrics::new()),
+            admin: None,
+        };
         let server = tokio::spawn(http::serve(listener, state, async move {
             let _ = stopped.await;
         }));

@@ -360,16 +360,16 @@ mod tests {
 
     #[test]
     fn router_client_ids_cannot_collide_across_users() {
+        // "a" with client "b~c" is the only way to spell "a~b~c": the user
+        // "a~b" (which would give the same id with client "c") cannot exist.
         let a = router_client_id(&user("a"), "b~c");
-        let b = router_client_id(&user("a~b"), "c");
         assert_eq!(a, "a~b~c");
-        assert!(
-            UserId::parse("a~b").is_err(),
+        assert_eq!(
+            UserId::parse("a~b"),
+            Err(IdError::InvalidChar { ch: '~', pos: 1 }),
             "a username cannot contain the separator"
         );
-        assert!(b.starts_with("a~b"));
         assert!(!server_client_id(0).starts_with(|c: char| c.is_ascii_alphanumeric()));
-        assert!(validate_client_id("x$y").is_err());
     }
 
     fn user(s: &str) -> UserId {
@@ -615,14 +615,7 @@ mod tests {
 
     #[test]
     fn client_id_rules() {
-        for ok in [
-            "a",
-            "phone-1",
-            "ABC_def.9",
-            "x$y",
-            &"z".repeat(64),
-            "~!@%^&*()",
-        ] {
+        for ok in ["a", "phone-1", "ABC_def.9", &"z".repeat(64), "~!@%^&*()"] {
             assert_eq!(validate_client_id(ok), Ok(()), "{ok:?}");
         }
         assert_eq!(validate_client_id(""), Err(IdError::Empty));
@@ -634,6 +627,7 @@ mod tests {
             ("a/b", '/', 1),
             ("+", '+', 0),
             ("a#", '#', 1),
+            ("x$y", '$', 1),
             ("a\0", '\0', 1),
             ("a b", ' ', 1),
             ("a\tb", '\t', 1),

@@ -45,6 +45,20 @@ pub enum ApiError {
     /// 404: no such endpoint.
     #[error("no such endpoint")]
     NotFound,
+    /// 401: an admin endpoint without the right `Authorization: Bearer` token.
+    #[error("this endpoint needs the admin token as `Authorization: Bearer <token>`")]
+    AdminTokenRequired,
+    /// 404: the named user has no live session with that client id.
+    #[error("user {user:?} has no live session with client id {client_id:?}")]
+    NoSuchSession {
+        /// The user named in the path.
+        user: String,
+        /// The client id named in the path.
+        client_id: String,
+    },
+    /// 404: the named user does not exist.
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
     /// 405: the endpoint does not accept this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
@@ -73,7 +87,10 @@ impl ApiError {
             ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Disabled => StatusCode::FORBIDDEN,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchSession { .. } | ApiError::NoSuchUser(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::AdminTokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -92,6 +109,9 @@ impl ApiError {
             ApiError::Disabled => "account_disabled",
             ApiError::Unavailable => "unavailable",
             ApiError::NotFound => "not_found",
+            ApiError::AdminTokenRequired => "admin_token_required",
+            ApiError::NoSuchSession { .. } => "no_such_session",
+            ApiError::NoSuchUser(_) => "no_such_user",
             ApiError::MethodNotAllowed => "method_not_allowed",
         }
     }

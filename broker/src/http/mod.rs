@@ -6,16 +6,21 @@
 //! - [`users`]: `POST /v1/users` (sign-up).
 //! - [`tokens`]: `POST /v1/tokens` (log-in, issues an access token).
 //! - [`health`]: `GET /healthz`.
+//! - [`metrics`]: `GET /metrics` (Prometheus / OpenMetrics text).
+//! - [`admin`]: `/v1/admin/...` (sessions, kick, disable, stats), when an
+//!   admin token is configured.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
 //! - [`fallback`]: JSON answers for unknown paths and methods.
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`].
 
+pub mod admin;
 pub mod error;
 pub mod fallback;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod tokens;
 pub mod users;
 
@@ -39,6 +44,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct HttpState {
     /// Sign-up, log-in and token issuing.
     pub auth: Arc<Authenticator>,
+    /// The node's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The admin API's state; `None` (admin API off) without an admin token.
+    pub admin: Option<Arc<admin::AdminState>>,
 }
 
 /// The complete HTTP API as an axum router.
@@ -47,6 +56,8 @@ pub fn router(state: HttpState) -> Router {
         .merge(health::routes())
         .merge(users::routes())
         .merge(tokens::routes())
+        .merge(metrics::routes())
+        .merge(admin::routes())
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

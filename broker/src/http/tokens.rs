@@ -6,6 +6,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, HttpState};
+use crate::auth::AuthError;
+use crate::metrics::{AuthFailure, AuthVia};
 
 /// The token routes.
 pub fn routes() -> Router<HttpState> {
@@ -40,7 +42,15 @@ pub async fn create_token(
     let issued = state
         .auth
         .log_in(&request.username, &request.password)
-        .await?;
+        .await
+        .inspect_err(|e| {
+            let reason = match e {
+                AuthError::BadCredentials => AuthFailure::BadCredentials,
+                AuthError::Disabled => AuthFailure::Disabled,
+                AuthError::Unavailable(_) => AuthFailure::Unavailable,
+            };
+            state.metrics.auth_failed(reason, AuthVia::Http);
+        })?;
     Ok(Json(TokenResponse {
         access_token: issued.token,
         token_type: "Bearer",

@@ -36,9 +36,14 @@ impl HistoryStore for MeteredHistory {
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
         let started = Instant::now();
         let result = self.inner.append(request).await;
-        self.append_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if matches!(result, Ok(Appended { duplicate: false, .. })) {
+        self.append_seconds.observe(started.elapsed().as_secs_f64());
+        if matches!(
+            result,
+            Ok(Appended {
+                duplicate: false,
+                ..
+            })
+        ) {
             self.stored.inc();
         }
         result

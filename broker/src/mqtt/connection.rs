@@ -14,7 +14,9 @@ use tracing::{debug, info, warn};
 use super::codec::{DecodeError, Version};
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
+use super::sessions::{SessionHandle, SessionInfo, TransportKind};
 use super::MqttContext;
+use crate::metrics::{DisconnectReason, Limit, OutKind};
 
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,24 +33,64 @@ enum End {
     TakenOver,
     /// Parley is shutting down.
     Shutdown,
+    /// An administrator ended the session (kick, or the user was disabled).
+    Kicked,
+    /// The client sent more bytes per second than `limits` allow.
+    RateLimited,
 }
 
-/// Serves one accepted connection until it ends. Never panics on client input.
-pub async fn serve<S>(mut stream: S, peer: std::net::SocketAddr, ctx: std::sync::Arc<MqttContext>)
-where
+impl End {
+    /// The `reason` label this end is counted under.
+    fn metric(self) -> DisconnectReason {
+        match self {
+            End::Client { .. } => DisconnectReason::Client,
+            End::Network => DisconnectReason::Network,
+            End::KeepAlive => DisconnectReason::KeepAlive,
+            End::Protocol(_) => DisconnectReason::ProtocolError,
+            End::TakenOver => DisconnectReason::TakenOver,
+            End::Shutdown => DisconnectReason::Shutdown,
+            End::Kicked => DisconnectReason::Kicked,
+            End::RateLimited => DisconnectReason::RateLimited,
+        }
+    }
+}
+
+/// Serves one connection from `peer`, accepted on `transport`, until it
+/// ends. Never panics on client input.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: std::net::SocketAddr,
+    transport: TransportKind,
+    ctx: std::sync::Arc<MqttContext>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let session = match handshake(&mut stream, &ctx).await {
+    let session = match handshake(&mut stream, peer, &ctx).await {
         Ok(session) => session,
         Err(e) => {
             debug!(%peer, error = %e, "handshake ended");
             return;
         }
     };
-    run(stream, session, &ctx).await;
+    ctx.metrics.connected(transport);
+    let registration = ctx.sessions.register(SessionInfo {
+        user: session.principal.user.as_str().to_owned(),
+        client_id: session.principal.client_id.clone(),
+        transport,
+        peer,
+        version: session.codec.version(),
+        connected_at_ms: now_ms(),
+    });
+    run(stream, session, registration, &ctx).await;
 }
 
-async fn run<S>(mut stream: S, session: Session, ctx: &MqttContext)
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn run<S>(mut stream: S, session: Session, registration: SessionHandle, ctx: &MqttContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -63,7 +105,13 @@ where
     } = session;
     let user = principal.user.clone();
     let client_id = principal.client_id.clone();
-    let mut inbound = InboundState::new(principal, codec.version());
+    let mut inbound = InboundState::new(
+        principal,
+        codec.version(),
+        ctx.metrics.clone(),
+        ctx.limits.publishes(),
+    );
+    let mut byte_budget = ctx.limits.byte_budget();
     let mut rbuf = leftover;
     let mut wbuf = BytesMut::with_capacity(4096);
     let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -101,7 +149,9 @@ where
             }
         }
         for pending in std::mem::take(&mut fx.chat) {
+            let started = std::time::Instant::now();
             let ack = ctx.chat.handle(&user, pending.publish).await;
+            ctx.metrics.chat_send_took(started.elapsed());
             if !inbound.ack_chat(pending.qos, pending.pkid, ack, &mut fx) {
                 warn!(%user, %client_id, "closing: a message could not be stored and 3.1.1 cannot say so");
                 fx.close = Some(Close::ProtocolViolation(
@@ -138,10 +188,18 @@ where
         rbuf.reserve(4096);
         tokio::select! {
             _ = shutdown.cancelled() => break 'conn End::Shutdown,
+            _ = registration.kicked() => break 'conn End::Kicked,
             _ = sleep_until(deadline) => break 'conn End::KeepAlive,
             read = stream.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => break 'conn End::Network,
-                Ok(_) => deadline = idle_limit.map(|d| Instant::now() + d),
+                Ok(n) => {
+                    if byte_budget.as_mut().is_some_and(|budget| !budget.spend(n)) {
+                        ctx.metrics.limited(Limit::BytesPerConnection);
+                        warn!(%user, %client_id, "closing: over the bytes-per-second limit");
+                        break 'conn End::RateLimited;
+                    }
+                    deadline = idle_limit.map(|d| Instant::now() + d);
+                }
             },
             notification = link.rx.next() => {
                 let mut next = notification;
@@ -160,6 +218,9 @@ where
                                 other => other,
                             };
                             if let Some(packet) = packet {
+                                if let Packet::Publish(publish, _) = &packet {
+                                    ctx.metrics.message_out(OutKind::of(&publish.topic, &publish.payload));
+                                }
                                 let router_disconnect = matches!(packet, Packet::Disconnect(..));
                                 if codec.encode(packet, &mut wbuf).is_err() {
                                     break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
@@ -189,6 +250,8 @@ where
         End::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
         End::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
         End::KeepAlive => Some(DisconnectReasonCode::KeepAliveTimeout),
+        End::Kicked => Some(DisconnectReasonCode::AdministrativeAction),
+        End::RateLimited => Some(DisconnectReasonCode::MessageRateTooHigh),
         End::Protocol(code) => Some(code),
         End::Client { .. } | End::Network => None,
     };
@@ -218,6 +281,8 @@ where
         _ => true,
     };
     ctx.chat.presence.disconnected(&user);
+    ctx.metrics.disconnected(end.metric());
+    drop(registration);
     if let (true, Some(will)) = (fire_will, will) {
         ctx.wills
             .fire(router_client_id, will, ctx.publisher.clone());

@@ -17,6 +17,7 @@ use super::codec::{detect_version, Codec, HandshakeError, Version};
 use super::will::Will;
 use super::MqttContext;
 use crate::auth::AuthError;
+use crate::metrics::{AuthFailure, AuthVia, HandshakeFailure, Limit};
 use crate::router::{Link, LinkRequest};
 
 /// A connection that passed CONNECT.
@@ -62,8 +63,35 @@ pub enum Refused {
     },
 }
 
-/// Reads CONNECT from `stream`, authenticates, opens the router link and sends CONNACK.
-pub async fn handshake<S>(stream: &mut S, ctx: &MqttContext) -> Result<Session, Refused>
+/// Reads CONNECT from `stream` (a connection from `peer`), applies the
+/// per-address connect rate, authenticates, opens the router link and sends
+/// CONNACK. Every refusal is counted in the node's metrics.
+pub async fn handshake<S>(
+    stream: &mut S,
+    peer: std::net::SocketAddr,
+    ctx: &MqttContext,
+) -> Result<Session, Refused>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let result = connect(stream, peer, ctx).await;
+    match &result {
+        Ok(_) => {}
+        Err(Refused::Code { code, .. }) => ctx.metrics.refused(*code),
+        Err(Refused::Timeout) => ctx.metrics.handshake_failed(HandshakeFailure::Timeout),
+        Err(Refused::Io(_)) => ctx.metrics.handshake_failed(HandshakeFailure::Network),
+        Err(Refused::Handshake(_) | Refused::Malformed(_)) => {
+            ctx.metrics.handshake_failed(HandshakeFailure::Malformed)
+        }
+    }
+    result
+}
+
+async fn connect<S>(
+    stream: &mut S,
+    peer: std::net::SocketAddr,
+    ctx: &MqttContext,
+) -> Result<Session, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -86,18 +114,28 @@ where
     let refuse = |code: ConnectReturnCode, why: String| Refused::Code { code, why };
 
     let result: Result<Session, Refused> = async {
+        if !ctx.limits.allow_connect(peer.ip()) {
+            ctx.metrics.limited(Limit::ConnectsPerIp);
+            // 3.1.1 clients get 0x03 (server unavailable) through the codec's downgrade.
+            return Err(refuse(ConnectReturnCode::ConnectionRateExceeded, format!("too many connections from {}", peer.ip())));
+        }
+        let auth_failed = |reason| ctx.metrics.auth_failed(reason, AuthVia::Mqtt);
         let Some(login) = login else {
+            auth_failed(AuthFailure::NoCredentials);
             return Err(refuse(bad_credentials(v5), "no username".into()));
         };
         let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password).await {
             Ok(user) => user,
             Err(AuthError::BadCredentials) => {
+                auth_failed(AuthFailure::BadCredentials);
                 return Err(refuse(bad_credentials(v5), format!("bad credentials for {:?}", login.username)))
             }
             Err(AuthError::Disabled) => {
+                auth_failed(AuthFailure::Disabled);
                 return Err(refuse(ConnectReturnCode::NotAuthorized, format!("user {:?} is disabled", login.username)))
             }
             Err(AuthError::Unavailable(e)) => {
+                auth_failed(AuthFailure::Unavailable);
                 return Err(refuse(ConnectReturnCode::ServiceUnavailable, format!("account store unavailable: {e}")))
             }
         };

@@ -3,10 +3,12 @@
 //! router. Pure bookkeeping over packets; the connection task does the IO.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chat_core::acl::{
     authorize_publish, authorize_subscribe, Principal, PublishDecision, SubscribeDecision,
 };
+use chat_core::ids::UserId;
 use chat_core::rules::AclRules;
 use chat_core::topics::{validate_topic_filter, validate_topic_name};
 use rumqttd::protocol::{
@@ -17,6 +19,8 @@ use tracing::warn;
 
 use super::codec::{Incoming, Version};
 use crate::chat::{ChatAck, ChatPublish, ChatService};
+use crate::limits::KeyedLimiter;
+use crate::metrics::{AclAction, InKind, Limit, Metrics};
 
 /// Why the connection must end, as decided by the inbound packet flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,15 @@ pub enum Close {
     },
     /// The client broke the protocol; MQTT 5 clients get this reason first.
     ProtocolViolation(DisconnectReasonCode),
+}
+
+/// Why Parley refuses a publish itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The ACL denies the topic (MQTT 5 reason 0x87).
+    NotAuthorized,
+    /// The user is over the publish rate limit (MQTT 5 reason 0x97).
+    QuotaExceeded,
 }
 
 /// A chat publish waiting for the chat pipeline, with what its acknowledgement needs.
@@ -64,17 +77,29 @@ pub struct InboundState {
     local_qos2: HashSet<u16>,
     /// Publishes dropped by the ACL on this connection.
     pub denied_publishes: u64,
+    /// The node's metrics.
+    metrics: Arc<Metrics>,
+    /// Plain publishes per user (`limits.publishes_per_sec_per_user`), if on.
+    publish_limit: Option<Arc<KeyedLimiter<UserId>>>,
 }
 
 impl InboundState {
-    /// State for a freshly authenticated connection.
-    pub fn new(principal: Principal, version: Version) -> InboundState {
+    /// State for a freshly authenticated connection, counting into
+    /// `metrics` and limiting plain publishes with `publish_limit`.
+    pub fn new(
+        principal: Principal,
+        version: Version,
+        metrics: Arc<Metrics>,
+        publish_limit: Option<Arc<KeyedLimiter<UserId>>>,
+    ) -> InboundState {
         InboundState {
             principal,
             version,
             partial_subacks: HashMap::new(),
             local_qos2: HashSet::new(),
             denied_publishes: 0,
+            metrics,
+            publish_limit,
         }
     }
 
@@ -121,20 +146,39 @@ impl InboundState {
                     return;
                 }
                 match authorize_publish(&self.principal, topic, rules) {
-                    PublishDecision::Plain => fx.to_router.push(Packet::Publish(publish, props)),
-                    PublishDecision::Chat(topic) => fx.chat.push(PendingChat {
-                        publish: ChatPublish {
-                            topic,
-                            payload: publish.payload,
-                            properties: props,
-                        },
-                        qos: meta.qos,
-                        pkid: meta.pkid,
-                    }),
+                    PublishDecision::Plain => {
+                        let within_limit = self
+                            .publish_limit
+                            .as_ref()
+                            .is_none_or(|limit| limit.allow(&self.principal.user));
+                        if within_limit {
+                            self.metrics.message_in(InKind::Plain);
+                            fx.to_router.push(Packet::Publish(publish, props));
+                        } else {
+                            self.metrics.limited(Limit::PublishesPerUser);
+                            warn!(user = %self.principal.user, client_id = %self.principal.client_id, topic, qos = meta.qos, "publish over the rate limit");
+                            self.refuse_publish(meta.qos, meta.pkid, Refusal::QuotaExceeded, fx);
+                        }
+                    }
+                    PublishDecision::Chat(topic) => {
+                        if let Some(kind) = InKind::of_chat(&topic) {
+                            self.metrics.message_in(kind);
+                        }
+                        fx.chat.push(PendingChat {
+                            publish: ChatPublish {
+                                topic,
+                                payload: publish.payload,
+                                properties: props,
+                            },
+                            qos: meta.qos,
+                            pkid: meta.pkid,
+                        })
+                    }
                     PublishDecision::Deny(reason) => {
                         self.denied_publishes += 1;
+                        self.metrics.acl_denied(AclAction::Publish);
                         warn!(user = %self.principal.user, client_id = %self.principal.client_id, topic, %reason, qos = meta.qos, "publish denied");
-                        self.deny_publish(meta.qos, meta.pkid, fx);
+                        self.refuse_publish(meta.qos, meta.pkid, Refusal::NotAuthorized, fx);
                     }
                 }
             }
@@ -198,18 +242,20 @@ impl InboundState {
         }
     }
 
-    /// Answers a denied publish: MQTT 5 gets reason 0x87, 3.1.1 a plain ack (the message is dropped).
-    pub fn deny_publish(&mut self, qos: u8, pkid: u16, fx: &mut Effects) {
+    /// Answers a refused publish: MQTT 5 gets the refusal's reason code,
+    /// 3.1.1 a plain ack (the message is dropped).
+    pub fn refuse_publish(&mut self, qos: u8, pkid: u16, refusal: Refusal, fx: &mut Effects) {
         let v5 = self.version == Version::V5;
+        let (puback, pubrec) = match refusal {
+            _ if !v5 => (PubAckReason::Success, PubRecReason::Success),
+            Refusal::NotAuthorized => (PubAckReason::NotAuthorized, PubRecReason::NotAuthorized),
+            Refusal::QuotaExceeded => (PubAckReason::QuotaExceeded, PubRecReason::QuotaExceeded),
+        };
         match qos {
             1 => fx.to_client.push(Packet::PubAck(
                 PubAck {
                     pkid,
-                    reason: if v5 {
-                        PubAckReason::NotAuthorized
-                    } else {
-                        PubAckReason::Success
-                    },
+                    reason: puback,
                 },
                 None,
             )),
@@ -221,11 +267,7 @@ impl InboundState {
                 fx.to_client.push(Packet::PubRec(
                     PubRec {
                         pkid,
-                        reason: if v5 {
-                            PubRecReason::NotAuthorized
-                        } else {
-                            PubRecReason::Success
-                        },
+                        reason: pubrec,
                     },
                     None,
                 ));
@@ -306,6 +348,7 @@ impl InboundState {
                 match chat.shares_conversation(&self.principal.user, &other).await {
                     Ok(true) => None,
                     Ok(false) => {
+                        self.metrics.acl_denied(AclAction::Subscribe);
                         warn!(user = %self.principal.user, client_id = %self.principal.client_id, filter, %other, "presence denied: no shared conversation");
                         Some(SubscribeReasonCode::NotAuthorized)
                     }
@@ -316,6 +359,7 @@ impl InboundState {
                 }
             }
             SubscribeDecision::Deny(reason) => {
+                self.metrics.acl_denied(AclAction::Subscribe);
                 warn!(user = %self.principal.user, client_id = %self.principal.client_id, filter, %reason, "subscribe denied");
                 Some(SubscribeReasonCode::NotAuthorized)
             }
@@ -386,6 +430,8 @@ mod tests {
                 client_id: "phone".into(),
             },
             version,
+            Arc::new(Metrics::new()),
+            None,
         )
     }
 
@@ -476,7 +522,7 @@ mod tests {
         let (chat, _dir) = chat().await;
         let mut s = state(Version::V4);
         let mut fx = Effects::default();
-        s.deny_publish(2, 42, &mut fx);
+        s.refuse_publish(2, 42, Refusal::NotAuthorized, &mut fx);
         assert!(matches!(
             fx.to_client[0],
             Packet::PubRec(PubRec { pkid: 42, .. }, _)
@@ -512,10 +558,29 @@ mod tests {
     fn denied_qos1_on_v5_gets_not_authorized() {
         let mut s = state(Version::V5);
         let mut fx = Effects::default();
-        s.deny_publish(1, 5, &mut fx);
+        s.refuse_publish(1, 5, Refusal::NotAuthorized, &mut fx);
         let Packet::PubAck(ack, _) = &fx.to_client[0] else {
             panic!()
         };
         assert_eq!(ack.reason, PubAckReason::NotAuthorized);
+    }
+
+    #[test]
+    fn over_quota_is_0x97_on_v5_and_a_plain_ack_on_v4() {
+        let mut fx = Effects::default();
+        state(Version::V5).refuse_publish(1, 6, Refusal::QuotaExceeded, &mut fx);
+        state(Version::V4).refuse_publish(1, 7, Refusal::QuotaExceeded, &mut fx);
+        let reasons: Vec<_> = fx
+            .to_client
+            .iter()
+            .map(|p| match p {
+                Packet::PubAck(ack, _) => (ack.pkid, ack.reason),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [(6, PubAckReason::QuotaExceeded), (7, PubAckReason::Success)]
+        );
     }
 }
