@@ -178,6 +178,30 @@ impl Authenticator {
         result.map_err(|refusal| refusal.log(username, "MQTT connect"))
     }
 
+    /// Authenticates an HTTP request's `Authorization: Bearer` access token:
+    /// the token's user, if the token is valid and the account exists and is
+    /// enabled.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::BadCredentials`] for a malformed, expired or forged token
+    /// or an unknown user, [`AuthError::Disabled`], or
+    /// [`AuthError::Unavailable`] if the account store failed.
+    pub async fn authenticate_bearer(&self, presented: &str) -> Result<UserId, AuthError> {
+        let result = async {
+            let claims = self
+                .tokens
+                .verify(presented)
+                .map_err(|e| Refusal::BadCredentials(e.to_string()))?;
+            match self.check_token(&claims.sub, presented).await? {
+                Some(user) => Ok(user),
+                None => Err(Refusal::BadCredentials("not a token".into())),
+            }
+        }
+        .await;
+        result.map_err(|refusal| refusal.log("(bearer)", "HTTP request"))
+    }
+
     /// Verifies an access token presented for `username` and loads the account.
     ///
     /// `Ok(None)` if `presented` does not parse as a token at all, so that it

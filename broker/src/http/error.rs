@@ -45,6 +45,11 @@ pub enum ApiError {
     /// 404: no such endpoint.
     #[error("no such endpoint")]
     NotFound,
+    /// 401: an endpoint acting for a user, without `Authorization: Bearer <access token>`.
+    #[error(
+        "this endpoint needs an access token (POST /v1/tokens) as `Authorization: Bearer <token>`"
+    )]
+    TokenRequired,
     /// 401: an admin endpoint without the right `Authorization: Bearer` token.
     #[error("this endpoint needs the admin token as `Authorization: Bearer <token>`")]
     AdminTokenRequired,
@@ -90,7 +95,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::NoSuchSession { .. } | ApiError::NoSuchUser(_) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::AdminTokenRequired => StatusCode::UNAUTHORIZED,
+            ApiError::AdminTokenRequired | ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -110,6 +115,7 @@ impl ApiError {
             ApiError::Unavailable => "unavailable",
             ApiError::NotFound => "not_found",
             ApiError::AdminTokenRequired => "admin_token_required",
+            ApiError::TokenRequired => "token_required",
             ApiError::NoSuchSession { .. } => "no_such_session",
             ApiError::NoSuchUser(_) => "no_such_user",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -9,6 +9,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus / OpenMetrics text).
 //! - [`admin`]: `/v1/admin/...` (sessions, kick, disable, stats), when an
 //!   admin token is configured.
+//! - [`bearer`]: [`Bearer`], the signed-in user of a request.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
 //! - [`fallback`]: JSON answers for unknown paths and methods.
@@ -16,6 +17,7 @@
 //! Request bodies are limited to [`MAX_BODY_BYTES`].
 
 pub mod admin;
+pub mod bearer;
 pub mod error;
 pub mod fallback;
 pub mod health;
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 
+pub use bearer::Bearer;
 pub use error::ApiError;
 pub use json::ApiJson;
 
