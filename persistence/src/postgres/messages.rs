@@ -1,24 +1,99 @@
 //! The `messages` and `conversation_seqs` tables: the per-conversation log
 //! and the counter that numbers it.
 //!
-//! An append runs in one transaction that first increments its
-//! conversation's `conversation_seqs` row (an upsert, which creates it at 1
-//! or takes its row lock and adds 1), then inserts the message with that seq.
-//! The row lock is held until commit, so appends to one conversation run one
-//! at a time across every connection and every node, and a rolled-back
-//! append (a retry, a bad amend, a lost connection) also rolls back its
-//! increment: seqs stay gap-free. Appends to different conversations never
-//! wait for each other.
+//! Every append increments its conversation's `conversation_seqs` row (an
+//! upsert, which creates it at 1 or takes its row lock and adds 1) and
+//! inserts the message with the new value, atomically. The row lock is held
+//! until commit, so appends to one conversation run one at a time across
+//! every connection and every node, in seq order; and an append that fails
+//! (a retry, a bad amend, a lost connection) rolls its increment back with
+//! it: seqs stay gap-free. Appends to different conversations never wait for
+//! each other.
+//!
+//! A plain append is one statement (one round trip, the lock held only for
+//! it and its commit); a retry shows as the statement failing on the
+//! `(conversation, sender, client message id)` unique key, after which the
+//! original is read. An append with an amend needs more than one statement
+//! and runs in an explicit transaction.
 
-use deadpool_postgres::{Client, Transaction};
+use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
 
 use super::codec::{message_id_from_db, message_id_to_db, seq_from_db, seq_to_db};
-use super::failure::{column, Context};
+use super::failure::{column, db_error, is_unique_violation, Context};
 use crate::{AppendRequest, Appended, Direction, PageRequest, StoreError, StoredMessage};
+
+/// The name PostgreSQL gives the `(conversation_id, sender, client_message_id)`
+/// unique constraint of `messages`.
+const RETRY_KEY: &str = "messages_conversation_id_sender_client_message_id_key";
 
 /// Appends `request` (see [`HistoryStore::append`](crate::HistoryStore::append)).
 pub(super) async fn append(
+    client: &mut Client,
+    request: AppendRequest,
+) -> Result<Appended, StoreError> {
+    if request.amend.is_none() {
+        append_plain(client, request).await
+    } else {
+        append_with_amend(client, request).await
+    }
+}
+
+/// Appends a message without an amend in one statement.
+async fn append_plain(client: &Client, request: AppendRequest) -> Result<Appended, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "WITH next AS ( \
+                 INSERT INTO conversation_seqs (conversation_id, last_seq) VALUES ($1, 1) \
+                 ON CONFLICT (conversation_id) DO UPDATE \
+                 SET last_seq = conversation_seqs.last_seq + 1 \
+                 RETURNING last_seq) \
+             INSERT INTO messages (conversation_id, seq, message_id, sender, \
+                 client_message_id, server_time_ms, payload) \
+             SELECT $1, next.last_seq, $2, $3, $4, $5, $6 FROM next \
+             RETURNING seq",
+        )
+        .await
+        .context("preparing the append")?;
+    let inserted = client
+        .query_one(
+            &statement,
+            &[
+                &request.conversation_id,
+                &message_id_to_db(request.message_id),
+                &request.sender,
+                &request.client_message_id,
+                &request.server_time_ms,
+                &request.payload,
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(row) => Ok(Appended {
+            seq: seq_from_db(column(&row, 0)?, "messages.seq")?,
+            message_id: request.message_id,
+            server_time_ms: request.server_time_ms,
+            duplicate: false,
+        }),
+        Err(e) if is_unique_violation(&e) => {
+            let constraint = e.as_db_error().and_then(|db| db.constraint());
+            if constraint != Some(RETRY_KEY) {
+                return Err(StoreError::Corrupt(format!(
+                    "conversation {:?}: its seq counter is behind its messages ({})",
+                    request.conversation_id,
+                    db_error("appending a message", &e)
+                )));
+            }
+            // A retry; the statement (and its increment) rolled back. The
+            // original is committed: an uncommitted one would have made us wait.
+            original(client, &request).await
+        }
+        Err(e) => Err(db_error("appending a message", &e)),
+    }
+}
+
+/// Appends a message with an amend: allocate, insert, amend, in one transaction.
+async fn append_with_amend(
     client: &mut Client,
     request: AppendRequest,
 ) -> Result<Appended, StoreError> {
@@ -117,7 +192,10 @@ async fn next_seq(tx: &Transaction<'_>, conversation_id: &str) -> Result<i64, St
 }
 
 /// The stored outcome of the message `request` retries.
-async fn original(tx: &Transaction<'_>, request: &AppendRequest) -> Result<Appended, StoreError> {
+async fn original(
+    tx: &impl GenericClient,
+    request: &AppendRequest,
+) -> Result<Appended, StoreError> {
     let statement = tx
         .prepare_cached(
             "SELECT seq, message_id, server_time_ms FROM messages \
