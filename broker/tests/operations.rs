@@ -386,3 +386,46 @@ async fn a_connection_over_its_byte_rate_is_closed_with_0x96() {
         Some(DisconnectReasonCode::MessageRateTooHigh)
     );
 }
+
+/// Every metric the Grafana dashboard in `deploy/` queries is one the node
+/// exports, so the dashboard cannot silently show nothing.
+#[tokio::test]
+async fn the_dashboard_queries_only_exported_metrics() {
+    let node = start_node(|_| {}).await;
+    let exported = scrape(&node).await;
+    let family_of = |series: &str| series.split('{').next().unwrap_or(series).to_owned();
+    let families: std::collections::HashSet<String> =
+        exported.keys().map(|s| family_of(s)).collect();
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/parley-dashboard.json"
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("parley_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.push(name);
+            }
+        }
+    }
+    assert!(
+        queried.len() >= 10,
+        "the dashboard queries metrics: {queried:?}"
+    );
+    for name in queried {
+        assert!(
+            families.contains(&name),
+            "the dashboard queries {name}, which /metrics does not export"
+        );
+    }
+}
