@@ -1,9 +1,10 @@
-//! Parley's storage layer: traits for metadata, history, offline queues and
-//! the end-to-end key directory, and one module per backend.
+//! Parley's storage layer: traits for metadata, history, offline queues, the
+//! end-to-end key directory and the cluster bus, and one module per backend.
 //!
 //! Every backend of a trait passes the same conformance suite
 //! ([`conformance`]), so the broker can treat them as interchangeable.
 
+mod bus;
 pub mod conformance;
 mod conversations;
 pub mod embedded;
@@ -15,6 +16,7 @@ mod offline;
 pub mod postgres;
 mod push;
 
+pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
 pub use error::StoreError;
 pub use history::{

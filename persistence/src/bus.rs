@@ -1,0 +1,76 @@
+//! The cluster bus: how several Parley nodes deliver to each other's clients.
+//!
+//! On a single node the chat pipeline publishes to its own router. In a
+//! cluster every server-side publish (a message to a member's inbox, a
+//! receipt, a typing indicator, a presence change) is appended to the bus
+//! instead, and every node consumes the whole bus and republishes each record
+//! to its local router, which delivers it to whichever of its clients
+//! subscribed. Records with the same key (a conversation or a user) keep
+//! their order. The Kafka backend is the production one.
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// One publish to carry to every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusRecord {
+    /// Ordering key: records with the same key are consumed in the order
+    /// they were published (a conversation id, or a user id for presence).
+    pub key: String,
+    /// The MQTT topic to publish on at each node.
+    pub topic: String,
+    /// The MQTT payload.
+    pub payload: Vec<u8>,
+    /// The QoS to publish with (0 or 1).
+    pub qos: u8,
+    /// Whether each node's router retains it.
+    pub retain: bool,
+    /// The node id that published it.
+    pub origin_node: u16,
+}
+
+/// Where a consumed record sits on the bus, for acknowledging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BusPosition {
+    /// The partition (or shard) the record is in.
+    pub partition: i32,
+    /// Its offset in that partition.
+    pub offset: i64,
+}
+
+/// A record as consumed, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The record.
+    pub record: BusRecord,
+    /// Where it is, for [`BusConsumer::ack`].
+    pub position: BusPosition,
+}
+
+/// The producing side of the bus; shared by all tasks of a node.
+#[async_trait]
+pub trait ClusterBus: Send + Sync {
+    /// Appends `records` durably: when this returns `Ok`, every record is
+    /// acknowledged by the bus and will reach every subscribed node, in order
+    /// per key (records of one call keep their relative order per key).
+    async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError>;
+
+    /// Starts consuming as node `node_id`: every record published after this
+    /// call returns, by any node (this one included), is delivered to the
+    /// returned consumer, in order per key. A node that restarts resumes after
+    /// the last record it acknowledged.
+    async fn subscribe(&self, node_id: u16) -> Result<Box<dyn BusConsumer>, StoreError>;
+}
+
+/// One node's consuming side of the bus.
+#[async_trait]
+pub trait BusConsumer: Send {
+    /// Waits for the next record.
+    async fn next(&mut self) -> Result<Delivery, StoreError>;
+
+    /// Marks everything up to and including `position` (in its partition) as
+    /// done, so it is not delivered again after a restart. Call it only after
+    /// the record has been handed to the local router.
+    async fn ack(&mut self, position: BusPosition) -> Result<(), StoreError>;
+}
