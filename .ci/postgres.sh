@@ -24,7 +24,9 @@ parley_pg_as_postgres() {
 parley_pg_bin_dir() {
   local initdb
   initdb=$(ls -1 /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
-  [ -n "$initdb" ] && dirname "$initdb"
+  if [ -n "$initdb" ]; then
+    dirname "$initdb"
+  fi
 }
 
 if [ -z "$(parley_pg_bin_dir)" ]; then

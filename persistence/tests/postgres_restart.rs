@@ -56,9 +56,13 @@ fn running_as_root() -> bool {
 
 /// A throwaway cluster, stopped and deleted when dropped.
 struct Cluster {
+    /// The directory of `initdb` and `pg_ctl`.
     bin: PathBuf,
+    /// Holds the data directory, the log and the socket.
     dir: tempfile::TempDir,
+    /// The loopback port the server listens on.
     port: u16,
+    /// Whether the server's programs must run as `postgres` (we are root).
     as_root: bool,
 }
 
@@ -105,6 +109,7 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster's data directory.
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -174,6 +179,7 @@ impl Cluster {
         );
     }
 
+    /// The connection URL of the cluster's superuser.
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -55,7 +55,9 @@ pub use pool::PostgresConfig;
 /// Cloning is cheap and every clone shares the same pool.
 #[derive(Clone)]
 pub struct PostgresStore {
+    /// The connections, shared by every clone.
     pool: Pool,
+    /// Longest one store call may take (see [`PostgresStore::timed`]).
     operation_timeout: Duration,
 }
 
