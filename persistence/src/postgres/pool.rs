@@ -77,6 +77,13 @@ impl PostgresConfig {
         self.pg.get_dbname()
     }
 
+    /// Sets the name the connections report to the server (shown in
+    /// `pg_stat_activity`); `parley` unless the connection string sets one.
+    pub fn application_name(mut self, name: &str) -> PostgresConfig {
+        self.pg.application_name(name);
+        self
+    }
+
     /// Sets the most connections the pool keeps open (at least 1).
     pub fn max_connections(mut self, max: usize) -> PostgresConfig {
         self.max_connections = max.max(1);
