@@ -161,7 +161,10 @@ pub async fn put_then_get(store: Arc<dyn KeyDirectory>) {
 pub async fn unknown_device_is_absent(store: Arc<dyn KeyDirectory>) {
     let user = unique_username("none");
     assert_eq!(
-        store.device_keys(&user, "phone").await.expect("device_keys"),
+        store
+            .device_keys(&user, "phone")
+            .await
+            .expect("device_keys"),
         None
     );
     assert_eq!(
@@ -185,7 +188,10 @@ pub async fn unknown_device_is_absent(store: Arc<dyn KeyDirectory>) {
         "a user without devices has no bundles"
     );
     assert_eq!(
-        store.device_keys(&user, "phone").await.expect("device_keys"),
+        store
+            .device_keys(&user, "phone")
+            .await
+            .expect("device_keys"),
         None,
         "a refused add must not create the device"
     );
@@ -211,7 +217,10 @@ pub async fn same_identity_replacement_keeps_prekeys(store: Arc<dyn KeyDirectory
         }
     );
     assert_eq!(
-        store.device_keys(&user, "phone").await.expect("device_keys"),
+        store
+            .device_keys(&user, "phone")
+            .await
+            .expect("device_keys"),
         Some(rotated),
         "the rotated signed prekey must be stored"
     );
@@ -385,7 +394,11 @@ pub async fn take_hands_out_lowest_prekeys_once(store: Arc<dyn KeyDirectory>) {
     let bundles = store.take_bundles(&user).await.expect("take_bundles");
     assert_eq!(bundles.len(), 2, "one bundle per device");
     assert_eq!(bundles[0].device_id, "laptop", "bundles in device id order");
-    assert_eq!(bundles[0].keys, keys(2), "a bundle carries its device's keys");
+    assert_eq!(
+        bundles[0].keys,
+        keys(2),
+        "a bundle carries its device's keys"
+    );
     assert_eq!(
         bundles[0].one_time_prekey,
         Some(OneTimePrekey {

@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn wrong_length_is_corrupt() {
         let bytes = encode(&sample());
-        for bad in [&bytes[..bytes.len() - 1], &[bytes.as_slice(), &[0]].concat()] {
+        for bad in [
+            &bytes[..bytes.len() - 1],
+            &[bytes.as_slice(), &[0]].concat(),
+        ] {
             let err = decode("alice", "phone", bad).expect_err("wrong length");
             assert!(
                 matches!(&err, StoreError::Corrupt(why) if why.contains("expected 136")),

@@ -11,15 +11,11 @@
 
 use std::collections::BTreeSet;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{begin_durable_write, key_codec, Failure};
 use crate::keys::PUBLIC_KEY_LEN;
-use crate::{
-    AddOneTimePrekeys, DeviceBundle, DeviceKeys, KeyLimits, OneTimePrekey, PutDeviceKeys,
-};
+use crate::{AddOneTimePrekeys, DeviceBundle, DeviceKeys, KeyLimits, OneTimePrekey, PutDeviceKeys};
 
 /// The devices table: key is `(user, device id)`.
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("key_devices");
