@@ -4,7 +4,13 @@
 //!
 //! Scenarios per broker: fan-in and pairs (QoS 1, MQTT 3.1.1, fixed payload)
 //! and idle connections; then, against Parley alone, the `chat` scenario (1:1
-//! pairs sending durable chat messages). Every client logs in as its own user
+//! pairs sending durable chat messages).
+//!
+//! The message scenarios log in as one user per client (`bench-user-{i}`).
+//! The idle connections all log in as `bench-user-0`: Parley hashes a
+//! password with PBKDF2 (at least 100k rounds) on sign-up and on the first
+//! connect of each user, so thousands of distinct users would measure password
+//! hashing (and the sign-up would take minutes), not connection handling. Every client logs in as its own user
 //! (`bench-user-{i}`); brokers without authentication ignore it, and Parley's
 //! users are signed up through its HTTP API first. A broker that is missing
 //! or fails to start is skipped with the reason.
@@ -332,12 +338,20 @@ pub fn scenarios(cfg: &CompareConfig, kind: BrokerKind) -> Vec<ScenarioName> {
     list
 }
 
-/// Users the scenarios log in as (`bench-user-0` up to this many).
+/// Users the scenarios log in as (`bench-user-0` up to this many); the idle
+/// connections share the first.
 pub fn users_needed(cfg: &CompareConfig) -> usize {
     (cfg.fan_in_publishers + 1)
         .max(cfg.pairs * 2)
-        .max(cfg.idle_connections)
         .max(cfg.chat_pairs * 2)
+}
+
+/// Connection 0's login for every connection.
+fn shared_login(credentials: &Credentials) -> Credentials {
+    match credentials.login(0) {
+        Some(login) => Credentials::Shared(login),
+        None => Credentials::Anonymous,
+    }
 }
 
 /// Signs up the users on brokers with an account API (Parley).
@@ -389,7 +403,10 @@ async fn run_scenario(
             .map(ScenarioReport::Pubsub)
             .map_err(|e| e.to_string()),
         ScenarioName::IdleConnections => conn::run(&ConnConfig {
-            target: target.clone(),
+            target: Target {
+                credentials: shared_login(&target.credentials),
+                ..target.clone()
+            },
             count: cfg.idle_connections,
             rate: cfg.conn_rate,
             hold: cfg.duration,
