@@ -10,6 +10,7 @@ mod conversations;
 pub mod embedded;
 mod error;
 mod history;
+pub mod kafka;
 pub mod keys;
 mod metadata;
 mod offline;

@@ -13,11 +13,14 @@
 //!   [`offline_conformance_tests!`](crate::offline_conformance_tests).
 //! - [`keys`]: every [`KeyDirectory`](crate::KeyDirectory), via
 //!   [`key_directory_conformance_tests!`](crate::key_directory_conformance_tests).
+//! - [`bus`]: every [`ClusterBus`](crate::ClusterBus), via
+//!   [`bus_conformance_tests!`](crate::bus_conformance_tests).
 //!
 //! The checks pick fresh, random names for everything they create, so they can
 //! share one database with each other, with other test runs and with other data.
 //! This module is part of normal builds so that every crate's tests can use it.
 
+pub mod bus;
 pub mod conversations;
 pub mod history;
 pub mod keys;

@@ -1,0 +1,200 @@
+//! The consuming side: one consumer per node, reading every partition of the
+//! bus topic from where that node left off.
+//!
+//! The consumer does not join a group's partition assignment: a node must
+//! read *every* partition, so it assigns them all to itself. The consumer
+//! group `parley-node-{node_id}` only stores the node's committed offsets,
+//! which is what lets a restarted node resume after the last record it
+//! acknowledged. Starting positions are resolved before
+//! [`subscribe`] returns: the committed offset where there is one, otherwise
+//! the partition's end at that moment, so every record published after
+//! `subscribe` returns is delivered, and a brand-new node does not replay
+//! history. That end is committed right away, so a node that stops before
+//! acknowledging anything still resumes from where it first started.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use super::codec::decode;
+use super::{admin, unavailable, KafkaConfig};
+use crate::{BusConsumer, BusPosition, Delivery, StoreError};
+
+/// The consumer group that stores node `node_id`'s offsets.
+pub fn group_id(node_id: u16) -> String {
+    format!("parley-node-{node_id}")
+}
+
+/// One node's consumer of the bus topic.
+pub(super) struct KafkaConsumer {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    timeout: Duration,
+    /// Per partition, the offset committed by this consumer (the next record
+    /// to read), so acks never move a partition back.
+    committed: HashMap<i32, i64>,
+}
+
+/// Starts consuming the bus topic as node `node_id`; see the module docs.
+pub(super) async fn subscribe(
+    config: &KafkaConfig,
+    node_id: u16,
+) -> Result<KafkaConsumer, StoreError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", group_id(node_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Only used if a committed offset is no longer in the log (the node
+        // was away longer than the topic's retention): resume at the end.
+        .set("auto.offset.reset", "latest")
+        .set("socket.timeout.ms", config.timeout_ms())
+        .create()
+        .map_err(|e| unavailable("creating the consumer", e))?;
+    let consumer = Arc::new(consumer);
+    let topic = config.topic.clone();
+    let timeout = config.timeout;
+
+    let partitions = {
+        let (consumer, topic) = (Arc::clone(&consumer), topic.clone());
+        admin::partitions(config, move || {
+            admin::topic_partitions(consumer.client(), &topic, timeout)
+        })
+        .await?
+    };
+
+    let start = {
+        let (consumer, topic) = (Arc::clone(&consumer), topic.clone());
+        tokio::task::spawn_blocking(move || start_offsets(&consumer, &topic, &partitions, timeout))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("kafka: offsets task: {e}")))??
+    };
+    let mut assignment = TopicPartitionList::new();
+    for (&partition, &offset) in &start {
+        assignment
+            .add_partition_offset(&topic, partition, Offset::Offset(offset))
+            .map_err(|e| unavailable("building the assignment", e))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| unavailable("assigning the bus partitions", e))?;
+    tracing::debug!(node_id, topic = %topic, ?start, "subscribed to the cluster bus");
+    Ok(KafkaConsumer {
+        consumer,
+        topic,
+        timeout,
+        committed: start,
+    })
+}
+
+/// Where to start reading each partition: the group's committed offset, or
+/// the partition's current end when the group has none. Blocking.
+fn start_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<HashMap<i32, i64>, StoreError> {
+    let mut wanted = TopicPartitionList::new();
+    for &partition in partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, timeout)
+        .map_err(|e| unavailable("fetching committed offsets", e))?;
+    let mut start = HashMap::with_capacity(partitions.len());
+    let mut fresh = TopicPartitionList::new();
+    for &partition in partitions {
+        let offset = match committed
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(offset)) if offset >= 0 => offset,
+            _ => {
+                let (_low, high) = consumer
+                    .fetch_watermarks(topic, partition, timeout)
+                    .map_err(|e| unavailable("fetching the partition's end", e))?;
+                fresh
+                    .add_partition_offset(topic, partition, Offset::Offset(high))
+                    .map_err(|e| unavailable("building the commit", e))?;
+                high
+            }
+        };
+        start.insert(partition, offset);
+    }
+    // Record where a new node starts, so that if it stops before acking
+    // anything in a partition, it resumes there and not at a later end.
+    if fresh.count() > 0 {
+        consumer
+            .commit(&fresh, CommitMode::Sync)
+            .map_err(|e| unavailable("committing the starting offsets", e))?;
+    }
+    Ok(start)
+}
+
+#[async_trait]
+impl BusConsumer for KafkaConsumer {
+    /// Waits for the next record. A record that is not a bus record this
+    /// build can decode is skipped with a warning (no node could ever read
+    /// it); a Kafka error is returned as [`StoreError::Unavailable`] and the
+    /// consumer stays usable.
+    async fn next(&mut self) -> Result<Delivery, StoreError> {
+        loop {
+            let message = self
+                .consumer
+                .recv()
+                .await
+                .map_err(|e| unavailable("consuming", e))?;
+            let position = BusPosition {
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            match decode(message.key(), message.payload()) {
+                Ok(record) => return Ok(Delivery { record, position }),
+                Err(e) => tracing::warn!(
+                    topic = %self.topic,
+                    partition = position.partition,
+                    offset = position.offset,
+                    error = %e,
+                    "skipping a record on the cluster bus that is not a bus record"
+                ),
+            }
+        }
+    }
+
+    /// Commits `position.offset + 1` for its partition and waits for the
+    /// cluster to confirm. Acking a position at or before one acked already
+    /// does nothing. Each call is one round trip, so a busy node may ack only
+    /// the latest position per partition now and then: an ack covers
+    /// everything before it in its partition.
+    async fn ack(&mut self, position: BusPosition) -> Result<(), StoreError> {
+        let next = position.offset.saturating_add(1);
+        if self
+            .committed
+            .get(&position.partition)
+            .is_some_and(|&done| done >= next)
+        {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.topic, position.partition, Offset::Offset(next))
+            .map_err(|e| unavailable("building the commit", e))?;
+        let consumer = Arc::clone(&self.consumer);
+        let timeout = self.timeout;
+        tokio::time::timeout(
+            timeout,
+            tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("kafka: commit took over {timeout:?}")))?
+        .map_err(|e| StoreError::Unavailable(format!("kafka: commit task: {e}")))?
+        .map_err(|e| unavailable("committing", e))?;
+        self.committed.insert(position.partition, next);
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! The producing side: an idempotent producer whose publish returns only
+//! once the cluster acknowledged every record.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use super::codec::encode_value;
+use super::{unavailable, KafkaConfig};
+use crate::{BusRecord, StoreError};
+
+/// How long to wait before enqueueing again when the local queue is full and
+/// this publish has nothing of its own in flight to wait for.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+
+/// An idempotent producer (`enable.idempotence=true`, `acks=all`) for the bus topic.
+pub(super) struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Creates the producer; it connects lazily.
+    pub(super) fn new(config: &KafkaConfig) -> Result<Self, StoreError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // A record is either acknowledged or reported failed within the
+            // timeout, so `publish` never hangs on a lost cluster.
+            .set("message.timeout.ms", config.timeout_ms())
+            // Chat traffic is latency-bound: batch only what is already queued.
+            .set("linger.ms", "1")
+            .create()
+            .map_err(|e| unavailable("creating the producer", e))?;
+        Ok(Self {
+            producer,
+            topic: config.topic.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The underlying producer.
+    pub(super) fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Sends `records` in order and waits for every delivery report.
+    pub(super) async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError> {
+        let values = records
+            .iter()
+            .map(|r| {
+                encode_value(r).map_err(|e| {
+                    StoreError::Unavailable(format!("kafka: bus record for {}: {e}", r.topic))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let deadline = Instant::now() + self.timeout;
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
+        for (record, value) in records.iter().zip(&values) {
+            let mut kafka_record = FutureRecord::to(&self.topic)
+                .key(record.key.as_bytes())
+                .payload(value.as_slice());
+            loop {
+                match self.producer.send_result(kafka_record) {
+                    Ok(delivery) => {
+                        pending.push_back(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        kafka_record = back;
+                        if Instant::now() >= deadline {
+                            return Err(StoreError::Unavailable(
+                                "kafka: producer queue stayed full".into(),
+                            ));
+                        }
+                        match pending.pop_front() {
+                            Some(oldest) => wait_delivered(oldest).await?,
+                            None => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
+                        }
+                    }
+                    Err((e, _)) => return Err(unavailable("enqueueing a record", e)),
+                }
+            }
+        }
+        for delivery in pending {
+            wait_delivered(delivery).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for one record's delivery report.
+async fn wait_delivered(delivery: DeliveryFuture) -> Result<(), StoreError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(unavailable("delivering a record", e)),
+        Err(_) => Err(StoreError::Unavailable(
+            "kafka: the producer was dropped before delivery".into(),
+        )),
+    }
+}
