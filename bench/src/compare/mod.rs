@@ -452,3 +452,70 @@ async fn run_scenario(
         resources,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(chat_pairs: usize) -> CompareConfig {
+        CompareConfig {
+            brokers: vec![BrokerKind::Mosquitto, BrokerKind::Parley],
+            duration: Duration::from_secs(1),
+            fan_in_publishers: 10,
+            pairs: 10,
+            rate: 500.0,
+            payload_size: 64,
+            idle_connections: 5000,
+            conn_rate: 1000.0,
+            chat_pairs,
+            chat_rate: 100.0,
+            paths: BrokerPaths {
+                mosquitto_bin: "mosquitto".into(),
+                rumqttd_bin: "rumqttd".into(),
+                rumqttd_config: None,
+                parley_bin: "parley".into(),
+                parley_config: None,
+                install: false,
+            },
+            work_dir: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn chat_runs_against_parley_only() {
+        let cfg = config(50);
+        assert!(!scenarios(&cfg, BrokerKind::Mosquitto).contains(&ScenarioName::Chat));
+        assert!(!scenarios(&cfg, BrokerKind::Rumqttd).contains(&ScenarioName::Chat));
+        assert_eq!(
+            scenarios(&cfg, BrokerKind::Parley),
+            [
+                ScenarioName::FanIn,
+                ScenarioName::Pairs,
+                ScenarioName::IdleConnections,
+                ScenarioName::Chat
+            ]
+        );
+        assert!(!scenarios(&config(0), BrokerKind::Parley).contains(&ScenarioName::Chat));
+    }
+
+    #[test]
+    fn sign_up_covers_chat_users_but_not_idle_connections() {
+        // 50 chat pairs are 100 users; the 5000 idle connections share one.
+        assert_eq!(users_needed(&config(50)), 100);
+        assert_eq!(users_needed(&config(0)), 20);
+        let shared = shared_login(&Credentials::PerClient {
+            prefix: USER_PREFIX.into(),
+            password: USER_PASSWORD.into(),
+        });
+        assert_eq!(shared.logins(5000).len(), 1);
+        assert_eq!(
+            shared.login(4999).map(|l| l.username),
+            Some(format!("{USER_PREFIX}0"))
+        );
+        assert_eq!(
+            shared_login(&Credentials::Anonymous),
+            Credentials::Anonymous
+        );
+    }
+}
