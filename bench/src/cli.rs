@@ -248,6 +248,9 @@ PUBACK), send->delivery latency at every member (the send time travels in the
 client message id), delivered/expected counts, losses, duplicates, seq gaps
 and server Error envelopes. Parley limits chat to 20 messages/s per user by
 default; raise [chat] messages_per_sec and message_burst for load runs.
+Parley hashes a user's password on sign-up and on its first connect (PBKDF2),
+so the first run with hundreds of new users needs a longer --connect-timeout
+(e.g. 120s for 200 users on two cores).
 
 Examples:
   parley-bench chat --pairs 50 -r 100 -d 10s
