@@ -111,6 +111,10 @@ pub struct Config {
     pub node_id: u16,
     /// Directory of the embedded store and of generated secrets.
     pub data_dir: PathBuf,
+    /// Which store keeps users, conversations and history.
+    pub storage: StorageConfig,
+    /// How the nodes of a cluster deliver to each other's clients.
+    pub cluster: ClusterConfig,
     /// MQTT listeners and protocol limits.
     pub mqtt: MqttConfig,
     /// The HTTP side (account API, health).
@@ -134,6 +138,8 @@ impl Default for Config {
         Config {
             node_id: 0,
             data_dir: PathBuf::from("./data"),
+            storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
@@ -142,6 +148,120 @@ impl Default for Config {
             admin: AdminConfig::default(),
             acl: Vec::new(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// Which store a node uses (`[storage]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The backend: `embedded` (one file in `data_dir`, a single node) or
+    /// `postgres` (one PostgreSQL database shared by every node of a cluster).
+    pub backend: StorageBackend,
+    /// The PostgreSQL backend's settings (used when `backend = "postgres"`).
+    pub postgres: PostgresStorageConfig,
+}
+
+/// A storage backend.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The embedded store in `data_dir` (redb); one node only.
+    #[default]
+    Embedded,
+    /// A PostgreSQL database, shared by any number of nodes.
+    Postgres,
+}
+
+/// `[storage.postgres]`: where the database is and how the pool behaves.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresStorageConfig {
+    /// Connection string: a URL (`postgres://user:password@host:5432/parley`)
+    /// or libpq's `key=value` form. Required with `backend = "postgres"`.
+    pub url: String,
+    /// Most connections this node's pool keeps open.
+    pub max_connections: usize,
+    /// Longest opening one connection may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest one store operation may take (waiting for a connection
+    /// included), in milliseconds; slower ones fail as unavailable.
+    pub operation_timeout_ms: u64,
+}
+
+impl Default for PostgresStorageConfig {
+    fn default() -> Self {
+        PostgresStorageConfig {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout_ms: 5_000,
+            operation_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl fmt::Debug for PostgresStorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresStorageConfig")
+            .field(
+                "url",
+                &if self.url.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("operation_timeout_ms", &self.operation_timeout_ms)
+            .finish()
+    }
+}
+
+/// `[cluster]`: how several nodes act as one service (see `docs/cluster.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The bus carrying deliveries between nodes: `none` (each node delivers
+    /// to its own clients only) or `kafka`.
+    pub bus: BusKind,
+    /// The Kafka bus's settings (used when `bus = "kafka"`).
+    pub kafka: KafkaBusConfig,
+}
+
+/// A cluster bus.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// No bus: a single node, or nodes that share storage but deliver live
+    /// only to their own clients.
+    #[default]
+    None,
+    /// A Kafka-protocol log (Kafka, Redpanda, ...).
+    Kafka,
+}
+
+/// `[cluster.kafka]`: the Kafka bus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaBusConfig {
+    /// Comma-separated `host:port` list of brokers to bootstrap from.
+    pub bootstrap_servers: String,
+    /// The topic carrying deliveries (created if missing).
+    pub topic: String,
+    /// Partitions of the topic when Parley creates it; records with one key
+    /// (a conversation, or a user for presence) stay in one partition.
+    pub partitions: u32,
+}
+
+impl Default for KafkaBusConfig {
+    fn default() -> Self {
+        KafkaBusConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: "parley.deliveries".into(),
+            partitions: 12,
         }
     }
 }
@@ -477,6 +597,7 @@ impl Config {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.validate_cluster()?;
         if let Some(token) = &self.admin.token {
             if token.len() < 32 {
                 return invalid("admin.token must be at least 32 bytes".into());
@@ -500,6 +621,64 @@ impl Config {
         }
         chat_core::rules::AclRules::compile(self.acl.clone())
             .map_err(|e| ConfigError::Invalid(format!("acl: {e}")))?;
+        Ok(())
+    }
+
+    /// PostgreSQL needs a URL and a pool; a bus needs shared storage, a
+    /// shared token secret and somewhere to connect.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        let pg = &self.storage.postgres;
+        if self.storage.backend == StorageBackend::Postgres {
+            if pg.url.trim().is_empty() {
+                return invalid(
+                    "storage.backend is \"postgres\", so storage.postgres.url must be set",
+                );
+            }
+            if let Err(e) = persistence::postgres::PostgresConfig::from_url(&pg.url) {
+                return Err(ConfigError::Invalid(format!("storage.postgres.url: {e}")));
+            }
+        }
+        if pg.max_connections == 0 || pg.connect_timeout_ms == 0 || pg.operation_timeout_ms == 0 {
+            return invalid(
+                "storage.postgres.max_connections, connect_timeout_ms and operation_timeout_ms must be at least 1",
+            );
+        }
+        if self.cluster.bus == BusKind::None {
+            return Ok(());
+        }
+        if self.storage.backend != StorageBackend::Postgres {
+            return invalid(
+                "a cluster bus needs storage every node shares: set storage.backend = \"postgres\"",
+            );
+        }
+        if self.auth.jwt_secret.is_none() {
+            return invalid(
+                "a cluster bus needs auth.jwt_secret, the same on every node, so tokens work on all of them",
+            );
+        }
+        let kafka = &self.cluster.kafka;
+        if kafka
+            .bootstrap_servers
+            .split(',')
+            .all(|s| s.trim().is_empty())
+        {
+            return invalid("cluster.kafka.bootstrap_servers must name at least one broker");
+        }
+        let topic_ok = !kafka.topic.is_empty()
+            && kafka.topic.len() <= 249
+            && kafka
+                .topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !topic_ok {
+            return invalid(
+                "cluster.kafka.topic must be 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
+            );
+        }
+        if kafka.partitions == 0 {
+            return invalid("cluster.kafka.partitions must be at least 1");
+        }
         Ok(())
     }
 
@@ -631,6 +810,56 @@ mod tests {
     }
 
     #[test]
+    fn storage_and_cluster_settings_are_checked() {
+        let defaults = Config::default();
+        assert_eq!(defaults.storage.backend, StorageBackend::Embedded);
+        assert_eq!(defaults.cluster.bus, BusKind::None);
+        let pg = Config::from_toml_str(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\n\
+             url = \"postgres://parley:hunter2@db:5432/parley\"\nmax_connections = 4\n",
+        )
+        .unwrap();
+        assert_eq!(pg.storage.backend, StorageBackend::Postgres);
+        assert_eq!(pg.storage.postgres.max_connections, 4);
+        assert!(!format!("{pg:?}").contains("hunter2"), "URL redacted");
+        let no_url = Config::from_toml_str("[storage]\nbackend = \"postgres\"\n").unwrap_err();
+        assert!(
+            no_url.to_string().contains("storage.postgres.url"),
+            "{no_url}"
+        );
+        let bad_backend = Config::from_toml_str("[storage]\nbackend = \"mysql\"\n").unwrap_err();
+        assert!(bad_backend.to_string().contains("mysql"), "{bad_backend}");
+        let no_pool =
+            Config::from_toml_str("[storage.postgres]\nmax_connections = 0\n").unwrap_err();
+        assert!(no_pool.to_string().contains("max_connections"), "{no_pool}");
+
+        let embedded_bus = Config::from_toml_str("[cluster]\nbus = \"kafka\"\n").unwrap_err();
+        assert!(
+            embedded_bus.to_string().contains("postgres"),
+            "{embedded_bus}"
+        );
+        let shared = "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://db/parley\"\n";
+        let no_secret =
+            Config::from_toml_str(&format!("{shared}[cluster]\nbus = \"kafka\"\n")).unwrap_err();
+        assert!(no_secret.to_string().contains("jwt_secret"), "{no_secret}");
+        let secret = "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n";
+        let kafka = Config::from_toml_str(&format!(
+            "{shared}{secret}[cluster]\nbus = \"kafka\"\n[cluster.kafka]\nbootstrap_servers = \"k1:9092,k2:9092\"\npartitions = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(kafka.cluster.bus, BusKind::Kafka);
+        assert_eq!(kafka.cluster.kafka.partitions, 3);
+        let bad_topic = Config::from_toml_str(&format!(
+            "{shared}{secret}[cluster]\nbus = \"kafka\"\n[cluster.kafka]\ntopic = \"a b\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            bad_topic.to_string().contains("cluster.kafka.topic"),
+            "{bad_topic}"
+        );
+    }
+
+    #[test]
     fn missing_file_is_reported() {
         let cli = Cli {
             config: Some("/nonexistent/parley.toml".into()),
@@ -657,6 +886,8 @@ mod tests {
         assert_eq!(c.chat, defaults.chat);
         assert_eq!(c.log, defaults.log);
         assert_eq!(c.limits, defaults.limits);
+        assert_eq!(c.storage, defaults.storage);
+        assert_eq!(c.cluster, defaults.cluster);
         assert_eq!(c.admin, defaults.admin);
         assert_eq!(c.acl.len(), 2, "the example carries two ACL rules");
     }

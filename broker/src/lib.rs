@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod limits;
@@ -10,3 +11,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod router;
 pub mod server;
+pub mod storage;

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_core::rules::AclRules;
-use persistence::embedded::EmbeddedStore;
-use persistence::MetadataStore;
+use persistence::{ClusterBus, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +17,7 @@ use tracing::info;
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
+use crate::cluster::{BusPublisher, Deliveries};
 use crate::config::{Config, Listen};
 use crate::http::{self, HttpState};
 use crate::limits::Limits;
@@ -55,21 +55,25 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node from `config`.
+    /// Starts a node from `config`, with the cluster bus `config.cluster` names.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
-        let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
-            format!(
-                "opening the embedded store in {}",
-                config.data_dir.display()
-            )
-        })?;
-        let embedded = Arc::new(store);
-        let store: Arc<dyn MetadataStore> = embedded.clone();
+        let bus = crate::cluster::open_bus(&config).await?;
+        Node::start_with_bus(config, bus).await
+    }
+
+    /// Starts a node from `config` that delivers through `bus` (or only to
+    /// its own clients with `None`), whatever `config.cluster` says.
+    pub async fn start_with_bus(
+        config: Config,
+        bus: Option<Arc<dyn ClusterBus>>,
+    ) -> anyhow::Result<Node> {
+        let opened = crate::storage::open(&config).await?;
+        let store: Arc<dyn MetadataStore> = opened.metadata.clone();
         let mut metrics = Metrics::new();
         let stores = ChatStores {
             metadata: store.clone(),
-            history: Arc::new(MeteredHistory::new(embedded.clone(), &metrics)),
-            offline: embedded,
+            history: Arc::new(MeteredHistory::new(opened.history.clone(), &metrics)),
+            offline: opened.offline.clone(),
         };
         let jwt_secret = match &config.auth.jwt_secret {
             Some(s) => s.clone(),
@@ -92,10 +96,15 @@ impl Node {
         let publisher = ServerPublisher::start(&router, config.node_id)
             .await
             .context("opening the server link to the router")?;
-        let chat = Arc::new(ChatService::new(
+        let deliveries = match &bus {
+            None => Deliveries::Local(publisher.clone()),
+            Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
+        };
+        let chat = Arc::new(ChatService::with_deliveries(
             config.node_id,
             stores,
             publisher.clone(),
+            deliveries,
             config.chat.clone(),
         )?);
         let sessions = Arc::new(SessionRegistry::new());
@@ -103,6 +112,18 @@ impl Node {
         let metrics = Arc::new(metrics);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        if let Some(bus) = &bus {
+            crate::cluster::spawn_consumer(
+                bus.as_ref(),
+                config.node_id,
+                publisher.clone(),
+                chat.clone(),
+                shutdown.clone(),
+                &tasks,
+            )
+            .await
+            .context("subscribing to the cluster bus")?;
+        }
         let ctx = Arc::new(MqttContext {
             config: config.mqtt.clone(),
             auth: auth.clone(),
@@ -172,7 +193,8 @@ impl Node {
                 }
             });
         }
-        info!(?addrs, data_dir = %config.data_dir.display(), "parley is up");
+        info!(?addrs, data_dir = %config.data_dir.display(), node_id = config.node_id,
+            storage = ?config.storage.backend, bus = ?config.cluster.bus, "parley is up");
         Ok(Node {
             addrs,
             store,

@@ -30,6 +30,7 @@ use parley_proto::v1::{envelope::Kind, Envelope};
 use persistence::{HistoryStore, MetadataStore, OfflineQueue};
 use rumqttd::protocol::PublishProperties;
 
+use crate::cluster::{Deliveries, Outgoing};
 use crate::config::ChatConfig;
 use crate::mqtt::publisher::ServerPublisher;
 use cache::ConversationCache;
@@ -66,12 +67,16 @@ pub struct ChatStores {
 /// The chat pipeline of one node. Shared by all connections.
 pub struct ChatService {
     stores: ChatStores,
+    /// Answers to a client's own requests and errors: always this node's router.
     publisher: ServerPublisher,
+    /// Fan-outs to members (messages, receipts, typing, presence): this
+    /// node's router, or the cluster bus.
+    deliveries: Deliveries,
     config: ChatConfig,
     ids: Mutex<MessageIdGenerator>,
     conversations: ConversationCache,
-    /// New entries' fan-outs (inbox topic, payload, retain), released in `seq` order.
-    delivery: DeliveryOrder<Vec<(String, Bytes, bool)>>,
+    /// New entries' fan-outs, released in `seq` order.
+    delivery: DeliveryOrder<Outgoing>,
     rates: RateLimits,
     /// Who is online, driving `p/{user}`.
     pub presence: PresenceTracker,
@@ -85,17 +90,31 @@ impl ChatService {
         publisher: ServerPublisher,
         config: ChatConfig,
     ) -> anyhow::Result<ChatService> {
+        let deliveries = Deliveries::Local(publisher.clone());
+        ChatService::with_deliveries(node_id, stores, publisher, deliveries, config)
+    }
+
+    /// Like [`ChatService::new`], with fan-outs to members going to
+    /// `deliveries` (the cluster bus) while answers stay on `publisher`.
+    pub fn with_deliveries(
+        node_id: u16,
+        stores: ChatStores,
+        publisher: ServerPublisher,
+        deliveries: Deliveries,
+        config: ChatConfig,
+    ) -> anyhow::Result<ChatService> {
         let ids = MessageIdGenerator::new(node_id).ok_or_else(|| {
             anyhow::anyhow!("node_id {node_id} is too large for message ids (max 1023)")
         })?;
-        let fan_out = publisher.clone();
+        let fan_out = deliveries.clone();
         Ok(ChatService {
             conversations: ConversationCache::new(stores.metadata.clone()),
-            delivery: DeliveryOrder::new(move |items| fan_out.publish_many(items)),
+            delivery: DeliveryOrder::new(move |outgoing| fan_out.send(outgoing)),
             rates: RateLimits::new(&config),
-            presence: PresenceTracker::new(publisher.clone()),
+            presence: PresenceTracker::new(deliveries.clone()),
             stores,
             publisher,
+            deliveries,
             config,
             ids: Mutex::new(ids),
         })
@@ -149,6 +168,11 @@ impl ChatService {
             .any(|c| theirs.contains(c)))
     }
 
+    /// Conversation `id` changed on another node: the next use reloads it.
+    pub fn forget_conversation(&self, id: &str) {
+        self.conversations.forget(id);
+    }
+
     /// Chat publishes refused by the per-user rate limits since the node started.
     pub fn rate_limited(&self) -> RateLimited {
         self.rates.refused()
@@ -178,4 +202,10 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+impl crate::cluster::ClusterEvents for ChatService {
+    fn conversation_changed(&self, id: &str) {
+        self.forget_conversation(id);
+    }
 }

@@ -11,17 +11,17 @@ use chat_core::topics::presence_topic;
 use parley_proto::v1::{Envelope, Presence, PresenceState};
 
 use super::now_ms;
-use crate::mqtt::publisher::ServerPublisher;
+use crate::cluster::Deliveries;
 
 /// Counts live sessions per user and publishes presence changes.
 pub struct PresenceTracker {
-    publisher: ServerPublisher,
+    publisher: Deliveries,
     sessions: Mutex<HashMap<UserId, usize>>,
 }
 
 impl PresenceTracker {
-    /// A tracker publishing through `publisher`.
-    pub fn new(publisher: ServerPublisher) -> PresenceTracker {
+    /// A tracker publishing through `publisher` (keyed by user on a cluster bus).
+    pub fn new(publisher: Deliveries) -> PresenceTracker {
         PresenceTracker {
             publisher,
             sessions: Mutex::default(),
@@ -78,10 +78,14 @@ impl PresenceTracker {
             state: state as i32,
             last_seen_ms: now_ms(),
         });
-        self.publisher.publish(
-            &presence_topic(user),
-            parley_proto::encode_envelope(&envelope).into(),
-            true,
+        self.publisher.send_and_forget(
+            user.as_str(),
+            1,
+            vec![(
+                presence_topic(user),
+                parley_proto::encode_envelope(&envelope).into(),
+                true,
+            )],
         );
     }
 

@@ -53,7 +53,8 @@ impl ChatService {
             up_to_seq: cursor,
             server_time_ms: now_ms(),
         };
-        self.fan_out(&record, encode_envelope(&relay.into()));
+        self.fan_out(&record, encode_envelope(&relay.into()))
+            .await?;
         Ok(())
     }
 }

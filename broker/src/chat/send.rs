@@ -126,7 +126,8 @@ impl ChatService {
         // Durable: deliver. A retry of a stored message is delivered again as
         // stored (clients drop duplicates by message id), in case the first
         // attempt's fan-out was cut short; it is an old seq, so it does not
-        // wait for its turn.
+        // wait for its turn. With a cluster bus the acknowledgement waits
+        // until the fan-out is on the bus too.
         if appended.duplicate {
             drop(ticket);
             self.redeliver(&record, conv, appended.seq).await;
@@ -134,7 +135,14 @@ impl ChatService {
             let mut delivered = message;
             delivered.seq = appended.seq;
             let items = inbox_items(&record, encode_envelope(&delivered.into()));
-            ticket.stored(appended.seq, items);
+            let (outgoing, pending) = self.deliveries.outgoing(conv.as_str(), 1, items);
+            ticket.stored(appended.seq, outgoing);
+            pending.wait().await.map_err(|e| {
+                fail(ChatError::new(
+                    ErrorCode::Unavailable,
+                    format!("stored as {} but not delivered ({e}); retry", appended.seq),
+                ))
+            })?;
         }
         Ok(())
     }
@@ -151,7 +159,14 @@ impl ChatService {
             }
         };
         match message_proto(&stored) {
-            Ok(delivered) => self.fan_out(record, encode_envelope(&delivered.into())),
+            Ok(delivered) => {
+                if let Err(e) = self
+                    .fan_out(record, encode_envelope(&delivered.into()))
+                    .await
+                {
+                    tracing::warn!(conversation = %conv, seq, error = %e, "retry not redelivered");
+                }
+            }
             Err(e) => {
                 tracing::warn!(conversation = %conv, seq, reason = %e.message, "retry not redelivered")
             }
@@ -225,9 +240,16 @@ impl ChatService {
         check_member(record, user, conv)
     }
 
-    /// Publishes `envelope` to the inbox of every member.
-    pub(super) fn fan_out(&self, record: &ConversationRecord, envelope: Vec<u8>) {
-        self.publisher.publish_many(inbox_items(record, envelope));
+    /// Publishes `envelope` to the inbox of every member (through the
+    /// cluster bus if there is one).
+    pub(super) async fn fan_out(
+        &self,
+        record: &ConversationRecord,
+        envelope: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.deliveries
+            .publish(&record.id, 1, inbox_items(record, envelope))
+            .await
     }
 }
 

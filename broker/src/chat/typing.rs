@@ -37,16 +37,16 @@ impl ChatService {
             }
             .into(),
         ));
-        self.publisher.publish_many(
-            record
-                .members
-                .iter()
-                .filter(|m| m.user != user.as_str())
-                .filter_map(|m| {
-                    let member = UserId::parse(&m.user).ok()?;
-                    Some((typing_feed_topic(&member), relay.clone(), false))
-                }),
-        );
+        let items = record
+            .members
+            .iter()
+            .filter(|m| m.user != user.as_str())
+            .filter_map(|m| {
+                let member = UserId::parse(&m.user).ok()?;
+                Some((typing_feed_topic(&member), relay.clone(), false))
+            })
+            .collect();
+        self.deliveries.publish(conv.as_str(), 0, items).await?;
         Ok(())
     }
 }

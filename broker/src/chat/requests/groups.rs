@@ -154,6 +154,7 @@ impl ChatService {
                 Ok(stored) => {
                     let last_seq = self.stores.history.last_seq(id).await?;
                     let stored = self.conversations.put(stored);
+                    self.deliveries.conversation_changed(id);
                     return Ok(Answer::Conversation(conversation_proto(&stored, last_seq)));
                 }
                 Err(StoreError::Conflict(_)) => self.conversations.forget(id),

@@ -1,0 +1,80 @@
+//! Opening the store a node is configured with (`[storage]`): the embedded
+//! one in `data_dir`, or a PostgreSQL database that several nodes share.
+//!
+//! Either way the node gets the same four trait objects, so nothing above
+//! this module knows which backend it runs on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use persistence::embedded::EmbeddedStore;
+use persistence::postgres::{PostgresConfig, PostgresStore};
+use persistence::{HistoryStore, KeyDirectory, MetadataStore, OfflineQueue};
+
+use crate::config::{Config, PostgresStorageConfig, StorageBackend};
+
+/// One node's handles on its store; every field is the same store behind a
+/// different trait.
+#[derive(Clone)]
+pub struct Stores {
+    /// Users, conversations, read cursors, push targets.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// The message log.
+    pub history: Arc<dyn HistoryStore>,
+    /// Delivered cursors.
+    pub offline: Arc<dyn OfflineQueue>,
+    /// End-to-end encryption keys.
+    pub keys: Arc<dyn KeyDirectory>,
+}
+
+/// Opens the backend `config.storage` names. PostgreSQL is migrated to the
+/// schema this build expects before this returns.
+pub async fn open(config: &Config) -> anyhow::Result<Stores> {
+    match config.storage.backend {
+        StorageBackend::Embedded => {
+            let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
+                format!(
+                    "opening the embedded store in {}",
+                    config.data_dir.display()
+                )
+            })?;
+            Ok(Stores::all(Arc::new(store)))
+        }
+        StorageBackend::Postgres => {
+            let settings = postgres_config(&config.storage.postgres)?;
+            let database = settings
+                .database_name()
+                .unwrap_or("(the user's)")
+                .to_owned();
+            let store = PostgresStore::connect(settings)
+                .await
+                .with_context(|| format!("opening the PostgreSQL store, database {database}"))?;
+            Ok(Stores::all(Arc::new(store)))
+        }
+    }
+}
+
+/// The pool settings of `[storage.postgres]`.
+pub fn postgres_config(pg: &PostgresStorageConfig) -> anyhow::Result<PostgresConfig> {
+    Ok(PostgresConfig::from_url(&pg.url)
+        .context("storage.postgres.url")?
+        .max_connections(pg.max_connections)
+        .connect_timeout(Duration::from_millis(pg.connect_timeout_ms))
+        .operation_timeout(Duration::from_millis(pg.operation_timeout_ms)))
+}
+
+impl Stores {
+    /// Every handle on one store implementing all four traits.
+    fn all<S>(store: Arc<S>) -> Stores
+    where
+        S: MetadataStore + HistoryStore + OfflineQueue + KeyDirectory,
+    {
+        Stores {
+            metadata: store.clone(),
+            history: store.clone(),
+            offline: store.clone(),
+            keys: store,
+        }
+    }
+}
