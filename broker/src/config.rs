@@ -14,6 +14,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::media::config::MediaConfig;
+
 /// Command-line flags of the `parley` binary. Flags override the file and the environment.
 #[derive(Debug, Clone, Default, Parser, Serialize)]
 #[command(
@@ -127,6 +129,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The admin HTTP API.
     pub admin: AdminConfig,
+    /// Media uploads and downloads through presigned S3 URLs.
+    pub media: MediaConfig,
     /// Plain-MQTT topic ACL rules (outside the chat namespace); deny by default.
     pub acl: Vec<AclRuleConfig>,
     /// Logging.
@@ -146,6 +150,7 @@ impl Default for Config {
             chat: ChatConfig::default(),
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
+            media: MediaConfig::default(),
             acl: Vec::new(),
             log: LogConfig::default(),
         }
@@ -507,13 +512,15 @@ impl Config {
     /// Loads defaults, then the file named by `cli.config`, then `PARLEY_*` variables, then flags.
     ///
     /// `PARLEY_CONFIG` (the file) and `PARLEY_LOG` (a log filter read by the
-    /// binary) are not configuration keys; `PARLEY_LOG__FILTER` is.
+    /// binary) are not configuration keys; `PARLEY_LOG__FILTER` is. Neither
+    /// are `PARLEY_TEST_*` variables, which configure Parley's test suite.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         Self::load_with_env(
             cli,
             Env::prefixed("PARLEY_")
                 .split("__")
-                .ignore(&["config", "log", "test_log"]),
+                .ignore(&["config", "log"])
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_")),
         )
     }
 
@@ -597,6 +604,7 @@ impl Config {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.media.validate().map_err(ConfigError::Invalid)?;
         self.validate_cluster()?;
         if let Some(token) = &self.admin.token {
             if token.len() < 32 {
@@ -889,6 +897,7 @@ mod tests {
         assert_eq!(c.storage, defaults.storage);
         assert_eq!(c.cluster, defaults.cluster);
         assert_eq!(c.admin, defaults.admin);
+        assert_eq!(c.media, defaults.media);
         assert_eq!(c.acl.len(), 2, "the example carries two ACL rules");
     }
 

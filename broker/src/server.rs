@@ -170,11 +170,22 @@ impl Node {
                 ));
             }
         }
+        let media = crate::media::Presigner::from_config(&config.media)
+            .map_err(anyhow::Error::msg)
+            .context("configuring media")?
+            .map(|presigner| {
+                info!(?presigner, "media through presigned URLs");
+                Arc::new(http::media::MediaState {
+                    presigner,
+                    store: store.clone(),
+                })
+            });
         if let Some(listener) = bind(config.http.listen, "HTTP").await? {
             addrs.http = listener.local_addr().ok();
             let state = HttpState {
                 auth,
                 metrics,
+                media,
                 admin: config.admin.token.clone().map(|token| {
                     Arc::new(http::admin::AdminState {
                         token,

@@ -54,6 +54,7 @@ impl Api {
             auth: auth.clone(),
             metrics: Arc::new(parley::metrics::Metrics::new()),
             admin: None,
+            media: None,
         };
         let server = tokio::spawn(http::serve(listener, state, async move {
             let _ = stopped.await;

@@ -67,6 +67,24 @@ pub enum ApiError {
     /// 405: the endpoint does not accept this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// 404: media is not configured on this node (`[media]`).
+    #[error("media is not configured on this server")]
+    MediaDisabled,
+    /// 400: a conversation id is malformed.
+    #[error("{0}")]
+    InvalidConversationId(String),
+    /// 400: a media object key is malformed.
+    #[error("{0}")]
+    InvalidObjectKey(String),
+    /// 400: the upload is larger than `media.max_bytes` (or empty).
+    #[error("{0}")]
+    MediaTooLarge(String),
+    /// 400: the upload's content type is not in `media.allowed_content_types`.
+    #[error("{0}")]
+    ContentTypeNotAllowed(String),
+    /// 403: the caller is not a member of the conversation (or it does not exist).
+    #[error("you are not a member of conversation {0:?}")]
+    NotAMember(String),
 }
 
 /// The JSON body of every error response.
@@ -97,6 +115,12 @@ impl ApiError {
             }
             ApiError::AdminTokenRequired | ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MediaDisabled => StatusCode::NOT_FOUND,
+            ApiError::InvalidConversationId(_)
+            | ApiError::InvalidObjectKey(_)
+            | ApiError::MediaTooLarge(_)
+            | ApiError::ContentTypeNotAllowed(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAMember(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -119,6 +143,12 @@ impl ApiError {
             ApiError::NoSuchSession { .. } => "no_such_session",
             ApiError::NoSuchUser(_) => "no_such_user",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MediaDisabled => "media_disabled",
+            ApiError::InvalidConversationId(_) => "invalid_conversation_id",
+            ApiError::InvalidObjectKey(_) => "invalid_object_key",
+            ApiError::MediaTooLarge(_) => "media_too_large",
+            ApiError::ContentTypeNotAllowed(_) => "content_type_not_allowed",
+            ApiError::NotAMember(_) => "not_a_member",
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus / OpenMetrics text).
 //! - [`admin`]: `/v1/admin/...` (sessions, kick, disable, stats), when an
 //!   admin token is configured.
+//! - [`media`]: `POST /v1/media/uploads` and `GET /v1/media/{conversation}/{id}`,
+//!   presigned S3 URLs for files, when `[media]` is configured.
 //! - [`bearer`]: [`Bearer`], the signed-in user of a request.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod fallback;
 pub mod health;
 pub mod json;
+pub mod media;
 pub mod metrics;
 pub mod tokens;
 pub mod users;
@@ -51,6 +54,8 @@ pub struct HttpState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The admin API's state; `None` (admin API off) without an admin token.
     pub admin: Option<Arc<admin::AdminState>>,
+    /// The media endpoints' state; `None` (they answer 404) without `[media]`.
+    pub media: Option<Arc<media::MediaState>>,
 }
 
 /// The complete HTTP API as an axum router.
@@ -61,6 +66,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(tokens::routes())
         .merge(metrics::routes())
         .merge(admin::routes())
+        .merge(media::routes())
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -70,7 +70,10 @@ impl fmt::Debug for MediaConfig {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("access_key", &self.access_key)
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("path_style", &self.path_style)
             .field("url_ttl_secs", &self.url_ttl_secs)
             .field("max_bytes", &self.max_bytes)
@@ -105,7 +108,7 @@ impl MediaConfig {
             }
         }
         if let Some(endpoint) = &self.endpoint {
-            let url = reqwest::Url::parse(endpoint)
+            let url = url::Url::parse(endpoint)
                 .map_err(|e| format!("media.endpoint: {endpoint:?} is not a URL ({e})"))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(format!(
@@ -115,9 +118,9 @@ impl MediaConfig {
         }
         if let Some(bucket) = &self.bucket {
             let ok = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !ok {
                 return Err(format!(
                     "media.bucket {bucket:?} must be 3 to 63 lowercase letters, digits, '-' or '.'"
@@ -150,9 +153,8 @@ impl MediaConfig {
 fn valid_pattern(pattern: &str) -> bool {
     let token = |s: &str| {
         !s.is_empty()
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$&-^_.+".contains(&b)
-            })
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$&-^_.+".contains(&b))
     };
     match pattern.split_once('/') {
         Some((family, "*")) => token(family),
