@@ -127,6 +127,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Connection, traffic and publish rate limits.
     pub limits: LimitsConfig,
+    /// The end-to-end encryption key directory.
+    pub keys: KeysConfig,
     /// The admin HTTP API.
     pub admin: AdminConfig,
     /// Media uploads and downloads through presigned S3 URLs.
@@ -149,6 +151,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),
             limits: LimitsConfig::default(),
+            keys: KeysConfig::default(),
             admin: AdminConfig::default(),
             media: MediaConfig::default(),
             acl: Vec::new(),
@@ -464,6 +467,33 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The end-to-end encryption key directory (`/v1/keys/...`, see `docs/e2e.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Most devices one user may publish keys for.
+    pub max_devices_per_user: usize,
+    /// Most one-time prekeys stored for one device.
+    pub max_one_time_prekeys_per_device: u64,
+    /// Sustained bundle fetches (`GET /v1/keys/users/{user}`) per second per
+    /// caller (0 = unlimited). Each fetch uses up one-time prekeys, so this
+    /// bounds how fast anyone can drain a device's pool. Over it: 429.
+    pub bundle_fetches_per_sec_per_user: f64,
+    /// Bundle fetches a caller may make in a burst.
+    pub bundle_fetch_burst_per_user: u32,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            max_devices_per_user: 10,
+            max_one_time_prekeys_per_device: 1000,
+            bundle_fetches_per_sec_per_user: 1.0,
+            bundle_fetch_burst_per_user: 30,
+        }
+    }
+}
+
 /// The admin HTTP API (`/v1/admin/...`).
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -604,6 +634,7 @@ impl Config {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.validate_keys()?;
         self.media.validate().map_err(ConfigError::Invalid)?;
         self.validate_cluster()?;
         if let Some(token) = &self.admin.token {
@@ -686,6 +717,31 @@ impl Config {
         }
         if kafka.partitions == 0 {
             return invalid("cluster.kafka.partitions must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The key directory needs room for a device and a prekey; its fetch rate
+    /// is checked like the other rates.
+    fn validate_keys(&self) -> Result<(), ConfigError> {
+        let k = &self.keys;
+        if k.max_devices_per_user == 0 || k.max_one_time_prekeys_per_device == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.max_devices_per_user and keys.max_one_time_prekeys_per_device must be at least 1"
+                    .into(),
+            ));
+        }
+        let rate = k.bundle_fetches_per_sec_per_user;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetches_per_sec_per_user must be a number >= 0 (0 = unlimited)".into(),
+            ));
+        }
+        if rate > 0.0 && k.bundle_fetch_burst_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetches_per_sec_per_user is on, so keys.bundle_fetch_burst_per_user must be at least 1"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -868,6 +924,32 @@ mod tests {
     }
 
     #[test]
+    fn key_directory_settings_are_checked() {
+        let c = Config::from_toml_str(
+            "[keys]\nmax_devices_per_user = 3\nbundle_fetches_per_sec_per_user = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.keys.max_devices_per_user, 3);
+        assert_eq!(c.keys.bundle_fetches_per_sec_per_user, 0.5);
+        let no_devices = Config::from_toml_str("[keys]\nmax_devices_per_user = 0\n").unwrap_err();
+        assert!(
+            no_devices.to_string().contains("max_devices_per_user"),
+            "{no_devices}"
+        );
+        let no_burst =
+            Config::from_toml_str("[keys]\nbundle_fetch_burst_per_user = 0\n").unwrap_err();
+        assert!(no_burst.to_string().contains("burst"), "{no_burst}");
+        let negative =
+            Config::from_toml_str("[keys]\nbundle_fetches_per_sec_per_user = -1.0\n").unwrap_err();
+        assert!(
+            negative
+                .to_string()
+                .contains("bundle_fetches_per_sec_per_user"),
+            "{negative}"
+        );
+    }
+
+    #[test]
     fn missing_file_is_reported() {
         let cli = Cli {
             config: Some("/nonexistent/parley.toml".into()),
@@ -894,6 +976,7 @@ mod tests {
         assert_eq!(c.chat, defaults.chat);
         assert_eq!(c.log, defaults.log);
         assert_eq!(c.limits, defaults.limits);
+        assert_eq!(c.keys, defaults.keys);
         assert_eq!(c.storage, defaults.storage);
         assert_eq!(c.cluster, defaults.cluster);
         assert_eq!(c.admin, defaults.admin);

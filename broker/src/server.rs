@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_core::rules::AclRules;
-use persistence::{ClusterBus, MetadataStore};
+use persistence::{ClusterBus, KeyDirectory, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,6 +69,7 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let opened = crate::storage::open(&config).await?;
         let store: Arc<dyn MetadataStore> = opened.metadata.clone();
+        let key_directory: Arc<dyn KeyDirectory> = opened.keys.clone();
         let mut metrics = Metrics::new();
         let stores = ChatStores {
             metadata: store.clone(),
@@ -194,6 +195,11 @@ impl Node {
                         chat: ctx.chat.clone(),
                     })
                 }),
+                keys: Some(Arc::new(http::keys::KeysState::new(
+                    key_directory,
+                    ctx.chat.clone(),
+                    &config.keys,
+                ))),
             };
             let stop = shutdown.clone();
             tasks.spawn(async move {

@@ -55,6 +55,7 @@ impl Api {
             metrics: Arc::new(parley::metrics::Metrics::new()),
             admin: None,
             media: None,
+            keys: None,
         };
         let server = tokio::spawn(http::serve(listener, state, async move {
             let _ = stopped.await;

@@ -85,6 +85,46 @@ pub enum ApiError {
     /// 403: the caller is not a member of the conversation (or it does not exist).
     #[error("you are not a member of conversation {0:?}")]
     NotAMember(String),
+    /// 400: a device id is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    #[error("{0}")]
+    InvalidDeviceId(String),
+    /// 400: uploaded keys are not base64 of the expected byte form.
+    #[error("{0}")]
+    InvalidKeys(String),
+    /// 400: the signed prekey's signature does not verify under the identity key.
+    #[error(
+        "the signed prekey's signature does not verify under the identity key \
+         (Ed25519 over \"Parley E2E v1 signed prekey\" followed by the signed prekey)"
+    )]
+    BadSignedPrekeySignature,
+    /// 404: the device has published no keys.
+    #[error("device {device_id:?} of user {user:?} has no keys; publish them first")]
+    UnknownDevice {
+        /// The device's user.
+        user: String,
+        /// The device id.
+        device_id: String,
+    },
+    /// 409: the user already has keys for the maximum number of devices.
+    #[error("a user may publish keys for at most {0} devices")]
+    TooManyDevices(usize),
+    /// 409: a one-time prekey id is stored already, or repeated in the upload.
+    #[error("one-time prekey id {0} is already stored or repeated in the upload")]
+    DuplicatePrekeyId(u32),
+    /// 409: the upload would exceed the one-time prekeys a device may hold.
+    #[error("the device holds {stored} one-time prekeys; at most {max} may be stored")]
+    TooManyPrekeys {
+        /// How many the device holds.
+        stored: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// 403: the caller shares no conversation with the user whose keys it asked for.
+    #[error("you share no conversation with {0:?}; open one before fetching their keys")]
+    NoSharedConversation(String),
+    /// 429: the caller fetched key bundles faster than its rate allows.
+    #[error("too many key bundle fetches; slow down and try again in a few seconds")]
+    KeyFetchRateLimited,
 }
 
 /// The JSON body of every error response.
@@ -103,7 +143,10 @@ impl ApiError {
             ApiError::InvalidUsername(_)
             | ApiError::WeakPassword(_)
             | ApiError::MalformedJson(_)
-            | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidRequest(_)
+            | ApiError::InvalidDeviceId(_)
+            | ApiError::InvalidKeys(_)
+            | ApiError::BadSignedPrekeySignature => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UsernameTaken(_) => StatusCode::CONFLICT,
@@ -121,6 +164,12 @@ impl ApiError {
             | ApiError::MediaTooLarge(_)
             | ApiError::ContentTypeNotAllowed(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAMember(_) => StatusCode::FORBIDDEN,
+            ApiError::UnknownDevice { .. } => StatusCode::NOT_FOUND,
+            ApiError::TooManyDevices(_)
+            | ApiError::DuplicatePrekeyId(_)
+            | ApiError::TooManyPrekeys { .. } => StatusCode::CONFLICT,
+            ApiError::NoSharedConversation(_) => StatusCode::FORBIDDEN,
+            ApiError::KeyFetchRateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -149,6 +198,15 @@ impl ApiError {
             ApiError::MediaTooLarge(_) => "media_too_large",
             ApiError::ContentTypeNotAllowed(_) => "content_type_not_allowed",
             ApiError::NotAMember(_) => "not_a_member",
+            ApiError::InvalidDeviceId(_) => "invalid_device_id",
+            ApiError::InvalidKeys(_) => "invalid_keys",
+            ApiError::BadSignedPrekeySignature => "bad_signed_prekey_signature",
+            ApiError::UnknownDevice { .. } => "unknown_device",
+            ApiError::TooManyDevices(_) => "too_many_devices",
+            ApiError::DuplicatePrekeyId(_) => "duplicate_prekey_id",
+            ApiError::TooManyPrekeys { .. } => "too_many_prekeys",
+            ApiError::NoSharedConversation(_) => "no_shared_conversation",
+            ApiError::KeyFetchRateLimited => "rate_limited",
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   admin token is configured.
 //! - [`media`]: `POST /v1/media/uploads` and `GET /v1/media/{conversation}/{id}`,
 //!   presigned S3 URLs for files, when `[media]` is configured.
+//! - [`keys`]: `/v1/keys/...`, the end-to-end encryption key directory.
 //! - [`bearer`]: [`Bearer`], the signed-in user of a request.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fallback;
 pub mod health;
 pub mod json;
+pub mod keys;
 pub mod media;
 pub mod metrics;
 pub mod tokens;
@@ -56,6 +58,9 @@ pub struct HttpState {
     pub admin: Option<Arc<admin::AdminState>>,
     /// The media endpoints' state; `None` (they answer 404) without `[media]`.
     pub media: Option<Arc<media::MediaState>>,
+    /// The key directory's state; `None` (its endpoints answer 404) on a
+    /// node without one.
+    pub keys: Option<Arc<keys::KeysState>>,
 }
 
 /// The complete HTTP API as an axum router.
@@ -67,6 +72,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(metrics::routes())
         .merge(admin::routes())
         .merge(media::routes())
+        .merge(keys::routes())
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
