@@ -63,12 +63,14 @@ fn seq_of(record: &BusRecord) -> u32 {
         .unwrap_or_else(|| panic!("not a test record: {payload:?}"))
 }
 
+/// Subscribes as `node_id`, which must succeed.
 async fn subscribe(bus: &Arc<dyn ClusterBus>, node_id: u16) -> Box<dyn BusConsumer> {
     bus.subscribe(node_id)
         .await
         .unwrap_or_else(|e| panic!("subscribe as node {node_id} must succeed: {e}"))
 }
 
+/// Publishes `records`, which must succeed.
 async fn publish(bus: &Arc<dyn ClusterBus>, records: Vec<BusRecord>) {
     bus.publish(records)
         .await
@@ -183,7 +185,8 @@ pub async fn many_keys_all_arrive(fixture: &dyn BusFixture) {
 /// Two nodes each receive every record, whichever node published it.
 pub async fn every_node_sees_every_record(fixture: &dyn BusFixture) {
     let bus = fixture.bus();
-    let (first, second) = (unique_node_id(), unique_node_id() ^ 1);
+    let first = unique_node_id();
+    let second = first ^ 1;
     let mut consumers = [subscribe(&bus, first).await, subscribe(&bus, second).await];
     let keys: Vec<String> = (0..3).map(|_| unique_conversation_id("fan")).collect();
     let mut sent = Vec::new();
@@ -236,7 +239,12 @@ pub async fn resubscribe_resumes_after_the_ack(fixture: &dyn BusFixture) {
     // partition, acking the third `acked_key` record does not cover it.
     let mut sent: Vec<BusRecord> = (1..=6).map(|seq| record(&acked_key, seq, node)).collect();
     sent.extend((1..=2).map(|seq| record(&other_key, seq, node)));
-    publish(&bus, sent.clone()).await;
+    // One record per call, so that the acked position is a batch boundary:
+    // tansu, the Kafka-protocol broker of Parley's tests, skips the rest of a
+    // batch when a fetch starts inside it (Apache Kafka does not).
+    for one in &sent {
+        publish(&bus, vec![one.clone()]).await;
+    }
     let got = collect(&mut consumer, &keys, sent.len()).await;
     let third = got
         .iter()
