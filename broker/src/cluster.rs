@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use persistence::kafka::{KafkaBus, KafkaConfig};
 use persistence::{BusConsumer, BusRecord, ClusterBus, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -292,18 +293,32 @@ async fn consume_loop(
     }
 }
 
-/// Opens the bus `config.cluster` names, or `None` without one.
+/// Opens the bus `config.cluster` names, or `None` without one. The Kafka
+/// bus creates its topic if asked to and waits until its partitions are known.
 ///
 /// # Errors
 ///
-/// If the bus cannot be reached or is not available in this build.
+/// If the bus cannot be reached.
 pub async fn open_bus(
     config: &crate::config::Config,
 ) -> anyhow::Result<Option<Arc<dyn ClusterBus>>> {
+    use anyhow::Context;
     match config.cluster.bus {
         crate::config::BusKind::None => Ok(None),
         crate::config::BusKind::Kafka => {
-            anyhow::bail!("cluster.bus = \"kafka\" is not available in this build of Parley")
+            let k = &config.cluster.kafka;
+            let mut settings = KafkaConfig::new(k.bootstrap_servers.clone(), k.topic.clone());
+            settings.partitions = i32::try_from(k.partitions).unwrap_or(i32::MAX);
+            settings.replication_factor = k.replication_factor.map(i32::from);
+            settings.create_topic = k.create_topic;
+            settings.timeout = Duration::from_millis(k.timeout_ms);
+            let bus = KafkaBus::connect(settings).await.with_context(|| {
+                format!(
+                    "connecting to the Kafka bus (topic {} on {})",
+                    k.topic, k.bootstrap_servers
+                )
+            })?;
+            Ok(Some(Arc::new(bus)))
         }
     }
 }

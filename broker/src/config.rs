@@ -262,6 +262,15 @@ pub struct KafkaBusConfig {
     /// Partitions of the topic when Parley creates it; records with one key
     /// (a conversation, or a user for presence) stay in one partition.
     pub partitions: u32,
+    /// Replication factor of the topic when Parley creates it; unset leaves
+    /// it to the Kafka cluster's `default.replication.factor`.
+    pub replication_factor: Option<u16>,
+    /// Whether a node creates the topic when it is missing (otherwise it
+    /// must exist before the first node starts).
+    pub create_topic: bool,
+    /// Longest one bus operation may wait for Kafka (a publish's
+    /// acknowledgement, subscribing, a commit), in milliseconds.
+    pub timeout_ms: u64,
 }
 
 impl Default for KafkaBusConfig {
@@ -270,6 +279,9 @@ impl Default for KafkaBusConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             topic: "parley.deliveries".into(),
             partitions: 12,
+            replication_factor: None,
+            create_topic: true,
+            timeout_ms: 30_000,
         }
     }
 }
@@ -715,8 +727,13 @@ impl Config {
                 "cluster.kafka.topic must be 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
             );
         }
-        if kafka.partitions == 0 {
+        if kafka.partitions == 0 || kafka.partitions > i32::MAX as u32 {
             return invalid("cluster.kafka.partitions must be at least 1");
+        }
+        if kafka.replication_factor == Some(0) || kafka.timeout_ms == 0 {
+            return invalid(
+                "cluster.kafka.replication_factor and cluster.kafka.timeout_ms must be at least 1",
+            );
         }
         Ok(())
     }
@@ -920,6 +937,14 @@ mod tests {
         assert!(
             bad_topic.to_string().contains("cluster.kafka.topic"),
             "{bad_topic}"
+        );
+        let no_replicas = Config::from_toml_str(&format!(
+            "{shared}{secret}[cluster]\nbus = \"kafka\"\n[cluster.kafka]\nreplication_factor = 0\n"
+        ))
+        .unwrap_err();
+        assert!(
+            no_replicas.to_string().contains("replication_factor"),
+            "{no_replicas}"
         );
     }
 

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chat_core::message_id::node_of;
 use common::chat::{direct, password_of, sign_up_users, text_of, ChatClient};
 use common::{log_in, test_config, TestNode};
-use parley::config::StorageBackend;
+use parley::config::{BusKind, StorageBackend};
 use parley::server::Node;
 use persistence::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, StoreError};
 use tokio::sync::Notify;
@@ -221,6 +221,216 @@ impl BusConsumer for MemoryConsumer {
     }
 }
 
+/// The variable naming the Kafka-protocol test broker (`host:port`).
+const KAFKA_VAR: &str = "PARLEY_TEST_KAFKA";
+
+/// A fresh database and the Kafka broker's address, or `None` (after
+/// printing why) when the test should skip; like [`fresh_database`], a
+/// missing variable fails under `CI`.
+async fn database_and_kafka() -> Option<(String, String)> {
+    let kafka = match std::env::var(KAFKA_VAR) {
+        Ok(kafka) if !kafka.trim().is_empty() => kafka,
+        _ => {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "{KAFKA_VAR} is not set, but CI is: the cluster tests must run in CI \
+                     (.ci/test starts a broker with .ci/kafka.sh and exports {KAFKA_VAR})"
+                );
+            }
+            eprintln!(
+                "skipping a Kafka cluster test: {KAFKA_VAR} is not set \
+                 (`. .ci/kafka.sh` starts a throwaway broker and sets it)"
+            );
+            return None;
+        }
+    };
+    Some((fresh_database().await?, kafka))
+}
+
+/// A topic name no other test uses.
+fn fresh_topic() -> String {
+    format!(
+        "parley-cluster-test-{}-{:08x}",
+        std::process::id(),
+        rand_u32()
+    )
+}
+
+/// Three nodes on the database at `url`, with `[cluster] bus = "kafka"` on
+/// the broker at `kafka` and a topic of their own.
+async fn three_kafka_nodes(url: &str, kafka: &str) -> Vec<TestNode> {
+    let topic = fresh_topic();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(kafka_node(url, kafka, &topic, id).await);
+    }
+    nodes
+}
+
+/// Node `node_id` in this process, on the database at `url` and `topic` on
+/// the Kafka broker at `kafka`.
+async fn kafka_node(url: &str, kafka: &str, topic: &str, node_id: u16) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.node_id = node_id;
+    config.storage.backend = StorageBackend::Postgres;
+    config.storage.postgres.url = url.to_owned();
+    config.storage.postgres.max_connections = 4;
+    config.chat.messages_per_sec = 10_000.0;
+    config.chat.message_burst = 10_000;
+    config.cluster.bus = BusKind::Kafka;
+    config.cluster.kafka.bootstrap_servers = kafka.to_owned();
+    config.cluster.kafka.topic = topic.to_owned();
+    config.cluster.kafka.partitions = 3;
+    let node = Node::start(config).await.expect("node starts on Kafka");
+    TestNode { node, dir }
+}
+
+/// Starts the `parley` binary as node `node_id` of the Kafka cluster (same
+/// database, topic and token secret as [`kafka_node`]) and waits until it
+/// is up; returns the process and its MQTT port.
+async fn spawn_kafka_node(
+    dir: &std::path::Path,
+    url: &str,
+    kafka: &str,
+    topic: &str,
+    node_id: u16,
+) -> (tokio::process::Child, u16) {
+    use common::process::free_port;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (mqtt, http) = (free_port(), free_port());
+    let config = dir.join("parley.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = {node_id}\ndata_dir = {:?}\n\
+             [storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = {url:?}\nmax_connections = 4\n\
+             [cluster]\nbus = \"kafka\"\n[cluster.kafka]\nbootstrap_servers = {kafka:?}\ntopic = {topic:?}\npartitions = 3\n\
+             [mqtt]\ntcp = \"127.0.0.1:{mqtt}\"\nws = \"off\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\n\
+             [chat]\nmessages_per_sec = 100000.0\nmessage_burst = 100000\n",
+            dir.join("data"),
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--config")
+        .arg(&config)
+        .env("PARLEY_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn parley");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    common::within("parley to start", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("parley is up") {
+                return;
+            }
+        }
+        panic!("parley exited before it was up");
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, mqtt)
+}
+
+#[tokio::test]
+async fn acknowledged_messages_reach_other_nodes_when_the_sender_node_is_killed() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let Some((url, kafka)) = database_and_kafka().await else {
+        return;
+    };
+    let topic = fresh_topic();
+    // Node 2 in this process, where Bob is; node 1 a child process.
+    let two = kafka_node(&url, &kafka, &topic, 2).await;
+    sign_up_users(&two, &["alice", "bob"]).await;
+    let mut bob = ChatClient::v5(&two, "bob", "bob-2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut one, port) = spawn_kafka_node(dir.path(), &url, &kafka, &topic, 1).await;
+
+    // Alice streams through node 1, recording every PUBACK; after 100 of
+    // them node 1 is killed with SIGKILL while more are in flight.
+    let conv = direct("alice", "bob");
+    let mut options = MqttOptions::new("alice-1", "127.0.0.1", port);
+    options.set_credentials("alice", password_of("alice"));
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    options.set_inflight(32);
+    let (alice, mut eventloop) = AsyncClient::new(options, 512);
+    let send_to = format!("s/{conv}");
+    let sender = tokio::spawn(async move {
+        for i in 0..5_000 {
+            let message = common::chat::text_message(&format!("m{i:04}"), "streamed");
+            let payload = parley_proto::encode_envelope(&message.into());
+            if alice
+                .publish(send_to.as_str(), QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut sent_by_pkid = std::collections::HashMap::new();
+    let mut next_id = 0usize;
+    let mut acked = std::collections::BTreeSet::new();
+    common::within("100 acknowledgements", async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    sent_by_pkid.insert(pkid, format!("m{next_id:04}"));
+                    next_id += 1;
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    acked.insert(sent_by_pkid[&ack.pkid].clone());
+                    if acked.len() == 100 {
+                        one.start_kill().expect("SIGKILL");
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("connection failed before the kill: {e:?}"),
+            }
+        }
+    })
+    .await;
+    // Acks already on the wire when the kill landed still count.
+    while let Ok(Ok(event)) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), eventloop.poll()).await
+    {
+        if let Event::Incoming(Packet::PubAck(ack)) = event {
+            if let Some(id) = sent_by_pkid.get(&ack.pkid) {
+                acked.insert(id.clone());
+            }
+        }
+    }
+    one.wait().await.unwrap();
+    sender.abort();
+
+    // Every acknowledged message was on the bus: Bob, on node 2, receives
+    // each of them live, in seq order from 1 without a gap.
+    let mut received = std::collections::BTreeSet::new();
+    let mut last_seq = 0;
+    while !acked.iter().all(|id| received.contains(id)) {
+        let message = bob.next_message().await;
+        assert_eq!(message.seq, last_seq + 1, "live delivery in seq order");
+        last_seq = message.seq;
+        received.insert(message.client_message_id);
+    }
+    // And node 2 serves all of them from PostgreSQL, each stored once.
+    let history = bob.fetch_all(&conv).await;
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=history.len() as u64).collect::<Vec<_>>());
+    let stored: std::collections::BTreeSet<String> = history
+        .iter()
+        .map(|m| m.client_message_id.clone())
+        .collect();
+    assert_eq!(stored.len(), history.len(), "each message stored once");
+    assert!(acked.is_subset(&stored), "acknowledged but not stored");
+}
+
 /// Three nodes on one database and one bus.
 async fn three_nodes(url: &str, bus: &SharedBus) -> Vec<TestNode> {
     let mut nodes = Vec::new();
@@ -236,7 +446,20 @@ async fn direct_and_group_chat_across_three_nodes_over_a_bus() {
         return;
     };
     let bus = SharedBus::default();
-    let nodes = three_nodes(&url, &bus).await;
+    chat_across_three_nodes(&three_nodes(&url, &bus).await).await;
+}
+
+#[tokio::test]
+async fn direct_and_group_chat_across_three_nodes_over_kafka() {
+    let Some((url, kafka)) = database_and_kafka().await else {
+        return;
+    };
+    chat_across_three_nodes(&three_kafka_nodes(&url, &kafka).await).await;
+}
+
+/// 1:1 and group chat with users on three different nodes: every member
+/// gets every message, in seq order; receipts cross nodes.
+async fn chat_across_three_nodes(nodes: &[TestNode]) {
     sign_up_users(&nodes[0], &["alice", "bob", "carol"]).await;
     let mut alice = ChatClient::v5(&nodes[0], "alice", "alice-1").await;
     let mut bob = ChatClient::v5(&nodes[1], "bob", "bob-2").await;
@@ -317,7 +540,19 @@ async fn a_member_added_on_one_node_can_write_through_another() {
         return;
     };
     let bus = SharedBus::default();
-    let nodes = three_nodes(&url, &bus).await;
+    member_added_elsewhere(&three_nodes(&url, &bus).await).await;
+}
+
+#[tokio::test]
+async fn a_member_added_on_one_node_can_write_through_another_over_kafka() {
+    let Some((url, kafka)) = database_and_kafka().await else {
+        return;
+    };
+    member_added_elsewhere(&three_kafka_nodes(&url, &kafka).await).await;
+}
+
+/// A group changed through node 1 is seen by node 2, which had it cached.
+async fn member_added_elsewhere(nodes: &[TestNode]) {
     sign_up_users(&nodes[0], &["alice", "bob", "dave"]).await;
     let mut alice = ChatClient::v5(&nodes[0], "alice", "alice-1").await;
     let mut bob = ChatClient::v5(&nodes[1], "bob", "bob-2").await;
@@ -365,7 +600,20 @@ async fn a_client_moving_to_another_node_catches_up_through_sync() {
         return;
     };
     let bus = SharedBus::default();
-    let nodes = three_nodes(&url, &bus).await;
+    moving_between_nodes(&three_nodes(&url, &bus).await).await;
+}
+
+#[tokio::test]
+async fn a_client_moving_to_another_node_catches_up_over_kafka() {
+    let Some((url, kafka)) = database_and_kafka().await else {
+        return;
+    };
+    moving_between_nodes(&three_kafka_nodes(&url, &kafka).await).await;
+}
+
+/// A client that reconnects through another node gets what it missed
+/// through sync, and live deliveries there.
+async fn moving_between_nodes(nodes: &[TestNode]) {
     sign_up_users(&nodes[0], &["alice", "bob"]).await;
     let conv = direct("alice", "bob");
     let mut alice = ChatClient::v5(&nodes[0], "alice", "alice-1").await;
