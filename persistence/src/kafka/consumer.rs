@@ -53,6 +53,10 @@ pub(super) async fn subscribe(
         // was away longer than the topic's retention): resume at the end.
         .set("auto.offset.reset", "latest")
         .set("socket.timeout.ms", config.timeout_ms())
+        // How long the broker may hold a fetch that finds no new record.
+        // Kafka answers as soon as a record arrives anyway; brokers that
+        // always wait it out (tansu) deliver at most this much later.
+        .set("fetch.wait.max.ms", "100")
         .create()
         .map_err(|e| unavailable("creating the consumer", e))?;
     let consumer = Arc::new(consumer);
