@@ -14,6 +14,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::push::PushConfig;
+
 pub use crate::media::config::MediaConfig;
 
 /// Command-line flags of the `parley` binary. Flags override the file and the environment.
@@ -131,6 +133,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// The admin HTTP API.
     pub admin: AdminConfig,
+    /// Push notifications to devices without a live session; off by default.
+    pub push: PushConfig,
     /// Media uploads and downloads through presigned S3 URLs.
     pub media: MediaConfig,
     /// Plain-MQTT topic ACL rules (outside the chat namespace); deny by default.
@@ -153,6 +157,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             keys: KeysConfig::default(),
             admin: AdminConfig::default(),
+            push: PushConfig::default(),
             media: MediaConfig::default(),
             acl: Vec::new(),
             log: LogConfig::default(),
@@ -646,6 +651,7 @@ impl Config {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.push.validate().map_err(ConfigError::Invalid)?;
         self.validate_keys()?;
         self.media.validate().map_err(ConfigError::Invalid)?;
         self.validate_cluster()?;
@@ -975,6 +981,37 @@ mod tests {
     }
 
     #[test]
+    fn push_settings_are_checked() {
+        let defaults = Config::default();
+        assert_eq!(defaults.push.notifier, crate::push::NotifierKind::Off);
+        let none = Config::from_toml_str("[push]\nnotifier = \"none\"\n").unwrap();
+        assert_eq!(none.push.notifier, crate::push::NotifierKind::Off);
+        let webhook = Config::from_toml_str(
+            "[push]\nnotifier = \"webhook\"\n[push.webhook]\n\
+             url = \"https://hooks.example.org/parley\"\n\
+             secret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(webhook.push.notifier, crate::push::NotifierKind::Webhook);
+        assert!(
+            !format!("{webhook:?}").contains("0123456789abcdef"),
+            "webhook secret redacted"
+        );
+        let no_secret = Config::from_toml_str(
+            "[push]\nnotifier = \"webhook\"\n[push.webhook]\nurl = \"https://h.example.org/\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            no_secret.to_string().contains("push.webhook.secret"),
+            "{no_secret}"
+        );
+        let unknown = Config::from_toml_str("[push]\nnotifier = \"apns\"\n").unwrap_err();
+        assert!(unknown.to_string().contains("apns"), "{unknown}");
+        let zero = Config::from_toml_str("[push]\nqueue_capacity = 0\n").unwrap_err();
+        assert!(zero.to_string().contains("push.queue_capacity"), "{zero}");
+    }
+
+    #[test]
     fn missing_file_is_reported() {
         let cli = Cli {
             config: Some("/nonexistent/parley.toml".into()),
@@ -1005,6 +1042,7 @@ mod tests {
         assert_eq!(c.storage, defaults.storage);
         assert_eq!(c.cluster, defaults.cluster);
         assert_eq!(c.admin, defaults.admin);
+        assert_eq!(c.push, defaults.push);
         assert_eq!(c.media, defaults.media);
         assert_eq!(c.acl.len(), 2, "the example carries two ACL rules");
     }

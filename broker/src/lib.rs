@@ -11,6 +11,7 @@ pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod mqtt;
+pub mod push;
 pub mod router;
 pub mod server;
 pub mod storage;

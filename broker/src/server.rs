@@ -29,6 +29,8 @@ use crate::mqtt::publisher::ServerPublisher;
 use crate::mqtt::sessions::SessionRegistry;
 use crate::mqtt::will::WillRegistry;
 use crate::mqtt::MqttContext;
+use crate::push::metrics::PushCollector;
+use crate::push::PushService;
 use crate::router::RouterHandle;
 
 /// The addresses a running node actually listens on (useful with port 0).
@@ -101,18 +103,26 @@ impl Node {
             None => Deliveries::Local(publisher.clone()),
             Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
         };
-        let chat = Arc::new(ChatService::with_deliveries(
-            config.node_id,
-            stores,
-            publisher.clone(),
-            deliveries,
-            config.chat.clone(),
-        )?);
-        let sessions = Arc::new(SessionRegistry::new());
-        metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
-        let metrics = Arc::new(metrics);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let push = PushService::start(&config.push, store.clone(), shutdown.clone(), &tasks)
+            .context("configuring push notifications")?;
+        let chat = Arc::new(
+            ChatService::with_deliveries(
+                config.node_id,
+                stores,
+                publisher.clone(),
+                deliveries,
+                config.chat.clone(),
+            )?
+            .with_push(push.clone()),
+        );
+        let sessions = Arc::new(SessionRegistry::new());
+        metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
+        if let Some(push) = &push {
+            metrics.register_collector(Box::new(PushCollector::new(push.clone())));
+        }
+        let metrics = Arc::new(metrics);
         if let Some(bus) = &bus {
             crate::cluster::spawn_consumer(
                 bus.as_ref(),
@@ -186,6 +196,13 @@ impl Node {
             let state = HttpState {
                 auth,
                 metrics,
+                push: push.as_ref().map(|push| {
+                    Arc::new(http::push::PushState {
+                        store: store.clone(),
+                        kind: push.kind(),
+                        max_devices_per_user: config.push.max_devices_per_user,
+                    })
+                }),
                 media,
                 admin: config.admin.token.clone().map(|token| {
                     Arc::new(http::admin::AdminState {

@@ -54,6 +54,7 @@ impl Api {
             auth: auth.clone(),
             metrics: Arc::new(parley::metrics::Metrics::new()),
             admin: None,
+            push: None,
             media: None,
             keys: None,
         };

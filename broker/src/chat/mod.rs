@@ -8,12 +8,15 @@
 //! - [`typing`]: `t/{conv}` typing indicators, relayed, never stored.
 //! - [`requests`]: `q/{user}` requests (sync, history, groups), answered on `a/{user}`.
 //! - [`presence`]: online/offline on `p/{user}`, retained.
+//! - `push`: new messages handed to push notifications for members without
+//!   a live session on this node.
 
 mod cache;
 mod convert;
 mod errors;
 mod ordering;
 pub mod presence;
+mod push;
 mod receipts;
 mod requests;
 mod send;
@@ -80,6 +83,8 @@ pub struct ChatService {
     rates: RateLimits,
     /// Who is online, driving `p/{user}`.
     pub presence: PresenceTracker,
+    /// Push notifications to members without a live session; `None` when off.
+    push: Option<crate::push::PushService>,
 }
 
 impl ChatService {
@@ -117,6 +122,7 @@ impl ChatService {
             deliveries,
             config,
             ids: Mutex::new(ids),
+            push: None,
         })
     }
 

@@ -134,9 +134,16 @@ impl ChatService {
         } else {
             let mut delivered = message;
             delivered.seq = appended.seq;
+            let pushed = (self.push.is_some() && intent == Intent::New).then(|| delivered.clone());
             let items = inbox_items(&record, encode_envelope(&delivered.into()));
             let (outgoing, pending) = self.deliveries.outgoing(conv.as_str(), 1, items);
             ticket.stored(appended.seq, outgoing);
+            // Stored and handed to delivery: members without a live session
+            // are notified (queued only, never waited for). A retry is a
+            // duplicate and never gets here, so each message notifies once.
+            if let Some(pushed) = pushed {
+                self.notify_offline(&record, &pushed);
+            }
             pending.wait().await.map_err(|e| {
                 fail(ChatError::new(
                     ErrorCode::Unavailable,

@@ -125,6 +125,21 @@ pub enum ApiError {
     /// 429: the caller fetched key bundles faster than its rate allows.
     #[error("too many key bundle fetches; slow down and try again in a few seconds")]
     KeyFetchRateLimited,
+    /// 404: push notifications are off on this server (`push.notifier = "off"`).
+    #[error("push notifications are not configured on this server")]
+    PushDisabled,
+    /// 400: the push kind is unknown, or not the notifier this server pushes through.
+    #[error("{0}")]
+    InvalidPushKind(String),
+    /// 400: the push target does not have the shape its kind needs.
+    #[error("{0}")]
+    InvalidPushTarget(String),
+    /// 409: the user already has the maximum number of push devices.
+    #[error("a user may register at most {0} push devices; remove one first")]
+    TooManyPushDevices(usize),
+    /// 404: the caller has no push device with this id.
+    #[error("no push device {0:?}")]
+    NoSuchPushDevice(String),
 }
 
 /// The JSON body of every error response.
@@ -170,6 +185,11 @@ impl ApiError {
             | ApiError::TooManyPrekeys { .. } => StatusCode::CONFLICT,
             ApiError::NoSharedConversation(_) => StatusCode::FORBIDDEN,
             ApiError::KeyFetchRateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PushDisabled | ApiError::NoSuchPushDevice(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidPushKind(_) | ApiError::InvalidPushTarget(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::TooManyPushDevices(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -207,6 +227,11 @@ impl ApiError {
             ApiError::TooManyPrekeys { .. } => "too_many_prekeys",
             ApiError::NoSharedConversation(_) => "no_shared_conversation",
             ApiError::KeyFetchRateLimited => "rate_limited",
+            ApiError::PushDisabled => "push_disabled",
+            ApiError::InvalidPushKind(_) => "invalid_push_kind",
+            ApiError::InvalidPushTarget(_) => "invalid_push_target",
+            ApiError::TooManyPushDevices(_) => "too_many_push_devices",
+            ApiError::NoSuchPushDevice(_) => "no_such_push_device",
         }
     }
 }

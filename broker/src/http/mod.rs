@@ -12,6 +12,8 @@
 //! - [`media`]: `POST /v1/media/uploads` and `GET /v1/media/{conversation}/{id}`,
 //!   presigned S3 URLs for files, when `[media]` is configured.
 //! - [`keys`]: `/v1/keys/...`, the end-to-end encryption key directory.
+//! - [`push`]: `/v1/push/devices/...`, a user's devices for push
+//!   notifications, when `push.notifier` is set.
 //! - [`bearer`]: [`Bearer`], the signed-in user of a request.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
@@ -28,6 +30,7 @@ pub mod json;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod push;
 pub mod tokens;
 pub mod users;
 
@@ -56,6 +59,8 @@ pub struct HttpState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The admin API's state; `None` (admin API off) without an admin token.
     pub admin: Option<Arc<admin::AdminState>>,
+    /// The push device API's state; `None` (it answers 404) while push is off.
+    pub push: Option<Arc<push::PushState>>,
     /// The media endpoints' state; `None` (they answer 404) without `[media]`.
     pub media: Option<Arc<media::MediaState>>,
     /// The key directory's state; `None` (its endpoints answer 404) on a
@@ -71,6 +76,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(tokens::routes())
         .merge(metrics::routes())
         .merge(admin::routes())
+        .merge(push::routes())
         .merge(media::routes())
         .merge(keys::routes())
         .fallback(fallback::not_found)

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifierKind {
-    /// No push notifications; the push API answers 404.
+    /// No push notifications; the push API answers 404. `"none"` means the same.
     #[default]
+    #[serde(alias = "none")]
     Off,
     /// A signed JSON POST to the deployment's own receiver.
     Webhook,
@@ -48,7 +49,7 @@ impl std::str::FromStr for NotifierKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "off" => Ok(NotifierKind::Off),
+            "off" | "none" => Ok(NotifierKind::Off),
             "webhook" => Ok(NotifierKind::Webhook),
             "ntfy" => Ok(NotifierKind::Ntfy),
             "gotify" => Ok(NotifierKind::Gotify),
@@ -247,9 +248,7 @@ impl PushConfig {
                 match &self.fcm.project_id {
                     Some(id)
                         if !id.is_empty()
-                            && id
-                                .chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '-') => {}
+                            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {}
                     _ => {
                         return Err("push.fcm.project_id (letters, digits and '-') is required \
                                     when push.notifier = \"fcm\""
@@ -270,7 +269,8 @@ impl PushConfig {
 
 /// Checks that `value` is an absolute http or https URL.
 fn check_url(key: &str, value: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(value).map_err(|e| format!("{key}: {value:?} is not a URL ({e})"))?;
+    let url =
+        reqwest::Url::parse(value).map_err(|e| format!("{key}: {value:?} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("{key}: {value:?} must be an http or https URL"));
     }

@@ -166,13 +166,7 @@ mod tests {
     #[test]
     fn json_shape() {
         let event = MessageEvent::new(&message(text("hi")), vec!["bob".into()], true);
-        let n = Notification::new(
-            &event,
-            "bob",
-            "phone",
-            Some("route-me".into()),
-            "d1".into(),
-        );
+        let n = Notification::new(&event, "bob", "phone", Some("route-me".into()), "d1".into());
         let json: serde_json::Value = serde_json::from_slice(&n.to_json()).unwrap();
         assert_eq!(
             json,

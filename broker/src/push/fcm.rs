@@ -130,7 +130,11 @@ mod tests {
 
     #[test]
     fn http_v1_request_shape() {
-        let fcm = Fcm::new("https://fcm.googleapis.com/", "parley-demo", "/nonexistent".into());
+        let fcm = Fcm::new(
+            "https://fcm.googleapis.com/",
+            "parley-demo",
+            "/nonexistent".into(),
+        );
         let request = fcm.request(&notification(None), "reg:TOKEN-1", "ya29.access");
         assert_eq!(
             request.url,

@@ -15,11 +15,13 @@
 //! - [`request`]: sending one request and classifying the answer.
 //! - [`queue`]: the bounded queue and the counters.
 //! - [`worker`]: lookups, deliveries and retries.
+//! - [`metrics`]: the push counters in `/metrics`.
 
 pub mod config;
 pub mod event;
 pub mod fcm;
 pub mod gotify;
+pub mod metrics;
 pub mod notifier;
 pub mod ntfy;
 pub mod queue;

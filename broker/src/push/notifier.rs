@@ -34,10 +34,9 @@ impl Notifier {
                 config.webhook.url.as_deref()?,
                 config.webhook.secret.as_deref()?,
             )),
-            NotifierKind::Ntfy => Notifier::Ntfy(Ntfy::new(
-                &config.ntfy.server,
-                config.ntfy.token.as_deref(),
-            )),
+            NotifierKind::Ntfy => {
+                Notifier::Ntfy(Ntfy::new(&config.ntfy.server, config.ntfy.token.as_deref()))
+            }
             NotifierKind::Gotify => Notifier::Gotify(Gotify::new(config.gotify.url.as_deref()?)),
             NotifierKind::Fcm => Notifier::Fcm(Fcm::new(
                 &config.fcm.endpoint,

@@ -75,7 +75,9 @@ pub fn check_target(kind: NotifierKind, target: &str) -> Result<(), TargetError>
             if target.len() > 128
                 || !all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             {
-                return invalid("an application token is 1 to 128 letters, digits, '.', '_' or '-'");
+                return invalid(
+                    "an application token is 1 to 128 letters, digits, '.', '_' or '-'",
+                );
             }
             Ok(())
         }
@@ -94,7 +96,12 @@ mod tests {
 
     #[test]
     fn device_ids() {
-        for ok in ["phone", "a", "Pixel-8.work_2", &"d".repeat(MAX_DEVICE_ID_LEN)] {
+        for ok in [
+            "phone",
+            "a",
+            "Pixel-8.work_2",
+            &"d".repeat(MAX_DEVICE_ID_LEN),
+        ] {
             assert_eq!(check_device_id(ok), Ok(()), "{ok:?}");
         }
         for bad in ["", "a b", "a/b", "é", &"d".repeat(MAX_DEVICE_ID_LEN + 1)] {

@@ -113,7 +113,10 @@ impl Worker {
                             Err(_) => return,
                         },
                     };
-                    let named = worker.notifier.names_target().then(|| target.target.clone());
+                    let named = worker
+                        .notifier
+                        .names_target()
+                        .then(|| target.target.clone());
                     let notification =
                         Notification::new(&event, user, &target.device_id, named, delivery_id);
                     let worker = worker.clone();
@@ -221,7 +224,11 @@ mod tests {
         seen: mpsc::UnboundedSender<Received>,
     }
 
-    async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    async fn receive(
+        State(r): State<Receiver>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
         let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
         let user = json["user"].as_str().expect("user").to_owned();
         let timestamp: u64 = headers[webhook::TIMESTAMP_HEADER]
@@ -350,7 +357,10 @@ mod tests {
         let second = next(&mut f.seen).await;
         assert_eq!(first.user, "flaky");
         assert_eq!(second.user, "flaky", "a 503 is retried");
-        assert_eq!(first.delivery_id, second.delivery_id, "same delivery id on retry");
+        assert_eq!(
+            first.delivery_id, second.delivery_id,
+            "same delivery id on retry"
+        );
         assert!(first.signed && second.signed, "every try is signed");
         // One slot: the marker goes out only after flaky's delivery ended, so
         // a third try for flaky would have come before it.
