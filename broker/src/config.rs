@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip)]
     pub log: Option<String>,
+    /// Load and validate the configuration (file, environment, flags), print
+    /// the result as TOML with secrets redacted, and exit: 0 if valid, 2 if not.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
 }
 
 /// A listen address that can be switched off with `"off"` (or an empty string).
@@ -544,6 +549,40 @@ impl Default for LogConfig {
     }
 }
 
+/// Replaces secret values in a configuration tree by `<redacted>`.
+fn redact(value: &mut toml::Value) {
+    const REDACTED: &str = "<redacted>";
+    match value {
+        toml::Value::Table(table) => {
+            for (key, v) in table.iter_mut() {
+                let secret = key.contains("secret")
+                    || key.contains("password")
+                    || key.ends_with("token")
+                    || key == "access_key";
+                match v {
+                    toml::Value::String(s) if secret => *s = REDACTED.into(),
+                    toml::Value::String(s) => {
+                        if let Some(hidden) = without_url_password(s) {
+                            *s = hidden;
+                        }
+                    }
+                    other => redact(other),
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// `scheme://user:<redacted>@host...` for a URL with a password, else `None`.
+fn without_url_password(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let (userinfo, host) = rest.split_once('@')?;
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}:<redacted>@{host}"))
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -597,6 +636,19 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration as TOML, as `parley --check-config` prints it:
+    /// secrets (keys named `*secret*`, `*token`, `*password*`, `access_key`,
+    /// `secret_key`) and passwords inside URLs are replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut value = match toml::Value::try_from(self) {
+            Ok(value) => value,
+            Err(e) => return format!("# the configuration cannot be shown as TOML: {e}\n"),
+        };
+        redact(&mut value);
+        toml::to_string_pretty(&value)
+            .unwrap_or_else(|e| format!("# the configuration cannot be shown as TOML: {e}\n"))
     }
 
     /// Parses a TOML document on top of the defaults (no environment, no flags).
@@ -1053,5 +1105,33 @@ mod tests {
             Config::from_toml_str("[[acl]]\naccess = \"readwrite\"\nfilter = \"devices/%u/#\"\n")
                 .unwrap();
         assert_eq!(c.acl.len(), 1);
+    }
+
+    #[test]
+    fn check_config_output_is_a_valid_config_without_secrets() {
+        let defaults = Config::default();
+        let dumped = defaults.to_redacted_toml();
+        assert_eq!(
+            Config::from_toml_str(&dumped).unwrap(),
+            defaults,
+            "{dumped}"
+        );
+
+        let with_secrets = Config::from_toml_str(
+            "[auth]\njwt_secret = \"jwt-secret-jwt-secret-jwt-secret-0123\"\n\
+             [admin]\ntoken = \"admin-token-admin-token-admin-token-01\"\n\
+             [storage]\nbackend = \"postgres\"\n\
+             [storage.postgres]\nurl = \"postgres://parley:hunter2-db@db:5432/parley\"\n",
+        )
+        .unwrap();
+        let dumped = with_secrets.to_redacted_toml();
+        for secret in ["jwt-secret-jwt", "admin-token-admin", "hunter2-db"] {
+            assert!(!dumped.contains(secret), "{secret} shown in:\n{dumped}");
+        }
+        assert!(
+            dumped.contains("postgres://parley:<redacted>@db:5432/parley"),
+            "{dumped}"
+        );
+        assert!(dumped.contains("backend = \"postgres\""), "{dumped}");
     }
 }

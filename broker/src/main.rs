@@ -16,6 +16,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        print!("{}", config.to_redacted_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_from_env("PARLEY_LOG")
         .unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     tracing_subscriber::fmt().with_env_filter(filter).init();
