@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts, Path};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
@@ -23,6 +22,7 @@ use axum::{async_trait, Json, Router};
 use persistence::MetadataStore;
 use serde::Serialize;
 
+use super::bearer::bearer_token;
 use super::{ApiError, HttpState};
 use crate::chat::ChatService;
 use crate::mqtt::codec::Version;
@@ -72,12 +72,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Admin, ApiError> {
         let state = HttpState::from_ref(state);
         let admin = state.admin.ok_or(ApiError::NotFound)?;
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::AdminTokenRequired)?;
+        let presented = bearer_token(parts).ok_or(ApiError::AdminTokenRequired)?;
         if !same_secret(presented, &admin.token) {
             return Err(ApiError::AdminTokenRequired);
         }

@@ -25,12 +25,17 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Bearer, ApiError> {
         let state = HttpState::from_ref(state);
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::TokenRequired)?;
-        Ok(Bearer(state.auth.authenticate_bearer(token.trim()).await?))
+        let token = bearer_token(parts).ok_or(ApiError::TokenRequired)?;
+        Ok(Bearer(state.auth.authenticate_bearer(token).await?))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
