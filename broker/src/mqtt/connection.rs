@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::chat_worker::{ChatDone, ChatWorker};
 use super::codec::{DecodeError, Version};
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
@@ -112,6 +113,8 @@ where
         ctx.limits.publishes(),
     );
     let mut byte_budget = ctx.limits.byte_budget();
+    let mut chat = ChatWorker::start(ctx.chat.clone(), ctx.metrics.clone(), user.clone());
+    let mut chat_done: Vec<ChatDone> = Vec::new();
     let mut rbuf = leftover;
     let mut wbuf = BytesMut::with_capacity(4096);
     let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -119,9 +122,19 @@ where
     let shutdown = ctx.shutdown.clone();
 
     let end = 'conn: loop {
-        // Decode and act on every complete packet already buffered.
         let mut fx = Effects::default();
-        loop {
+        // Acknowledge the chat publishes the worker has finished, in order.
+        for done in chat_done.drain(..) {
+            if !inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx) {
+                warn!(%user, %client_id, "closing: a message could not be stored and 3.1.1 cannot say so");
+                fx.close = Some(Close::ProtocolViolation(
+                    DisconnectReasonCode::UnspecifiedError,
+                ));
+                break;
+            }
+        }
+        // Decode and act on every complete packet already buffered.
+        while fx.close.is_none() {
             match codec.decode(&mut rbuf) {
                 Ok(Some(incoming)) => {
                     inbound
@@ -149,15 +162,8 @@ where
             }
         }
         for pending in std::mem::take(&mut fx.chat) {
-            let started = std::time::Instant::now();
-            let ack = ctx.chat.handle(&user, pending.publish).await;
-            ctx.metrics.chat_send_took(started.elapsed());
-            if !inbound.ack_chat(pending.qos, pending.pkid, ack, &mut fx) {
-                warn!(%user, %client_id, "closing: a message could not be stored and 3.1.1 cannot say so");
-                fx.close = Some(Close::ProtocolViolation(
-                    DisconnectReasonCode::UnspecifiedError,
-                ));
-                break;
+            if !chat.submit(pending).await {
+                break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
         }
         if !fx.to_router.is_empty() {
@@ -179,7 +185,17 @@ where
         }
         match fx.close {
             Some(Close::ClientDisconnect { publish_will }) => {
-                break 'conn End::Client { publish_will }
+                // Answer what the client published before its DISCONNECT.
+                chat.settle(&mut chat_done).await;
+                let mut fx = Effects::default();
+                for done in chat_done.drain(..) {
+                    inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx);
+                }
+                for packet in fx.to_client {
+                    codec.encode(packet, &mut wbuf).ok();
+                }
+                write_all(&mut stream, &mut wbuf).await.ok();
+                break 'conn End::Client { publish_will };
             }
             Some(Close::ProtocolViolation(code)) => break 'conn End::Protocol(code),
             None => {}
@@ -189,6 +205,7 @@ where
         tokio::select! {
             _ = shutdown.cancelled() => break 'conn End::Shutdown,
             _ = registration.kicked() => break 'conn End::Kicked,
+            _ = chat.finished(&mut chat_done) => {}
             _ = sleep_until(deadline) => break 'conn End::KeepAlive,
             read = stream.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => break 'conn End::Network,
@@ -280,6 +297,9 @@ where
         End::Shutdown => false,
         _ => true,
     };
+    // Publishes already received are still handled (and stored) before the
+    // connection's task ends, so a shutdown waits for them.
+    chat.close().await;
     ctx.chat.presence.disconnected(&user);
     ctx.metrics.disconnected(end.metric());
     drop(registration);

@@ -1,6 +1,7 @@
 //! Parley's MQTT front end: listeners, the CONNECT handshake, per-connection
 //! packet handling and the bridge to rumqttd's router.
 
+pub mod chat_worker;
 pub mod codec;
 pub mod connection;
 pub mod handshake;
