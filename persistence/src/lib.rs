@@ -16,6 +16,7 @@ mod metadata;
 mod offline;
 pub mod postgres;
 mod push;
+pub mod scylla;
 
 pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
