@@ -18,7 +18,7 @@ use tracing::info;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
 use crate::cluster::{BusPublisher, Deliveries};
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, StorageBackend};
 use crate::http::{self, HttpState};
 use crate::limits::Limits;
 use crate::metrics::history::MeteredHistory;
@@ -216,6 +216,13 @@ impl Node {
                     key_directory,
                     ctx.chat.clone(),
                     &config.keys,
+                ))),
+                storage: Some(Arc::new(http::health::StorageCheck::new(
+                    store.clone(),
+                    match config.storage.backend {
+                        StorageBackend::Embedded => "embedded store",
+                        StorageBackend::Postgres => "PostgreSQL",
+                    },
                 ))),
             };
             let stop = shutdown.clone();

@@ -279,9 +279,11 @@ fn kubernetes_statefulset_passes_check_config_and_probes_its_ports() {
     assert_eq!(ports["mqtt"], port_of(&config, "mqtt", "tcp"));
     assert_eq!(ports["mqtt-ws"], port_of(&config, "mqtt", "ws"));
     assert_eq!(ports["http"], port_of(&config, "http", "listen"));
-    for probe in ["readinessProbe", "livenessProbe"] {
+    // Readiness includes the store; liveness does not (a database outage
+    // must not restart the pods).
+    for (probe, path) in [("readinessProbe", "/healthz"), ("livenessProbe", "/livez")] {
         let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some("/healthz"), "{probe}");
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
         assert_eq!(get["port"].as_str(), Some("http"), "{probe}");
     }
 

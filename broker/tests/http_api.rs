@@ -57,6 +57,7 @@ impl Api {
             push: None,
             media: None,
             keys: None,
+            storage: None,
         };
         let server = tokio::spawn(http::serve(listener, state, async move {
             let _ = stopped.await;
@@ -379,11 +380,20 @@ async fn disabled_user_is_403_and_refused_over_mqtt() {
 }
 
 #[tokio::test]
-async fn healthz_is_200_ok() {
+async fn healthz_and_livez_are_200_ok() {
     let api = Api::start().await;
     let response = api
         .client
         .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = read(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ok"}));
+    let response = api
+        .client
+        .get(format!("{}/livez", api.base))
         .send()
         .await
         .expect("request");

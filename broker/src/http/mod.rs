@@ -5,7 +5,7 @@
 //!
 //! - [`users`]: `POST /v1/users` (sign-up).
 //! - [`tokens`]: `POST /v1/tokens` (log-in, issues an access token).
-//! - [`health`]: `GET /healthz`.
+//! - [`health`]: `GET /healthz` (the node and its store) and `GET /livez`.
 //! - [`metrics`]: `GET /metrics` (Prometheus / OpenMetrics text).
 //! - [`admin`]: `/v1/admin/...` (sessions, kick, disable, stats), when an
 //!   admin token is configured.
@@ -66,6 +66,8 @@ pub struct HttpState {
     /// The key directory's state; `None` (its endpoints answer 404) on a
     /// node without one.
     pub keys: Option<Arc<keys::KeysState>>,
+    /// The store check behind `/healthz`; `None` answers 200 without checking.
+    pub storage: Option<Arc<health::StorageCheck>>,
 }
 
 /// The complete HTTP API as an axum router.

@@ -11,6 +11,7 @@ use parley::config::{Config, Listen};
 use parley::server::Node;
 
 pub mod chat;
+pub mod postgres;
 pub mod process;
 
 /// How long any single expected event may take before a test fails.
