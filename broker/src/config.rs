@@ -179,6 +179,83 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     /// The PostgreSQL backend's settings (used when `backend = "postgres"`).
     pub postgres: PostgresStorageConfig,
+    /// Where message history lives: `backend` (with everything else) or
+    /// `scylla` (a Scylla or Cassandra cluster; metadata stays in `backend`).
+    pub history: HistoryBackend,
+    /// The Scylla history store's settings (used when `history = "scylla"`).
+    pub scylla: ScyllaStorageConfig,
+}
+
+/// Where message history is kept.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryBackend {
+    /// In the store `storage.backend` names.
+    #[default]
+    Backend,
+    /// In a Scylla (or Cassandra) cluster.
+    Scylla,
+}
+
+/// `[storage.scylla]`: the Scylla cluster holding history.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaStorageConfig {
+    /// Comma-separated `host:port` contact points; the driver finds the rest.
+    pub nodes: String,
+    /// The keyspace (created with its tables if missing).
+    pub keyspace: String,
+    /// The local datacenter: preferred for requests and, when Parley creates
+    /// the keyspace, replicated with `NetworkTopologyStrategy`. Empty: none
+    /// (`SimpleStrategy`).
+    pub datacenter: String,
+    /// Replicas per row when Parley creates the keyspace.
+    pub replication_factor: u32,
+    /// User name, if the cluster requires authentication (empty: none).
+    pub username: String,
+    /// Password for `username`.
+    pub password: String,
+    /// Longest opening one connection may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest one CQL request may take, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ScyllaStorageConfig {
+    fn default() -> Self {
+        ScyllaStorageConfig {
+            nodes: "127.0.0.1:9042".into(),
+            keyspace: "parley".into(),
+            datacenter: String::new(),
+            replication_factor: 3,
+            username: String::new(),
+            password: String::new(),
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl fmt::Debug for ScyllaStorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScyllaStorageConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("datacenter", &self.datacenter)
+            .field("replication_factor", &self.replication_factor)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
 }
 
 /// A storage backend.
@@ -560,7 +637,7 @@ fn redact(value: &mut toml::Value) {
                     || key.ends_with("token")
                     || key == "access_key";
                 match v {
-                    toml::Value::String(s) if secret => *s = REDACTED.into(),
+                    toml::Value::String(s) if secret && !s.is_empty() => *s = REDACTED.into(),
                     toml::Value::String(s) => {
                         if let Some(hidden) = without_url_password(s) {
                             *s = hidden;
@@ -752,6 +829,10 @@ impl Config {
             return invalid(
                 "storage.postgres.max_connections, connect_timeout_ms and operation_timeout_ms must be at least 1",
             );
+        }
+        if self.storage.history == HistoryBackend::Scylla {
+            crate::storage::scylla_config(&self.storage.scylla)
+                .map_err(|e| ConfigError::Invalid(format!("storage.scylla: {e:#}")))?;
         }
         if self.cluster.bus == BusKind::None {
             return Ok(());
@@ -971,6 +1052,26 @@ mod tests {
         let no_pool =
             Config::from_toml_str("[storage.postgres]\nmax_connections = 0\n").unwrap_err();
         assert!(no_pool.to_string().contains("max_connections"), "{no_pool}");
+
+        let scylla = Config::from_toml_str(
+            "[storage]\nhistory = \"scylla\"\n[storage.scylla]\n\
+             nodes = \"s1:9042, s2:9042\"\ndatacenter = \"dc1\"\npassword = \"hunter3\"\n",
+        )
+        .unwrap();
+        assert_eq!(scylla.storage.history, HistoryBackend::Scylla);
+        assert!(!format!("{scylla:?}").contains("hunter3"), "password redacted");
+        for (bad, named) in [
+            ("nodes = \" \"", "contact point"),
+            ("keyspace = \"a-b\"", "keyspace"),
+            ("request_timeout_ms = 0", "timeout"),
+        ] {
+            let error = Config::from_toml_str(&format!(
+                "[storage]\nhistory = \"scylla\"\n[storage.scylla]\n{bad}\n"
+            ))
+            .unwrap_err();
+            assert!(error.to_string().contains("storage.scylla"), "{error}");
+            assert!(error.to_string().contains(named), "{error}");
+        }
 
         let embedded_bus = Config::from_toml_str("[cluster]\nbus = \"kafka\"\n").unwrap_err();
         assert!(

@@ -143,7 +143,17 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
             names.contains(&media_host),
             "{name}: no service {media_host}"
         );
-        for dependency in ["postgres", "kafka"] {
+        assert_eq!(config["storage"]["history"].as_str(), Some("scylla"));
+        let scylla_nodes = config["storage"]["scylla"]["nodes"]
+            .as_str()
+            .expect("storage.scylla.nodes");
+        let (scylla_host, scylla_port) = host_and_port(scylla_nodes);
+        assert!(
+            names.contains(&scylla_host),
+            "{name}: no service {scylla_host}"
+        );
+        assert_eq!(scylla_port, 9042, "Scylla's CQL port");
+        for dependency in ["postgres", "kafka", "scylla"] {
             assert!(
                 !get(service, "depends_on")[dependency].is_badvalue(),
                 "{name} must wait for {dependency}"
@@ -299,6 +309,44 @@ fn kubernetes_statefulset_passes_check_config_and_probes_its_ports() {
             "Service targets unknown port {target}"
         );
     }
+    // History goes to the `scylla` Service of k8s/scylla.yaml, on its CQL port.
+    assert_eq!(config["storage"]["history"].as_str(), Some("scylla"));
+    let (scylla_host, scylla_port) = host_and_port(
+        config["storage"]["scylla"]["nodes"]
+            .as_str()
+            .expect("storage.scylla.nodes"),
+    );
+    let scylla_docs = load_yaml("k8s/scylla.yaml");
+    let scylla_service = scylla_docs
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("Service")
+                && d["metadata"]["name"].as_str() == Some(scylla_host.as_str())
+        })
+        .unwrap_or_else(|| panic!("k8s/scylla.yaml has no Service {scylla_host}"));
+    let cql = scylla_service["spec"]["ports"]
+        .as_vec()
+        .expect("ports")
+        .iter()
+        .find(|p| p["port"].as_i64() == Some(i64::from(scylla_port)))
+        .unwrap_or_else(|| panic!("Service {scylla_host} has no port {scylla_port}"));
+    let scylla_set = scylla_docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("StatefulSet"))
+        .expect("a Scylla StatefulSet");
+    assert_eq!(
+        scylla_service["spec"]["selector"]["app"],
+        scylla_set["spec"]["template"]["metadata"]["labels"]["app"]
+    );
+    let scylla_ports = &scylla_set["spec"]["template"]["spec"]["containers"][0]["ports"];
+    let target = scylla_ports
+        .as_vec()
+        .expect("Scylla container ports")
+        .iter()
+        .find(|p| p["name"] == cql["targetPort"])
+        .expect("the CQL target port is a container port");
+    assert_eq!(target["containerPort"].as_i64(), Some(9042));
+
     let hpa = kind_of("HorizontalPodAutoscaler");
     assert_eq!(
         hpa["spec"]["scaleTargetRef"]["kind"].as_str(),
