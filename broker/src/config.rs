@@ -1059,7 +1059,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scylla.storage.history, HistoryBackend::Scylla);
-        assert!(!format!("{scylla:?}").contains("hunter3"), "password redacted");
+        assert!(
+            !format!("{scylla:?}").contains("hunter3"),
+            "password redacted"
+        );
         for (bad, named) in [
             ("nodes = \" \"", "contact point"),
             ("keyspace = \"a-b\"", "keyspace"),
