@@ -18,7 +18,7 @@ use tracing::info;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
 use crate::cluster::{BusPublisher, Deliveries};
-use crate::config::{Config, Listen, StorageBackend};
+use crate::config::{Config, HistoryBackend, Listen, StorageBackend};
 use crate::http::{self, HttpState};
 use crate::limits::Limits;
 use crate::metrics::history::MeteredHistory;
@@ -217,13 +217,21 @@ impl Node {
                     ctx.chat.clone(),
                     &config.keys,
                 ))),
-                storage: Some(Arc::new(http::health::StorageCheck::new(
-                    store.clone(),
-                    match config.storage.backend {
-                        StorageBackend::Embedded => "embedded store",
-                        StorageBackend::Postgres => "PostgreSQL",
-                    },
-                ))),
+                storage: Some(Arc::new({
+                    let check = http::health::StorageCheck::new(
+                        store.clone(),
+                        match config.storage.backend {
+                            StorageBackend::Embedded => "embedded store",
+                            StorageBackend::Postgres => "PostgreSQL",
+                        },
+                    );
+                    match config.storage.history {
+                        HistoryBackend::Backend => check,
+                        HistoryBackend::Scylla => {
+                            check.with_history(opened.history.clone(), "Scylla")
+                        }
+                    }
+                })),
             };
             let stop = shutdown.clone();
             tasks.spawn(async move {

@@ -12,7 +12,9 @@
 //! would not bring the database back, and cut every client off).
 //!
 //! The check is [`MetadataStore::flush`], which for PostgreSQL is an empty
-//! query on a pooled connection and for the embedded store nothing at all. It
+//! query on a pooled connection and for the embedded store nothing at all,
+//! plus, when history lives in a store of its own (Scylla), a read of one
+//! conversation head there ([`StorageCheck::with_history`]). It
 //! is bounded by [`CHECK_TIMEOUT`] and its outcome is reused for
 //! [`CHECK_CACHE`], so a burst of probes costs the store one round trip;
 //! concurrent probes wait for the one check in progress. Each change between
@@ -26,7 +28,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use persistence::MetadataStore;
+use persistence::{HistoryStore, MetadataStore};
 use serde::Serialize;
 
 use super::HttpState;
@@ -61,9 +63,14 @@ pub struct StorageCheck {
     store: Arc<dyn MetadataStore>,
     /// The backend's name in reasons and logs (`PostgreSQL`, `embedded store`).
     backend: &'static str,
+    /// A separate history store and its name, checked too.
+    history: Option<(Arc<dyn HistoryStore>, &'static str)>,
     /// The latest outcome (`Err` holds the reason) and when it was taken.
     last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
+
+/// The conversation whose head the history check reads (it need not exist).
+const PROBE_CONVERSATION: &str = "parley.healthz";
 
 impl std::fmt::Debug for StorageCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,8 +86,28 @@ impl StorageCheck {
         StorageCheck {
             store,
             backend,
+            history: None,
             last: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Also checks `history`, a store of its own called `backend`.
+    pub fn with_history(
+        mut self,
+        history: Arc<dyn HistoryStore>,
+        backend: &'static str,
+    ) -> StorageCheck {
+        self.history = Some((history, backend));
+        self
+    }
+
+    /// Checks every store once, each within [`CHECK_TIMEOUT`].
+    async fn check_now(&self) -> Result<(), String> {
+        bounded(self.backend, self.store.flush()).await?;
+        if let Some((history, backend)) = &self.history {
+            bounded(backend, history.last_seq(PROBE_CONVERSATION)).await?;
+        }
+        Ok(())
     }
 
     /// `Ok` if the store answered within [`CHECK_TIMEOUT`] (now or less than
@@ -92,29 +119,33 @@ impl StorageCheck {
                 return outcome.clone();
             }
         }
-        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, self.store.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("{} check failed: {e}", self.backend)),
-            Err(_) => Err(format!(
-                "{} check failed: no answer within {CHECK_TIMEOUT:?}",
-                self.backend
-            )),
-        };
+        let outcome = self.check_now().await;
         let was_healthy = last.as_ref().is_none_or(|(_, before)| before.is_ok());
         match &outcome {
             Err(reason) if was_healthy => {
                 tracing::error!(%reason, "storage unreachable: /healthz answers 503 until it is back");
             }
             Ok(()) if !was_healthy => {
-                tracing::info!(
-                    backend = self.backend,
-                    "storage reachable again: /healthz answers 200"
-                );
+                tracing::info!("storage reachable again: /healthz answers 200");
             }
             _ => {}
         }
         *last = Some((Instant::now(), outcome.clone()));
         outcome
+    }
+}
+
+/// Runs one store call within [`CHECK_TIMEOUT`]; `Err` names `backend` and the failure.
+async fn bounded<T>(
+    backend: &str,
+    call: impl std::future::Future<Output = Result<T, persistence::StoreError>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{backend} check failed: {e}")),
+        Err(_) => Err(format!(
+            "{backend} check failed: no answer within {CHECK_TIMEOUT:?}"
+        )),
     }
 }
 

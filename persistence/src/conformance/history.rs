@@ -324,6 +324,26 @@ pub async fn retry_returns_the_original_and_stores_nothing(store: Arc<dyn Histor
         b"other",
         "a retry's amend must not apply"
     );
+
+    // Even an amend of a seq that does not exist: the retry is answered
+    // before the amend is looked at (the broker probes for stored ids so).
+    let mut probe = request(&conversation, &alice, "once", b"");
+    probe.amend = Some(Amend {
+        target_seq: 0,
+        payload: Vec::new(),
+    });
+    let probed = store
+        .append(probe)
+        .await
+        .expect("a retry with an amend of a missing seq must be a duplicate, not an error");
+    assert_eq!(
+        probed,
+        Appended {
+            duplicate: true,
+            ..first
+        },
+        "a retry with an amend of a missing seq must return the original"
+    );
 }
 
 /// Client message ids are scoped to their sender and conversation: the same id

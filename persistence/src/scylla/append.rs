@@ -13,7 +13,8 @@
 //! seq the message is being written at) and, once done, the committed seq.
 //!
 //! 1. An amend's target must exist, or the append fails with `NotFound` before
-//!    anything is written (so the client message id stays unused).
+//!    anything is written (so the client message id stays unused); a retry of
+//!    a stored message is answered first, whatever its amend names.
 //! 2. Claim: insert the claim if absent, with pending = last seq + 1. If a claim
 //!    exists, adopt it: a committed one is a duplicate, answered at once; an
 //!    uncommitted one belongs to an attempt that crashed or is still running,
@@ -143,7 +144,16 @@ pub async fn append<C: Cells + ?Sized>(
     request: AppendRequest,
 ) -> Result<Appended, StoreError> {
     let conversation = request.conversation_id.as_str();
+    let key = ClaimKey {
+        conversation_id: request.conversation_id.clone(),
+        sender: request.sender.clone(),
+        client_message_id: request.client_message_id.clone(),
+    };
     if let Some(amend) = &request.amend {
+        // A retry is answered whatever its amend says.
+        if let Some(claim @ Claim { seq: Some(seq), .. }) = cells.read_claim(&key).await? {
+            return Ok(outcome(&claim, seq, true));
+        }
         let target = cells
             .message_at(conversation, amend.target_seq, Freshness::Acknowledged)
             .await?;
@@ -154,11 +164,6 @@ pub async fn append<C: Cells + ?Sized>(
             )));
         }
     }
-    let key = ClaimKey {
-        conversation_id: request.conversation_id.clone(),
-        sender: request.sender.clone(),
-        client_message_id: request.client_message_id.clone(),
-    };
     let first_slot = cells.last_seq(conversation).await? + 1;
     let mut claim = cells
         .create_claim(&key, request.message_id, request.server_time_ms, first_slot)

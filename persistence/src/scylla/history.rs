@@ -11,10 +11,30 @@ use crate::{
     AppendRequest, Appended, Direction, HistoryStore, PageRequest, StoreError, StoredMessage,
 };
 
+/// How many times one append runs the protocol before reporting a failure.
+const APPEND_ATTEMPTS: usize = 3;
+
 #[async_trait]
 impl HistoryStore for ScyllaStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        append::append(self, request).await
+        // Paxos rounds racing on one partition can time out under contention;
+        // the protocol is safe to run again (it finds and finishes its own
+        // claim), so a failure early enough is retried after a short pause.
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match append::append(self, request.clone()).await {
+                Err(StoreError::Unavailable(reason))
+                    if attempt < APPEND_ATTEMPTS && started.elapsed() < self.request_timeout() =>
+                {
+                    tracing::debug!(%reason, attempt, "retrying a Scylla append");
+                    let pause = rand::random::<u64>() % (20 * attempt as u64) + 5;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn fetch(

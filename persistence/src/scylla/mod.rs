@@ -58,6 +58,8 @@ struct Inner {
     statements: Statements,
     /// The keyspace in use.
     keyspace: String,
+    /// Longest one CQL request may take.
+    request_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -111,6 +113,7 @@ impl ScyllaStore {
                 session,
                 statements,
                 keyspace: config.keyspace,
+                request_timeout: config.request_timeout,
             }),
         })
     }
@@ -128,5 +131,10 @@ impl ScyllaStore {
     /// The prepared statements.
     pub(crate) fn statements(&self) -> &Statements {
         &self.inner.statements
+    }
+
+    /// Longest one CQL request may take.
+    pub(crate) fn request_timeout(&self) -> std::time::Duration {
+        self.inner.request_timeout
     }
 }

@@ -421,3 +421,31 @@ async fn amends_apply_before_commit_and_missing_targets_use_nothing() {
     assert!(!appended.duplicate);
     assert_eq!(cells.stored("c")[0].payload, b"edited".to_vec());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_retry_is_answered_before_its_amend_is_checked() {
+    let cells = ModelCells::new(0, 0.0);
+    let first = append(&*cells, request("c", "a", 1)).await.unwrap();
+    let mut probe = request("c", "a", 1);
+    probe.amend = Some(Amend {
+        target_seq: 0,
+        payload: Vec::new(),
+    });
+    let probed = append(&*cells, probe).await.unwrap();
+    assert_eq!(
+        probed,
+        Appended {
+            duplicate: true,
+            ..first
+        }
+    );
+    let mut unknown = request("c", "a", 2);
+    unknown.amend = Some(Amend {
+        target_seq: 0,
+        payload: Vec::new(),
+    });
+    assert!(matches!(
+        append(&*cells, unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
