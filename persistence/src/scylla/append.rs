@@ -40,7 +40,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AppendRequest, Appended, StoreError};
+use crate::{AppendRequest, Appended, StoreError, StoredMessage};
 
 /// How many slots one append tries before giving up. Every failed try means
 /// another append to the conversation succeeded, so this bounds the number of
@@ -69,25 +69,6 @@ pub struct Claim {
     pub pending_seq: Option<u64>,
     /// The seq the message was stored at, once committed.
     pub seq: Option<u64>,
-}
-
-/// A message row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRow {
-    /// The conversation.
-    pub conversation_id: String,
-    /// Its seq in the conversation.
-    pub seq: u64,
-    /// Globally unique message id.
-    pub message_id: u64,
-    /// The sending user.
-    pub sender: String,
-    /// The sender's idempotency key.
-    pub client_message_id: String,
-    /// Server receive time, ms since the Unix epoch.
-    pub server_time_ms: i64,
-    /// The payload.
-    pub payload: Vec<u8>,
 }
 
 /// How fresh a read must be.
@@ -119,14 +100,14 @@ pub trait Cells: Send + Sync {
     /// Sets the claim's pending slot to `to` if it is still `from`; true if it was.
     async fn move_pending(&self, key: &ClaimKey, from: u64, to: u64) -> Result<bool, StoreError>;
     /// Inserts the message if its slot is empty; true if it was.
-    async fn insert_message(&self, row: &MessageRow) -> Result<bool, StoreError>;
+    async fn insert_message(&self, row: &StoredMessage) -> Result<bool, StoreError>;
     /// The message at `seq`, if any.
     async fn message_at(
         &self,
         conversation_id: &str,
         seq: u64,
         freshness: Freshness,
-    ) -> Result<Option<MessageRow>, StoreError>;
+    ) -> Result<Option<StoredMessage>, StoreError>;
     /// Replaces the payload of the existing message at `seq`; false if there is none.
     async fn replace_payload(
         &self,
@@ -184,7 +165,7 @@ pub async fn append<C: Cells + ?Sized>(
                 key.client_message_id, key.sender
             ))
         })?;
-        let row = MessageRow {
+        let row = StoredMessage {
             conversation_id: key.conversation_id.clone(),
             seq: slot,
             message_id: claim.message_id,

@@ -10,11 +10,11 @@ use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 
-use super::append::{Cells, Claim, ClaimKey, Freshness, MessageRow};
+use super::append::{Cells, Claim, ClaimKey, Freshness};
 use super::buckets::{bucket_of, last_seq as bucket_last_seq};
 use super::failure::Context;
 use super::ScyllaStore;
-use crate::StoreError;
+use crate::{StoreError, StoredMessage};
 
 /// A message row as the statements return it (see `MESSAGE_COLUMNS`).
 pub(crate) type MessageColumns = (i64, i64, String, String, i64, Vec<u8>);
@@ -40,8 +40,8 @@ fn seq_to_db(seq: u64, conversation_id: &str) -> Result<i64, StoreError> {
 pub(crate) fn message_from_db(
     conversation_id: &str,
     (seq, message_id, sender, client_message_id, server_time_ms, payload): MessageColumns,
-) -> Result<MessageRow, StoreError> {
-    Ok(MessageRow {
+) -> Result<StoredMessage, StoreError> {
+    Ok(StoredMessage {
         conversation_id: conversation_id.to_owned(),
         seq: seq_from_db(seq, "a message row")?,
         message_id: message_id as u64,
@@ -228,7 +228,7 @@ impl Cells for ScyllaStore {
         .await
     }
 
-    async fn insert_message(&self, row: &MessageRow) -> Result<bool, StoreError> {
+    async fn insert_message(&self, row: &StoredMessage) -> Result<bool, StoreError> {
         let seq = seq_to_db(row.seq, &row.conversation_id)?;
         self.compare_and_set(
             &self.statements().insert_message,
@@ -252,7 +252,7 @@ impl Cells for ScyllaStore {
         conversation_id: &str,
         seq: u64,
         freshness: Freshness,
-    ) -> Result<Option<MessageRow>, StoreError> {
+    ) -> Result<Option<StoredMessage>, StoreError> {
         let Some(db_seq) = to_db(seq).filter(|s| *s > 0) else {
             return Ok(None);
         };

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::append::{self, Cells, Freshness, MessageRow};
+use super::append::{self, Cells, Freshness};
 use super::buckets::{spans_ascending, spans_descending, Span};
 use super::cells::{message_from_db, to_db, MessageColumns};
 use super::ScyllaStore;
@@ -80,7 +80,7 @@ impl HistoryStore for ScyllaStore {
                 messages.reverse();
             }
         }
-        Ok(messages.into_iter().map(stored).collect())
+        Ok(messages)
     }
 
     async fn get(
@@ -88,10 +88,8 @@ impl HistoryStore for ScyllaStore {
         conversation_id: &str,
         seq: u64,
     ) -> Result<Option<StoredMessage>, StoreError> {
-        Ok(self
-            .message_at(conversation_id, seq, Freshness::Acknowledged)
-            .await?
-            .map(stored))
+        self.message_at(conversation_id, seq, Freshness::Acknowledged)
+            .await
     }
 
     async fn last_seq(&self, conversation_id: &str) -> Result<u64, StoreError> {
@@ -107,7 +105,7 @@ impl ScyllaStore {
         span: Span,
         asked: u64,
         ascending: bool,
-    ) -> Result<Vec<MessageRow>, StoreError> {
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let (Some(bucket), Some(low), Some(high)) =
             (to_db(span.bucket), to_db(span.low), to_db(span.high))
         else {
@@ -129,18 +127,5 @@ impl ScyllaStore {
         rows.into_iter()
             .map(|columns| message_from_db(conversation_id, columns))
             .collect()
-    }
-}
-
-/// A message row as the trait returns it.
-fn stored(row: MessageRow) -> StoredMessage {
-    StoredMessage {
-        conversation_id: row.conversation_id,
-        seq: row.seq,
-        message_id: row.message_id,
-        sender: row.sender,
-        client_message_id: row.client_message_id,
-        server_time_ms: row.server_time_ms,
-        payload: row.payload,
     }
 }

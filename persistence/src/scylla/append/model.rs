@@ -15,14 +15,14 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{append, Cells, Claim, ClaimKey, Freshness, MessageRow};
-use crate::{Amend, AppendRequest, Appended, StoreError};
+use super::{append, Cells, Claim, ClaimKey, Freshness};
+use crate::{Amend, AppendRequest, Appended, StoreError, StoredMessage};
 
 /// The model's tables.
 #[derive(Default)]
 struct Tables {
     /// Messages by (conversation, seq).
-    messages: BTreeMap<(String, u64), MessageRow>,
+    messages: BTreeMap<(String, u64), StoredMessage>,
     /// Claims by key.
     claims: HashMap<ClaimKey, Claim>,
     /// Head hints by conversation.
@@ -81,7 +81,7 @@ impl ModelCells {
         }
     }
 
-    fn stored(&self, conversation: &str) -> Vec<MessageRow> {
+    fn stored(&self, conversation: &str) -> Vec<StoredMessage> {
         let tables = self.tables.lock().unwrap();
         tables
             .messages
@@ -150,7 +150,7 @@ impl Cells for ModelCells {
         .await
     }
 
-    async fn insert_message(&self, row: &MessageRow) -> Result<bool, StoreError> {
+    async fn insert_message(&self, row: &StoredMessage) -> Result<bool, StoreError> {
         let row = row.clone();
         self.op(move |t| {
             let slot = (row.conversation_id.clone(), row.seq);
@@ -176,7 +176,7 @@ impl Cells for ModelCells {
         conversation_id: &str,
         seq: u64,
         _freshness: Freshness,
-    ) -> Result<Option<MessageRow>, StoreError> {
+    ) -> Result<Option<StoredMessage>, StoreError> {
         let slot = (conversation_id.to_owned(), seq);
         self.op(move |t| t.messages.get(&slot).cloned()).await
     }
@@ -345,7 +345,7 @@ async fn a_crashed_attempt_is_finished_by_its_retry() {
         client_message_id: "a-2".into(),
     };
     assert_eq!(cells.create_claim(&key, 77, 7, 2).await.unwrap(), None);
-    let row = MessageRow {
+    let row = StoredMessage {
         conversation_id: "c".into(),
         seq: 2,
         message_id: 77,
