@@ -10,200 +10,18 @@
 //! use. Without server binaries it prints why and passes, except when `CI` is
 //! set, where it fails.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod postgres_support;
+
 use std::time::{Duration, Instant};
 
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use persistence::{AppendRequest, HistoryStore, StoreError};
+use postgres_support::cluster::{server_bin_dir_or_skip, PgCluster};
 
 /// Longest an operation against a stopped server may take to fail.
 const FAILURE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest the store may take to work again after the server is back.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The directory of `initdb` and `pg_ctl`, if there is one.
-fn server_bin_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("PARLEY_TEST_POSTGRES_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path().join("bin"))
-        .filter(|bin| bin.join("initdb").is_file())
-        .collect();
-    // Major versions are plain numbers: the longest name, then the highest, is the newest.
-    dirs.sort_by_key(|dir| {
-        let name = dir
-            .parent()
-            .and_then(Path::file_name)
-            .map(|n| n.to_string_lossy().into_owned());
-        name.map(|n| (n.len(), n))
-    });
-    dirs.pop()
-}
-
-/// True when this process runs as root (PostgreSQL then runs as `postgres`).
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A throwaway cluster, stopped and deleted when dropped.
-struct Cluster {
-    /// The directory of `initdb` and `pg_ctl`.
-    bin: PathBuf,
-    /// Holds the data directory, the log and the socket.
-    dir: tempfile::TempDir,
-    /// The loopback port the server listens on.
-    port: u16,
-    /// Whether the server's programs must run as `postgres` (we are root).
-    as_root: bool,
-}
-
-impl Cluster {
-    /// Creates and starts a cluster on a free loopback port.
-    fn start(bin: &Path) -> Cluster {
-        let dir = tempfile::tempdir().expect("create the cluster directory");
-        let as_root = running_as_root();
-        if as_root {
-            let status = Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path())
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown the cluster directory to postgres");
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("find a free port")
-            .port();
-        let cluster = Cluster {
-            bin: bin.to_owned(),
-            dir,
-            port,
-            as_root,
-        };
-        let data = cluster.data_dir();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().expect("UTF-8 path"),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-        );
-        cluster.pg_ctl_start();
-        cluster
-    }
-
-    /// The cluster's data directory.
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Runs one of the server's programs, as `postgres` when we are root.
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let path = self.bin.join(program);
-        let mut command = if self.as_root {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
-        let output = command
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
-        assert!(
-            output.status.success(),
-            "{program} {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
-
-    /// Starts the server and waits until it accepts connections.
-    fn pg_ctl_start(&self) {
-        let data = self.data_dir();
-        let log = self.dir.path().join("server.log");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.path().display()
-        );
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().expect("UTF-8 path"),
-                "-l",
-                log.to_str().expect("UTF-8 path"),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-    }
-
-    /// Stops the server (fast: open sessions are terminated) and waits for it.
-    fn pg_ctl_stop(&self) {
-        let data = self.data_dir();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().expect("UTF-8 path"),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ],
-        );
-    }
-
-    /// The connection URL of the cluster's superuser.
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.data_dir();
-        let path = self.bin.join("pg_ctl");
-        let mut command = if self.as_root {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
-        // Already stopped is fine; nothing else can be done about a failure here.
-        let _ = command
-            .arg("-D")
-            .arg(&data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
 
 /// A plain message `client_message_id` to `conversation`.
 fn message(conversation: &str, client_message_id: &str) -> AppendRequest {
@@ -234,17 +52,10 @@ fn assert_unavailable<T: std::fmt::Debug>(what: &str, outcome: Result<T, StoreEr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_fails_cleanly_while_postgres_is_down_and_recovers_after() {
-    let Some(bin) = server_bin_dir() else {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "no PostgreSQL server binaries (PARLEY_TEST_POSTGRES_BIN or \
-                 /usr/lib/postgresql/*/bin), but CI is set: .ci/postgres.sh installs them"
-            );
-        }
-        eprintln!("skipping: no PostgreSQL server binaries to run a throwaway cluster with");
+    let Some(bin) = server_bin_dir_or_skip() else {
         return;
     };
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bin))
+    let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&bin))
         .await
         .expect("start the throwaway cluster");
     let config = PostgresConfig::from_url(&cluster.url())
@@ -264,7 +75,7 @@ async fn the_store_fails_cleanly_while_postgres_is_down_and_recovers_after() {
     }
 
     let cluster = tokio::task::spawn_blocking(move || {
-        cluster.pg_ctl_stop();
+        cluster.pg_ctl_stop("fast");
         cluster
     })
     .await

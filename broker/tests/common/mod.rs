@@ -11,6 +11,7 @@ use parley::config::{Config, Listen};
 use parley::server::Node;
 
 pub mod chat;
+#[path = "../../../persistence/tests/postgres_support/cluster.rs"]
 pub mod postgres;
 pub mod process;
 

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use tokio::sync::OnceCell;
 

@@ -7,6 +7,9 @@
 //! failing that, the newest under `/usr/lib/postgresql/*/bin`, listens on a
 //! free loopback port with trust authentication, and is stopped and deleted
 //! when dropped. As root, the server's programs run as `postgres`.
+//!
+//! The persistence and broker restart tests both use this file (the broker's
+//! test harness includes it by path), so there is one copy of it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
