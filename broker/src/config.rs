@@ -512,6 +512,12 @@ pub struct ChatConfig {
     pub typing_per_sec: f64,
     /// Typing indicators a user may send in a burst.
     pub typing_burst: u32,
+    /// Sustained requests (`q/{user}`: sync, history, group changes) per
+    /// second per user.
+    pub requests_per_sec: f64,
+    /// Requests a user may send in a burst (a reconnecting client syncing
+    /// many conversations at once).
+    pub request_burst: u32,
     /// Largest page of history or conversations a request may ask for.
     pub max_page: usize,
 }
@@ -526,6 +532,8 @@ impl Default for ChatConfig {
             message_burst: 50,
             typing_per_sec: 2.0,
             typing_burst: 5,
+            requests_per_sec: 20.0,
+            request_burst: 100,
             max_page: 500,
         }
     }
@@ -770,10 +778,18 @@ impl Config {
         if self.chat.max_group_size < 2 {
             return invalid("chat.max_group_size must be at least 2".into());
         }
-        if self.chat.messages_per_sec <= 0.0 || self.chat.typing_per_sec <= 0.0 {
+        let chat = &self.chat;
+        if chat.messages_per_sec <= 0.0
+            || chat.typing_per_sec <= 0.0
+            || chat.requests_per_sec <= 0.0
+        {
             return invalid("chat rates must be positive".into());
         }
-        if self.chat.message_burst == 0 || self.chat.typing_burst == 0 || self.chat.max_page == 0 {
+        if chat.message_burst == 0
+            || chat.typing_burst == 0
+            || chat.request_burst == 0
+            || chat.max_page == 0
+        {
             return invalid("chat bursts and max_page must be positive".into());
         }
         if self.chat.max_message_bytes > self.mqtt.max_packet_size {

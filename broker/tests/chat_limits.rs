@@ -135,6 +135,46 @@ async fn sending_faster_than_the_limit_is_refused_as_rate_limited() {
 }
 
 #[tokio::test]
+async fn requesting_faster_than_the_limit_is_refused_as_rate_limited() {
+    let node = start_node(|c| {
+        c.chat.request_burst = 2;
+        c.chat.requests_per_sec = 0.001;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let mut alice = ChatClient::v5(&node, "alice", "a").await;
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let conv = direct("alice", "bob");
+    let sent = alice.say(&conv, "m1", "hi").await;
+
+    // The burst: two requests are answered.
+    assert_eq!(alice.fetch_all(&conv).await, vec![sent.clone()]);
+    assert_eq!(alice.sync(0).await.len(), 1);
+    // The third is refused, with its request id; the MQTT ack is a success.
+    assert_eq!(
+        alice
+            .request_err(parley_proto::v1::SyncConversations::default())
+            .await,
+        ErrorCode::RateLimited
+    );
+    // Messages are not requests, and bob has a bucket of his own.
+    let second = alice.say(&conv, "m2", "still here").await;
+    assert_eq!(bob.next_messages(2).await, vec![sent, second]);
+    assert_eq!(bob.fetch_all(&conv).await.len(), 2);
+    // The refusal is counted.
+    let metrics = reqwest::get(format!("{}/metrics", node.http()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains("chat_rate_limited_total{kind=\"request\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn payloads_that_are_not_a_chat_message_are_malformed() {
     let node = start_node(|_| {}).await;
     sign_up_users(&node, &["alice", "bob"]).await;

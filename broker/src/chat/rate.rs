@@ -1,4 +1,4 @@
-//! Per-user rate limits for messages and typing indicators, using
+//! Per-user rate limits for messages, typing indicators and requests, using
 //! chat-core's token buckets, with counts of what they refused.
 
 use std::collections::HashMap;
@@ -15,10 +15,13 @@ pub struct RateLimits {
     started: Instant,
     messages: Mutex<HashMap<String, TokenBucket>>,
     typing: Mutex<HashMap<String, TokenBucket>>,
+    requests: Mutex<HashMap<String, TokenBucket>>,
     message_rate: (f64, u32),
     typing_rate: (f64, u32),
+    request_rate: (f64, u32),
     refused_messages: AtomicU64,
     refused_typing: AtomicU64,
+    refused_requests: AtomicU64,
 }
 
 /// How many chat publishes the per-user limits refused since the node started.
@@ -28,6 +31,8 @@ pub struct RateLimited {
     pub messages: u64,
     /// Typing indicators dropped.
     pub typing: u64,
+    /// Requests answered with `RATE_LIMITED`.
+    pub requests: u64,
 }
 
 impl RateLimits {
@@ -37,10 +42,13 @@ impl RateLimits {
             started: Instant::now(),
             messages: Mutex::default(),
             typing: Mutex::default(),
+            requests: Mutex::default(),
             message_rate: (config.messages_per_sec, config.message_burst),
             typing_rate: (config.typing_per_sec, config.typing_burst),
+            request_rate: (config.requests_per_sec, config.request_burst),
             refused_messages: AtomicU64::new(0),
             refused_typing: AtomicU64::new(0),
+            refused_requests: AtomicU64::new(0),
         }
     }
 
@@ -62,11 +70,21 @@ impl RateLimits {
         taken
     }
 
+    /// Takes a request token for `user`.
+    pub fn request(&self, user: &str) -> bool {
+        let taken = self.take(&self.requests, user, self.request_rate);
+        if !taken {
+            self.refused_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
     /// What the limits refused so far.
     pub fn refused(&self) -> RateLimited {
         RateLimited {
             messages: self.refused_messages.load(Ordering::Relaxed),
             typing: self.refused_typing.load(Ordering::Relaxed),
+            requests: self.refused_requests.load(Ordering::Relaxed),
         }
     }
 
@@ -95,6 +113,8 @@ mod tests {
             message_burst: 1,
             typing_per_sec: 0.001,
             typing_burst: 2,
+            requests_per_sec: 0.001,
+            request_burst: 3,
             ..ChatConfig::default()
         };
         let limits = RateLimits::new(&config);
@@ -104,11 +124,15 @@ mod tests {
         assert!(limits.typing("alice") && limits.typing("alice"));
         assert!(!limits.typing("alice"));
         assert!(!limits.typing("alice"));
+        assert!((0..3).all(|_| limits.request("alice")), "a burst of requests");
+        assert!(!limits.request("alice"));
+        assert!(limits.request("bob"));
         assert_eq!(
             limits.refused(),
             RateLimited {
                 messages: 1,
-                typing: 2
+                typing: 2,
+                requests: 1
             }
         );
     }

@@ -70,7 +70,11 @@ impl Collector for LiveCollector {
             None,
             counter.metric_type(),
         )?;
-        for (kind, count) in [("message", refused.messages), ("typing", refused.typing)] {
+        for (kind, count) in [
+            ("message", refused.messages),
+            ("typing", refused.typing),
+            ("request", refused.requests),
+        ] {
             ConstCounter::new(count).encode(family.encode_family(&ChatLimitLabels { kind })?)?;
         }
         Ok(())

@@ -1,7 +1,9 @@
 //! `q/{user}`: requests. The answer is a `Response` with the request's
 //! `request_id`, published on `a/{user}`; an MQTT 5 client may instead name
 //! a Response Topic of its own (`a/{user}` or `u/{user}/i`) and gets its
-//! Correlation Data back. One file per group of commands.
+//! Correlation Data back. Requests are rate-limited per user
+//! (`chat.requests_per_sec`, `chat.request_burst`); one over the limit is
+//! answered with `RATE_LIMITED`. One file per group of commands.
 
 mod direct;
 mod fetch;
@@ -10,7 +12,9 @@ mod sync;
 
 use chat_core::ids::UserId;
 use chat_core::topics::{answer_topic, ChatTopic};
-use parley_proto::v1::{envelope::Kind, request::Op, response::Result as Answer, Response};
+use parley_proto::v1::{
+    envelope::Kind, request::Op, response::Result as Answer, ErrorCode, Response,
+};
 use parley_proto::{decode_envelope, encode_envelope};
 use rumqttd::protocol::PublishProperties;
 
@@ -34,6 +38,10 @@ impl ChatService {
         let request_id = request.request_id.clone();
         let result = match request.op {
             None => Err(ChatError::malformed("request without an operation")),
+            Some(_) if !self.rates.request(user.as_str()) => Err(ChatError::new(
+                ErrorCode::RateLimited,
+                "too many requests; slow down",
+            )),
             Some(op) => self.dispatch(user, op).await,
         };
         let result =
