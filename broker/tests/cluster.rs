@@ -167,6 +167,8 @@ async fn nodes_on_one_database_share_accounts_and_history() {
 struct MemoryBus {
     log: Mutex<Vec<BusRecord>>,
     grew: Notify,
+    /// How many times each log index was read, by any node.
+    reads: Mutex<BTreeMap<usize, usize>>,
 }
 
 /// An in-memory [`ClusterBus`] shared by several nodes: every subscriber
@@ -209,6 +211,7 @@ impl BusConsumer for MemoryConsumer {
                     partition: 0,
                     offset: self.next as i64,
                 };
+                *self.bus.reads.lock().unwrap().entry(self.next).or_default() += 1;
                 self.next += 1;
                 return Ok(Delivery { record, position });
             }
@@ -657,4 +660,65 @@ async fn moving_between_nodes(nodes: &[TestNode]) {
         );
     }
     bob.assert_nothing_queued();
+}
+
+/// What one fan-out cost the bus: records and bytes (Kafka key and value,
+/// as `persistence::kafka::codec` lays them out) produced, and records read
+/// by all nodes together.
+#[derive(Debug, PartialEq, Eq)]
+struct BusCost {
+    records: usize,
+    bytes: usize,
+    reads: usize,
+}
+
+impl MemoryBus {
+    /// The cost of the records of `key` from log index `from` on.
+    fn cost(&self, key: &str, from: usize) -> BusCost {
+        let log = self.log.lock().unwrap();
+        let reads = self.reads.lock().unwrap();
+        let mut cost = BusCost {
+            records: 0,
+            bytes: 0,
+            reads: 0,
+        };
+        for (index, record) in log.iter().enumerate().skip(from) {
+            if record.key != key {
+                continue;
+            }
+            let value = persistence::kafka::codec::encode_value(record).expect("encodable");
+            cost.records += 1;
+            cost.bytes += record.key.len() + value.len();
+            cost.reads += reads.get(&index).copied().unwrap_or(0);
+        }
+        cost
+    }
+}
+
+#[tokio::test]
+async fn what_a_group_message_costs_the_bus() {
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let bus = SharedBus::default();
+    let nodes = three_nodes(&url, &bus).await;
+    let users: Vec<String> = (0..50).map(|i| format!("member{i:02}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    sign_up_users(&nodes[0], &names).await;
+    let mut clients = Vec::new();
+    for (node, user) in nodes.iter().zip(&names) {
+        clients.push(ChatClient::v5(node, user, &format!("{user}-client")).await);
+    }
+    let group = clients[0].create_group("fifty", &names[1..]).await;
+    let from = bus.0.log.lock().unwrap().len();
+
+    let sent = clients[0]
+        .say(&group.id, "m1", "hello, fifty members")
+        .await;
+    for client in &mut clients[1..] {
+        assert_eq!(client.next_message().await, sent);
+    }
+    let cost = bus.0.cost(&group.id, from);
+    eprintln!("one message to 50 members on 3 nodes: {cost:?}");
+    assert_eq!(cost.records, 50, "one record per member inbox");
 }
