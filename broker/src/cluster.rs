@@ -203,7 +203,7 @@ async fn publish_loop(
             .flat_map(|o| {
                 o.items.iter().map(|(topic, payload, retain)| BusRecord {
                     key: o.key.clone(),
-                    topic: topic.clone(),
+                    topics: vec![topic.clone()],
                     payload: payload.to_vec(),
                     qos: o.qos,
                     retain: *retain,
@@ -280,12 +280,15 @@ async fn consume_loop(
             }
         };
         let record = delivery.record;
-        if record.topic == CONVERSATION_CHANGED {
-            if record.origin_node != node_id {
-                events.conversation_changed(&String::from_utf8_lossy(&record.payload));
+        let payload = Bytes::from(record.payload);
+        for topic in record.topics {
+            if topic == CONVERSATION_CHANGED {
+                if record.origin_node != node_id {
+                    events.conversation_changed(&String::from_utf8_lossy(&payload));
+                }
+            } else {
+                publisher.publish(&topic, payload.clone(), record.retain);
             }
-        } else {
-            publisher.publish(&record.topic, Bytes::from(record.payload), record.retain);
         }
         if let Err(e) = consumer.ack(delivery.position).await {
             warn!(error = %e, position = ?delivery.position, "acknowledging a cluster bus record failed");

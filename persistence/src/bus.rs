@@ -1,26 +1,29 @@
 //! The cluster bus: how several Parley nodes deliver to each other's clients.
 //!
 //! On a single node the chat pipeline publishes to its own router. In a
-//! cluster every server-side publish (a message to a member's inbox, a
+//! cluster every server-side fan-out (a message to the members' inboxes, a
 //! receipt, a typing indicator, a presence change) is appended to the bus
-//! instead, and every node consumes the whole bus and republishes each record
-//! to its local router, which delivers it to whichever of its clients
-//! subscribed. Records with the same key (a conversation or a user) keep
-//! their order. The Kafka backend is the production one.
+//! instead, as one record carrying its topics and its payload once, and
+//! every node consumes the whole bus and republishes each record's payload
+//! on each of its topics to its local router, which delivers it to whichever
+//! of its clients subscribed. Records with the same key (a conversation or a
+//! user) keep their order. The Kafka backend is the production one.
 
 use async_trait::async_trait;
 
 use crate::StoreError;
 
-/// One publish to carry to every node.
+/// One fan-out to carry to every node: a payload to publish on each of
+/// several MQTT topics (a message to every member's inbox is one record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusRecord {
     /// Ordering key: records with the same key are consumed in the order
     /// they were published (a conversation id, or a user id for presence).
     pub key: String,
-    /// The MQTT topic to publish on at each node.
-    pub topic: String,
-    /// The MQTT payload.
+    /// The MQTT topics to publish the payload on at each node, in this
+    /// order; at least one.
+    pub topics: Vec<String>,
+    /// The MQTT payload, the same for every topic.
     pub payload: Vec<u8>,
     /// The QoS to publish with (0 or 1).
     pub qos: u8,
@@ -54,6 +57,11 @@ pub trait ClusterBus: Send + Sync {
     /// Appends `records` durably: when this returns `Ok`, every record is
     /// acknowledged by the bus and will reach every subscribed node, in order
     /// per key (records of one call keep their relative order per key).
+    ///
+    /// A backend with a size limit per record may carry a record whose
+    /// topics do not fit as several consecutive records of the same key, each
+    /// with the same payload and a run of the topics, in order: consumers
+    /// then publish every topic once, in order, as if it were one record.
     async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError>;
 
     /// Starts consuming as node `node_id`: every record published after this

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use persistence::conformance::bus::BusFixture;
+use persistence::conformance::bus::{fan_out_arrives_whole, BusFixture};
 use persistence::kafka::{KafkaBus, KafkaConfig};
 use persistence::{ClusterBus, StoreError};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -63,8 +63,14 @@ struct KafkaFixture {
 
 impl KafkaFixture {
     async fn new(addr: String) -> Self {
+        Self::with_config(addr, |_| {}).await
+    }
+
+    /// A fixture whose bus settings are the test defaults changed by `tweak`.
+    async fn with_config(addr: String, tweak: impl FnOnce(&mut KafkaConfig)) -> Self {
         let mut config = KafkaConfig::new(&addr, unique_topic("bus"));
         config.partitions = PARTITIONS;
+        tweak(&mut config);
         let bus = KafkaBus::connect(config)
             .await
             .unwrap_or_else(|e| panic!("connect to {ADDR_VAR}={addr}: {e}"));
@@ -141,7 +147,7 @@ async fn a_new_node_starts_at_the_end() {
     let bus = fixture.bus();
     let record = |seq: u8| persistence::BusRecord {
         key: "start".into(),
-        topic: "parley/test/start".into(),
+        topics: vec!["parley/test/start".into()],
         payload: vec![seq],
         qos: 1,
         retain: false,
@@ -161,4 +167,30 @@ async fn a_new_node_starts_at_the_end() {
         record(2),
         "a new node must start after what was published before it subscribed"
     );
+}
+
+/// A fan-out as large as Parley's defaults allow (1,024 members, a 64 KiB
+/// message) is one Kafka record under the default record size limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_default_fan_out_is_one_kafka_record() {
+    let Some(addr) = broker() else {
+        return;
+    };
+    let fixture = KafkaFixture::new(addr).await;
+    let parts = fan_out_arrives_whole(&fixture, 1024, 64 * 1024 + 1024).await;
+    assert_eq!(parts, 1, "the fan-out must arrive as one record");
+}
+
+/// A fan-out whose topics do not fit in `max_record_bytes` is carried as
+/// several records of its key, in order, and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_past_the_record_limit_arrives_in_several_records() {
+    let Some(addr) = broker() else {
+        return;
+    };
+    let fixture = KafkaFixture::with_config(addr, |c| c.max_record_bytes = 4096).await;
+    // 300 topics of 38 bytes each (length included) and a 1,000-byte payload
+    // need 12,409 bytes: 4 records of at most 79 topics each.
+    let parts = fan_out_arrives_whole(&fixture, 300, 1000).await;
+    assert_eq!(parts, 4, "the fan-out must be split to fit the limit");
 }

@@ -1,6 +1,8 @@
-//! The [`ClusterBus`] conformance suite: order per key, every node sees every
-//! record, acknowledged progress survives a resubscribe, and garbage on the
-//! bus never takes a node down.
+//! The [`ClusterBus`] conformance suite: records (fan-outs of one payload to
+//! several topics) arrive unchanged and in order per key, every node sees
+//! every record, a fan-out as large as Parley's defaults allow arrives whole,
+//! acknowledged progress survives a resubscribe, and garbage on the bus
+//! never takes a node down.
 //!
 //! Every check takes a [`BusFixture`] (the bus under test, and a way to put
 //! raw bytes on it) and panics with a message naming the broken promise. A
@@ -42,11 +44,14 @@ fn unique_node_id() -> u16 {
 }
 
 /// The `seq`th test record of `key`, published by `origin`; its fields vary
-/// with `seq` so that a backend that drops or mixes up a field is caught.
+/// with `seq` (1 to 4 topics) so that a backend that drops or mixes up a
+/// field or a topic is caught.
 fn record(key: &str, seq: u32, origin: u16) -> BusRecord {
     BusRecord {
         key: key.to_owned(),
-        topic: format!("parley/test/{key}/{seq}"),
+        topics: (0..=seq % 4)
+            .map(|i| format!("parley/test/{key}/{seq}/{i}"))
+            .collect(),
         payload: format!("{key}#{seq}").into_bytes(),
         qos: (seq % 2) as u8,
         retain: seq.is_multiple_of(3),
@@ -221,6 +226,79 @@ pub async fn every_node_sees_every_record(fixture: &dyn BusFixture) {
     }
 }
 
+/// Most members a group has by default (`chat.max_group_size`).
+const LARGEST_GROUP: usize = 1024;
+
+/// The largest chat envelope a client may send by default
+/// (`chat.max_message_bytes`), plus room for the fields the server adds.
+const LARGEST_PAYLOAD: usize = 64 * 1024 + 1024;
+
+/// A fan-out of a `payload_bytes` payload to `members` inboxes of
+/// 32-character users (the longest user id), published between two small
+/// records of its key, arrives whole: every topic once, in order, each
+/// delivery of it with the payload and flags unchanged, after the first
+/// record and before the second. Returns in how many deliveries it came
+/// (one, unless the backend splits records past a size limit).
+pub async fn fan_out_arrives_whole(
+    fixture: &dyn BusFixture,
+    members: usize,
+    payload_bytes: usize,
+) -> usize {
+    let bus = fixture.bus();
+    let node = unique_node_id();
+    let mut consumer = subscribe(&bus, node).await;
+    let key = unique_conversation_id("large");
+    let large = BusRecord {
+        key: key.clone(),
+        topics: (0..members)
+            .map(|i| format!("u/{}{i:06}/i", "m".repeat(26)))
+            .collect(),
+        payload: (0..payload_bytes).map(|i| (i % 251) as u8).collect(),
+        qos: 1,
+        retain: false,
+        origin_node: node,
+    };
+    let (before, after) = (record(&key, 1, node), record(&key, 2, node));
+    publish(&bus, vec![before.clone(), large.clone(), after.clone()]).await;
+
+    let first = collect(&mut consumer, &[&key], 1).await;
+    assert_eq!(
+        first[0].record, before,
+        "the record published before the fan-out must arrive first"
+    );
+    let mut topics = Vec::with_capacity(members);
+    let mut parts = 0;
+    loop {
+        let what = format!("the rest of the fan-out to {members} topics");
+        let delivery = collect(&mut consumer, &[&key], 1).await.remove(0).record;
+        if delivery == after {
+            break;
+        }
+        let mut same = delivery.clone();
+        same.topics = large.topics.clone();
+        assert!(
+            same == large,
+            "{what}: a delivery of it must carry its payload, QoS, retain flag and \
+             origin unchanged"
+        );
+        topics.extend(delivery.topics);
+        parts += 1;
+    }
+    assert!(
+        topics == large.topics,
+        "a fan-out to {members} topics must arrive with every topic once, in order, \
+         before the next record of its key (got {} topics in {parts} deliveries)",
+        topics.len()
+    );
+    parts
+}
+
+/// A fan-out as large as Parley's defaults allow (a 1,024-member group, a
+/// 64 KiB message) arrives whole; see [`fan_out_arrives_whole`].
+pub async fn a_large_fan_out_arrives_whole(fixture: &dyn BusFixture) {
+    fan_out_arrives_whole(fixture, LARGEST_GROUP, LARGEST_PAYLOAD).await;
+}
+
 /// After a node acks a record and subscribes again under the same node id,
 /// it resumes right after that record: nothing it acked comes again, and
 /// everything it did not ack (in that partition after the acked record, and
@@ -371,6 +449,7 @@ macro_rules! bus_conformance_tests {
             one_key_arrives_in_order,
             many_keys_all_arrive,
             every_node_sees_every_record,
+            a_large_fan_out_arrives_whole,
             resubscribe_resumes_after_the_ack,
             garbage_is_skipped_or_reported,
         );

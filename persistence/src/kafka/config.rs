@@ -23,12 +23,29 @@ pub struct KafkaConfig {
     /// How long one operation may wait for the cluster: a publish's delivery
     /// reports, fetching metadata and offsets when subscribing, a commit.
     pub timeout: Duration,
+    /// The largest Kafka record the producer sends, key, value and framing
+    /// included (librdkafka's `message.max.bytes`). A bus record whose
+    /// topics do not fit is sent as several (see
+    /// [`codec::encode_values`](super::codec::encode_values)); the topic's
+    /// `max.message.bytes` on the brokers must allow it.
+    pub max_record_bytes: usize,
 }
+
+/// The default of [`KafkaConfig::max_record_bytes`]: librdkafka's default
+/// `message.max.bytes`, below Apache Kafka's default `message.max.bytes`
+/// and `max.message.bytes` (1,048,588).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// The most bytes librdkafka adds to a record's key and value when it checks
+/// them against `message.max.bytes` (its `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`
+/// is 36), rounded up.
+pub const RECORD_OVERHEAD: usize = 64;
 
 impl KafkaConfig {
     /// A configuration for `topic` on `bootstrap_servers` with Parley's
     /// defaults: 12 partitions, the cluster's replication factor, the topic
-    /// created if missing, and a 30 s timeout.
+    /// created if missing, a 30 s timeout and records of at most
+    /// [`DEFAULT_MAX_RECORD_BYTES`].
     pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
@@ -37,7 +54,15 @@ impl KafkaConfig {
             replication_factor: None,
             create_topic: true,
             timeout: Duration::from_secs(30),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+
+    /// The largest value a record with a key of `key_len` bytes may have.
+    pub fn max_value_bytes(&self, key_len: usize) -> usize {
+        self.max_record_bytes
+            .saturating_sub(RECORD_OVERHEAD)
+            .saturating_sub(key_len)
     }
 
     /// The timeout in whole milliseconds, as librdkafka settings want it.

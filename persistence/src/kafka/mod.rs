@@ -1,8 +1,10 @@
 //! The Kafka backend of the cluster bus ([`ClusterBus`]), for Apache Kafka,
 //! Redpanda or any broker that speaks the Kafka protocol.
 //!
-//! The bus is one topic. Each [`BusRecord`] becomes one Kafka record keyed by
-//! [`BusRecord::key`], so all records of a conversation (or of a user's
+//! The bus is one topic. Each [`BusRecord`] (a fan-out: its topics and its
+//! payload once) becomes one Kafka record keyed by [`BusRecord::key`] (or,
+//! past [`KafkaConfig::max_record_bytes`], several in a row, each with a run
+//! of its topics), so all records of a conversation (or of a user's
 //! presence) land in one partition and keep their order. Publishing goes
 //! through one idempotent producer (`acks=all`) per node and returns only
 //! when every record is acknowledged; each node consumes every partition of

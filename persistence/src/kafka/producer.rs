@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::codec::encode_value;
+use super::codec::encode_values;
 use super::{unavailable, KafkaConfig};
 use crate::{BusRecord, StoreError};
 
@@ -19,8 +19,7 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 /// An idempotent producer (`enable.idempotence=true`, `acks=all`) for the bus topic.
 pub(super) struct Publisher {
     producer: FutureProducer,
-    topic: String,
-    timeout: Duration,
+    config: KafkaConfig,
 }
 
 impl Publisher {
@@ -35,12 +34,12 @@ impl Publisher {
             .set("message.timeout.ms", config.timeout_ms())
             // Chat traffic is latency-bound: batch only what is already queued.
             .set("linger.ms", "1")
+            .set("message.max.bytes", config.max_record_bytes.to_string())
             .create()
             .map_err(|e| unavailable("creating the producer", e))?;
         Ok(Self {
             producer,
-            topic: config.topic.clone(),
-            timeout: config.timeout,
+            config: config.clone(),
         })
     }
 
@@ -49,21 +48,23 @@ impl Publisher {
         &self.producer
     }
 
-    /// Sends `records` in order and waits for every delivery report.
+    /// Sends `records` in order, each as one Kafka record (or, if its topics
+    /// do not fit in one, as several in a row), and waits for every delivery
+    /// report.
     pub(super) async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError> {
-        let values = records
-            .iter()
-            .map(|r| {
-                encode_value(r).map_err(|e| {
-                    StoreError::Unavailable(format!("kafka: bus record for {}: {e}", r.topic))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let deadline = Instant::now() + self.timeout;
-        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
-        for (record, value) in records.iter().zip(&values) {
-            let mut kafka_record = FutureRecord::to(&self.topic)
-                .key(record.key.as_bytes())
+        let mut values = Vec::with_capacity(records.len());
+        for r in &records {
+            let limit = self.config.max_value_bytes(r.key.len());
+            let encoded = encode_values(r, limit).map_err(|e| {
+                StoreError::Unavailable(format!("kafka: bus record of key {}: {e}", r.key))
+            })?;
+            values.extend(encoded.into_iter().map(|value| (r.key.as_bytes(), value)));
+        }
+        let deadline = Instant::now() + self.config.timeout;
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(values.len());
+        for (key, value) in &values {
+            let mut kafka_record = FutureRecord::to(&self.config.topic)
+                .key(*key)
                 .payload(value.as_slice());
             loop {
                 match self.producer.send_result(kafka_record) {
