@@ -2,22 +2,24 @@
 //!
 //! The chat pipeline hands every server-side delivery (a message to the
 //! members' inboxes, a receipt, a typing indicator, a presence change) to
-//! [`Deliveries`]:
+//! [`Deliveries`] as a [`Fanout`]: one payload for a list of topics.
 //!
 //! - [`Deliveries::Local`] (a single node, or `[cluster] bus = "none"`)
 //!   publishes to this node's router at once, exactly as a lone node always
 //!   has; waiting on it is free.
-//! - [`Deliveries::Bus`] appends to the [`ClusterBus`] instead. One task per
-//!   node publishes in the order deliveries were handed over, batching what
+//! - [`Deliveries::Bus`] appends to the [`ClusterBus`] instead, one record
+//!   per fan-out (its topics and its payload once). One task per node
+//!   publishes in the order deliveries were handed over, batching what
 //!   queued up meanwhile into one `publish` call, so a conversation's entries
 //!   leave a node in `seq` order. A sender's acknowledgement waits for its
 //!   batch to be acknowledged by the bus.
 //!
 //! [`spawn_consumer`] is the other half: every node consumes the whole bus
-//! and republishes each record to its own router through the
-//! [`ServerPublisher`], acknowledging it after. Answers to a client's own
-//! requests never go through here; they stay on the node the client is on.
-//! `docs/cluster.md` describes the design and its limits.
+//! and republishes each record's payload on each of its topics to its own
+//! router through the [`ServerPublisher`], acknowledging the record after.
+//! Answers to a client's own requests never go through here; they stay on
+//! the node the client is on. `docs/cluster.md` describes the design and its
+//! limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +33,46 @@ use tracing::{info, warn};
 
 use crate::mqtt::publisher::ServerPublisher;
 
-/// One publish: topic, payload, retain.
-pub type Item = (String, Bytes, bool);
+/// One payload for several MQTT topics: a message or receipt to every
+/// member's inbox, a typing indicator to the other members' feeds, a
+/// presence change to one retained topic. On the bus it is one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    /// The topics to publish on, in this order.
+    pub topics: Vec<String>,
+    /// The payload, the same on every topic.
+    pub payload: Bytes,
+    /// Whether the router retains it on each topic.
+    pub retain: bool,
+}
+
+impl Fanout {
+    /// `payload` for each of `topics`, not retained.
+    pub fn new(topics: Vec<String>, payload: Bytes) -> Fanout {
+        Fanout {
+            topics,
+            payload,
+            retain: false,
+        }
+    }
+
+    /// `payload` on `topic`, retained.
+    pub fn retained(topic: String, payload: Bytes) -> Fanout {
+        Fanout {
+            topics: vec![topic],
+            payload,
+            retain: true,
+        }
+    }
+
+    /// The single publishes (topic, payload, retain) it stands for.
+    fn publishes(self) -> impl Iterator<Item = (String, Bytes, bool)> {
+        let (payload, retain) = (self.payload, self.retain);
+        self.topics
+            .into_iter()
+            .map(move |topic| (topic, payload.clone(), retain))
+    }
+}
 
 /// Bus records carrying this topic are not published to the router: their
 /// payload is a conversation id whose membership changed, and every other
@@ -51,15 +91,15 @@ pub enum Deliveries {
     Bus(BusPublisher),
 }
 
-/// A batch of publishes on its way, built by [`Deliveries::outgoing`] and
-/// sent with [`Deliveries::send`].
+/// A fan-out on its way, built by [`Deliveries::outgoing`] and sent with
+/// [`Deliveries::send`].
 pub struct Outgoing {
     /// The ordering key on the bus (unused locally).
     key: String,
-    /// QoS of the records on the bus.
+    /// QoS of the record on the bus.
     qos: u8,
     /// The publishes.
-    items: Vec<Item>,
+    fanout: Fanout,
     /// Told the bus's answer, if someone waits for it.
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -94,15 +134,15 @@ impl Pending {
 }
 
 impl Deliveries {
-    /// Prepares `items` for sending under ordering `key` (a conversation id,
-    /// or a user id for presence), returning them with a handle to wait on.
-    pub fn outgoing(&self, key: &str, qos: u8, items: Vec<Item>) -> (Outgoing, Pending) {
+    /// Prepares `fanout` for sending under ordering `key` (a conversation
+    /// id, or a user id for presence), returning it with a handle to wait on.
+    pub fn outgoing(&self, key: &str, qos: u8, fanout: Fanout) -> (Outgoing, Pending) {
         match self {
             Deliveries::Local(_) => (
                 Outgoing {
                     key: String::new(),
                     qos,
-                    items,
+                    fanout,
                     done: None,
                 },
                 Pending::Done,
@@ -113,7 +153,7 @@ impl Deliveries {
                     Outgoing {
                         key: key.to_owned(),
                         qos,
-                        items,
+                        fanout,
                         done: Some(tx),
                     },
                     Pending::Bus(rx),
@@ -126,25 +166,25 @@ impl Deliveries {
     /// node sent before (bus). Never blocks.
     pub fn send(&self, outgoing: Outgoing) {
         match self {
-            Deliveries::Local(publisher) => publisher.publish_many(outgoing.items),
+            Deliveries::Local(publisher) => publisher.publish_many(outgoing.fanout.publishes()),
             Deliveries::Bus(bus) => bus.enqueue(outgoing),
         }
     }
 
-    /// Sends `items` under `key` without waiting for the outcome (presence).
-    pub fn send_and_forget(&self, key: &str, qos: u8, items: Vec<Item>) {
-        let (outgoing, _) = self.outgoing(key, qos, items);
+    /// Sends `fanout` under `key` without waiting for the outcome (presence).
+    pub fn send_and_forget(&self, key: &str, qos: u8, fanout: Fanout) {
+        let (outgoing, _) = self.outgoing(key, qos, fanout);
         self.send(outgoing);
     }
 
-    /// Sends `items` under `key` and waits until they are delivered (locally)
+    /// Sends `fanout` under `key` and waits until it is delivered (locally)
     /// or on the bus.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the bus did not take them.
-    pub async fn publish(&self, key: &str, qos: u8, items: Vec<Item>) -> Result<(), StoreError> {
-        let (outgoing, pending) = self.outgoing(key, qos, items);
+    /// [`StoreError::Unavailable`] if the bus did not take it.
+    pub async fn publish(&self, key: &str, qos: u8, fanout: Fanout) -> Result<(), StoreError> {
+        let (outgoing, pending) = self.outgoing(key, qos, fanout);
         self.send(outgoing);
         pending.wait().await
     }
@@ -156,11 +196,10 @@ impl Deliveries {
             self.send_and_forget(
                 id,
                 1,
-                vec![(
-                    CONVERSATION_CHANGED.to_owned(),
+                Fanout::new(
+                    vec![CONVERSATION_CHANGED.to_owned()],
                     Bytes::from(id.to_owned()),
-                    false,
-                )],
+                ),
             );
         }
     }
@@ -190,7 +229,8 @@ impl BusPublisher {
     }
 }
 
-/// Publishes queued deliveries in order, one `publish` call per batch.
+/// Publishes queued deliveries in order, one record per fan-out and one
+/// `publish` call per batch.
 async fn publish_loop(
     bus: Arc<dyn ClusterBus>,
     node_id: u16,
@@ -198,29 +238,40 @@ async fn publish_loop(
 ) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let records: Vec<BusRecord> = batch
-            .iter()
-            .flat_map(|o| {
-                o.items.iter().map(|(topic, payload, retain)| BusRecord {
-                    key: o.key.clone(),
-                    topics: vec![topic.clone()],
-                    payload: payload.to_vec(),
-                    qos: o.qos,
-                    retain: *retain,
-                    origin_node: node_id,
-                })
-            })
-            .collect();
+        let deliveries = batch.len();
+        let mut records = Vec::with_capacity(deliveries);
+        let mut waiting = Vec::with_capacity(deliveries);
+        for outgoing in batch.drain(..) {
+            waiting.extend(outgoing.done);
+            records.extend(bus_record(
+                outgoing.key,
+                outgoing.qos,
+                outgoing.fanout,
+                node_id,
+            ));
+        }
         let result = bus.publish(records).await.map_err(|e| e.to_string());
         if let Err(e) = &result {
-            warn!(error = %e, deliveries = batch.len(), "cluster bus publish failed");
+            warn!(error = %e, deliveries, "cluster bus publish failed");
         }
-        for outgoing in batch.drain(..) {
-            if let Some(done) = outgoing.done {
-                let _ = done.send(result.clone());
-            }
+        for done in waiting {
+            let _ = done.send(result.clone());
         }
     }
+}
+
+/// The bus record of `fanout` under `key`, published by node `node_id`;
+/// `None` for a fan-out to no topic (a typing indicator in a group with no
+/// other member), which has nothing to deliver.
+fn bus_record(key: String, qos: u8, fanout: Fanout, node_id: u16) -> Option<BusRecord> {
+    (!fanout.topics.is_empty()).then(|| BusRecord {
+        key,
+        topics: fanout.topics,
+        payload: fanout.payload.to_vec(),
+        qos,
+        retain: fanout.retain,
+        origin_node: node_id,
+    })
 }
 
 /// What a consumed record asks of this node besides routing.
@@ -279,21 +330,33 @@ async fn consume_loop(
                 continue;
             }
         };
-        let record = delivery.record;
-        let payload = Bytes::from(record.payload);
-        for topic in record.topics {
-            if topic == CONVERSATION_CHANGED {
-                if record.origin_node != node_id {
-                    events.conversation_changed(&String::from_utf8_lossy(&payload));
-                }
-            } else {
-                publisher.publish(&topic, payload.clone(), record.retain);
-            }
-        }
+        publisher.publish_many(consumed(delivery.record, node_id, events.as_ref()));
         if let Err(e) = consumer.ack(delivery.position).await {
             warn!(error = %e, position = ?delivery.position, "acknowledging a cluster bus record failed");
         }
     }
+}
+
+/// What node `node_id` publishes to its router for a consumed `record`: its
+/// payload on each of its topics, in order. The conversation-changed topic
+/// is not published; a change made on another node is passed to `events`.
+fn consumed(
+    record: BusRecord,
+    node_id: u16,
+    events: &dyn ClusterEvents,
+) -> Vec<(String, Bytes, bool)> {
+    let payload = Bytes::from(record.payload);
+    let mut publishes = Vec::with_capacity(record.topics.len());
+    for topic in record.topics {
+        if topic == CONVERSATION_CHANGED {
+            if record.origin_node != node_id {
+                events.conversation_changed(&String::from_utf8_lossy(&payload));
+            }
+        } else {
+            publishes.push((topic, payload.clone(), record.retain));
+        }
+    }
+    publishes
 }
 
 /// Opens the bus `config.cluster` names, or `None` without one. The Kafka
@@ -323,5 +386,89 @@ pub async fn open_bus(
             })?;
             Ok(Some(Arc::new(bus)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn inboxes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("u/member{i:02}/i")).collect()
+    }
+
+    #[test]
+    fn a_fan_out_is_one_record_with_every_topic_and_the_payload_once() {
+        let fanout = Fanout::new(inboxes(50), Bytes::from_static(b"envelope"));
+        let record = bus_record("g1".into(), 1, fanout.clone(), 7).expect("a record");
+        assert_eq!(
+            record,
+            BusRecord {
+                key: "g1".into(),
+                topics: inboxes(50),
+                payload: b"envelope".to_vec(),
+                qos: 1,
+                retain: false,
+                origin_node: 7,
+            }
+        );
+        let presence = Fanout::retained("p/alice".into(), Bytes::from_static(b"on"));
+        let record = bus_record("alice".into(), 1, presence, 7).expect("a record");
+        assert_eq!(
+            (record.topics, record.retain),
+            (vec!["p/alice".into()], true)
+        );
+        let nobody = Fanout::new(Vec::new(), Bytes::from_static(b"typing"));
+        assert_eq!(bus_record("g1".into(), 0, nobody, 7), None);
+    }
+
+    /// Remembers the conversations it was told about.
+    #[derive(Default)]
+    struct Changes(Mutex<Vec<String>>);
+
+    impl ClusterEvents for Changes {
+        fn conversation_changed(&self, id: &str) {
+            self.0.lock().unwrap().push(id.to_owned());
+        }
+    }
+
+    #[test]
+    fn a_consumed_record_is_published_on_each_topic_in_order() {
+        let changes = Changes::default();
+        let record = bus_record(
+            "g1".into(),
+            1,
+            Fanout::new(inboxes(3), Bytes::from_static(b"m")),
+            2,
+        )
+        .unwrap();
+        let payload = Bytes::from_static(b"m");
+        assert_eq!(
+            consumed(record, 1, &changes),
+            inboxes(3)
+                .into_iter()
+                .map(|t| (t, payload.clone(), false))
+                .collect::<Vec<_>>()
+        );
+        assert!(changes.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_conversation_change_is_an_event_on_other_nodes_and_never_published() {
+        let changes = Changes::default();
+        let change = Fanout::new(
+            vec![CONVERSATION_CHANGED.to_owned()],
+            Bytes::from_static(b"g1"),
+        );
+        let record = bus_record("g1".into(), 1, change, 2).unwrap();
+        assert_eq!(consumed(record.clone(), 2, &changes), Vec::new());
+        assert!(
+            changes.0.lock().unwrap().is_empty(),
+            "its own change is not news to a node"
+        );
+        assert_eq!(consumed(record, 1, &changes), Vec::new());
+        assert_eq!(*changes.0.lock().unwrap(), ["g1"]);
     }
 }

@@ -461,7 +461,7 @@ async fn direct_and_group_chat_across_three_nodes_over_kafka() {
 }
 
 /// 1:1 and group chat with users on three different nodes: every member
-/// gets every message, in seq order; receipts cross nodes.
+/// gets every message, in seq order; receipts and typing cross nodes.
 async fn chat_across_three_nodes(nodes: &[TestNode]) {
     sign_up_users(&nodes[0], &["alice", "bob", "carol"]).await;
     let mut alice = ChatClient::v5(&nodes[0], "alice", "alice-1").await;
@@ -535,6 +535,14 @@ async fn chat_across_three_nodes(nodes: &[TestNode]) {
     assert_eq!((receipt.user.as_str(), receipt.up_to_seq), ("carol", 15));
     let _ = bob.next_receipt().await;
     let _ = carol.next_receipt().await;
+
+    // And typing, as one fan-out to the other members' feeds: Bob (node 2)
+    // types, Alice (node 1) and Carol (node 3) see it.
+    bob.send_typing(&group.id, true).await;
+    for client in [&mut alice, &mut carol] {
+        let typing = client.next_typing().await;
+        assert_eq!((typing.user.as_str(), typing.active), ("bob", true));
+    }
 }
 
 #[tokio::test]
@@ -695,6 +703,9 @@ impl MemoryBus {
     }
 }
 
+/// A message to a 50-member group with members on three nodes is one bus
+/// record (the 50 inbox topics and the envelope once), read once per node,
+/// and reaches the members on every node.
 #[tokio::test]
 async fn what_a_group_message_costs_the_bus() {
     let Some(url) = fresh_database().await else {
@@ -720,5 +731,19 @@ async fn what_a_group_message_costs_the_bus() {
     }
     let cost = bus.0.cost(&group.id, from);
     eprintln!("one message to 50 members on 3 nodes: {cost:?}");
-    assert_eq!(cost.records, 50, "one record per member inbox");
+    assert_eq!(cost.records, 1, "one record for the whole fan-out");
+    assert_eq!(cost.reads, 3, "read once by each node");
+    // The key, the value's 9-byte header, the 50 inbox topics with their
+    // 2-byte lengths, and the envelope once.
+    let (key, envelope) = (
+        group.id.len(),
+        parley_proto::encode_envelope(&sent.into()).len(),
+    );
+    let inboxes: Vec<String> = names.iter().map(|u| format!("u/{u}/i")).collect();
+    let topics: usize = inboxes.iter().map(|t| 2 + t.len()).sum();
+    assert_eq!(cost.bytes, key + 9 + topics + envelope);
+    // One record per inbox (format 1: key, 9-byte header, topic, envelope).
+    let per_inbox: usize = inboxes.iter().map(|t| key + 9 + t.len() + envelope).sum();
+    eprintln!("one record per inbox: 50 records, {per_inbox} bytes, 150 reads");
+    assert!(cost.bytes * 5 < per_inbox);
 }

@@ -11,7 +11,7 @@ use chat_core::topics::presence_topic;
 use parley_proto::v1::{Envelope, Presence, PresenceState};
 
 use super::now_ms;
-use crate::cluster::Deliveries;
+use crate::cluster::{Deliveries, Fanout};
 
 /// Counts live sessions per user and publishes presence changes.
 pub struct PresenceTracker {
@@ -81,11 +81,10 @@ impl PresenceTracker {
         self.publisher.send_and_forget(
             user.as_str(),
             1,
-            vec![(
+            Fanout::retained(
                 presence_topic(user),
                 parley_proto::encode_envelope(&envelope).into(),
-                true,
-            )],
+            ),
         );
     }
 

@@ -16,6 +16,7 @@ use persistence::{Amend, AppendRequest, ConversationRecord, StoreError};
 
 use super::convert::message_proto;
 use super::{now_ms, ChatError, ChatService};
+use crate::cluster::Fanout;
 
 impl ChatService {
     /// Handles a message published to `s/{conv}` by `user`.
@@ -135,8 +136,8 @@ impl ChatService {
             let mut delivered = message;
             delivered.seq = appended.seq;
             let pushed = (self.push.is_some() && intent == Intent::New).then(|| delivered.clone());
-            let items = inbox_items(&record, encode_envelope(&delivered.into()));
-            let (outgoing, pending) = self.deliveries.outgoing(conv.as_str(), 1, items);
+            let fanout = inbox_fanout(&record, encode_envelope(&delivered.into()));
+            let (outgoing, pending) = self.deliveries.outgoing(conv.as_str(), 1, fanout);
             ticket.stored(appended.seq, outgoing);
             // Stored and handed to delivery: members without a live session
             // are notified (queued only, never waited for). A retry is a
@@ -255,7 +256,7 @@ impl ChatService {
         envelope: Vec<u8>,
     ) -> Result<(), StoreError> {
         self.deliveries
-            .publish(&record.id, 1, inbox_items(record, envelope))
+            .publish(&record.id, 1, inbox_fanout(record, envelope))
             .await
     }
 }
@@ -271,17 +272,14 @@ fn check_member(
     Ok(record)
 }
 
-/// The publishes (inbox topic, payload, retain) that deliver `envelope` to every member.
-fn inbox_items(record: &ConversationRecord, envelope: Vec<u8>) -> Vec<(String, Bytes, bool)> {
-    let payload = Bytes::from(envelope);
-    record
+/// The fan-out that delivers `envelope` to every member's inbox.
+fn inbox_fanout(record: &ConversationRecord, envelope: Vec<u8>) -> Fanout {
+    let topics = record
         .members
         .iter()
-        .filter_map(|m| {
-            let user = UserId::parse(&m.user).ok()?;
-            Some((inbox_topic(&user), payload.clone(), false))
-        })
-        .collect()
+        .filter_map(|m| Some(inbox_topic(&UserId::parse(&m.user).ok()?)))
+        .collect();
+    Fanout::new(topics, Bytes::from(envelope))
 }
 
 /// Maps a validation failure to the client's error code.

@@ -7,6 +7,7 @@ use parley_proto::v1::{envelope::Kind, ErrorCode, Typing};
 use parley_proto::{decode_envelope, encode_envelope};
 
 use super::{ChatError, ChatService};
+use crate::cluster::Fanout;
 
 impl ChatService {
     /// Handles a typing indicator published to `t/{conv}` by `user`.
@@ -37,16 +38,15 @@ impl ChatService {
             }
             .into(),
         ));
-        let items = record
+        let feeds = record
             .members
             .iter()
             .filter(|m| m.user != user.as_str())
-            .filter_map(|m| {
-                let member = UserId::parse(&m.user).ok()?;
-                Some((typing_feed_topic(&member), relay.clone(), false))
-            })
+            .filter_map(|m| Some(typing_feed_topic(&UserId::parse(&m.user).ok()?)))
             .collect();
-        self.deliveries.publish(conv.as_str(), 0, items).await?;
+        self.deliveries
+            .publish(conv.as_str(), 0, Fanout::new(feeds, relay))
+            .await?;
         Ok(())
     }
 }
