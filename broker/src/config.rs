@@ -890,6 +890,31 @@ impl Config {
                 "cluster.kafka.replication_factor and cluster.kafka.timeout_ms must be at least 1",
             );
         }
+        self.validate_kafka_record_size()
+    }
+
+    /// The bus splits a fan-out whose topics do not fit in one Kafka record
+    /// over several, but never a payload: the largest envelope the server
+    /// fans out (a client's largest, plus the fields the server adds) must
+    /// fit in a record with one topic.
+    fn validate_kafka_record_size(&self) -> Result<(), ConfigError> {
+        use chat_core::ids::{CONVERSATION_ID_MAX_LEN, USER_ID_MAX_LEN};
+        use persistence::kafka::{codec::value_len, KafkaConfig};
+        /// Bytes the server adds to a client's message (ids, seq, sender,
+        /// time; about 150), rounded up generously.
+        const SERVER_FIELDS: usize = 1024;
+        /// `u/{user}/i` and `u/{user}/t` with the longest user id.
+        const LONGEST_FEED_TOPIC: usize = USER_ID_MAX_LEN + 4;
+        let limit = KafkaConfig::new("", "").max_value_bytes(CONVERSATION_ID_MAX_LEN);
+        let fixed = value_len([LONGEST_FEED_TOPIC], SERVER_FIELDS);
+        if self.chat.max_message_bytes + fixed > limit {
+            return Err(ConfigError::Invalid(format!(
+                "chat.max_message_bytes = {} does not fit in a Kafka record of the cluster bus: \
+                 with cluster.bus = \"kafka\" it must be at most {}",
+                self.chat.max_message_bytes,
+                limit.saturating_sub(fixed)
+            )));
+        }
         Ok(())
     }
 
@@ -1123,6 +1148,25 @@ mod tests {
         assert!(
             no_replicas.to_string().contains("replication_factor"),
             "{no_replicas}"
+        );
+        // The default 64 KiB fits a Kafka record with room to spare; the
+        // default MQTT packet limit of 1 MiB does not.
+        let kafka_chat = |bytes: usize| {
+            Config::from_toml_str(&format!(
+                "{shared}{secret}[cluster]\nbus = \"kafka\"\n[chat]\nmax_message_bytes = {bytes}\n"
+            ))
+        };
+        assert!(kafka_chat(512 * 1024).is_ok());
+        let too_large = kafka_chat(1024 * 1024).unwrap_err();
+        assert!(
+            too_large.to_string().contains("chat.max_message_bytes")
+                && too_large.to_string().contains("Kafka record"),
+            "{too_large}"
+        );
+        assert!(
+            Config::from_toml_str(&format!("{shared}[chat]\nmax_message_bytes = 1048576\n"))
+                .is_ok(),
+            "without a bus the Kafka limit does not apply"
         );
     }
 

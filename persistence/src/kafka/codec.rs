@@ -141,6 +141,13 @@ pub fn encode_values(record: &BusRecord, limit: usize) -> Result<Vec<Vec<u8>>, E
     Ok(values)
 }
 
+/// The length of the value [`encode_value`] writes for a payload of
+/// `payload_len` bytes to topics of the given lengths.
+pub fn value_len(topic_lens: impl IntoIterator<Item = usize>, payload_len: usize) -> usize {
+    let topics: usize = topic_lens.into_iter().map(|n| TOPIC_LEN_BYTES + n).sum();
+    HEADER_LEN + topics + payload_len
+}
+
 /// Checks what every value of `record` needs: a valid QoS and a topic.
 fn check(record: &BusRecord) -> Result<(), EncodeError> {
     if record.qos > 2 {
@@ -416,6 +423,7 @@ mod tests {
         assert!(r.topics.iter().all(|t| t.len() == 36));
         let value = encode_value(&r).unwrap();
         assert_eq!(value.len(), HEADER_LEN + 1024 * 38 + 64 * 1024 + 1024);
+        assert_eq!(value.len(), value_len([36; 1024], 64 * 1024 + 1024));
         let limit = crate::kafka::KafkaConfig::new("k:9092", "t").max_value_bytes(r.key.len());
         assert_eq!(encode_values(&r, limit), Ok(vec![value]));
     }
