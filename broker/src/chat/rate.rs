@@ -124,7 +124,10 @@ mod tests {
         assert!(limits.typing("alice") && limits.typing("alice"));
         assert!(!limits.typing("alice"));
         assert!(!limits.typing("alice"));
-        assert!((0..3).all(|_| limits.request("alice")), "a burst of requests");
+        assert!(
+            (0..3).all(|_| limits.request("alice")),
+            "a burst of requests"
+        );
         assert!(!limits.request("alice"));
         assert!(limits.request("bob"));
         assert_eq!(
