@@ -1,5 +1,6 @@
 //! Parley's storage layer: traits for metadata, history, offline queues, the
-//! end-to-end key directory and the cluster bus, and one module per backend.
+//! end-to-end key directory, node leases and the cluster bus, and one module
+//! per backend.
 //!
 //! Every backend of a trait passes the same conformance suite
 //! ([`conformance`]), so the broker can treat them as interchangeable.
@@ -12,6 +13,7 @@ mod error;
 mod history;
 pub mod kafka;
 pub mod keys;
+mod leases;
 mod metadata;
 mod offline;
 pub mod postgres;
@@ -28,6 +30,7 @@ pub use keys::{
     AddOneTimePrekeys, DeviceBundle, DeviceKeys, KeyDirectory, KeyLimits, OneTimePrekey,
     PutDeviceKeys, SignedPrekey,
 };
+pub use leases::{Lease, LeaseHolder, NodeLeases};
 pub use metadata::{MetadataStore, NewUser, UserRecord};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;

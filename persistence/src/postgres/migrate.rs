@@ -27,14 +27,21 @@ struct Migration {
 }
 
 /// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "node_leases",
+        sql: include_str!("migrations/0002_node_leases.sql"),
+    },
+];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;

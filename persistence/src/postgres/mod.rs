@@ -6,16 +6,17 @@
 //! tokio-postgres) and is shared by cloning. It implements
 //! [`MetadataStore`](crate::MetadataStore), [`HistoryStore`](crate::HistoryStore),
 //! [`OfflineQueue`](crate::OfflineQueue) and [`KeyDirectory`](crate::KeyDirectory),
-//! and passes the same conformance suites as the embedded backend.
+//! and passes the same conformance suites as the embedded backend; and, as the
+//! store nodes share, [`NodeLeases`](crate::NodeLeases).
 //!
 //! [`PostgresStore::connect`] applies the versioned SQL migrations of
 //! `migrations/` before it returns (see `migrate`), so every node sees the
 //! schema it expects. Each kind of data has its own module (`users`,
 //! `conversations`, `read_cursors`, `push_targets`, `messages`, `delivered`,
-//! `keys`); the trait implementations in `metadata`, `history`, `offline` and
-//! `key_directory` only route to them. Every statement is prepared once per
-//! connection (`prepare_cached`); every method that changes more than one row
-//! runs in one transaction.
+//! `keys`, `node_leases`); the trait implementations in `metadata`, `history`,
+//! `offline`, `key_directory` and `leases` only route to them. Every statement
+//! is prepared once per connection (`prepare_cached`); every method that
+//! changes more than one row runs in one transaction.
 //!
 //! A lost or refused connection is [`StoreError::Unavailable`](crate::StoreError),
 //! and so is an operation that takes longer than
@@ -30,9 +31,11 @@ mod failure;
 mod history;
 mod key_directory;
 mod keys;
+mod leases;
 mod messages;
 mod metadata;
 mod migrate;
+mod node_leases;
 mod offline;
 mod pool;
 mod push_targets;
