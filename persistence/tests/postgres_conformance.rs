@@ -63,3 +63,17 @@ mod keys {
         std::future::ready(Arc::new(store) as Arc<dyn KeyDirectory>)
     });
 }
+
+/// [`persistence::NodeLeases`]: one live holder per node id.
+mod leases {
+    use std::sync::Arc;
+
+    use persistence::NodeLeases;
+
+    persistence::node_leases_conformance_tests!({
+        let Some(store) = crate::postgres_support::store().await else {
+            return;
+        };
+        std::future::ready(Arc::new(store) as Arc<dyn NodeLeases>)
+    });
+}

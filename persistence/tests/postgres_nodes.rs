@@ -2,20 +2,23 @@
 //! independent [`PostgresStore`]s (each with its own pool, as separate broker
 //! nodes would have), in turn. So the races the suites start (appends to one
 //! conversation, retries of one message, compare-and-set updates, prekey
-//! takes) run between nodes, not just between connections of one pool.
+//! takes, node leases) run between nodes, not just between connections of
+//! one pool.
 //!
 //! Needs `PARLEY_TEST_POSTGRES` (see `postgres_support`).
 
 mod postgres_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use persistence::postgres::PostgresStore;
 use persistence::{
     AddOneTimePrekeys, AppendRequest, Appended, ConversationRecord, DeviceBundle, DeviceKeys,
-    HistoryStore, KeyDirectory, KeyLimits, MetadataStore, NewUser, OneTimePrekey, PageRequest,
-    PushTarget, PutDeviceKeys, ReadCursor, StoreError, StoredMessage, UserRecord,
+    HistoryStore, KeyDirectory, KeyLimits, Lease, LeaseHolder, MetadataStore, NewUser, NodeLeases,
+    OneTimePrekey, PageRequest, PushTarget, PutDeviceKeys, ReadCursor, StoreError, StoredMessage,
+    UserRecord,
 };
 
 /// How many nodes share the database.
@@ -178,6 +181,24 @@ impl KeyDirectory for Nodes {
     }
 }
 
+#[async_trait]
+impl NodeLeases for Nodes {
+    async fn acquire(
+        &self,
+        node_id: u16,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        self.node().acquire(node_id, holder, ttl).await
+    }
+    async fn release(&self, node_id: u16, holder_id: &str) -> Result<bool, StoreError> {
+        self.node().release(node_id, holder_id).await
+    }
+    async fn lease(&self, node_id: u16) -> Result<Option<Lease>, StoreError> {
+        self.node().lease(node_id).await
+    }
+}
+
 /// [`HistoryStore`] across nodes: seqs stay gap-free and ordered.
 mod history {
     use std::sync::Arc;
@@ -217,5 +238,19 @@ mod keys {
             return;
         };
         std::future::ready(Arc::new(nodes) as Arc<dyn KeyDirectory>)
+    });
+}
+
+/// [`NodeLeases`] across nodes: one live holder per node id.
+mod leases {
+    use std::sync::Arc;
+
+    use persistence::NodeLeases;
+
+    persistence::node_leases_conformance_tests!({
+        let Some(nodes) = super::Nodes::connect().await else {
+            return;
+        };
+        std::future::ready(Arc::new(nodes) as Arc<dyn NodeLeases>)
     });
 }

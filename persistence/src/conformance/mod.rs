@@ -13,6 +13,8 @@
 //!   [`offline_conformance_tests!`](crate::offline_conformance_tests).
 //! - [`keys`]: every [`KeyDirectory`](crate::KeyDirectory), via
 //!   [`key_directory_conformance_tests!`](crate::key_directory_conformance_tests).
+//! - [`leases`]: every [`NodeLeases`](crate::NodeLeases), via
+//!   [`node_leases_conformance_tests!`](crate::node_leases_conformance_tests).
 //! - [`bus`]: every [`ClusterBus`](crate::ClusterBus), via
 //!   [`bus_conformance_tests!`](crate::bus_conformance_tests).
 //!
@@ -24,9 +26,10 @@ pub mod bus;
 pub mod conversations;
 pub mod history;
 pub mod keys;
+pub mod leases;
 pub mod metadata;
 mod names;
 pub mod offline;
 pub mod push_targets;
 
-pub use names::{unique_conversation_id, unique_username};
+pub use names::{unique_conversation_id, unique_node_id, unique_username};

@@ -1,5 +1,8 @@
 //! Fresh names for conformance checks, so checks never collide on shared storage.
 
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+
 /// `{tag}_` followed by 12 random lowercase hex digits.
 fn unique_name(tag: &str) -> String {
     let suffix: u64 = rand::random::<u64>() & 0xffff_ffff_ffff;
@@ -19,6 +22,17 @@ pub fn unique_username(tag: &str) -> String {
 /// 12 random lowercase hex digits.
 pub fn unique_conversation_id(tag: &str) -> String {
     unique_name(&format!("c_{tag}"))
+}
+
+/// Returns a node id no other check of this process has picked (until all
+/// 65,536 are used): node ids are too few for random picks to stay apart, so
+/// they are counted, from a random start so that processes sharing storage
+/// rarely meet.
+pub fn unique_node_id() -> u16 {
+    static START: OnceLock<u16> = OnceLock::new();
+    static TAKEN: AtomicU16 = AtomicU16::new(0);
+    let start = *START.get_or_init(rand::random::<u16>);
+    start.wrapping_add(TAKEN.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -41,5 +55,11 @@ mod tests {
         assert!(a.starts_with("c_t_"), "{a}");
         assert_eq!(a.len(), "c_t_".len() + 12, "{a}");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn node_ids_differ() {
+        let ids: std::collections::BTreeSet<u16> = (0..1_000).map(|_| unique_node_id()).collect();
+        assert_eq!(ids.len(), 1_000, "every node id handed out once");
     }
 }
