@@ -116,9 +116,11 @@ impl fmt::Display for Listen {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Node id within a cluster (0 on a single node).
+    /// Node id within a cluster (0 on a single node); no two live nodes may
+    /// share one (on PostgreSQL a lease enforces it, see [`crate::node_lease`]).
     pub node_id: u16,
-    /// Directory of the embedded store and of generated secrets.
+    /// Directory of the embedded store, of generated secrets and of the
+    /// node's instance id; one per node.
     pub data_dir: PathBuf,
     /// Which store keeps users, conversations and history.
     pub storage: StorageConfig,
@@ -316,14 +318,30 @@ impl fmt::Debug for PostgresStorageConfig {
 }
 
 /// `[cluster]`: how several nodes act as one service (see `docs/cluster.md`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The bus carrying deliveries between nodes: `none` (each node delivers
     /// to its own clients only) or `kafka`.
     pub bus: BusKind,
+    /// How long a node's lease on its `node_id` lasts without renewal, in
+    /// milliseconds (with `storage.backend = "postgres"`; see
+    /// [`crate::node_lease`]). The node renews it every third of that; a node
+    /// killed without shutting down keeps its id from other processes this
+    /// long.
+    pub node_lease_ttl_ms: u64,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            bus: BusKind::default(),
+            node_lease_ttl_ms: 30_000,
+            kafka: KafkaBusConfig::default(),
+        }
+    }
 }
 
 /// A cluster bus.
@@ -668,6 +686,10 @@ fn without_url_password(s: &str) -> Option<String> {
     Some(format!("{scheme}://{user}:<redacted>@{host}"))
 }
 
+/// The shortest `cluster.node_lease_ttl_ms`: renewals every third of it
+/// must have time to reach the store.
+pub const MIN_NODE_LEASE_TTL_MS: u64 = 1_000;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -849,6 +871,11 @@ impl Config {
         if self.storage.history == HistoryBackend::Scylla {
             crate::storage::scylla_config(&self.storage.scylla)
                 .map_err(|e| ConfigError::Invalid(format!("storage.scylla: {e:#}")))?;
+        }
+        if self.cluster.node_lease_ttl_ms < MIN_NODE_LEASE_TTL_MS {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.node_lease_ttl_ms must be at least {MIN_NODE_LEASE_TTL_MS}"
+            )));
         }
         if self.cluster.bus == BusKind::None {
             return Ok(());
@@ -1116,6 +1143,18 @@ mod tests {
             assert!(error.to_string().contains("storage.scylla"), "{error}");
             assert!(error.to_string().contains(named), "{error}");
         }
+
+        assert_eq!(defaults.cluster.node_lease_ttl_ms, 30_000);
+        let lease = Config::from_toml_str("[cluster]\nnode_lease_ttl_ms = 5000\n").unwrap();
+        assert_eq!(lease.cluster.node_lease_ttl_ms, 5_000);
+        let short_lease =
+            Config::from_toml_str("[cluster]\nnode_lease_ttl_ms = 999\n").unwrap_err();
+        assert!(
+            short_lease
+                .to_string()
+                .contains("cluster.node_lease_ttl_ms must be at least 1000"),
+            "{short_lease}"
+        );
 
         let embedded_bus = Config::from_toml_str("[cluster]\nbus = \"kafka\"\n").unwrap_err();
         assert!(

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod mqtt;
+pub mod node_lease;
 pub mod push;
 pub mod router;
 pub mod server;

@@ -1,5 +1,10 @@
 //! The `parley` binary: parse flags, load the configuration, run one node
-//! until SIGTERM or Ctrl-C, then shut down gracefully.
+//! until SIGTERM or Ctrl-C (or until it must stop, having lost its node id's
+//! lease), then shut down gracefully.
+//!
+//! Exit codes: 0 after a graceful shutdown, 2 for an invalid configuration,
+//! 1 for any other failure (a start-up failure, such as a node id another
+//! live node holds, or a lost node lease).
 
 use clap::Parser;
 use parley::config::{Cli, Config};
@@ -31,8 +36,16 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    wait_for_signal().await;
-    match node.shutdown().await {
+    let failure = tokio::select! {
+        _ = wait_for_signal() => None,
+        why = node.failed() => Some(why),
+    };
+    let stopped = node.shutdown().await;
+    if let Some(why) = failure {
+        eprintln!("parley: {why}");
+        return std::process::ExitCode::from(1);
+    }
+    match stopped {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parley: {e:#}");

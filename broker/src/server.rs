@@ -1,6 +1,6 @@
-//! Starting and stopping one Parley node: store, router, MQTT listeners and
-//! the HTTP side, with graceful shutdown (stop accepting, close connections,
-//! flush the store).
+//! Starting and stopping one Parley node: store, node lease, router, MQTT
+//! listeners and the HTTP side, with graceful shutdown (stop accepting, close
+//! connections, flush the store, release the node lease).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,6 +29,7 @@ use crate::mqtt::publisher::ServerPublisher;
 use crate::mqtt::sessions::SessionRegistry;
 use crate::mqtt::will::WillRegistry;
 use crate::mqtt::MqttContext;
+use crate::node_lease::NodeLease;
 use crate::push::metrics::PushCollector;
 use crate::push::PushService;
 use crate::router::RouterHandle;
@@ -54,6 +55,8 @@ pub struct Node {
     pub store: Arc<dyn MetadataStore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The lease on its node id, on a store shared by several nodes.
+    lease: Option<NodeLease>,
 }
 
 impl Node {
@@ -65,11 +68,55 @@ impl Node {
 
     /// Starts a node from `config` that delivers through `bus` (or only to
     /// its own clients with `None`), whatever `config.cluster` says.
+    ///
+    /// On a store several nodes share, the node first takes the lease on its
+    /// node id (see [`crate::node_lease`]), before anything uses the id, and
+    /// fails to start if another live node holds it.
     pub async fn start_with_bus(
         config: Config,
         bus: Option<Arc<dyn ClusterBus>>,
     ) -> anyhow::Result<Node> {
         let opened = crate::storage::open(&config).await?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let lease = match &opened.leases {
+            Some(leases) => Some(NodeLease::take(leases.clone(), &config, shutdown.clone()).await?),
+            None => None,
+        };
+        match Node::serve(config, bus, opened, shutdown.clone(), &tasks).await {
+            Ok((addrs, store)) => Ok(Node {
+                addrs,
+                store,
+                shutdown,
+                tasks,
+                lease,
+            }),
+            Err(e) => {
+                shutdown.cancel();
+                tasks.close();
+                if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("some tasks did not stop within 10 s of a failed start");
+                }
+                if let Some(lease) = lease {
+                    lease.release().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Everything after the node lease: chat, router, bus consumer,
+    /// listeners. Returns where the node listens and its metadata store.
+    async fn serve(
+        config: Config,
+        bus: Option<Arc<dyn ClusterBus>>,
+        opened: crate::storage::Stores,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> anyhow::Result<(BoundAddrs, Arc<dyn MetadataStore>)> {
         let store: Arc<dyn MetadataStore> = opened.metadata.clone();
         let key_directory: Arc<dyn KeyDirectory> = opened.keys.clone();
         let mut metrics = Metrics::new();
@@ -103,9 +150,7 @@ impl Node {
             None => Deliveries::Local(publisher.clone()),
             Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
         };
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let push = PushService::start(&config.push, store.clone(), shutdown.clone(), &tasks)
+        let push = PushService::start(&config.push, store.clone(), shutdown.clone(), tasks)
             .context("configuring push notifications")?;
         let chat = Arc::new(
             ChatService::with_deliveries(
@@ -130,7 +175,7 @@ impl Node {
                 publisher.clone(),
                 chat.clone(),
                 shutdown.clone(),
-                &tasks,
+                tasks,
             )
             .await
             .context("subscribing to the cluster bus")?;
@@ -244,12 +289,7 @@ impl Node {
         }
         info!(?addrs, data_dir = %config.data_dir.display(), node_id = config.node_id,
             storage = ?config.storage.backend, bus = ?config.cluster.bus, "parley is up");
-        Ok(Node {
-            addrs,
-            store,
-            shutdown,
-            tasks,
-        })
+        Ok((addrs, store))
     }
 
     /// A token that is cancelled when the node begins shutting down.
@@ -257,7 +297,20 @@ impl Node {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, disconnects every client, waits for tasks and flushes the store.
+    /// Resolves when the node has stopped by itself because it must not go
+    /// on: another process took over its node id's lease (see
+    /// [`crate::node_lease`]). Returns why. Never resolves while the node
+    /// runs normally, nor on the embedded store.
+    pub async fn failed(&self) -> String {
+        match &self.lease {
+            Some(lease) => lease.lost().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops accepting, disconnects every client, waits for tasks, flushes
+    /// the store and releases the node lease, so that the node id is free at
+    /// once.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         info!("shutting down");
         self.shutdown.cancel();
@@ -268,7 +321,11 @@ impl Node {
         {
             tracing::warn!("some connections did not close within 10 s");
         }
-        self.store.flush().await.context("flushing the store")?;
+        let flushed = self.store.flush().await.context("flushing the store");
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
+        flushed?;
         info!("shutdown complete");
         Ok(())
     }

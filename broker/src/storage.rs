@@ -3,7 +3,8 @@
 //! optionally a Scylla cluster for history (`history = "scylla"`).
 //!
 //! Either way the node gets the same four trait objects, so nothing above
-//! this module knows which backend it runs on.
+//! this module knows which backend it runs on; a store that several nodes
+//! share also hands out node leases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use anyhow::Context;
 use persistence::embedded::EmbeddedStore;
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use persistence::scylla::{ScyllaConfig, ScyllaStore};
-use persistence::{HistoryStore, KeyDirectory, MetadataStore, OfflineQueue};
+use persistence::{HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue};
 
 use crate::config::{
     Config, HistoryBackend, PostgresStorageConfig, ScyllaStorageConfig, StorageBackend,
@@ -30,6 +31,10 @@ pub struct Stores {
     pub offline: Arc<dyn OfflineQueue>,
     /// End-to-end encryption keys.
     pub keys: Arc<dyn KeyDirectory>,
+    /// Leases on node ids, if the store is shared by several nodes
+    /// (PostgreSQL); `None` for the embedded store, which one process at a
+    /// time can open.
+    pub leases: Option<Arc<dyn NodeLeases>>,
 }
 
 /// Opens the backend `config.storage` names. PostgreSQL is migrated to the
@@ -67,10 +72,14 @@ async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
                 .database_name()
                 .unwrap_or("(the user's)")
                 .to_owned();
-            let store = PostgresStore::connect(settings)
-                .await
-                .with_context(|| format!("opening the PostgreSQL store, database {database}"))?;
-            Ok(Stores::all(Arc::new(store)))
+            let store =
+                Arc::new(PostgresStore::connect(settings).await.with_context(|| {
+                    format!("opening the PostgreSQL store, database {database}")
+                })?);
+            Ok(Stores {
+                leases: Some(store.clone()),
+                ..Stores::all(store)
+            })
         }
     }
 }
@@ -114,7 +123,7 @@ pub fn scylla_config(scylla: &ScyllaStorageConfig) -> anyhow::Result<ScyllaConfi
 }
 
 impl Stores {
-    /// Every handle on one store implementing all four traits.
+    /// Every handle on one store implementing all four traits, without leases.
     fn all<S>(store: Arc<S>) -> Stores
     where
         S: MetadataStore + HistoryStore + OfflineQueue + KeyDirectory,
@@ -124,6 +133,7 @@ impl Stores {
             history: store.clone(),
             offline: store.clone(),
             keys: store,
+            leases: None,
         }
     }
 }
