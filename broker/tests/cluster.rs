@@ -20,77 +20,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chat_core::message_id::node_of;
 use common::chat::{direct, password_of, sign_up_users, text_of, ChatClient};
+use common::shared_postgres::{fresh_database, rand_u32};
 use common::{log_in, test_config, TestNode};
 use parley::config::{BusKind, StorageBackend};
 use parley::server::Node;
 use persistence::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, StoreError};
 use tokio::sync::Notify;
-
-/// The variable naming the test server.
-const URL_VAR: &str = "PARLEY_TEST_POSTGRES";
-
-/// A URL of a fresh, empty database on the test server, or `None` (after
-/// printing why) when the test should skip.
-async fn fresh_database() -> Option<String> {
-    let url = match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{URL_VAR} is not set, but CI is: the cluster tests must run in CI \
-                     (.ci/test starts a server with .ci/postgres.sh and exports {URL_VAR})"
-                );
-            }
-            eprintln!(
-                "skipping a cluster test: {URL_VAR} is not set \
-                 (`. .ci/postgres.sh` starts a throwaway server and sets it)"
-            );
-            return None;
-        }
-    };
-    let name = format!("parley_cluster_{}_{:08x}", std::process::id(), rand_u32());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {URL_VAR}={url}: {e}"));
-    let connection = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("create test database {name}: {e:?}"));
-    drop(client);
-    let _ = connection.await;
-    Some(with_database(&url, &name))
-}
-
-/// `url` with its database replaced by `name` (URL or key=value form).
-fn with_database(url: &str, name: &str) -> String {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (url, String::new()),
-        };
-        let scheme_end = base.find("://").expect("scheme") + 3;
-        let host_end = base[scheme_end..]
-            .find('/')
-            .map_or(base.len(), |i| scheme_end + i);
-        format!("{}/{name}{query}", &base[..host_end])
-    } else {
-        format!("{url} dbname={name}")
-    }
-}
-
-/// A random number for unique names.
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish() as u32
-}
 
 /// Starts node `node_id` on the PostgreSQL database at `url`, delivering
 /// through `bus` (or only to its own clients).

@@ -14,6 +14,7 @@ pub mod chat;
 #[path = "../../../persistence/tests/postgres_support/cluster.rs"]
 pub mod postgres;
 pub mod process;
+pub mod shared_postgres;
 
 /// How long any single expected event may take before a test fails.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
