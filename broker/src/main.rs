@@ -29,6 +29,10 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
+    // Listen before starting, so that a signal arriving while the node
+    // starts (or just after it reported that it is up) stops it gracefully
+    // instead of killing it with its node lease still held.
+    let stop = stop_signal();
     let node = match Node::start(config).await {
         Ok(node) => node,
         Err(e) => {
@@ -37,7 +41,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let failure = tokio::select! {
-        _ = wait_for_signal() => None,
+        _ = stop => None,
         why = node.failed() => Some(why),
     };
     let stopped = node.shutdown().await;
@@ -54,23 +58,32 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    ctrl_c.await.ok();
-                    return;
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when the future is first polled.
+#[cfg(unix)]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            _ => {
+                tokio::signal::ctrl_c().await.ok();
+            }
         }
     }
-    #[cfg(not(unix))]
-    ctrl_c.await.ok();
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        tokio::signal::ctrl_c().await.ok();
+    }
 }
