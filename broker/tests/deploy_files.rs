@@ -1,7 +1,8 @@
 //! The deployment files in `deploy/` agree with Parley itself: every node
 //! environment in the docker-compose file and the Kubernetes manifest passes
 //! `parley --check-config`, and the ports, probes, service names and scrape
-//! targets they declare are the ones that configuration listens on.
+//! targets they declare are the ones that configuration listens on; the
+//! Kubernetes pods keep their data directory across container restarts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -296,6 +297,30 @@ fn kubernetes_statefulset_passes_check_config_and_probes_its_ports() {
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
         assert_eq!(get["port"].as_str(), Some("http"), "{probe}");
     }
+
+    // The data directory (the image's) outlives container restarts, so a
+    // restarted container is the same node lease holder.
+    let dockerfile = std::fs::read_to_string(deploy("Dockerfile")).expect("Dockerfile");
+    let data_dir = dockerfile
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("PARLEY_DATA_DIR="))
+        .expect("the image sets PARLEY_DATA_DIR");
+    let mount = container["volumeMounts"]
+        .as_vec()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(data_dir))
+        .unwrap_or_else(|| panic!("no volume mounted on the data directory {data_dir}"));
+    let volume = set["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the data directory's volume");
+    assert!(
+        !volume["emptyDir"].is_badvalue(),
+        "the data directory lives as long as the pod: {volume:?}"
+    );
 
     let service = kind_of("Service");
     assert_eq!(
