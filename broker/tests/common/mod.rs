@@ -11,8 +11,10 @@ use parley::config::{Config, Listen};
 use parley::server::Node;
 
 pub mod chat;
-#[path = "../../../persistence/tests/postgres_support/cluster.rs"]
-pub mod postgres;
+#[path = "../../../persistence/tests/postgres_support/mod.rs"]
+pub mod postgres_support;
+#[allow(unused_imports)]
+pub use postgres_support::cluster as postgres;
 pub mod process;
 pub mod shared_postgres;
 

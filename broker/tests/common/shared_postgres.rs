@@ -6,39 +6,11 @@
 //! Without the variable the tests print why and pass, except when `CI` is
 //! set: there they fail, so a CI that lost its server cannot go green.
 
-/// The variable naming the test server.
-pub const URL_VAR: &str = "PARLEY_TEST_POSTGRES";
-
 /// A URL of a fresh, empty database on the test server, or `None` (after
 /// printing why) when the test should skip.
 pub async fn fresh_database() -> Option<String> {
-    let url = match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{URL_VAR} is not set, but CI is: the PostgreSQL tests must run in CI \
-                     (.ci/test starts a server with .ci/postgres.sh and exports {URL_VAR})"
-                );
-            }
-            eprintln!(
-                "skipping a PostgreSQL test: {URL_VAR} is not set \
-                 (`. .ci/postgres.sh` starts a throwaway server and sets it)"
-            );
-            return None;
-        }
-    };
-    let name = format!("parley_cluster_{}_{:08x}", std::process::id(), rand_u32());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {URL_VAR}={url}: {e}"));
-    let connection = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("create test database {name}: {e:?}"));
-    drop(client);
-    let _ = connection.await;
+    let url = super::postgres_support::server_url()?;
+    let name = super::postgres_support::create_database(&url).await;
     Some(with_database(&url, &name))
 }
 
