@@ -378,6 +378,7 @@ pub async fn open_bus(
             settings.replication_factor = k.replication_factor.map(i32::from);
             settings.create_topic = k.create_topic;
             settings.timeout = Duration::from_millis(k.timeout_ms);
+            settings.max_record_bytes = k.max_record_bytes;
             let bus = KafkaBus::connect(settings).await.with_context(|| {
                 format!(
                     "connecting to the Kafka bus (topic {} on {})",

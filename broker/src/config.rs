@@ -376,6 +376,11 @@ pub struct KafkaBusConfig {
     /// Longest one bus operation may wait for Kafka (a publish's
     /// acknowledgement, subscribing, a commit), in milliseconds.
     pub timeout_ms: u64,
+    /// The largest Kafka record a node produces, key and value included
+    /// (librdkafka's `message.max.bytes`); the topic's `max.message.bytes`
+    /// on the brokers must allow it. A fan-out too big for one record is
+    /// split; `chat.max_message_bytes` must fit in one.
+    pub max_record_bytes: usize,
 }
 
 impl Default for KafkaBusConfig {
@@ -387,6 +392,7 @@ impl Default for KafkaBusConfig {
             replication_factor: None,
             create_topic: true,
             timeout_ms: 30_000,
+            max_record_bytes: persistence::kafka::config::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -932,13 +938,17 @@ impl Config {
         const SERVER_FIELDS: usize = 1024;
         /// `u/{user}/i` and `u/{user}/t` with the longest user id.
         const LONGEST_FEED_TOPIC: usize = USER_ID_MAX_LEN + 4;
-        let limit = KafkaConfig::new("", "").max_value_bytes(CONVERSATION_ID_MAX_LEN);
+        let mut kafka = KafkaConfig::new("", "");
+        kafka.max_record_bytes = self.cluster.kafka.max_record_bytes;
+        let limit = kafka.max_value_bytes(CONVERSATION_ID_MAX_LEN);
         let fixed = value_len([LONGEST_FEED_TOPIC], SERVER_FIELDS);
         if self.chat.max_message_bytes + fixed > limit {
             return Err(ConfigError::Invalid(format!(
-                "chat.max_message_bytes = {} does not fit in a Kafka record of the cluster bus: \
-                 with cluster.bus = \"kafka\" it must be at most {}",
+                "chat.max_message_bytes = {} does not fit in a Kafka record of the cluster bus \
+                 (cluster.kafka.max_record_bytes = {}): with cluster.bus = \"kafka\" it must \
+                 be at most {}",
                 self.chat.max_message_bytes,
+                self.cluster.kafka.max_record_bytes,
                 limit.saturating_sub(fixed)
             )));
         }
@@ -1206,6 +1216,20 @@ mod tests {
             Config::from_toml_str(&format!("{shared}[chat]\nmax_message_bytes = 1048576\n"))
                 .is_ok(),
             "without a bus the Kafka limit does not apply"
+        );
+        // A deployment with larger Kafka records may carry larger messages,
+        // and one with smaller records must carry smaller ones.
+        let with_records = |record: usize, bytes: usize| {
+            Config::from_toml_str(&format!(
+                "{shared}{secret}[cluster]\nbus = \"kafka\"\n[cluster.kafka]\n\
+                 max_record_bytes = {record}\n[chat]\nmax_message_bytes = {bytes}\n"
+            ))
+        };
+        assert!(with_records(4 * 1024 * 1024, 1024 * 1024).is_ok());
+        let small = with_records(32 * 1024, 64 * 1024).unwrap_err();
+        assert!(
+            small.to_string().contains("max_record_bytes = 32768"),
+            "{small}"
         );
     }
 
