@@ -122,7 +122,7 @@ pub trait Cells: Send + Sync {
 /// Appends `request` with the protocol of this module's documentation.
 pub async fn append<C: Cells + ?Sized>(
     cells: &C,
-    request: AppendRequest,
+    request: &AppendRequest,
 ) -> Result<Appended, StoreError> {
     let conversation = request.conversation_id.as_str();
     let key = ClaimKey {

@@ -23,7 +23,7 @@ impl HistoryStore for ScyllaStore {
         let started = std::time::Instant::now();
         let mut attempt = 1;
         loop {
-            match append::append(self, request.clone()).await {
+            match append::append(self, &request).await {
                 Err(StoreError::Unavailable(reason))
                     if attempt < APPEND_ATTEMPTS && started.elapsed() < self.request_timeout() =>
                 {

@@ -227,7 +227,7 @@ fn request(conversation: &str, sender: &str, n: u64) -> AppendRequest {
 /// Appends `request` until it succeeds, as a client retrying after errors does.
 async fn append_until_stored(cells: &ModelCells, request: AppendRequest) -> Appended {
     for _ in 0..10_000 {
-        match append(cells, request.clone()).await {
+        match append(cells, &request).await {
             Ok(appended) => return appended,
             Err(StoreError::Unavailable(_)) => continue,
             Err(other) => panic!("append failed with {other:?}"),
@@ -313,7 +313,7 @@ async fn racing_retries_of_one_message_store_it_once() {
         for _ in 0..8 {
             let cells = cells.clone();
             tasks.push(tokio::spawn(async move {
-                append(&*cells, request("c", "retrier", 1)).await.unwrap()
+                append(&*cells, &request("c", "retrier", 1)).await.unwrap()
             }));
         }
         let mut answers = Vec::new();
@@ -337,7 +337,7 @@ async fn racing_retries_of_one_message_store_it_once() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_crashed_attempt_is_finished_by_its_retry() {
     let cells = ModelCells::new(0, 0.0);
-    append(&*cells, request("c", "a", 1)).await.unwrap();
+    append(&*cells, &request("c", "a", 1)).await.unwrap();
     // An attempt that stored its message and died before committing.
     let key = ClaimKey {
         conversation_id: "c".into(),
@@ -356,7 +356,7 @@ async fn a_crashed_attempt_is_finished_by_its_retry() {
     };
     assert!(cells.insert_message(&row).await.unwrap());
     // The retry carries a new message id and time; the first attempt's win.
-    let appended = append(&*cells, request("c", "a", 2)).await.unwrap();
+    let appended = append(&*cells, &request("c", "a", 2)).await.unwrap();
     assert_eq!(
         appended,
         Appended {
@@ -373,7 +373,7 @@ async fn a_crashed_attempt_is_finished_by_its_retry() {
         ..key
     };
     assert_eq!(cells.create_claim(&key3, 88, 8, 3).await.unwrap(), None);
-    let appended = append(&*cells, request("c", "a", 3)).await.unwrap();
+    let appended = append(&*cells, &request("c", "a", 3)).await.unwrap();
     assert_eq!((appended.seq, appended.message_id), (3, 88));
     assert!(!appended.duplicate);
     assert_eq!(cells.stored("c")[2].payload, b"a says 3".to_vec());
@@ -390,9 +390,9 @@ async fn a_stale_slot_taken_by_another_message_is_moved_past_the_end() {
     // Claimed slot 1, then stalled while others filled 1..=3.
     cells.create_claim(&key, 5, 5, 1).await.unwrap();
     for n in 1..=3 {
-        append(&*cells, request("c", "b", n)).await.unwrap();
+        append(&*cells, &request("c", "b", n)).await.unwrap();
     }
-    let appended = append(&*cells, request("c", "late", 1)).await.unwrap();
+    let appended = append(&*cells, &request("c", "late", 1)).await.unwrap();
     assert_eq!(appended.seq, 4);
     assert_eq!(appended.message_id, 5);
     let claim = cells.read_claim(&key).await.unwrap().unwrap();
@@ -402,21 +402,21 @@ async fn a_stale_slot_taken_by_another_message_is_moved_past_the_end() {
 #[tokio::test(flavor = "current_thread")]
 async fn amends_apply_before_commit_and_missing_targets_use_nothing() {
     let cells = ModelCells::new(0, 0.0);
-    append(&*cells, request("c", "a", 1)).await.unwrap();
+    append(&*cells, &request("c", "a", 1)).await.unwrap();
     let mut edit = request("c", "a", 2);
     edit.amend = Some(Amend {
         target_seq: 9,
         payload: b"x".to_vec(),
     });
     assert!(matches!(
-        append(&*cells, edit.clone()).await,
+        append(&*cells, &edit).await,
         Err(StoreError::NotFound(_))
     ));
     edit.amend = Some(Amend {
         target_seq: 1,
         payload: b"edited".to_vec(),
     });
-    let appended = append(&*cells, edit).await.unwrap();
+    let appended = append(&*cells, &edit).await.unwrap();
     assert_eq!(appended.seq, 2);
     assert!(!appended.duplicate);
     assert_eq!(cells.stored("c")[0].payload, b"edited".to_vec());
@@ -425,13 +425,13 @@ async fn amends_apply_before_commit_and_missing_targets_use_nothing() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_retry_is_answered_before_its_amend_is_checked() {
     let cells = ModelCells::new(0, 0.0);
-    let first = append(&*cells, request("c", "a", 1)).await.unwrap();
+    let first = append(&*cells, &request("c", "a", 1)).await.unwrap();
     let mut probe = request("c", "a", 1);
     probe.amend = Some(Amend {
         target_seq: 0,
         payload: Vec::new(),
     });
-    let probed = append(&*cells, probe).await.unwrap();
+    let probed = append(&*cells, &probe).await.unwrap();
     assert_eq!(
         probed,
         Appended {
@@ -445,7 +445,7 @@ async fn a_retry_is_answered_before_its_amend_is_checked() {
         payload: Vec::new(),
     });
     assert!(matches!(
-        append(&*cells, unknown).await,
+        append(&*cells, &unknown).await,
         Err(StoreError::NotFound(_))
     ));
 }
