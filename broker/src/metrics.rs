@@ -9,6 +9,7 @@
 //! Every labelled family is created with all of its label values at zero, so
 //! that a fresh node already exposes every series a dashboard asks for.
 
+pub mod engine;
 pub mod history;
 pub mod kinds;
 pub mod live;
@@ -143,6 +144,18 @@ label_values! {
         BytesPerConnection => "bytes_per_connection",
         /// `limits.publishes_per_sec_per_user`.
         PublishesPerUser => "publishes_per_user",
+        /// `mqtt.max_retained_per_user` / `mqtt.max_retained_bytes_per_user`.
+        RetainedPerUser => "retained_per_user",
+        /// `mqtt.max_subscriptions_per_client`.
+        SubscriptionsPerClient => "subscriptions_per_client",
+        /// `mqtt.max_will_bytes`.
+        WillSize => "will_size",
+        /// `mqtt.max_client_id_bytes`.
+        ClientIdLength => "client_id_length",
+        /// A connection stopped reading (writes stalled past the keep-alive).
+        StalledWriter => "stalled_writer",
+        /// `mqtt.max_packet_size`.
+        PacketSize => "packet_size",
     }
 }
 

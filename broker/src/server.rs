@@ -25,14 +25,12 @@ use crate::metrics::history::MeteredHistory;
 use crate::metrics::live::LiveCollector;
 use crate::metrics::Metrics;
 use crate::mqtt::listener::{accept_loop, tls_acceptor, Transport};
-use crate::mqtt::publisher::ServerPublisher;
 use crate::mqtt::sessions::SessionRegistry;
-use crate::mqtt::will::WillRegistry;
 use crate::mqtt::MqttContext;
 use crate::node_lease::NodeLease;
+use crate::publisher::ServerPublisher;
 use crate::push::metrics::PushCollector;
 use crate::push::PushService;
-use crate::router::RouterHandle;
 
 /// The addresses a running node actually listens on (useful with port 0).
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,10 +140,11 @@ impl Node {
             .context("configuring authentication")?,
         );
         let acl = AclRules::compile(config.acl.clone()).context("compiling ACL rules")?;
-        let router = RouterHandle::start(config.node_id.into(), &config.mqtt);
-        let publisher = ServerPublisher::start(&router, config.node_id)
-            .await
-            .context("opening the server link to the router")?;
+        let router = Arc::new(parley_engine::router::Router::new(
+            config.mqtt.router_config(),
+        ));
+        let publisher = ServerPublisher::new(router.clone());
+        tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
         let deliveries = match &bus {
             None => Deliveries::Local(publisher.clone()),
             Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
@@ -164,6 +163,9 @@ impl Node {
         );
         let sessions = Arc::new(SessionRegistry::new());
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
+        metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
+            router.clone(),
+        )));
         if let Some(push) = &push {
             metrics.register_collector(Box::new(PushCollector::new(push.clone())));
         }
@@ -186,7 +188,6 @@ impl Node {
             acl,
             router,
             publisher,
-            wills: WillRegistry::default(),
             chat,
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),

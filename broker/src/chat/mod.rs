@@ -35,7 +35,7 @@ use rumqttd::protocol::PublishProperties;
 
 use crate::cluster::{Deliveries, Outgoing};
 use crate::config::ChatConfig;
-use crate::mqtt::publisher::ServerPublisher;
+use crate::publisher::ServerPublisher;
 use cache::ConversationCache;
 pub use errors::{ChatAck, ChatError};
 use ordering::DeliveryOrder;

@@ -25,8 +25,8 @@ use serde::Serialize;
 use super::bearer::bearer_token;
 use super::{ApiError, HttpState};
 use crate::chat::ChatService;
-use crate::mqtt::codec::Version;
 use crate::mqtt::sessions::{SessionInfo, SessionRegistry};
+use parley_engine::codec::Version;
 
 /// What the admin endpoints need.
 pub struct AdminState {
