@@ -362,7 +362,7 @@ impl InboundState {
             if qos == 0 {
                 return true;
             }
-            if matches!(ack, ChatAck::StoreFailed | ChatAck::QuotaExceeded) {
+            if matches!(ack, ChatAck::StoreFailed | ChatAck::RateLimited) {
                 // Not stored, and 3.1.1 has no failure ack: the client resends after reconnecting.
                 return false;
             }
@@ -377,7 +377,9 @@ impl InboundState {
                 PubAckReason::PayloadFormatInvalid,
                 PubRecReason::PayloadFormatInvalid,
             ),
-            ChatAck::QuotaExceeded => (PubAckReason::QuotaExceeded, PubRecReason::QuotaExceeded),
+            ChatAck::QuotaExceeded | ChatAck::RateLimited => {
+                (PubAckReason::QuotaExceeded, PubRecReason::QuotaExceeded)
+            }
             ChatAck::ImplementationSpecific => (
                 PubAckReason::ImplementationSpecificError,
                 PubRecReason::ImplementationSpecificError,
@@ -835,11 +837,11 @@ mod tests {
         let router = router();
         let mut s = state(&router, Version::V4);
         let mut fx = Effects::default();
-        assert!(!s.ack_chat(1, 3, ChatAck::QuotaExceeded, &mut fx));
+        assert!(!s.ack_chat(1, 3, ChatAck::RateLimited, &mut fx));
         assert!(!s.ack_chat(1, 4, ChatAck::StoreFailed, &mut fx));
         assert!(fx.to_client.is_empty(), "no PUBACK for an unstored message");
         let mut v5 = state(&router, Version::V5);
-        assert!(v5.ack_chat(1, 5, ChatAck::QuotaExceeded, &mut fx));
+        assert!(v5.ack_chat(1, 5, ChatAck::RateLimited, &mut fx));
         assert!(matches!(
             &fx.to_client[0],
             Packet::PubAck(

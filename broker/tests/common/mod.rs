@@ -16,6 +16,7 @@ pub mod postgres_support;
 #[allow(unused_imports)]
 pub use postgres_support::cluster as postgres;
 pub mod process;
+pub mod raw;
 pub mod shared_postgres;
 
 /// How long any single expected event may take before a test fails.
