@@ -191,6 +191,9 @@ struct SlotState {
     subscriptions: HashMap<Box<str>, SubscriptionOptions>,
     ready: Option<Waker>,
     drain_waiters: Vec<Waker>,
+    /// A publisher already waited its whole pause for this session to drain:
+    /// publishers are not slowed for it again until it drains.
+    stalled: bool,
 }
 
 /// One session's place in the router, shared by the router and the
@@ -232,6 +235,17 @@ impl SessionSlot {
     /// bound, or no connection is attached to read it any more.
     pub fn drained(self: &Arc<Self>) -> Drained {
         Drained { slot: self.clone() }
+    }
+
+    /// A publisher's pause for this session ran out before it drained: until
+    /// it drains, publishes no longer report it congested (one subscriber
+    /// that does not read must not slow its publishers for ever; its queue
+    /// bound applies instead).
+    pub fn pause_expired(&self) {
+        let mut state = self.lock();
+        if !state.session.is_drained() {
+            state.stalled = true;
+        }
     }
 
     fn wake_ready(&self, mut state: MutexGuard<'_, SlotState>) {
@@ -374,6 +388,19 @@ impl Router {
         Some(state.session.stats())
     }
 
+    /// Sessions that lost QoS 1/2 messages to their queue bound, with how
+    /// many (for per-client loss metrics; only sessions with losses appear).
+    pub fn sessions_with_losses(&self) -> Vec<(Arc<str>, u64)> {
+        let slots: Vec<Arc<SessionSlot>> = self.lock_sessions().values().cloned().collect();
+        slots
+            .into_iter()
+            .filter_map(|slot| {
+                let lost = slot.lock().session.stats().dropped_qos12;
+                (lost > 0).then(|| (slot.key.clone(), lost))
+            })
+            .collect()
+    }
+
     fn lock_sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<SessionSlot>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -451,6 +478,7 @@ impl Router {
                 subscriptions: HashMap::new(),
                 ready: None,
                 drain_waiters: Vec::new(),
+                stalled: false,
             }),
         });
         sessions.insert(key, slot.clone());
@@ -648,8 +676,11 @@ impl Router {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
             }
         }
+        if state.stalled && state.session.is_drained() {
+            state.stalled = false;
+        }
         let attached = state.session.is_attached();
-        if attached && state.session.is_congested() {
+        if attached && !state.stalled && state.session.is_congested() {
             report.congested.push(slot.clone());
         }
         if attached && state.session.wants_transmit() {

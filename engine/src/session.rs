@@ -97,11 +97,11 @@ pub struct Delivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// QoS 1 sent, PUBACK awaited.
-    PubAck,
+    Ack,
     /// QoS 2 sent, PUBREC awaited.
-    PubRec,
+    Rec,
     /// PUBREL sent, PUBCOMP awaited.
-    PubComp,
+    Comp,
 }
 
 #[derive(Debug, Clone)]
@@ -250,8 +250,8 @@ impl Session {
                 continue;
             };
             match flight.stage {
-                Stage::PubComp => write_pubrel(params.codec, pkid, PubRelReason::Success, out),
-                Stage::PubAck | Stage::PubRec => {
+                Stage::Comp => write_pubrel(params.codec, pkid, PubRelReason::Success, out),
+                Stage::Ack | Stage::Rec => {
                     let delivery = flight.delivery.clone();
                     // A resend never uses an alias: the new connection has none yet.
                     encode_delivery(
@@ -430,9 +430,9 @@ impl Session {
             self.stats.sent += 1;
             if pkid != 0 {
                 let stage = if delivery.qos == QoS::AtLeastOnce {
-                    Stage::PubAck
+                    Stage::Ack
                 } else {
-                    Stage::PubRec
+                    Stage::Rec
                 };
                 let order = self.next_order;
                 self.next_order += 1;
@@ -464,7 +464,7 @@ impl Session {
     /// delivery was awaiting PUBACK (ignored, as MQTT allows).
     pub fn on_puback(&mut self, pkid: u16) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.stage == Stage::PubAck => {
+            Some(f) if f.stage == Stage::Ack => {
                 self.inflight.remove(&pkid);
                 true
             }
@@ -477,12 +477,12 @@ impl Session {
     /// [`PubRecOutcome::Unknown`] PUBREL 0x92.
     pub fn on_pubrec(&mut self, pkid: u16, refused: bool) -> PubRecOutcome {
         match self.inflight.get_mut(&pkid) {
-            Some(f) if f.stage == Stage::PubRec || f.stage == Stage::PubComp => {
+            Some(f) if f.stage == Stage::Rec || f.stage == Stage::Comp => {
                 if refused {
                     self.inflight.remove(&pkid);
                     return PubRecOutcome::Refused;
                 }
-                f.stage = Stage::PubComp;
+                f.stage = Stage::Comp;
                 PubRecOutcome::Released
             }
             _ => PubRecOutcome::Unknown,
@@ -492,7 +492,7 @@ impl Session {
     /// The client completed QoS 2 delivery `pkid`. `false` if none awaited PUBCOMP.
     pub fn on_pubcomp(&mut self, pkid: u16) -> bool {
         match self.inflight.get(&pkid) {
-            Some(f) if f.stage == Stage::PubComp => {
+            Some(f) if f.stage == Stage::Comp => {
                 self.inflight.remove(&pkid);
                 true
             }
@@ -572,7 +572,7 @@ impl Session {
             + self
                 .inflight
                 .values()
-                .filter(|f| f.stage != Stage::PubComp)
+                .filter(|f| f.stage != Stage::Comp)
                 .count();
         self.queue = VecDeque::new();
         self.inflight = HashMap::new();

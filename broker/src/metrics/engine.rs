@@ -30,6 +30,12 @@ impl EngineCollector {
     }
 }
 
+/// Labels `{session}` of per-session losses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SessionLabels {
+    session: String,
+}
+
 /// Labels `{qos}` of dropped deliveries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct QosLabels {
@@ -81,6 +87,19 @@ impl Collector for EngineCollector {
         )?;
         for (qos, value) in [("0", get(&c.dropped_qos0)), ("1+", get(&c.dropped_qos12))] {
             ConstCounter::new(value).encode(family.encode_family(&QosLabels { qos })?)?;
+        }
+        let lost = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "mqtt_session_lost",
+            "QoS 1/2 deliveries a session lost to its queue bound, by session (user~client id; only sessions with losses)",
+            None,
+            lost.metric_type(),
+        )?;
+        for (session, value) in self.router.sessions_with_losses() {
+            let labels = SessionLabels {
+                session: session.to_string(),
+            };
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }
         counter(
             &mut encoder,
