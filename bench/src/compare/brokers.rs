@@ -237,8 +237,15 @@ async fn ensure_rumqttd(paths: &BrokerPaths, dir: &Path) -> Result<(), BrokerErr
     }
 }
 
+/// Connections rumqttd's router accepts in the bench config. The stock
+/// 10,010 would leave idle-connection runs past it without CONNACKs.
+pub const RUMQTTD_MAX_CONNECTIONS: i64 = 30_010;
+
 /// rumqttd's stock config with every `listen` address moved to 127.0.0.1 on
 /// a fresh port; returns the config and the first MQTT 3.1.1 (`[v4.*]`) port.
+/// For connection load, `router.max_connections` is raised to at least
+/// [`RUMQTTD_MAX_CONNECTIONS`] and every server's `next_connection_delay_ms`
+/// (stock: 1 ms after each accept, i.e. under 1,000 connections/s) set to 0.
 pub fn rumqttd_config(
     stock: &str,
     mut next_port: impl FnMut() -> io::Result<u16>,
@@ -247,6 +254,24 @@ pub fn rumqttd_config(
         .parse()
         .map_err(|e| BrokerError::Config(format!("rumqttd stock config is not TOML: {e}")))?;
     relisten(&mut doc, &mut next_port)?;
+    if let Some(router) = doc.get_mut("router").and_then(toml::Value::as_table_mut) {
+        let max = router
+            .get("max_connections")
+            .and_then(toml::Value::as_integer)
+            .unwrap_or(0)
+            .max(RUMQTTD_MAX_CONNECTIONS);
+        router.insert("max_connections".into(), max.into());
+    }
+    for version in ["v4", "v5"] {
+        let Some(servers) = doc.get_mut(version).and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        for (_, server) in servers.iter_mut() {
+            if let Some(server) = server.as_table_mut() {
+                server.insert("next_connection_delay_ms".into(), 0.into());
+            }
+        }
+    }
     let v4_port = doc
         .get("v4")
         .and_then(toml::Value::as_table)
@@ -502,6 +527,7 @@ mod tests {
             [v4.1]
             name = "v4-1"
             listen = "0.0.0.0:1883"
+            next_connection_delay_ms = 1
             [v4.1.connections]
             max_inflight_count = 100
             [v5.1]
@@ -537,7 +563,13 @@ mod tests {
             format!("127.0.0.1:{v4_port}"),
             listen(&["v4", "1", "listen"])
         );
-        assert_eq!(doc["router"]["max_connections"].as_integer(), Some(10010));
+        assert_eq!(
+            doc["router"]["max_connections"].as_integer(),
+            Some(RUMQTTD_MAX_CONNECTIONS)
+        );
+        for server in [&doc["v4"]["1"], &doc["v5"]["1"]] {
+            assert_eq!(server["next_connection_delay_ms"].as_integer(), Some(0));
+        }
         assert!(rumqttd_config("[router]\nid = 0\n", || Ok(1)).is_err());
         assert!(rumqttd_config("not = [toml", || Ok(1)).is_err());
     }
