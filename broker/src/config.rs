@@ -18,6 +18,9 @@ pub use crate::push::PushConfig;
 
 pub use crate::media::config::MediaConfig;
 
+mod security;
+pub use security::{AccountsConfig, ListenersConfig, LoginConfig, MetricsConfig, SignUpMode};
+
 /// Command-line flags of the `parley` binary. Flags override the file and the environment.
 #[derive(Debug, Clone, Default, Parser, Serialize)]
 #[command(
@@ -144,6 +147,14 @@ pub struct Config {
     pub push: PushConfig,
     /// Media uploads and downloads through presigned S3 URLs.
     pub media: MediaConfig,
+    /// Log-in throttling.
+    pub login: LoginConfig,
+    /// Who may sign up, and how fast.
+    pub accounts: AccountsConfig,
+    /// Timeouts and per-address connection caps of every listener.
+    pub listeners: ListenersConfig,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsConfig,
     /// Plain-MQTT topic ACL rules (outside the chat namespace); deny by default.
     pub acl: Vec<AclRuleConfig>,
     /// Logging.
@@ -166,6 +177,10 @@ impl Default for Config {
             admin: AdminConfig::default(),
             push: PushConfig::default(),
             media: MediaConfig::default(),
+            login: LoginConfig::default(),
+            accounts: AccountsConfig::default(),
+            listeners: ListenersConfig::default(),
+            metrics: MetricsConfig::default(),
             acl: Vec::new(),
             log: LogConfig::default(),
         }
@@ -824,6 +839,7 @@ impl Config {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.validate_security()?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         self.validate_keys()?;
         self.media.validate().map_err(ConfigError::Invalid)?;

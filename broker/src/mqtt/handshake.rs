@@ -124,7 +124,7 @@ where
             auth_failed(AuthFailure::NoCredentials);
             return Err(refuse(bad_credentials(v5), "no username".into()));
         };
-        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password).await {
+        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password, peer.ip()).await {
             Ok(user) => user,
             Err(AuthError::BadCredentials) => {
                 auth_failed(AuthFailure::BadCredentials);
