@@ -627,6 +627,12 @@ pub struct KeysConfig {
     pub bundle_fetches_per_sec_per_user: f64,
     /// Bundle fetches a caller may make in a burst.
     pub bundle_fetch_burst_per_user: u32,
+    /// Sustained bundle fetches per second of one user's keys, by everyone
+    /// else together (0 = unlimited), so that many accounts together cannot
+    /// drain a device's one-time prekeys either. Over it: 429.
+    pub bundle_fetches_per_sec_per_target: f64,
+    /// Bundle fetches of one user's keys in a burst.
+    pub bundle_fetch_burst_per_target: u32,
 }
 
 impl Default for KeysConfig {
@@ -636,6 +642,8 @@ impl Default for KeysConfig {
             max_one_time_prekeys_per_device: 1000,
             bundle_fetches_per_sec_per_user: 1.0,
             bundle_fetch_burst_per_user: 30,
+            bundle_fetches_per_sec_per_target: 0.2,
+            bundle_fetch_burst_per_target: 20,
         }
     }
 }
@@ -991,6 +999,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "keys.bundle_fetches_per_sec_per_user is on, so keys.bundle_fetch_burst_per_user must be at least 1"
                     .into(),
+            ));
+        }
+        let rate = k.bundle_fetches_per_sec_per_target;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetches_per_sec_per_target must be a number >= 0 (0 = unlimited)"
+                    .into(),
+            ));
+        }
+        if rate > 0.0 && k.bundle_fetch_burst_per_target == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetch_burst_per_target must be at least 1".into(),
             ));
         }
         Ok(())

@@ -6,8 +6,8 @@
 use crate::v1::{
     chat_message, envelope, request, response, AddMembers, ChatMessage, Ciphertext, Conversation,
     ConversationList, CreateGroup, Empty, Envelope, Error, FetchMessages, GetConversation,
-    LeaveGroup, MediaRef, MessagePage, OpenDirect, Presence, Receipt, RemoveMember, RenameGroup,
-    Request, Response, SetRole, SyncConversations, Text, Typing,
+    LeaveGroup, MediaRef, MessagePage, Notice, OpenDirect, Presence, Receipt, RemoveMember,
+    RenameGroup, Request, Response, SetRole, SyncConversations, Text, Typing,
 };
 
 /// Implements `From<Arm>` for a oneof enum, one variant per arm type.
@@ -32,6 +32,7 @@ oneof_arms!(envelope::Kind {
     Request => Request,
     Response => Response,
     Error => Error,
+    Notice => Notice,
 });
 
 oneof_arms!(chat_message::Body {
@@ -87,7 +88,8 @@ envelope_from!(
     Presence,
     Request,
     Response,
-    Error
+    Error,
+    Notice
 );
 
 impl Request {

@@ -184,6 +184,22 @@ impl ChatService {
         self.rates.refused()
     }
 
+    /// Sends `notice` to `user`'s inbox, wherever in the cluster they are
+    /// connected (nothing is queued for an offline user).
+    pub fn notify(&self, user: &UserId, notice: parley_proto::v1::Notice) {
+        let envelope = Envelope {
+            kind: Some(Kind::Notice(notice)),
+        };
+        self.deliveries.send_and_forget(
+            user.as_str(),
+            1,
+            crate::cluster::Fanout::new(
+                vec![inbox_topic(user)],
+                parley_proto::encode_envelope(&envelope).into(),
+            ),
+        );
+    }
+
     /// Publishes an `Error` envelope to the user's inbox.
     fn send_error(&self, user: &UserId, error: ChatError) {
         let envelope = Envelope {
