@@ -559,6 +559,11 @@ pub struct ChatConfig {
     pub request_burst: u32,
     /// Largest page of history or conversations a request may ask for.
     pub max_page: usize,
+    /// Message requests and blocking: a stranger's first direct message is a
+    /// request, and the sender gets no presence, typing, receipts or keys of
+    /// the recipient until they accept; users can block each other (see
+    /// docs/topics.md). Off: any message opens the conversation fully.
+    pub message_requests: bool,
 }
 
 impl Default for ChatConfig {
@@ -574,6 +579,7 @@ impl Default for ChatConfig {
             requests_per_sec: 20.0,
             request_burst: 100,
             max_page: 500,
+            message_requests: true,
         }
     }
 }

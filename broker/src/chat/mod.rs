@@ -12,6 +12,7 @@
 //!   a live session on this node.
 
 mod cache;
+mod consent;
 mod convert;
 mod errors;
 mod ordering;
@@ -85,6 +86,8 @@ pub struct ChatService {
     pub presence: PresenceTracker,
     /// Push notifications to members without a live session; `None` when off.
     push: Option<crate::push::PushService>,
+    /// Who accepted and blocked whom, cached briefly.
+    relations: consent::RelationCache,
 }
 
 impl ChatService {
@@ -123,6 +126,7 @@ impl ChatService {
             config,
             ids: Mutex::new(ids),
             push: None,
+            relations: consent::RelationCache::default(),
         })
     }
 
@@ -149,29 +153,6 @@ impl ChatService {
                 ack
             }
         }
-    }
-
-    /// Whether `a` and `b` are members of at least one common conversation
-    /// (which lets each see the other's presence).
-    pub async fn shares_conversation(
-        &self,
-        a: &UserId,
-        b: &UserId,
-    ) -> Result<bool, persistence::StoreError> {
-        let theirs: std::collections::HashSet<String> = self
-            .stores
-            .metadata
-            .conversations_of(b.as_str())
-            .await?
-            .into_iter()
-            .collect();
-        Ok(self
-            .stores
-            .metadata
-            .conversations_of(a.as_str())
-            .await?
-            .iter()
-            .any(|c| theirs.contains(c)))
     }
 
     /// Conversation `id` changed on another node: the next use reloads it.

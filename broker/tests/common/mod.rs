@@ -57,6 +57,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.accounts.signups_per_hour_per_address = 0.0;
     config.login.free_failures_per_account = 0;
     config.login.free_failures_per_address = 0;
+    // Many tests open a direct conversation from one side and expect the
+    // other side's presence, typing and keys at once: message requests are
+    // off here; tests/message_requests.rs turns them on.
+    config.chat.message_requests = false;
     config
 }
 
