@@ -9,8 +9,8 @@ mod common;
 use common::chat::*;
 use common::*;
 use parley_proto::v1::{
-    envelope::Kind, response, AcceptRequest, BlockUser, ErrorCode, ListBlocks, OpenDirect,
-    ReceiptKind, UnblockUser,
+    envelope::Kind, response, AcceptRequest, AddMembers, BlockUser, CreateGroup, ErrorCode,
+    ListBlocks, OpenDirect, ReceiptKind, ReportConversation, SetGroupConsent, UnblockUser,
 };
 use reqwest::StatusCode;
 
@@ -179,4 +179,90 @@ async fn a_blocked_sender_is_refused_as_if_the_user_did_not_exist() {
     frank.say(&conv, "f3", "sorry").await;
     let received = erin.next_message().await;
     assert_eq!(received.client_message_id, "f3", "f2 was never delivered");
+}
+
+#[tokio::test]
+async fn group_consent_and_blocks_limit_who_adds_whom() {
+    let node = with_requests().await;
+    sign_up_users(&node, &["gina", "hank", "ivy"]).await;
+    let mut gina = ChatClient::v5(&node, "gina", "gina-phone").await;
+    let mut hank = ChatClient::v5(&node, "hank", "hank-phone").await;
+    let mut ivy = ChatClient::v5(&node, "ivy", "ivy-phone").await;
+
+    gina.request_ok(SetGroupConsent { required: true }).await;
+    assert_eq!(
+        hank.request_err(CreateGroup {
+            name: "spam".into(),
+            members: vec!["gina".into()],
+        })
+        .await,
+        ErrorCode::NotAllowed,
+        "gina accepted nobody yet"
+    );
+    gina.request_ok(AcceptRequest {
+        peer: "hank".into(),
+    })
+    .await;
+    let group = hank.create_group("friends", &["gina"]).await;
+
+    // Ivy is blocked by Gina: adding her is refused as for no such user.
+    gina.request_ok(BlockUser { user: "ivy".into() }).await;
+    gina.request_ok(SetGroupConsent { required: false }).await;
+    let own = ivy.create_group("ivy's", &[]).await;
+    assert_eq!(
+        ivy.request_err(AddMembers {
+            conversation_id: own.id.clone(),
+            users: vec!["gina".into()],
+        })
+        .await,
+        ErrorCode::NotFound
+    );
+    assert_eq!(group.members.len(), 2);
+}
+
+#[tokio::test]
+async fn members_report_conversations_to_the_admin_api() {
+    const ADMIN: &str = "message-requests-admin-token-0123456789";
+    let node = start_node(|c| {
+        c.chat.message_requests = true;
+        c.admin.token = Some(ADMIN.into());
+    })
+    .await;
+    sign_up_users(&node, &["jill", "kyle", "lena"]).await;
+    let conv = direct("jill", "kyle");
+    let mut jill = ChatClient::v5(&node, "jill", "jill-phone").await;
+    let mut kyle = ChatClient::v5(&node, "kyle", "kyle-phone").await;
+    let mut lena = ChatClient::v5(&node, "lena", "lena-phone").await;
+    kyle.say(&conv, "k1", "cheap watches").await;
+    jill.next_message().await;
+
+    assert_eq!(
+        lena.request_err(ReportConversation {
+            conversation_id: conv.clone(),
+            reason: "not mine to report".into(),
+        })
+        .await,
+        ErrorCode::NotAMember
+    );
+    jill.request_ok(ReportConversation {
+        conversation_id: conv.clone(),
+        reason: "spam".into(),
+    })
+    .await;
+
+    let reports: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/admin/reports", node.http()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reports = reports.as_array().expect("a list");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["reporter"], "jill");
+    assert_eq!(reports[0]["conversation_id"], conv.as_str());
+    assert_eq!(reports[0]["reason"], "spam");
+    assert_eq!(reports[0]["last_seq"], 1);
 }

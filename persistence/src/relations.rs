@@ -10,6 +10,9 @@ pub enum Relation {
     Accepted,
     /// The user blocked the other.
     Blocked,
+    /// The user wants to be added to groups only by users they accepted
+    /// (stored with an empty `other`).
+    GroupConsentRequired,
 }
 
 impl Relation {
@@ -18,6 +21,7 @@ impl Relation {
         match self {
             Relation::Accepted => 1,
             Relation::Blocked => 2,
+            Relation::GroupConsentRequired => 3,
         }
     }
 
@@ -26,6 +30,7 @@ impl Relation {
         match code {
             1 => Some(Relation::Accepted),
             2 => Some(Relation::Blocked),
+            3 => Some(Relation::GroupConsentRequired),
             _ => None,
         }
     }

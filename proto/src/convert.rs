@@ -7,8 +7,8 @@ use crate::v1::{
     chat_message, envelope, request, response, AcceptRequest, AddMembers, BlockUser, ChatMessage,
     Ciphertext, Conversation, ConversationList, CreateGroup, Empty, Envelope, Error, FetchMessages,
     GetConversation, LeaveGroup, ListBlocks, MediaRef, MessagePage, Notice, OpenDirect, Presence,
-    Receipt, RemoveMember, RenameGroup, Request, Response, SetRole, SyncConversations, Text,
-    Typing, UnblockUser, UserList,
+    Receipt, RemoveMember, RenameGroup, ReportConversation, Request, Response, SetGroupConsent,
+    SetRole, SyncConversations, Text, Typing, UnblockUser, UserList,
 };
 
 /// Implements `From<Arm>` for a oneof enum, one variant per arm type.
@@ -57,6 +57,8 @@ oneof_arms!(request::Op {
     UnblockUser => UnblockUser,
     ListBlocks => ListBlocks,
     AcceptRequest => AcceptRequest,
+    SetGroupConsent => SetGroupConsent,
+    ReportConversation => ReportConversation,
 });
 
 oneof_arms!(response::Result {

@@ -8,6 +8,10 @@
 //!   message; the sender gets none of the recipient's presence, typing,
 //!   receipts or keys until the recipient accepts (`AcceptRequest`), replies
 //!   or opens the conversation (`OpenDirect`).
+//! - A user may ask to be added to groups only by users they accepted
+//!   (`SetGroupConsent`); a blocked user can never add the blocker.
+//! - Members report a conversation (`ReportConversation`); the node keeps
+//!   the last 1000 reports for the admin API (`GET /v1/admin/reports`).
 //! - A message from a blocked sender is refused with `ERROR_CODE_NOT_FOUND`
 //!   ("no user ..."), the answer for a user who does not exist, so the
 //!   sender cannot tell a block from a deleted account.
@@ -20,7 +24,7 @@ use chat_core::consent::{self, DirectSend, Stance};
 use chat_core::ids::{ConversationId, UserId};
 use parley_proto::v1::{
     response::Result as Answer, AcceptRequest, BlockUser, Empty, ErrorCode, ListBlocks,
-    UnblockUser, UserList,
+    ReportConversation, SetGroupConsent, UnblockUser, UserList,
 };
 use persistence::{ConversationRecord, Relation, RelationRecord, StoreError};
 
@@ -279,6 +283,130 @@ impl ChatService {
             self.decide(user, &other, Relation::Accepted).await?;
         }
         Ok(Answer::Ok(Empty {}))
+    }
+}
+
+impl ChatService {
+    /// Refuses adding `users` to a group by `adder` if one of them blocked
+    /// `adder` (as if they did not exist), or requires group consent and has
+    /// not accepted `adder`.
+    pub(super) async fn check_group_consent(
+        &self,
+        adder: &UserId,
+        users: &[UserId],
+    ) -> Result<(), ChatError> {
+        if !self.requests_on() {
+            return Ok(());
+        }
+        for added in users.iter().filter(|u| *u != adder) {
+            let relations = self.relations(added).await?;
+            let has = |other: &str, relation| {
+                relations
+                    .iter()
+                    .any(|r| r.other == other && r.relation == relation)
+            };
+            if has(adder.as_str(), Relation::Blocked) {
+                return Err(ChatError::new(
+                    ErrorCode::NotFound,
+                    format!("no user {added}"),
+                ));
+            }
+            if has("", Relation::GroupConsentRequired) && !has(adder.as_str(), Relation::Accepted) {
+                return Err(ChatError::new(
+                    ErrorCode::NotAllowed,
+                    format!("{added} may be added to groups only by people they accepted"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn set_group_consent(
+        &self,
+        user: &UserId,
+        r: SetGroupConsent,
+    ) -> Result<Answer, ChatError> {
+        if r.required {
+            self.stores
+                .metadata
+                .put_relation(RelationRecord {
+                    user: user.to_string(),
+                    other: String::new(),
+                    relation: Relation::GroupConsentRequired,
+                    at_ms: now_ms(),
+                })
+                .await?;
+        } else {
+            match self
+                .stores
+                .metadata
+                .delete_relation(user.as_str(), "", Relation::GroupConsentRequired)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.relations.forget(user.as_str());
+        Ok(Answer::Ok(Empty {}))
+    }
+}
+
+/// Most reports kept in memory; older ones are dropped (and stay in the log).
+const MAX_REPORTS: usize = 1000;
+
+/// Longest reason kept, in characters.
+const MAX_REASON_CHARS: usize = 1000;
+
+/// A conversation reported by a member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Who reported.
+    pub reporter: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its last seq when reported.
+    pub last_seq: u64,
+    /// The reporter's reason.
+    pub reason: String,
+    /// When, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// The reports this node received, newest last.
+#[derive(Default)]
+pub(super) struct Reports(Mutex<std::collections::VecDeque<Report>>);
+
+impl ChatService {
+    pub(super) async fn report_conversation(
+        &self,
+        user: &UserId,
+        r: ReportConversation,
+    ) -> Result<Answer, ChatError> {
+        let conv = ConversationId::parse(&r.conversation_id)
+            .map_err(|e| ChatError::invalid(format!("conversation_id: {e}")))?;
+        self.member_conversation(user, &conv).await?;
+        let report = Report {
+            reporter: user.to_string(),
+            conversation_id: conv.to_string(),
+            last_seq: self.stores.history.last_seq(conv.as_str()).await?,
+            reason: r.reason.chars().take(MAX_REASON_CHARS).collect(),
+            at_ms: now_ms(),
+        };
+        tracing::warn!(reporter = %report.reporter, conversation = %report.conversation_id,
+            last_seq = report.last_seq, reason = %report.reason, "conversation reported");
+        let mut reports = self.reports.0.lock().unwrap_or_else(|e| e.into_inner());
+        if reports.len() >= MAX_REPORTS {
+            reports.pop_front();
+        }
+        reports.push_back(report);
+        Ok(Answer::Ok(Empty {}))
+    }
+
+    /// The reports this node received (at most the last 1000), oldest first.
+    pub fn reports(&self) -> Vec<Report> {
+        let reports = self.reports.0.lock().unwrap_or_else(|e| e.into_inner());
+        reports.iter().cloned().collect()
     }
 }
 

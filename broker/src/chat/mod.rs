@@ -12,7 +12,7 @@
 //!   a live session on this node.
 
 mod cache;
-mod consent;
+pub mod consent;
 mod convert;
 mod errors;
 mod ordering;
@@ -88,6 +88,8 @@ pub struct ChatService {
     push: Option<crate::push::PushService>,
     /// Who accepted and blocked whom, cached briefly.
     relations: consent::RelationCache,
+    /// Conversations reported by their members.
+    reports: consent::Reports,
 }
 
 impl ChatService {
@@ -127,6 +129,7 @@ impl ChatService {
             ids: Mutex::new(ids),
             push: None,
             relations: consent::RelationCache::default(),
+            reports: consent::Reports::default(),
         })
     }
 

@@ -8,6 +8,8 @@
 //!   cannot log in or connect; disabling also ends their live sessions.
 //! - `GET /v1/admin/stats`: connection and user counts.
 //! - `POST /v1/admin/invites`: a new invite token for `accounts.signup = "invite"`.
+//! - `GET /v1/admin/reports`: conversations members reported
+//!   (`ReportConversation`) on this node, the last 1000, oldest first.
 //!
 //! Without a configured token every admin path answers 404, as if the API
 //! did not exist.
@@ -58,6 +60,12 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/admin/users/:user/enable", post(enable_user))
         .route("/v1/admin/stats", get(stats))
         .route("/v1/admin/invites", post(create_invite))
+        .route("/v1/admin/reports", get(list_reports))
+}
+
+/// The reports this node received.
+pub async fn list_reports(Admin(admin): Admin) -> Json<Vec<crate::chat::consent::Report>> {
+    Json(admin.chat.reports())
 }
 
 /// A new invite token.

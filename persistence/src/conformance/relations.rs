@@ -33,6 +33,7 @@ pub async fn relations_round_trip_in_order(store: Arc<dyn MetadataStore>) {
     let user = unique_username("rel");
     let (zed, amy) = (unique_username("zed"), unique_username("amy"));
     let wanted = vec![
+        record(&user, "", Relation::GroupConsentRequired, 0),
         record(&user, &amy, Relation::Accepted, 5),
         record(&user, &amy, Relation::Blocked, i64::MAX),
         record(&user, &zed, Relation::Blocked, -1),

@@ -75,6 +75,8 @@ impl ChatService {
             Op::UnblockUser(r) => self.unblock_user(user, r).await,
             Op::ListBlocks(r) => self.list_blocks(user, r).await,
             Op::AcceptRequest(r) => self.accept_request(user, r).await,
+            Op::SetGroupConsent(r) => self.set_group_consent(user, r).await,
+            Op::ReportConversation(r) => self.report_conversation(user, r).await,
         }
     }
 }
