@@ -211,11 +211,51 @@ impl super::Config {
                 return invalid(format!("listeners.{key} must be positive"));
             }
         }
+        if self.metrics.listen.0.is_some() && self.http.listen.0.is_none() {
+            return invalid(
+                "metrics.listen is served by the HTTP side: it needs http.listen on".into(),
+            );
+        }
         if let Some(token) = &self.metrics.token {
             if token.len() < 32 {
                 return invalid("metrics.token must be at least 32 bytes".into());
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn security_keys_are_checked() {
+        for (toml, why) in [
+            ("[login]\nbackoff_base_ms = 0", "login.backoff_base_ms"),
+            ("[login]\nmax_queued_hashes = 0", "login.max_tracked"),
+            (
+                "[accounts]\nsignups_per_hour_per_address = -1.0",
+                "accounts.signups_per_hour_per_address",
+            ),
+            (
+                "[listeners]\nhttp_header_timeout_ms = 0",
+                "listeners.http_header_timeout_ms",
+            ),
+            ("[metrics]\ntoken = \"short\"", "metrics.token"),
+            (
+                "[http]\nlisten = \"off\"\n[metrics]\nlisten = \"127.0.0.1:9100\"",
+                "metrics.listen",
+            ),
+            ("[accounts]\nsignup = \"maybe\"", "signup"),
+        ] {
+            let error = Config::from_toml_str(toml).unwrap_err().to_string();
+            assert!(error.contains(why), "{toml}: {error}");
+        }
+        let config = Config::from_toml_str(
+            "[accounts]\nsignup = \"invite\"\n[metrics]\nlisten = \"127.0.0.1:9100\"",
+        )
+        .unwrap();
+        assert_eq!(config.accounts.signup, super::SignUpMode::Invite);
     }
 }
