@@ -602,3 +602,32 @@ async fn defaults_are_safe() {
     assert!(config.login.max_queued_hashes > 0);
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn mqtt_5_connects_waiting_for_a_cpu_are_refused_as_server_unavailable() {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    let node = start_node(|c| c.login.max_queued_hashes = 1).await;
+    sign_up(&node, "fred", "fred's password").await;
+    let attempts = (0..24).map(|i| {
+        let options = v5::options(&node, &format!("fred-{i}"), "fred", &format!("wrong {i}"));
+        async move {
+            let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+            v5::connack(&mut eventloop).await
+        }
+    });
+    let codes = futures::future::join_all(attempts).await;
+    let busy = codes
+        .iter()
+        .filter(|c| matches!(c, Ok(ConnectReturnCode::ServerUnavailable)))
+        .count();
+    let checked = codes
+        .iter()
+        .filter(|c| matches!(c, Ok(ConnectReturnCode::BadUserNamePassword)))
+        .count();
+    assert!(busy > 0 && checked > 0, "{codes:?}");
+    assert_eq!(
+        busy + checked,
+        codes.len(),
+        "every refusal has a code: {codes:?}"
+    );
+}

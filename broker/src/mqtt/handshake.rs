@@ -136,7 +136,7 @@ where
             }
             Err(AuthError::Unavailable(e)) => {
                 auth_failed(AuthFailure::Unavailable);
-                return Err(refuse(ConnectReturnCode::ServiceUnavailable, format!("account store unavailable: {e}")))
+                return Err(refuse(ConnectReturnCode::ServerUnavailable, format!("account store unavailable: {e}")))
             }
         };
 
