@@ -18,6 +18,9 @@ pub use crate::push::PushConfig;
 
 pub use crate::media::config::MediaConfig;
 
+mod security;
+pub use security::{AccountsConfig, ListenersConfig, LoginConfig, MetricsConfig, SignUpMode};
+
 /// Command-line flags of the `parley` binary. Flags override the file and the environment.
 #[derive(Debug, Clone, Default, Parser, Serialize)]
 #[command(
@@ -144,6 +147,14 @@ pub struct Config {
     pub push: PushConfig,
     /// Media uploads and downloads through presigned S3 URLs.
     pub media: MediaConfig,
+    /// Log-in throttling.
+    pub login: LoginConfig,
+    /// Who may sign up, and how fast.
+    pub accounts: AccountsConfig,
+    /// Timeouts and per-address connection caps of every listener.
+    pub listeners: ListenersConfig,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsConfig,
     /// Plain-MQTT topic ACL rules (outside the chat namespace); deny by default.
     pub acl: Vec<AclRuleConfig>,
     /// Logging.
@@ -166,6 +177,10 @@ impl Default for Config {
             admin: AdminConfig::default(),
             push: PushConfig::default(),
             media: MediaConfig::default(),
+            login: LoginConfig::default(),
+            accounts: AccountsConfig::default(),
+            listeners: ListenersConfig::default(),
+            metrics: MetricsConfig::default(),
             acl: Vec::new(),
             log: LogConfig::default(),
         }
@@ -610,6 +625,11 @@ pub struct ChatConfig {
     pub request_burst: u32,
     /// Largest page of history or conversations a request may ask for.
     pub max_page: usize,
+    /// Message requests and blocking: a stranger's first direct message is a
+    /// request, and the sender gets no presence, typing, receipts or keys of
+    /// the recipient until they accept; users can block each other (see
+    /// docs/topics.md). Off: any message opens the conversation fully.
+    pub message_requests: bool,
 }
 
 impl Default for ChatConfig {
@@ -625,6 +645,7 @@ impl Default for ChatConfig {
             requests_per_sec: 20.0,
             request_burst: 100,
             max_page: 500,
+            message_requests: true,
         }
     }
 }
@@ -678,6 +699,12 @@ pub struct KeysConfig {
     pub bundle_fetches_per_sec_per_user: f64,
     /// Bundle fetches a caller may make in a burst.
     pub bundle_fetch_burst_per_user: u32,
+    /// Sustained bundle fetches per second of one user's keys, by everyone
+    /// else together (0 = unlimited), so that many accounts together cannot
+    /// drain a device's one-time prekeys either. Over it: 429.
+    pub bundle_fetches_per_sec_per_target: f64,
+    /// Bundle fetches of one user's keys in a burst.
+    pub bundle_fetch_burst_per_target: u32,
 }
 
 impl Default for KeysConfig {
@@ -687,6 +714,8 @@ impl Default for KeysConfig {
             max_one_time_prekeys_per_device: 1000,
             bundle_fetches_per_sec_per_user: 1.0,
             bundle_fetch_burst_per_user: 30,
+            bundle_fetches_per_sec_per_target: 0.2,
+            bundle_fetch_burst_per_target: 20,
         }
     }
 }
@@ -908,6 +937,7 @@ impl Config {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.validate_security()?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         self.validate_keys()?;
         self.media.validate().map_err(ConfigError::Invalid)?;
@@ -1059,6 +1089,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "keys.bundle_fetches_per_sec_per_user is on, so keys.bundle_fetch_burst_per_user must be at least 1"
                     .into(),
+            ));
+        }
+        let rate = k.bundle_fetches_per_sec_per_target;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetches_per_sec_per_target must be a number >= 0 (0 = unlimited)"
+                    .into(),
+            ));
+        }
+        if rate > 0.0 && k.bundle_fetch_burst_per_target == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetch_burst_per_target must be at least 1".into(),
             ));
         }
         Ok(())

@@ -8,6 +8,7 @@ pub mod config;
 pub mod hex;
 pub mod http;
 pub mod limits;
+pub mod listeners;
 pub mod media;
 pub mod metrics;
 pub mod mqtt;

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod history;
 pub mod kinds;
 pub mod live;
+pub mod security;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -261,6 +262,8 @@ pub struct Metrics {
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Refusals by the connection, traffic and publish rate limits.
     pub rate_limited: Family<LimitLabels, Counter>,
+    /// Refusals by the defences against strangers and floods, by defence.
+    pub security_refusals: Family<security::RefusalLabels, Counter>,
     /// Time from a chat send's arrival to its acknowledgement (validated, stored, fanned out).
     pub chat_send_seconds: Histogram,
     /// Time one history append took (durable group commit included).
@@ -337,6 +340,12 @@ impl Metrics {
             "Connections, connections' traffic and publishes refused by a rate limit",
             rate_limited.clone(),
         );
+        let security_refusals = Family::<security::RefusalLabels, Counter>::default();
+        registry.register(
+            "security_refusals",
+            "Refusals by the log-in, sign-up, listener, metrics and key-fetch defences, by defence",
+            security_refusals.clone(),
+        );
         let chat_send_seconds = latency_histogram();
         registry.register_with_unit(
             "chat_send_duration",
@@ -364,6 +373,7 @@ impl Metrics {
             acl_denials,
             auth_failures,
             rate_limited,
+            security_refusals,
             chat_send_seconds,
             history_append_seconds,
         };
@@ -408,6 +418,18 @@ impl Metrics {
         for &limit in Limit::ALL {
             let _ = self.rate_limited.get_or_create(&LimitLabels { limit });
         }
+        for &refusal in security::Refusal::ALL {
+            let _ = self
+                .security_refusals
+                .get_or_create(&security::RefusalLabels { refusal });
+        }
+    }
+
+    /// Counts a refusal by one of the defences against strangers and floods.
+    pub fn defended(&self, refusal: security::Refusal) {
+        self.security_refusals
+            .get_or_create(&security::RefusalLabels { refusal })
+            .inc();
     }
 
     /// Adds a source of values read at scrape time (see [`live`]).

@@ -43,6 +43,8 @@ pub struct BoundAddrs {
     pub mqtt_tls: Option<SocketAddr>,
     /// HTTP API.
     pub http: Option<SocketAddr>,
+    /// The separate metrics listener (`[metrics] listen`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -131,13 +133,14 @@ impl Node {
             Authenticator::new(
                 store.clone(),
                 AuthSettings {
-                    jwt_secret,
+                    jwt_secret: jwt_secret.clone(),
                     token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
                     pbkdf2_iterations: config.auth.pbkdf2_iterations,
                     verified_cache_ttl: Duration::from_secs(config.auth.verified_cache_secs),
                 },
             )
-            .context("configuring authentication")?,
+            .context("configuring authentication")?
+            .with_login_policy(&config.login, metrics.security_refusals.clone()),
         );
         let acl = AclRules::compile(config.acl.clone()).context("compiling ACL rules")?;
         let router = Arc::new(parley_engine::router::Router::new(
@@ -192,7 +195,7 @@ impl Node {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             sessions: sessions.clone(),
-            limits: Limits::new(&config.limits),
+            limits: Limits::new(&config.limits).with_listeners(&config.listeners),
         });
 
         let mut addrs = BoundAddrs::default();
@@ -263,6 +266,14 @@ impl Node {
                     ctx.chat.clone(),
                     &config.keys,
                 ))),
+                signup: Arc::new(crate::auth::signup::SignUpPolicy::new(
+                    &config.accounts,
+                    &jwt_secret,
+                )),
+                metrics_access: http::metrics::MetricsAccess {
+                    token: config.metrics.token.as_deref().map(Arc::from),
+                    on_api: config.metrics.listen.0.is_none(),
+                },
                 storage: Some(Arc::new({
                     let check = http::health::StorageCheck::new(
                         store.clone(),
@@ -279,11 +290,23 @@ impl Node {
                     }
                 })),
             };
-            let stop = shutdown.clone();
+            if let Some(metrics_listener) = bind(config.metrics.listen, "metrics").await? {
+                addrs.metrics = metrics_listener.local_addr().ok();
+                let (state, limits, stop) =
+                    (state.clone(), config.listeners.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    let stopped = async move { stop.cancelled().await };
+                    if let Err(e) =
+                        http::serve_metrics(metrics_listener, state, limits, stopped).await
+                    {
+                        tracing::error!(error = %e, "metrics server failed");
+                    }
+                });
+            }
+            let (limits, stop) = (config.listeners.clone(), shutdown.clone());
             tasks.spawn(async move {
-                if let Err(e) =
-                    http::serve(listener, state, async move { stop.cancelled().await }).await
-                {
+                let stopped = async move { stop.cancelled().await };
+                if let Err(e) = http::serve(listener, state, limits, stopped).await {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
             });

@@ -8,6 +8,7 @@
 //! - [`topics`]: the chat topic tree and MQTT topic matching.
 //! - [`acl`]: publish and subscribe decisions for a connected principal.
 //! - [`rules`]: configured ACL rules for plain MQTT topics.
+//! - [`consent`]: message requests and blocking.
 //! - [`membership`]: who may change a conversation's members, name and roles.
 //! - [`message`]: validation of client messages and their limits.
 //! - [`message_id`]: server-assigned, cluster-unique message ids.
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod consent;
 pub mod fuzzing;
 pub mod ids;
 pub mod membership;

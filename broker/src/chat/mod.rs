@@ -12,6 +12,7 @@
 //!   a live session on this node.
 
 mod cache;
+pub mod consent;
 mod convert;
 mod errors;
 mod ordering;
@@ -85,6 +86,10 @@ pub struct ChatService {
     pub presence: PresenceTracker,
     /// Push notifications to members without a live session; `None` when off.
     push: Option<crate::push::PushService>,
+    /// Who accepted and blocked whom, cached briefly.
+    relations: consent::RelationCache,
+    /// Conversations reported by their members.
+    reports: consent::Reports,
 }
 
 impl ChatService {
@@ -123,6 +128,8 @@ impl ChatService {
             config,
             ids: Mutex::new(ids),
             push: None,
+            relations: consent::RelationCache::default(),
+            reports: consent::Reports::default(),
         })
     }
 
@@ -151,29 +158,6 @@ impl ChatService {
         }
     }
 
-    /// Whether `a` and `b` are members of at least one common conversation
-    /// (which lets each see the other's presence).
-    pub async fn shares_conversation(
-        &self,
-        a: &UserId,
-        b: &UserId,
-    ) -> Result<bool, persistence::StoreError> {
-        let theirs: std::collections::HashSet<String> = self
-            .stores
-            .metadata
-            .conversations_of(b.as_str())
-            .await?
-            .into_iter()
-            .collect();
-        Ok(self
-            .stores
-            .metadata
-            .conversations_of(a.as_str())
-            .await?
-            .iter()
-            .any(|c| theirs.contains(c)))
-    }
-
     /// Conversation `id` changed on another node: the next use reloads it.
     pub fn forget_conversation(&self, id: &str) {
         self.conversations.forget(id);
@@ -182,6 +166,22 @@ impl ChatService {
     /// Chat publishes refused by the per-user rate limits since the node started.
     pub fn rate_limited(&self) -> RateLimited {
         self.rates.refused()
+    }
+
+    /// Sends `notice` to `user`'s inbox, wherever in the cluster they are
+    /// connected (nothing is queued for an offline user).
+    pub fn notify(&self, user: &UserId, notice: parley_proto::v1::Notice) {
+        let envelope = Envelope {
+            kind: Some(Kind::Notice(notice)),
+        };
+        self.deliveries.send_and_forget(
+            user.as_str(),
+            1,
+            crate::cluster::Fanout::new(
+                vec![inbox_topic(user)],
+                parley_proto::encode_envelope(&envelope).into(),
+            ),
+        );
     }
 
     /// Publishes an `Error` envelope to the user's inbox.

@@ -123,7 +123,7 @@ where
             auth_failed(AuthFailure::NoCredentials);
             return Err(refuse(bad_credentials(v5), "no username".into()));
         };
-        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password).await {
+        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password, peer.ip()).await {
             Ok(user) => user,
             Err(AuthError::BadCredentials) => {
                 auth_failed(AuthFailure::BadCredentials);
@@ -135,7 +135,7 @@ where
             }
             Err(AuthError::Unavailable(e)) => {
                 auth_failed(AuthFailure::Unavailable);
-                return Err(refuse(ConnectReturnCode::ServiceUnavailable, format!("account store unavailable: {e}")))
+                return Err(refuse(ConnectReturnCode::ServerUnavailable, format!("account store unavailable: {e}")))
             }
         };
 
