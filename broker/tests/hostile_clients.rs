@@ -163,8 +163,22 @@ async fn server_only_packets_from_a_client_are_protocol_errors() {
         ("PINGRESP", packet(0xD0, &[])),
         ("AUTH", packet(0xF0, &[0x18, 0])),
     ];
+    // The will of each broken connection shows its task ended cleanly.
+    let (mut watcher, _) = Raw::connected(&node, &Connect::v5("watch", BOB, BOB_PW)).await;
+    watcher
+        .send(&subscribe(true, 1, &[("public/will", 1)], &Props::new()))
+        .await;
+    watcher.expect(SUBACK).await;
     for (name, bytes) in hostile {
-        let (mut raw, _) = Raw::connected(&node, &Connect::v5(name, ALICE, ALICE_PW)).await;
+        let mut c = Connect::v5(name, ALICE, ALICE_PW);
+        c.will = Some(Will {
+            topic: "public/will".into(),
+            payload: name.as_bytes().to_vec(),
+            qos: 1,
+            retain: false,
+            props: Props::new(),
+        });
+        let (mut raw, _) = Raw::connected(&node, &c).await;
         raw.send(&bytes).await;
         let frames = raw.until_closed().await;
         match frames.as_slice() {
@@ -172,6 +186,9 @@ async fn server_only_packets_from_a_client_are_protocol_errors() {
             [d] => assert_eq!(d.disconnect_reason(), 0x82, "{name}: protocol error"),
             more => panic!("{name}: expected at most one DISCONNECT, got {more:?}"),
         }
+        let will = watcher.expect(PUBLISH).await.publish(true);
+        assert_eq!(will.payload, name.as_bytes(), "{name}: will published");
+        watcher.send(&ack(PUBACK, will.pkid, None)).await;
         bob_round_trip(&node).await;
     }
 }
@@ -330,14 +347,14 @@ async fn pubrel_releases_only_its_own_packet_id() {
 
     let mut got = Vec::new();
     loop {
-        let f = sub.expect(PUBLISH).await;
+        let f = sub.recv().await.expect("subscriber stays connected");
+        if f.kind == PUBREL {
+            sub.send(&ack(PUBCOMP, f.pkid(), None)).await;
+            continue;
+        }
         let m = f.publish(true);
         match m.qos {
-            2 => {
-                sub.send(&ack(PUBREC, m.pkid, None)).await;
-                sub.expect(PUBREL).await;
-                sub.send(&ack(PUBCOMP, m.pkid, None)).await;
-            }
+            2 => sub.send(&ack(PUBREC, m.pkid, None)).await,
             1 => sub.send(&ack(PUBACK, m.pkid, None)).await,
             _ => {}
         }
@@ -797,8 +814,19 @@ async fn persistent_subscriber_case(max_queued: usize, published: usize) -> (usi
     drop(sub);
 
     c.clean = false;
+    // Nothing is published from here on: the drops are final.
+    let dropped = metric(&node, DROPPED_QOS1).await as usize;
     let (mut sub, present) = Raw::connected(&node, &c).await;
     assert!(present);
+    let mut got = BTreeSet::new();
+    while got.len() + dropped < published {
+        let m = sub.expect(PUBLISH).await.publish(true);
+        sub.send(&ack(PUBACK, m.pkid, None)).await;
+        let payload = String::from_utf8(m.payload).unwrap();
+        assert!(acked.contains(&payload), "{payload} was published");
+        assert!(got.insert(payload), "delivered once");
+    }
+    // A sentinel: nothing more (no duplicate, nothing uncounted) was queued.
     let (mut p, _) = Raw::connected(&node, &Connect::v5("pub2", ALICE, ALICE_PW)).await;
     p.send(&publish(
         true,
@@ -812,18 +840,9 @@ async fn persistent_subscriber_case(max_queued: usize, published: usize) -> (usi
     ))
     .await;
     p.expect(PUBACK).await;
-    let mut got = BTreeSet::new();
-    loop {
-        let m = sub.expect(PUBLISH).await.publish(true);
-        sub.send(&ack(PUBACK, m.pkid, None)).await;
-        let payload = String::from_utf8(m.payload).unwrap();
-        if payload == "end" {
-            break;
-        }
-        assert!(acked.contains(&payload), "{payload} was published");
-        got.insert(payload);
-    }
-    let dropped = metric(&node, DROPPED_QOS1).await as usize;
+    let m = sub.expect(PUBLISH).await.publish(true);
+    assert_eq!(m.payload, b"end", "nothing beyond the count arrived");
+    assert_eq!(metric(&node, DROPPED_QOS1).await as usize, dropped);
     assert_eq!(
         got.len() + dropped,
         published,
@@ -868,16 +887,18 @@ async fn fan_in_to_a_slow_subscriber_loses_nothing_uncounted() {
     let mut got = BTreeSet::new();
     let reading = async {
         let mut n = 0usize;
-        loop {
-            let m = sub.expect(PUBLISH).await.publish(false);
+        while !publishers.iter().all(|p| p.is_finished()) {
+            let f = match sub.recv_within(Duration::from_millis(200)).await {
+                Ok(Some(f)) if f.kind == PUBLISH => f,
+                Ok(Some(_)) | Err(()) => continue,
+                Ok(None) => panic!("subscriber disconnected"),
+            };
+            let m = f.publish(false);
             sub.send(&ack(PUBACK, m.pkid, None)).await;
             got.insert(String::from_utf8(m.payload).unwrap());
             n += 1;
             if n % 100 == 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if publishers.iter().all(|p| p.is_finished()) {
-                return;
             }
         }
     };

@@ -602,3 +602,35 @@ fn a_full_subscriber_congests_then_drops_counting_losses() {
         6
     );
 }
+
+#[test]
+fn a_subscriber_whose_pause_ran_out_no_longer_slows_publishers_until_it_drains() {
+    let router = Router::new(RouterConfig {
+        session: parley_engine::session::SessionLimits {
+            max_queued_messages: 8,
+            max_inflight: 1,
+            ..Default::default()
+        },
+        ..RouterConfig::default()
+    });
+    let (slow, _) = connect(&router, "slow", "u", true, 0);
+    subscribe(&router, &slow, "t", sub(QoS::AtLeastOnce));
+    let publish = || {
+        router
+            .publish(message("t", "x", QoS::AtLeastOnce), "p", now())
+            .unwrap()
+    };
+    let mut reports: Vec<_> = (0..6).map(|_| publish()).collect();
+    let congested = reports.pop().unwrap().congested;
+    assert_eq!(congested.len(), 1, "past half its bound: congested");
+    // The publisher waited its whole pause; the subscriber did not read.
+    congested[0].pause_expired();
+    assert!(
+        publish().congested.is_empty(),
+        "not reported again while it stays full"
+    );
+    // It reads everything: drained, so the next backlog congests again.
+    while !received(&router, &slow).is_empty() {}
+    let again = (0..6).map(|_| publish()).any(|r| !r.congested.is_empty());
+    assert!(again, "a drained subscriber slows publishers again");
+}

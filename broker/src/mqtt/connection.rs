@@ -259,11 +259,12 @@ where
             Some(Close::TakenOver) => break 'conn End::TakenOver,
             None => {}
         }
-        if let Some(p) = &pause {
-            if Instant::now() >= p.until {
-                pause = None;
-                continue;
-            }
+        if pause.as_ref().is_some_and(|p| Instant::now() >= p.until) {
+            end_pause(pause.take());
+            // The client was not read while paused: its timers restart.
+            deadline = idle_limit.map(|d| Instant::now() + d);
+            packet_deadline = None;
+            continue;
         }
         if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
             rbuf = BytesMut::new();
@@ -290,9 +291,10 @@ where
                 }
             }
             _ = drained(&pause) => {
-                pause = None;
-                // The client was not read while paused: its keep-alive restarts.
+                end_pause(pause.take());
+                // The client was not read while paused: its timers restart.
                 deadline = idle_limit.map(|d| Instant::now() + d);
+                packet_deadline = None;
             }
             read = stream.read_buf(&mut rbuf), if pause.is_none() => match read {
                 Ok(0) | Err(_) => break 'conn End::Network,
@@ -369,6 +371,16 @@ async fn chat_finished(chat: &mut Option<ChatWorker>, into: &mut Vec<ChatDone>) 
     match chat {
         Some(worker) => worker.finished(into).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Ends a pause; the subscribers that did not drain in time no longer slow
+/// publishers until they do.
+fn end_pause(pause: Option<Pause>) {
+    if let Some(p) = pause {
+        if Instant::now() >= p.until {
+            p.congested.iter().for_each(|s| s.pause_expired());
+        }
     }
 }
 
