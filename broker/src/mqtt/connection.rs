@@ -95,7 +95,8 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let session = match handshake(&mut stream, peer, &ctx).await {
+    // Boxed: the handshake's state is freed once CONNACK is sent.
+    let session = match Box::pin(handshake(&mut stream, peer, &ctx)).await {
         Ok(session) => session,
         Err(e) => {
             debug!(%peer, error = %e, "handshake ended");
@@ -111,7 +112,12 @@ pub async fn serve<S>(
         version: session.codec.version(),
         connected_at_ms: now_ms(),
     });
-    run(stream, session, registration, &ctx).await;
+    let connection = run(stream, session, registration, &ctx);
+    tracing::trace!(
+        bytes = std::mem::size_of_val(&connection),
+        "connection task state"
+    );
+    connection.await;
 }
 
 fn now_ms() -> i64 {
@@ -120,8 +126,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Above this, an idle buffer's memory is given back.
+/// Above this, a write buffer's memory is given back after each write.
 const KEEP_BUFFER: usize = 8 * 1024;
+
+/// Room made for the next read of a busy connection.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// A publisher paused until the subscribers it filled drain.
 struct Pause {
@@ -158,6 +167,7 @@ where
     let mut chat_done: Vec<ChatDone> = Vec::new();
     let mut rbuf = leftover;
     let mut wbuf = resend;
+    let mut last_read_full = false;
     let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let write_limit =
         idle_limit.unwrap_or_else(|| Duration::from_millis(ctx.config.write_timeout_ms));
@@ -185,9 +195,9 @@ where
         while fx.close.is_none() && pause.is_none() {
             match codec.decode(&mut rbuf) {
                 Ok(Some(incoming)) => {
-                    inbound
-                        .on_packet(incoming, &ctx.acl, &ctx.chat, &mut fx)
-                        .await;
+                    // Boxed: its state exists only while a packet is handled,
+                    // not in every idle connection's task.
+                    Box::pin(inbound.on_packet(incoming, &ctx.acl, &ctx.chat, &mut fx)).await;
                     if !fx.congested.is_empty() {
                         pause = Some(Pause {
                             congested: std::mem::take(&mut fx.congested),
@@ -266,10 +276,18 @@ where
             packet_deadline = None;
             continue;
         }
-        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
-            rbuf = BytesMut::new();
+        // Buffers follow the traffic: a connection whose last read filled its
+        // buffer (more is likely waiting) or that holds half a packet reads
+        // into a roomy buffer; an idle one holds none (a pending read then
+        // takes 64 bytes), and writes give their buffer back.
+        if rbuf.is_empty() && !last_read_full {
+            if rbuf.capacity() > 0 {
+                rbuf = BytesMut::new();
+            }
+        } else {
+            rbuf.reserve(READ_CHUNK);
         }
-        if wbuf.capacity() > KEEP_BUFFER {
+        if wbuf.capacity() > KEEP_BUFFER || (wbuf.is_empty() && !last_read_full) {
             wbuf = BytesMut::new();
         }
         let chat_busy = chat.as_ref().is_some_and(ChatWorker::is_busy);
@@ -299,6 +317,7 @@ where
             read = stream.read_buf(&mut rbuf), if pause.is_none() => match read {
                 Ok(0) | Err(_) => break 'conn End::Network,
                 Ok(n) => {
+                    last_read_full = rbuf.len() == rbuf.capacity();
                     if byte_budget.as_mut().is_some_and(|budget| !budget.spend(n)) {
                         ctx.metrics.limited(Limit::BytesPerConnection);
                         warn!(%user, %client_id, "closing: over the bytes-per-second limit");

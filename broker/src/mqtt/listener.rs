@@ -69,13 +69,18 @@ pub async fn accept_loop(
         tcp.set_nodelay(true).ok();
         let ctx = ctx.clone();
         let transport = transport.clone();
+        // Each transport's connection future is boxed on its own, so a TCP
+        // connection's task is sized for TCP, not for the largest transport
+        // (a TLS session's state is several KiB).
         tasks.spawn(async move {
             let _slot = slot;
             match transport {
-                Transport::Tcp => serve(tcp, peer, TransportKind::Tcp, ctx).await,
+                Transport::Tcp => Box::pin(serve(tcp, peer, TransportKind::Tcp, ctx)).await,
                 Transport::Tls(acceptor) => {
-                    match timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve(tls, peer, TransportKind::Tls, ctx).await,
+                    match Box::pin(timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)))
+                        .await
+                    {
+                        Ok(Ok(tls)) => Box::pin(serve(tls, peer, TransportKind::Tls, ctx)).await,
                         Ok(Err(e)) => {
                             ctx.metrics.handshake_failed(HandshakeFailure::Network);
                             debug!(%peer, error = %e, "TLS handshake failed")
@@ -87,8 +92,15 @@ pub async fn accept_loop(
                     }
                 }
                 Transport::WebSocket { path } => {
-                    match timeout(limits.ws_upgrade_timeout, accept_websocket(tcp, &path)).await {
-                        Ok(Ok(ws)) => serve(ws, peer, TransportKind::WebSocket, ctx).await,
+                    match Box::pin(timeout(
+                        limits.ws_upgrade_timeout,
+                        accept_websocket(tcp, &path),
+                    ))
+                    .await
+                    {
+                        Ok(Ok(ws)) => {
+                            Box::pin(serve(ws, peer, TransportKind::WebSocket, ctx)).await
+                        }
                         Ok(Err(e)) => {
                             ctx.metrics.handshake_failed(HandshakeFailure::Network);
                             debug!(%peer, error = %e, "WebSocket handshake failed")
