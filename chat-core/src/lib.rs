@@ -9,6 +9,7 @@
 //! - [`acl`]: publish and subscribe decisions for a connected principal.
 //! - [`rules`]: configured ACL rules for plain MQTT topics.
 //! - [`membership`]: who may change a conversation's members, name and roles.
+//! - [`events`]: the stored entries those changes leave, and their recipients.
 //! - [`message`]: validation of client messages and their limits.
 //! - [`message_id`]: server-assigned, cluster-unique message ids.
 //! - [`rate`]: token-bucket rate limiting.
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod events;
 pub mod fuzzing;
 pub mod ids;
 pub mod membership;

@@ -7,6 +7,7 @@
 //! - [`receipts`]: `r/{conv}` delivered/read cursors, relayed to members.
 //! - [`typing`]: `t/{conv}` typing indicators, relayed, never stored.
 //! - [`requests`]: `q/{user}` requests (sync, history, groups), answered on `a/{user}`.
+//! - [`events`]: group changes stored and delivered as conversation entries.
 //! - [`presence`]: online/offline on `p/{user}`, retained.
 //! - `push`: new messages handed to push notifications for members without
 //!   a live session on this node.
@@ -14,6 +15,7 @@
 mod cache;
 mod convert;
 mod errors;
+mod events;
 mod ordering;
 pub mod presence;
 mod push;

@@ -145,6 +145,8 @@ impl ChatService {
             if let Some(pushed) = pushed {
                 self.notify_offline(&record, &pushed);
             }
+            self.mark_own_entry_read(conv.as_str(), user, appended.seq)
+                .await;
             pending.wait().await.map_err(|e| {
                 fail(ChatError::new(
                     ErrorCode::Unavailable,
