@@ -58,6 +58,7 @@ impl Api {
             media: None,
             keys: None,
             storage: None,
+            web: None,
         };
         let server = tokio::spawn(http::serve(listener, state, async move {
             let _ = stopped.await;

@@ -14,6 +14,8 @@
 //! - [`keys`]: `/v1/keys/...`, the end-to-end encryption key directory.
 //! - [`push`]: `/v1/push/devices/...`, a user's devices for push
 //!   notifications, when `push.notifier` is set.
+//! - [`web`]: `/`, the web chat client built from `web/`, and
+//!   `/client-config.json`.
 //! - [`bearer`]: [`Bearer`], the signed-in user of a request.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod push;
 pub mod tokens;
 pub mod users;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,6 +71,8 @@ pub struct HttpState {
     pub keys: Option<Arc<keys::KeysState>>,
     /// The store check behind `/healthz`; `None` answers 200 without checking.
     pub storage: Option<Arc<health::StorageCheck>>,
+    /// The web client at `/`; `None`: `/` says there is none.
+    pub web: Option<Arc<web::WebState>>,
 }
 
 /// The complete HTTP API as an axum router.
@@ -81,6 +86,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(push::routes())
         .merge(media::routes())
         .merge(keys::routes())
+        .merge(web::routes(state.web.as_deref()))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
