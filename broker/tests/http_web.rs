@@ -91,7 +91,7 @@ async fn the_built_client_is_served_at_the_root() {
     let config: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(
         config,
-        serde_json::json!({"mqtt_ws_port": 8083, "mqtt_ws_path": "/mqtt"})
+        serde_json::json!({"mqtt_ws_port": 8083, "mqtt_ws_path": "/mqtt", "media": false})
     );
     let (status, _, _) = get(&format!("{base}/assets/missing.js")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

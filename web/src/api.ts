@@ -44,6 +44,7 @@ export function logIn(username: string, password: string): Promise<Token> {
 export interface ClientConfig {
   mqtt_ws_port: number | null;
   mqtt_ws_path: string;
+  media: boolean;
 }
 
 export function clientConfig(): Promise<ClientConfig> {

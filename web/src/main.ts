@@ -122,6 +122,7 @@ async function start(user: string, accessToken: string): Promise<void> {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#me").textContent = user;
+  $("#attach").hidden = !config.media;
   session.onChange(render);
   session.start();
   bindChatScreen();
@@ -306,7 +307,9 @@ function renderList(): void {
       const item = el(
         "li",
         { class: `conv${state.id === current ? " current" : ""}${state.gone ? " gone" : ""}`, "data-id": state.id, "data-title": session.title(state) },
-        el("span", { class: `dot${online ? " online" : ""}`, title: online ? "online" : "offline" }),
+        peer
+          ? el("span", { class: `dot${online ? " online" : ""}`, title: online ? "online" : "offline" })
+          : el("span", { class: "dot group", "aria-hidden": "true" }),
         el(
           "div",
           { class: "conv-text" },
@@ -398,7 +401,7 @@ function renderEntry(state: ConversationState, entry: Entry): HTMLElement {
 }
 
 function renderMedia(objectKey: string, contentType: string, fileName: string): HTMLElement {
-  const link = el("a", { class: "media", href: "#" }, `📎 ${fileName || contentType}`);
+  const link = el("a", { class: "media", href: "#" }, `Attachment: ${fileName || contentType}`);
   link.onclick = (ev) => {
     ev.preventDefault();
     ev.stopPropagation();
@@ -422,8 +425,8 @@ function renderInfo(state: ConversationState): void {
       { "data-user": member.user },
       el("span", { class: `dot${member.user === session.user || session.presence.get(member.user)?.online ? " online" : ""}` }),
       el("span", { class: "member-name" }, member.user === session.user ? `${member.user} (you)` : member.user),
-      el("span", { class: "role" }, ROLE_NAMES[member.role] ?? ""),
     );
+    if (member.user === session.user || role !== Role.OWNER) row.append(el("span", { class: "role" }, ROLE_NAMES[member.role] ?? ""));
     if (member.user !== session.user) {
       if (role === Role.OWNER) {
         const select = el(

@@ -4,9 +4,9 @@
 // chat directly and in a group. Every step waits for what it expects; no step
 // sleeps.
 //
-// Environment: PARLEY_BIN (default: ../target/debug/parley, or
+// Environment: WEB_TEST_BROKER (the parley binary; default: ../target/debug/parley, or
 // $CARGO_TARGET_DIR/debug/parley), CHROMIUM (default /usr/bin/chromium),
-// PARLEY_SCREENSHOTS (a directory to save the screenshots in; default
+// SCREENSHOT_DIR (a directory to save the screenshots in; default
 // test-results/).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,7 +14,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, mkdir, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import {
@@ -32,12 +33,13 @@ import {
   type Envelope,
 } from "../src/proto.js";
 
-const WEB_DIR = resolve(import.meta.dirname, "../..");
+// This file runs bundled, from web/build/test/.
+const WEB_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const REPO = resolve(WEB_DIR, "..");
 const PARLEY_BIN =
-  process.env.PARLEY_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, "target"), "debug", "parley");
+  process.env.WEB_TEST_BROKER ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, "target"), "debug", "parley");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const SHOTS = process.env.PARLEY_SCREENSHOTS ?? join(WEB_DIR, "test-results");
+const SHOTS = process.env.SCREENSHOT_DIR ?? join(WEB_DIR, "test-results");
 const STEP_MS = 20_000;
 
 function freePort(): Promise<number> {
@@ -68,7 +70,13 @@ class Node {
       ["--data-dir", dir, "--mqtt-tcp", `127.0.0.1:${mqtt}`, "--mqtt-ws", `127.0.0.1:${ws}`, "--http", `127.0.0.1:${http}`],
       {
         stdio: ["ignore", "inherit", "inherit"],
-        env: { ...process.env, PARLEY_HTTP__WEB_DIR: join(WEB_DIR, "dist"), RUST_LOG: process.env.RUST_LOG ?? "warn" },
+        env: {
+          // parley reads every PARLEY_* variable as configuration: pass none
+          // of the environment's (.ci/test exports PARLEY_TEST_* for others).
+          ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("PARLEY_"))),
+          PARLEY_HTTP__WEB_DIR: join(WEB_DIR, "dist"),
+          PARLEY_LOG: process.env.PARLEY_LOG ?? "warn",
+        },
       },
     );
     const node = new Node(child, dir, mqtt, http);

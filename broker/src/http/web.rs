@@ -1,6 +1,7 @@
 //! `/`: the web chat client. Parley serves the bundle built from `web/`
 //! (`index.html` and `assets/`) and `GET /client-config.json`, which tells
-//! the client where the MQTT WebSocket listener is. Without a built bundle,
+//! the client where the MQTT WebSocket listener is and whether media uploads
+//! are on. Without a built bundle,
 //! `/` answers with a page that says how to build it.
 
 use std::path::PathBuf;
@@ -24,7 +25,8 @@ pub struct WebState {
     pub client: ClientConfig,
 }
 
-/// The web client's settings, served as `GET /client-config.json`.
+/// The web client's settings, served as `GET /client-config.json` (with
+/// `media`, whether `[media]` is configured).
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientConfig {
     /// Port of the MQTT WebSocket listener on the page's host; `None` when
@@ -64,9 +66,22 @@ async fn index(State(state): State<HttpState>) -> Response {
     }
 }
 
+/// The client's settings, and whether media uploads are on.
+#[derive(Serialize)]
+struct ClientSettings<'a> {
+    #[serde(flatten)]
+    client: &'a ClientConfig,
+    /// Whether `[media]` is configured (the presigned upload endpoints work).
+    media: bool,
+}
+
 async fn client_config(State(state): State<HttpState>) -> Response {
     match &state.web {
-        Some(web) => Json(web.client.clone()).into_response(),
+        Some(web) => Json(ClientSettings {
+            client: &web.client,
+            media: state.media.is_some(),
+        })
+        .into_response(),
         None => super::ApiError::NotFound.into_response(),
     }
 }
