@@ -14,6 +14,7 @@
 //! - [`keys`]: `/v1/keys/...`, the end-to-end encryption key directory.
 //! - [`push`]: `/v1/push/devices/...`, a user's devices for push
 //!   notifications, when `push.notifier` is set.
+//! - [`openapi`]: `GET /v1/openapi.json`, the OpenAPI description of them all.
 //! - [`web`]: `/`, the web chat client built from `web/`, and
 //!   `/client-config.json`.
 //! - [`bearer`]: [`Bearer`], the signed-in user of a request.
@@ -32,6 +33,7 @@ pub mod json;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod openapi;
 pub mod push;
 pub mod tokens;
 pub mod users;
@@ -86,6 +88,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(push::routes())
         .merge(media::routes())
         .merge(keys::routes())
+        .merge(openapi::routes())
         .merge(web::routes(state.web.as_deref()))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
