@@ -398,6 +398,7 @@ export class ChatSession {
     }
     const seq = Number(message.seq);
     state.lastSeq = Math.max(state.lastSeq, seq);
+    state.typing.delete(message.sender);
     if (!state.lastMessage || message.seq >= state.lastMessage.seq) state.lastMessage = message;
     if (message.sender === this.user) {
       state.readUpTo = Math.max(state.readUpTo, seq);
@@ -421,6 +422,7 @@ export class ChatSession {
           ? "You left this group."
           : `You were removed from this group by ${message.sender}.`;
       state.conversation = { ...state.conversation, members: state.conversation.members.filter((m) => m.user !== this.user) };
+      state.typing.clear();
     }
     this.sendDeliveredReceipts();
     this.changed();

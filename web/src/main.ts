@@ -149,6 +149,7 @@ function bindChatScreen(): void {
         members.value.split(/[\s,]+/).map((s) => s.toLowerCase()).filter(Boolean),
       );
       name.value = members.value = "";
+      $<HTMLDetailsElement>("#new-group-box").open = false;
       await select(id);
     });
   };
@@ -168,7 +169,7 @@ function bindChatScreen(): void {
   };
   const composer = $<HTMLTextAreaElement>("#composer");
   composer.oninput = () => {
-    if (current && composer.value) session.typing(current, true);
+    if (current) session.typing(current, composer.value.length > 0);
   };
   composer.onkeydown = (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey) {

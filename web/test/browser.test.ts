@@ -428,4 +428,25 @@ test("two browser users and a Mosquitto user chat directly and in a group", { ti
     assert.ok(!(list.result.value as { items: { conversation?: { id: string } }[] }).items.some((i) => i.conversation?.id === group));
     await alice.locator("#messages .entry.event", { hasText: "You removed carol." }).waitFor();
   });
+
+  await t.test("history scrolls back past the newest page", async () => {
+    await alice.click("#new-group-box summary");
+    await alice.fill("#group-name", "archive");
+    await alice.fill("#group-members", "bob");
+    await alice.click("#create-group");
+    await alice.locator("#chat-title", { hasText: "archive" }).waitFor();
+    const texts = Array.from({ length: 60 }, (_, i) => `m${i + 1}`);
+    for (const m of texts) await sendText(alice, m);
+    // seq 1 is the creation, so the last message is seq 61
+    await alice.locator('#messages .entry[data-seq="61"] .tick[data-tick="sent"]').waitFor();
+    await bob.click("#back");
+    await openConversation(bob, "archive");
+    await waitForTexts(bob, texts.slice(-50));
+    assert.deepEqual(await shownTexts(bob), texts.slice(-50), "the newest page: 50 entries");
+    await bob.locator("#messages .older").waitFor();
+    await bob.locator("#messages").evaluate((e) => (e.scrollTop = 0));
+    await bob.locator("#messages .entry.event", { hasText: "alice created the group “archive” with you." }).waitFor();
+    assert.deepEqual(await shownTexts(bob), texts);
+    assert.equal(await bob.locator("#messages .older").count(), 0);
+  });
 });

@@ -97,7 +97,7 @@ fn missing(why: &str) -> (StatusCode, Html<String>) {
         Html(format!(
             "<!doctype html><meta charset=utf-8><title>Parley</title>\
              <h1>Parley is running</h1><p>{why}.</p>\
-             <p>Build the web client with Node.js 20 or later (Debian: \
+             <p>Build the web client with Node.js 20 or later (Debian 13: \
              <code>apt-get install nodejs npm</code>), then reload this page:</p>\
              <pre>npm --prefix web ci\nnpm --prefix web run build</pre>\
              <p>The HTTP API is described at <a href=\"/v1/openapi.json\">/v1/openapi.json</a>.</p>"
