@@ -57,28 +57,15 @@ impl ChatService {
         let fanout = Fanout::new(topics, Bytes::from(encode_envelope(&message.into())));
         let (outgoing, pending) = self.deliveries.outgoing(conversation, 1, fanout);
         ticket.stored(appended.seq, outgoing);
-        self.mark_own_entry_read(conversation, actor, appended.seq)
-            .await;
+        self.mark_own_entry_read(conversation, actor, appended.seq);
         pending.wait().await?;
         Ok(appended.seq)
     }
 
-    /// Moves `user`'s delivered and read cursors of `conversation` up to
-    /// `seq`, an entry `user` wrote: what one sends counts as read by its
-    /// sender. Best effort; the entry is stored either way.
-    pub(super) async fn mark_own_entry_read(&self, conversation: &str, user: &UserId, seq: u64) {
-        let delivered = self
-            .stores
-            .offline
-            .mark_delivered(user.as_str(), conversation, seq)
-            .await;
-        let read = self
-            .stores
-            .metadata
-            .mark_read(conversation, user.as_str(), seq)
-            .await;
-        if let Err(e) = delivered.and(read) {
-            tracing::warn!(%conversation, %user, seq, error = %e, "sender's read cursor not moved");
-        }
+    /// `user` wrote the entry `seq` of `conversation`: what one sends counts
+    /// as read by its sender (written in the background, see `own_reads`).
+    pub(super) fn mark_own_entry_read(&self, conversation: &str, user: &UserId, seq: u64) {
+        self.own_reads
+            .record(&self.stores, conversation, user.as_str(), seq);
     }
 }

@@ -17,6 +17,7 @@ mod convert;
 mod errors;
 mod events;
 mod ordering;
+mod own_reads;
 pub mod presence;
 mod push;
 mod receipts;
@@ -87,6 +88,8 @@ pub struct ChatService {
     pub presence: PresenceTracker,
     /// Push notifications to members without a live session; `None` when off.
     push: Option<crate::push::PushService>,
+    /// Senders' cursors moved by their own entries, on their way to the store.
+    own_reads: Arc<own_reads::OwnReads>,
 }
 
 impl ChatService {
@@ -125,6 +128,7 @@ impl ChatService {
             config,
             ids: Mutex::new(ids),
             push: None,
+            own_reads: Arc::default(),
         })
     }
 
