@@ -81,6 +81,8 @@ async fn run_conn(args: ConnArgs) -> Result<()> {
         hold: args.hold,
         source_addrs: args.source_ips,
         connect_timeout: args.broker.connect_timeout,
+        subscribe: args.subscribe,
+        held: None,
         progress: !args.output.quiet,
     };
     let report = conn::run(&cfg).await?;
@@ -167,6 +169,9 @@ async fn run_chat(args: ChatArgs) -> Result<()> {
 }
 
 async fn run_compare(args: CompareArgs) -> Result<()> {
+    if let Some(warning) = limits::connection_warning(args.idle_connections) {
+        eprintln!("parley-bench: warning: {warning}");
+    }
     let cfg = CompareConfig {
         brokers: args.brokers,
         duration: args.duration,
@@ -176,6 +181,7 @@ async fn run_compare(args: CompareArgs) -> Result<()> {
         payload_size: args.payload_size,
         idle_connections: args.idle_connections,
         conn_rate: args.conn_rate,
+        idle_subscribe: !args.no_idle_subscribe,
         chat_pairs: args.chat_pairs,
         chat_rate: args.chat_rate,
         paths: BrokerPaths {

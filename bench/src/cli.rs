@@ -109,6 +109,11 @@ pub struct ConnArgs {
     /// 127.0.0.1,127.0.0.2 (lifts the ~28k connections per address limit).
     #[arg(long, value_name = "ADDRS")]
     pub source_ips: Option<SourceAddrs>,
+    /// After CONNACK, each connection subscribes (QoS 1) to
+    /// `bench/idle/{client_id}` and waits for its SUBACK before holding; a
+    /// refused subscription fails that connection.
+    #[arg(long)]
+    pub subscribe: bool,
     /// Output flags.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -287,9 +292,14 @@ pub struct CompareArgs {
     /// Connections in the idle-connections scenario.
     #[arg(long, default_value_t = 1000, value_parser = parse_count)]
     pub idle_connections: usize,
-    /// Connection attempts per second in the idle-connections scenario.
+    /// Connection attempts (CONNECTs) per second in the idle-connections
+    /// scenario; its CONNACK p50/p99 are measured at this rate.
     #[arg(long, default_value_t = 500.0, value_parser = parse_rate)]
     pub conn_rate: f64,
+    /// Idle connections don't subscribe. By default each one subscribes (QoS 1)
+    /// to `bench/idle/{client_id}` after CONNACK and waits for its SUBACK.
+    #[arg(long)]
+    pub no_idle_subscribe: bool,
     /// 1:1 pairs in the chat scenario, run against Parley only (0 skips it).
     #[arg(long, default_value_t = 50)]
     pub chat_pairs: usize,
@@ -379,7 +389,7 @@ mod tests {
             (a.count, a.rate, a.hold),
             (100, 100.0, Duration::from_secs(10))
         );
-        assert!(a.source_ips.is_none() && !a.output.json);
+        assert!(a.source_ips.is_none() && !a.output.json && !a.subscribe);
 
         let Command::Conn(a) = parse(&[
             "conn",
@@ -393,6 +403,7 @@ mod tests {
             "127.0.0.1-127.0.0.20",
             "-V",
             "5",
+            "--subscribe",
             "--json",
         ])
         .unwrap()
@@ -406,7 +417,7 @@ mod tests {
         );
         assert_eq!(a.source_ips.map(|s| s.len()), Some(20));
         assert_eq!(a.broker.mqtt_version, MqttVersion::V5);
-        assert!(a.output.json);
+        assert!(a.output.json && a.subscribe);
     }
 
     #[test]
@@ -616,15 +627,29 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(10));
         assert_eq!((a.fan_in_publishers, a.pairs, a.payload_size), (10, 10, 64));
         assert_eq!((a.chat_pairs, a.chat_rate), (50, 100.0));
+        assert!(!a.no_idle_subscribe);
         assert_eq!(a.parley_bin, None);
         assert!(a.rumqttd_bin.ends_with("out/tools/bin/rumqttd"));
-        let Command::Compare(a) = parse(&["compare", "--brokers", "rumqttd", "-d", "3s"])
-            .unwrap()
-            .command
+        let Command::Compare(a) = parse(&[
+            "compare",
+            "--brokers",
+            "rumqttd",
+            "-d",
+            "3s",
+            "--idle-connections",
+            "15000",
+            "--conn-rate",
+            "5000",
+            "--no-idle-subscribe",
+        ])
+        .unwrap()
+        .command
         else {
             panic!("expected compare")
         };
         assert_eq!(a.brokers, [BrokerKind::Rumqttd]);
         assert_eq!(a.duration, Duration::from_secs(3));
+        assert_eq!((a.idle_connections, a.conn_rate), (15_000, 5000.0));
+        assert!(a.no_idle_subscribe);
     }
 }

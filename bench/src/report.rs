@@ -127,6 +127,11 @@ pub struct ConnReport {
     pub connected: u64,
     /// Connections that failed to open.
     pub failed: u64,
+    /// Whether each connection subscribed (QoS 1) to `bench/idle/{client_id}`
+    /// after CONNACK.
+    pub subscribe: bool,
+    /// Connections whose subscription the SUBACK granted.
+    pub subscribed: u64,
     /// Open connections the broker closed while they were held.
     pub dropped: u64,
     /// Distinct source addresses used (0: the kernel's choice).
@@ -141,6 +146,8 @@ pub struct ConnReport {
     pub tcp_connect_us: LatencySummary,
     /// CONNECT sent to CONNACK received, µs.
     pub connack_us: LatencySummary,
+    /// SUBSCRIBE sent to SUBACK received, µs (empty without `subscribe`).
+    pub suback_us: LatencySummary,
     /// Errors by kind.
     pub errors: ErrorSummary,
 }
@@ -155,6 +162,14 @@ impl ConnReport {
             ("connections requested".into(), self.requested.to_string()),
             ("connected".into(), self.connected.to_string()),
             ("failed".into(), self.failed.to_string()),
+            (
+                "subscribed (QoS 1)".into(),
+                if self.subscribe {
+                    self.subscribed.to_string()
+                } else {
+                    "no".into()
+                },
+            ),
             ("dropped while held".into(), self.dropped.to_string()),
             (
                 "source addresses".into(),
@@ -169,6 +184,9 @@ impl ConnReport {
         ];
         rows.extend(self.tcp_connect_us.rows("tcp connect"));
         rows.extend(self.connack_us.rows("connack"));
+        if self.subscribe {
+            rows.extend(self.suback_us.rows("suback"));
+        }
         rows.extend(self.errors.rows());
         kv_table(&rows)
     }

@@ -32,6 +32,8 @@ async fn start_parley() -> (Node, TempDir) {
     config.auth.jwt_secret = Some("bench-smoke-secret-bench-smoke-secret-0".into());
     config.chat.messages_per_sec = 100_000.0;
     config.chat.message_burst = 100_000;
+    config.accounts.signups_per_hour_per_address = 0.0;
+    config.listeners.mqtt_max_connections_per_address = 0;
     let node = Node::start(config).await.expect("parley starts");
     (node, dir)
 }

@@ -1,6 +1,7 @@
 //! Short smoke runs of the scenarios and the comparison runner against a real
-//! Mosquitto that each test starts on a free loopback port. Without
-//! /usr/sbin/mosquitto the tests fail when `CI` is set and skip otherwise.
+//! Mosquitto that each test starts on a free loopback port (one test uses a
+//! stub broker that refuses subscriptions). Without /usr/sbin/mosquitto the
+//! tests fail when `CI` is set and skip otherwise.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,8 @@ async fn conn_opens_holds_and_cycles_source_addresses() {
         hold: Duration::from_millis(500),
         source_addrs: Some("127.0.0.1-127.0.0.4".parse().unwrap()),
         connect_timeout: Duration::from_secs(10),
+        subscribe: false,
+        held: None,
         progress: false,
     };
     let report = conn::run(&cfg).await.expect("conn run");
@@ -105,6 +108,7 @@ async fn conn_opens_holds_and_cycles_source_addresses() {
     assert_eq!(report.tcp_connect_us.count, 20);
     assert!(report.connack_us.max >= report.connack_us.p50 && report.connack_us.p50 > 0);
     assert_eq!(report.source_addresses, 4);
+    assert!(!report.subscribe && report.subscribed == 0 && report.suback_us.count == 0);
     // Mosquitto logs "New connection from 127.0.0.N:PORT ..." per connection.
     let sources: BTreeSet<String> = std::fs::read_to_string(&log)
         .expect("mosquitto log")
@@ -135,14 +139,122 @@ async fn conn_mqtt5_against_mosquitto() {
         hold: Duration::from_millis(1500),
         source_addrs: None,
         connect_timeout: Duration::from_secs(10),
+        // MQTT 5 SUBSCRIBE/SUBACK before the hold, then pings.
+        subscribe: true,
+        held: None,
         progress: false,
     };
     cfg.target.keepalive = Duration::from_secs(1);
     let report = conn::run(&cfg).await.expect("conn run");
     broker.stop().await.expect("stop mosquitto");
     assert_eq!(report.connected, 10, "{report:#?}");
+    assert_eq!((report.subscribed, report.suback_us.count), (10, 10));
     assert_eq!(report.dropped, 0);
     assert_eq!(report.source_addresses, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conn_subscribes_each_idle_connection_to_its_own_topic() {
+    let Some((broker, dir)) = mosquitto("log_type all\n").await else {
+        return;
+    };
+    let cfg = ConnConfig {
+        target: target(broker.mqtt_port, MqttVersion::V4),
+        count: 5,
+        rate: 100.0,
+        hold: Duration::from_millis(300),
+        source_addrs: None,
+        connect_timeout: Duration::from_secs(10),
+        subscribe: true,
+        held: None,
+        progress: false,
+    };
+    let report = conn::run(&cfg).await.expect("conn run");
+    let log = broker.log.clone();
+    broker.stop().await.expect("stop mosquitto");
+    assert_eq!((report.connected, report.failed), (5, 0), "{report:#?}");
+    assert!(report.subscribe);
+    assert_eq!((report.subscribed, report.suback_us.count), (5, 5));
+    assert_eq!((report.dropped, report.errors.total), (0, 0), "{report:#?}");
+    assert!(report.table().contains("subscribed (QoS 1)"));
+    // Mosquitto logs each subscription as "\t{topic} (QoS 1)".
+    let topics: BTreeSet<String> = std::fs::read_to_string(&log)
+        .expect("mosquitto log")
+        .lines()
+        .filter_map(|l| l.split_once("\tbench/idle/"))
+        .map(|(_, rest)| rest.to_string())
+        .collect();
+    assert_eq!(
+        topics.len(),
+        5,
+        "log in {}: {topics:?}",
+        dir.path().display()
+    );
+    assert!(
+        topics
+            .iter()
+            .all(|t| t.contains("-conn") && t.ends_with(" (QoS 1)")),
+        "{topics:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_subscription_fails_the_connection() {
+    // Mosquitto 2.0 grants every SUBSCRIBE (its ACL applies on delivery), so
+    // a stub broker answers each connection with CONNACK, then SUBACK 0x80.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stub = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                // CONNECT, then SUBSCRIBE (each arrives in one read on loopback).
+                for reply in [
+                    &[0x20, 0x02, 0x00, 0x00][..],
+                    &[0x90, 0x03, 0x00, 0x01, 0x80],
+                ] {
+                    if matches!(socket.read(&mut buf).await, Ok(0) | Err(_)) {
+                        return;
+                    }
+                    let _ = socket.write_all(reply).await;
+                }
+                let _ = socket.read(&mut buf).await;
+            });
+        }
+    });
+    let cfg = ConnConfig {
+        target: target(port, MqttVersion::V4),
+        count: 3,
+        rate: 100.0,
+        hold: Duration::from_millis(100),
+        source_addrs: None,
+        connect_timeout: Duration::from_secs(10),
+        subscribe: true,
+        held: None,
+        progress: false,
+    };
+    let report = conn::run(&cfg).await.expect("conn run");
+    stub.abort();
+    assert_eq!(
+        (report.connected, report.failed, report.subscribed),
+        (0, 3, 0),
+        "{report:#?}"
+    );
+    assert!(
+        report
+            .errors
+            .by_kind
+            .keys()
+            .all(|k| k.contains("SUBACK refused")),
+        "{:?}",
+        report.errors
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +358,8 @@ async fn unreachable_broker_gives_clear_errors() {
         hold: Duration::ZERO,
         source_addrs: None,
         connect_timeout: Duration::from_secs(5),
+        subscribe: false,
+        held: None,
         progress: false,
     })
     .await
@@ -279,6 +393,7 @@ async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
         payload_size: 64,
         idle_connections: 20,
         conn_rate: 200.0,
+        idle_subscribe: true,
         chat_pairs: 2,
         chat_rate: 20.0,
         paths: BrokerPaths {
@@ -313,10 +428,36 @@ async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
         let usage = s.resources.as_ref().expect("resources sampled");
         assert!(usage.rss_peak_mib > 0.0 && usage.samples >= 2, "{usage:?}");
     }
-    match &mosquitto.scenarios[2].report {
-        Some(ScenarioReport::Conn(c)) => assert_eq!(c.connected, 20),
+    let idle = &mosquitto.scenarios[2];
+    match &idle.report {
+        Some(ScenarioReport::Conn(c)) => {
+            assert_eq!(c.connected, 20);
+            assert!(c.subscribe, "{c:#?}");
+            assert_eq!(c.subscribed, 20, "{c:#?}");
+        }
         other => panic!("expected a conn report, got {other:?}"),
     }
+    let rss = idle.idle_rss.as_ref().expect("idle RSS read");
+    assert_eq!(rss.connections, 20);
+    assert!(rss.before_kib > 0 && rss.after_kib > 0, "{rss:?}");
+    assert!(rss.per_connection_kib.is_some_and(|k| k >= 0.0), "{rss:?}");
+    assert!(report.settings.idle_subscribe);
+    assert_eq!(report.settings.idle_source_addresses, 0);
+    let subscribed = report
+        .summary
+        .iter()
+        .find(|r| r.scenario == ScenarioName::IdleConnections && r.metric == "subscribed (QoS 1)")
+        .expect("subscribed row");
+    assert_eq!(subscribed.values[&BrokerKind::Mosquitto], Some(20.0));
+    let per_conn = report
+        .summary
+        .iter()
+        .find(|r| r.metric == "broker RSS per connection KiB")
+        .expect("RSS per connection row");
+    assert_eq!(
+        per_conn.values[&BrokerKind::Mosquitto],
+        rss.per_connection_kib
+    );
     let parley = &report.brokers[1];
     let reason = parley.skipped.as_deref().expect("parley skipped");
     assert!(

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::mqtt::publisher::ServerPublisher;
+use crate::publisher::ServerPublisher;
 
 /// One payload for several MQTT topics: a message or receipt to every
 /// member's inbox, a typing indicator to the other members' feeds, a

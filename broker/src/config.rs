@@ -18,6 +18,9 @@ pub use crate::push::PushConfig;
 
 pub use crate::media::config::MediaConfig;
 
+mod security;
+pub use security::{AccountsConfig, ListenersConfig, LoginConfig, MetricsConfig, SignUpMode};
+
 /// Command-line flags of the `parley` binary. Flags override the file and the environment.
 #[derive(Debug, Clone, Default, Parser, Serialize)]
 #[command(
@@ -144,6 +147,14 @@ pub struct Config {
     pub push: PushConfig,
     /// Media uploads and downloads through presigned S3 URLs.
     pub media: MediaConfig,
+    /// Log-in throttling.
+    pub login: LoginConfig,
+    /// Who may sign up, and how fast.
+    pub accounts: AccountsConfig,
+    /// Timeouts and per-address connection caps of every listener.
+    pub listeners: ListenersConfig,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsConfig,
     /// Plain-MQTT topic ACL rules (outside the chat namespace); deny by default.
     pub acl: Vec<AclRuleConfig>,
     /// Logging.
@@ -166,6 +177,10 @@ impl Default for Config {
             admin: AdminConfig::default(),
             push: PushConfig::default(),
             media: MediaConfig::default(),
+            login: LoginConfig::default(),
+            accounts: AccountsConfig::default(),
+            listeners: ListenersConfig::default(),
+            metrics: MetricsConfig::default(),
             acl: Vec::new(),
             log: LogConfig::default(),
         }
@@ -418,12 +433,44 @@ pub struct MqttConfig {
     pub max_keep_alive_secs: u16,
     /// Maximum number of concurrent connections on this node.
     pub max_connections: usize,
-    /// Messages buffered per connection by the router before it stops reading.
-    pub max_outgoing_packets: u64,
-    /// Size of one in-memory log segment of the router, in bytes.
-    pub router_segment_size: usize,
-    /// Segments the router keeps per topic filter.
-    pub router_segment_count: usize,
+    /// Longest client id accepted, in bytes (any UTF-8 is allowed).
+    pub max_client_id_bytes: usize,
+    /// Messages queued per session beyond those in flight; past it QoS 0
+    /// messages are dropped first, then new QoS 1/2 ones (counted).
+    pub max_queued_messages: usize,
+    /// Bytes queued per session (same policy as `max_queued_messages`).
+    pub max_queued_bytes: usize,
+    /// Outgoing QoS 1/2 deliveries in flight per connection (also capped by
+    /// the client's Receive Maximum).
+    pub max_inflight: u16,
+    /// Incoming QoS 2 publishes awaiting PUBREL per connection (the Receive
+    /// Maximum announced to MQTT 5 clients).
+    pub receive_maximum: u16,
+    /// Topic aliases a client may set (Topic Alias Maximum; 0 = none).
+    pub topic_alias_maximum: u16,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Retained messages one user may own.
+    pub max_retained_per_user: usize,
+    /// Bytes of retained messages one user may own.
+    pub max_retained_bytes_per_user: usize,
+    /// Longest session expiry granted, in seconds (also the lifetime of a
+    /// 3.1.1 persistent session after its client left).
+    pub max_session_expiry_secs: u32,
+    /// Longest Will Delay honoured, in seconds.
+    pub max_will_delay_secs: u32,
+    /// Largest will (topic + payload + properties), in bytes.
+    pub max_will_bytes: usize,
+    /// Time a client has to finish a packet it started, in milliseconds,
+    /// whatever its keep-alive.
+    pub packet_timeout_ms: u64,
+    /// Time a write to a client may stall (it does not read) before the
+    /// connection is closed, in milliseconds, when its keep-alive does not
+    /// give a shorter bound (1.5 x keep-alive).
+    pub write_timeout_ms: u64,
+    /// Longest a publisher is paused while a subscriber it feeds drains its
+    /// queue, in milliseconds; after it, the queue bounds apply.
+    pub max_publisher_pause_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -437,9 +484,43 @@ impl Default for MqttConfig {
             connect_timeout_ms: 10_000,
             max_keep_alive_secs: 0,
             max_connections: 1_000_000,
-            max_outgoing_packets: 200,
-            router_segment_size: 100 * 1024,
-            router_segment_count: 10,
+            max_client_id_bytes: 256,
+            max_queued_messages: 1_000,
+            max_queued_bytes: 8 * 1024 * 1024,
+            max_inflight: 64,
+            receive_maximum: 64,
+            topic_alias_maximum: 64,
+            max_subscriptions_per_client: 1_000,
+            max_retained_per_user: 1_000,
+            max_retained_bytes_per_user: 1024 * 1024,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_will_delay_secs: 24 * 3600,
+            max_will_bytes: 64 * 1024,
+            packet_timeout_ms: 30_000,
+            write_timeout_ms: 60_000,
+            max_publisher_pause_ms: 10_000,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The engine's bounds, from this configuration.
+    pub fn router_config(&self) -> parley_engine::router::RouterConfig {
+        parley_engine::router::RouterConfig {
+            session: parley_engine::session::SessionLimits {
+                max_queued_messages: self.max_queued_messages,
+                max_queued_bytes: self.max_queued_bytes,
+                max_inflight: self.max_inflight,
+                receive_maximum: self.receive_maximum,
+                topic_alias_maximum: self.topic_alias_maximum,
+            },
+            retained: parley_engine::retained::RetainedLimits {
+                max_messages_per_owner: self.max_retained_per_user,
+                max_bytes_per_owner: self.max_retained_bytes_per_user,
+            },
+            max_subscriptions_per_session: self.max_subscriptions_per_client,
+            max_session_expiry_secs: self.max_session_expiry_secs,
+            max_will_delay_secs: self.max_will_delay_secs,
         }
     }
 }
@@ -550,6 +631,11 @@ pub struct ChatConfig {
     pub request_burst: u32,
     /// Largest page of history or conversations a request may ask for.
     pub max_page: usize,
+    /// Message requests and blocking: a stranger's first direct message is a
+    /// request, and the sender gets no presence, typing, receipts or keys of
+    /// the recipient until they accept; users can block each other (see
+    /// docs/topics.md). Off: any message opens the conversation fully.
+    pub message_requests: bool,
 }
 
 impl Default for ChatConfig {
@@ -565,6 +651,7 @@ impl Default for ChatConfig {
             requests_per_sec: 20.0,
             request_burst: 100,
             max_page: 500,
+            message_requests: true,
         }
     }
 }
@@ -618,6 +705,12 @@ pub struct KeysConfig {
     pub bundle_fetches_per_sec_per_user: f64,
     /// Bundle fetches a caller may make in a burst.
     pub bundle_fetch_burst_per_user: u32,
+    /// Sustained bundle fetches per second of one user's keys, by everyone
+    /// else together (0 = unlimited), so that many accounts together cannot
+    /// drain a device's one-time prekeys either. Over it: 429.
+    pub bundle_fetches_per_sec_per_target: f64,
+    /// Bundle fetches of one user's keys in a burst.
+    pub bundle_fetch_burst_per_target: u32,
 }
 
 impl Default for KeysConfig {
@@ -627,6 +720,8 @@ impl Default for KeysConfig {
             max_one_time_prekeys_per_device: 1000,
             bundle_fetches_per_sec_per_user: 1.0,
             bundle_fetch_burst_per_user: 30,
+            bundle_fetches_per_sec_per_target: 0.2,
+            bundle_fetch_burst_per_target: 20,
         }
     }
 }
@@ -652,14 +747,14 @@ impl fmt::Debug for AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `tracing` EnvFilter directives, e.g. `info` or `parley=debug,rumqttd=warn`.
+    /// `tracing` EnvFilter directives, e.g. `info` or `parley=debug,parley_engine=debug`.
     pub filter: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            filter: "info,rumqttd=warn".into(),
+            filter: "info".into(),
         }
     }
 }
@@ -826,10 +921,29 @@ impl Config {
         {
             return invalid("chat bursts and max_page must be positive".into());
         }
+        if self.mqtt.max_client_id_bytes < 23 {
+            return invalid(
+                "mqtt.max_client_id_bytes must be at least 23 (MQTT requires it)".into(),
+            );
+        }
+        if self.mqtt.max_queued_messages == 0 || self.mqtt.max_inflight == 0 {
+            return invalid(
+                "mqtt.max_queued_messages and mqtt.max_inflight must be at least 1".into(),
+            );
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return invalid("mqtt.receive_maximum must be at least 1".into());
+        }
+        if self.mqtt.packet_timeout_ms == 0 || self.mqtt.write_timeout_ms == 0 {
+            return invalid(
+                "mqtt.packet_timeout_ms and mqtt.write_timeout_ms must be at least 1".into(),
+            );
+        }
         if self.chat.max_message_bytes > self.mqtt.max_packet_size {
             return invalid("chat.max_message_bytes cannot exceed mqtt.max_packet_size".into());
         }
         self.validate_limits()?;
+        self.validate_security()?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         self.validate_keys()?;
         self.media.validate().map_err(ConfigError::Invalid)?;
@@ -981,6 +1095,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "keys.bundle_fetches_per_sec_per_user is on, so keys.bundle_fetch_burst_per_user must be at least 1"
                     .into(),
+            ));
+        }
+        let rate = k.bundle_fetches_per_sec_per_target;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetches_per_sec_per_target must be a number >= 0 (0 = unlimited)"
+                    .into(),
+            ));
+        }
+        if rate > 0.0 && k.bundle_fetch_burst_per_target == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.bundle_fetch_burst_per_target must be at least 1".into(),
             ));
         }
         Ok(())

@@ -1,5 +1,5 @@
-//! The Parley broker: listeners, authentication, ACL and the chat pipeline in
-//! front of rumqttd's router.
+//! The Parley broker: listeners, authentication, ACL and the chat pipeline,
+//! driving Parley's MQTT engine (`parley_engine`).
 
 pub mod auth;
 pub mod chat;
@@ -8,11 +8,12 @@ pub mod config;
 pub mod hex;
 pub mod http;
 pub mod limits;
+pub mod listeners;
 pub mod media;
 pub mod metrics;
 pub mod mqtt;
 pub mod node_lease;
+pub mod publisher;
 pub mod push;
-pub mod router;
 pub mod server;
 pub mod storage;

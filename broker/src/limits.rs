@@ -11,7 +11,8 @@ use std::time::Instant;
 use chat_core::ids::UserId;
 use chat_core::rate::TokenBucket;
 
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, ListenersConfig};
+use crate::listeners::MqttListenerLimits;
 
 /// Below this many keys a limiter never sweeps idle buckets.
 const SWEEP_FLOOR: usize = 1024;
@@ -94,6 +95,7 @@ impl ByteBudget {
 
 /// The configured limits of a node.
 pub struct Limits {
+    listeners: MqttListenerLimits,
     connects: Option<KeyedLimiter<IpAddr>>,
     publishes: Option<Arc<KeyedLimiter<UserId>>>,
     bytes: Option<(u64, u64)>,
@@ -103,6 +105,7 @@ impl Limits {
     /// Limits as configured (rates of 0 are off).
     pub fn new(config: &LimitsConfig) -> Limits {
         Limits {
+            listeners: MqttListenerLimits::default(),
             connects: KeyedLimiter::new(
                 config.connects_per_sec_per_ip,
                 config.connect_burst_per_ip,
@@ -115,6 +118,17 @@ impl Limits {
             bytes: (config.bytes_per_sec_per_connection > 0)
                 .then_some((config.bytes_per_sec_per_connection, config.bytes_burst)),
         }
+    }
+
+    /// With the MQTT listeners' per-address cap and handshake timeouts of `config`.
+    pub fn with_listeners(mut self, config: &ListenersConfig) -> Limits {
+        self.listeners = MqttListenerLimits::new(config);
+        self
+    }
+
+    /// The MQTT listeners' per-address cap and handshake timeouts.
+    pub fn listeners(&self) -> &MqttListenerLimits {
+        &self.listeners
     }
 
     /// Whether a new connection from `peer` is within its address's rate.
@@ -141,7 +155,7 @@ impl Limits {
 /// The key a source address is limited under: IPv4 addresses (also when
 /// mapped into IPv6) as they are, IPv6 addresses by their /64 prefix, which
 /// is what one host or subscriber normally gets.
-fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

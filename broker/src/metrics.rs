@@ -9,9 +9,11 @@
 //! Every labelled family is created with all of its label values at zero, so
 //! that a fresh node already exposes every series a dashboard asks for.
 
+pub mod engine;
 pub mod history;
 pub mod kinds;
 pub mod live;
+pub mod security;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -143,6 +145,18 @@ label_values! {
         BytesPerConnection => "bytes_per_connection",
         /// `limits.publishes_per_sec_per_user`.
         PublishesPerUser => "publishes_per_user",
+        /// `mqtt.max_retained_per_user` / `mqtt.max_retained_bytes_per_user`.
+        RetainedPerUser => "retained_per_user",
+        /// `mqtt.max_subscriptions_per_client`.
+        SubscriptionsPerClient => "subscriptions_per_client",
+        /// `mqtt.max_will_bytes`.
+        WillSize => "will_size",
+        /// `mqtt.max_client_id_bytes`.
+        ClientIdLength => "client_id_length",
+        /// A connection stopped reading (writes stalled past the keep-alive).
+        StalledWriter => "stalled_writer",
+        /// `mqtt.max_packet_size`.
+        PacketSize => "packet_size",
     }
 }
 
@@ -248,6 +262,8 @@ pub struct Metrics {
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Refusals by the connection, traffic and publish rate limits.
     pub rate_limited: Family<LimitLabels, Counter>,
+    /// Refusals by the defences against strangers and floods, by defence.
+    pub security_refusals: Family<security::RefusalLabels, Counter>,
     /// Time from a chat send's arrival to its acknowledgement (validated, stored, fanned out).
     pub chat_send_seconds: Histogram,
     /// Time one history append took (durable group commit included).
@@ -324,6 +340,12 @@ impl Metrics {
             "Connections, connections' traffic and publishes refused by a rate limit",
             rate_limited.clone(),
         );
+        let security_refusals = Family::<security::RefusalLabels, Counter>::default();
+        registry.register(
+            "security_refusals",
+            "Refusals by the log-in, sign-up, listener, metrics and key-fetch defences, by defence",
+            security_refusals.clone(),
+        );
         let chat_send_seconds = latency_histogram();
         registry.register_with_unit(
             "chat_send_duration",
@@ -351,6 +373,7 @@ impl Metrics {
             acl_denials,
             auth_failures,
             rate_limited,
+            security_refusals,
             chat_send_seconds,
             history_append_seconds,
         };
@@ -395,6 +418,18 @@ impl Metrics {
         for &limit in Limit::ALL {
             let _ = self.rate_limited.get_or_create(&LimitLabels { limit });
         }
+        for &refusal in security::Refusal::ALL {
+            let _ = self
+                .security_refusals
+                .get_or_create(&security::RefusalLabels { refusal });
+        }
+    }
+
+    /// Counts a refusal by one of the defences against strangers and floods.
+    pub fn defended(&self, refusal: security::Refusal) {
+        self.security_refusals
+            .get_or_create(&security::RefusalLabels { refusal })
+            .inc();
     }
 
     /// Adds a source of values read at scrape time (see [`live`]).

@@ -25,14 +25,12 @@ use crate::metrics::history::MeteredHistory;
 use crate::metrics::live::LiveCollector;
 use crate::metrics::Metrics;
 use crate::mqtt::listener::{accept_loop, tls_acceptor, Transport};
-use crate::mqtt::publisher::ServerPublisher;
 use crate::mqtt::sessions::SessionRegistry;
-use crate::mqtt::will::WillRegistry;
 use crate::mqtt::MqttContext;
 use crate::node_lease::NodeLease;
+use crate::publisher::ServerPublisher;
 use crate::push::metrics::PushCollector;
 use crate::push::PushService;
-use crate::router::RouterHandle;
 
 /// The addresses a running node actually listens on (useful with port 0).
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,6 +43,8 @@ pub struct BoundAddrs {
     pub mqtt_tls: Option<SocketAddr>,
     /// HTTP API.
     pub http: Option<SocketAddr>,
+    /// The separate metrics listener (`[metrics] listen`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -133,19 +133,21 @@ impl Node {
             Authenticator::new(
                 store.clone(),
                 AuthSettings {
-                    jwt_secret,
+                    jwt_secret: jwt_secret.clone(),
                     token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
                     pbkdf2_iterations: config.auth.pbkdf2_iterations,
                     verified_cache_ttl: Duration::from_secs(config.auth.verified_cache_secs),
                 },
             )
-            .context("configuring authentication")?,
+            .context("configuring authentication")?
+            .with_login_policy(&config.login, metrics.security_refusals.clone()),
         );
         let acl = AclRules::compile(config.acl.clone()).context("compiling ACL rules")?;
-        let router = RouterHandle::start(config.node_id.into(), &config.mqtt);
-        let publisher = ServerPublisher::start(&router, config.node_id)
-            .await
-            .context("opening the server link to the router")?;
+        let router = Arc::new(parley_engine::router::Router::new(
+            config.mqtt.router_config(),
+        ));
+        let publisher = ServerPublisher::new(router.clone());
+        tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
         let deliveries = match &bus {
             None => Deliveries::Local(publisher.clone()),
             Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
@@ -164,6 +166,9 @@ impl Node {
         );
         let sessions = Arc::new(SessionRegistry::new());
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
+        metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
+            router.clone(),
+        )));
         if let Some(push) = &push {
             metrics.register_collector(Box::new(PushCollector::new(push.clone())));
         }
@@ -186,12 +191,11 @@ impl Node {
             acl,
             router,
             publisher,
-            wills: WillRegistry::default(),
             chat,
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             sessions: sessions.clone(),
-            limits: Limits::new(&config.limits),
+            limits: Limits::new(&config.limits).with_listeners(&config.listeners),
         });
 
         let mut addrs = BoundAddrs::default();
@@ -262,6 +266,14 @@ impl Node {
                     ctx.chat.clone(),
                     &config.keys,
                 ))),
+                signup: Arc::new(crate::auth::signup::SignUpPolicy::new(
+                    &config.accounts,
+                    &jwt_secret,
+                )),
+                metrics_access: http::metrics::MetricsAccess {
+                    token: config.metrics.token.as_deref().map(Arc::from),
+                    on_api: config.metrics.listen.0.is_none(),
+                },
                 storage: Some(Arc::new({
                     let check = http::health::StorageCheck::new(
                         store.clone(),
@@ -289,11 +301,23 @@ impl Node {
                     },
                 })),
             };
-            let stop = shutdown.clone();
+            if let Some(metrics_listener) = bind(config.metrics.listen, "metrics").await? {
+                addrs.metrics = metrics_listener.local_addr().ok();
+                let (state, limits, stop) =
+                    (state.clone(), config.listeners.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    let stopped = async move { stop.cancelled().await };
+                    if let Err(e) =
+                        http::serve_metrics(metrics_listener, state, limits, stopped).await
+                    {
+                        tracing::error!(error = %e, "metrics server failed");
+                    }
+                });
+            }
+            let (limits, stop) = (config.listeners.clone(), shutdown.clone());
             tasks.spawn(async move {
-                if let Err(e) =
-                    http::serve(listener, state, async move { stop.cancelled().await }).await
-                {
+                let stopped = async move { stop.cancelled().await };
+                if let Err(e) = http::serve(listener, state, limits, stopped).await {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
             });

@@ -246,7 +246,7 @@ async fn spawn_kafka_node(
              [cluster]\nbus = \"kafka\"\n[cluster.kafka]\nbootstrap_servers = {kafka:?}\ntopic = {topic:?}\npartitions = 3\n\
              [mqtt]\ntcp = \"127.0.0.1:{mqtt}\"\nws = \"off\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
              [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\n\
-             [chat]\nmessages_per_sec = 100000.0\nmessage_burst = 100000\n",
+             [chat]\nmessages_per_sec = 100000.0\nmessage_burst = 100000\nmessage_requests = false\n",
             dir.join("data"),
         ),
     )

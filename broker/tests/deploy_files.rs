@@ -108,7 +108,7 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
     assert_eq!(nodes, ["parley1", "parley2", "parley3"]);
 
     let mut node_ids = BTreeSet::new();
-    let mut http_ports = BTreeSet::new();
+    let mut metrics_ports = BTreeSet::new();
     for name in &nodes {
         let service = &compose["services"][*name];
         let env = string_map(get(service, "environment"));
@@ -163,7 +163,8 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
 
         let mqtt = port_of(&config, "mqtt", "tcp");
         let http = port_of(&config, "http", "listen");
-        http_ports.insert(http);
+        let metrics = port_of(&config, "metrics", "listen");
+        metrics_ports.insert(metrics);
         let exposed: BTreeSet<u16> = get(service, "expose")
             .as_vec()
             .expect("expose")
@@ -171,7 +172,7 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
             .map(|p| str_of(p).parse().expect("a port"))
             .collect();
         assert!(
-            exposed.contains(&mqtt) && exposed.contains(&http),
+            exposed.contains(&mqtt) && exposed.contains(&http) && exposed.contains(&metrics),
             "{name}: {exposed:?}"
         );
         let published: Vec<u16> = service["ports"]
@@ -187,7 +188,11 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
                     .unwrap()
             })
             .collect();
-        assert_eq!(published, [mqtt, http], "{name} publishes MQTT and HTTP");
+        assert_eq!(
+            published,
+            [mqtt, http],
+            "{name} publishes MQTT and HTTP, not the metrics listener"
+        );
         let healthcheck = get(service, "healthcheck")["test"]
             .as_vec()
             .expect("healthcheck")
@@ -202,7 +207,7 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
     }
     assert_eq!(node_ids.len(), nodes.len(), "every node has its own id");
 
-    // Prometheus scrapes each node's HTTP port.
+    // Prometheus scrapes each node's metrics listener.
     let prometheus = &load_yaml("prometheus.yml")[0];
     let targets: BTreeSet<String> = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
         .as_vec()
@@ -212,7 +217,7 @@ fn compose_nodes_pass_check_config_and_expose_their_ports() {
         .collect();
     let expected: BTreeSet<String> = nodes
         .iter()
-        .flat_map(|n| http_ports.iter().map(move |p| format!("{n}:{p}")))
+        .flat_map(|n| metrics_ports.iter().map(move |p| format!("{n}:{p}")))
         .collect();
     assert_eq!(targets, expected);
     assert_eq!(
@@ -290,6 +295,15 @@ fn kubernetes_statefulset_passes_check_config_and_probes_its_ports() {
     assert_eq!(ports["mqtt"], port_of(&config, "mqtt", "tcp"));
     assert_eq!(ports["mqtt-ws"], port_of(&config, "mqtt", "ws"));
     assert_eq!(ports["http"], port_of(&config, "http", "listen"));
+    assert_eq!(ports["metrics"], port_of(&config, "metrics", "listen"));
+    let annotations = &set["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        str_of(&annotations["prometheus.io/port"])
+            .parse::<u16>()
+            .ok(),
+        Some(ports["metrics"]),
+        "Prometheus scrapes the metrics listener"
+    );
     // Readiness includes the store; liveness does not (a database outage
     // must not restart the pods).
     for (probe, path) in [("readinessProbe", "/healthz"), ("livenessProbe", "/livez")] {

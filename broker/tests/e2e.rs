@@ -417,3 +417,104 @@ async fn bundle_fetches_are_rate_limited_per_caller() {
     let (status, body) = alice_keys.device_keys("alice", "alice-phone").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// The flag byte after a bundle's 128 bytes of device keys: 1 with a one-time prekey.
+fn has_one_time_prekey(bundles: &Value) -> bool {
+    let bundle = STANDARD
+        .decode(bundles["devices"][0]["bundle"].as_str().expect("a bundle"))
+        .expect("base64");
+    bundle[128] == 1
+}
+
+#[tokio::test]
+async fn a_drained_device_falls_back_to_its_signed_prekey_and_its_owner_is_told() {
+    let node = start_node(|_| {}).await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let alice_keys = Keys::of(&node, "alice").await;
+    let bob_keys = Keys::of(&node, "bob").await;
+    let mut alice_phone = DeviceKeyring::generate().expect("keyring");
+    alice_keys.publish("alice-phone", &alice_phone).await;
+    let (status, _) = alice_keys.upload("alice-phone", &mut alice_phone, 2).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut alice = ChatClient::v5(&node, "alice", "alice-phone").await;
+    alice
+        .conversation_op(OpenDirect { peer: "bob".into() })
+        .await;
+
+    for _ in 0..2 {
+        let (status, body) = bob_keys.bundles("alice").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(has_one_time_prekey(&body), "{body}");
+    }
+    assert_eq!(alice_keys.count("alice-phone").await, 0);
+    // None left: the bundle still lets Bob start a session, on the signed
+    // prekey alone (Signal's last-resort key), and Alice is told.
+    let (status, body) = bob_keys.bundles("alice").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!has_one_time_prekey(&body), "{body}");
+    let notice = match alice.next_envelope().await.kind {
+        Some(parley_proto::v1::envelope::Kind::Notice(notice)) => notice,
+        other => panic!("expected a notice, got {other:?}"),
+    };
+    assert_eq!(
+        notice.kind(),
+        parley_proto::v1::NoticeKind::PrekeysExhausted
+    );
+    assert_eq!(notice.device_id, "alice-phone");
+    // Once per device and interval, however often the fallback is served.
+    let (status, _) = bob_keys.bundles("alice").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = alice_keys.upload("alice-phone", &mut alice_phone, 1).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = bob_keys.bundles("alice").await;
+    assert!(has_one_time_prekey(&body), "topped up: {body}");
+    alice.assert_nothing_queued();
+}
+
+#[tokio::test]
+async fn bundle_fetches_are_rate_limited_per_target() {
+    let node = start_node(|config| {
+        // Three fetches of one user's keys by everyone together, then
+        // (practically) none.
+        config.keys.bundle_fetches_per_sec_per_target = 0.001;
+        config.keys.bundle_fetch_burst_per_target = 3;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob", "carol"]).await;
+    let alice_keys = Keys::of(&node, "alice").await;
+    let bob_keys = Keys::of(&node, "bob").await;
+    let carol_keys = Keys::of(&node, "carol").await;
+    let mut alice_phone = DeviceKeyring::generate().expect("keyring");
+    alice_keys.publish("alice-phone", &alice_phone).await;
+    alice_keys.upload("alice-phone", &mut alice_phone, 10).await;
+    let mut alice = ChatClient::v5(&node, "alice", "alice-phone").await;
+    for peer in ["bob", "carol"] {
+        alice
+            .conversation_op(OpenDirect { peer: peer.into() })
+            .await;
+    }
+    for keys in [&bob_keys, &carol_keys, &bob_keys] {
+        let (status, body) = keys.bundles("alice").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = carol_keys.bundles("alice").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(
+        alice_keys.count("alice-phone").await,
+        7,
+        "nothing more taken"
+    );
+    let (status, _) = alice_keys.bundles("alice").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the owner's own fetches do not count"
+    );
+    let (status, body) = alice_keys.bundles("bob").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "other targets have their own budget: {body}"
+    );
+}

@@ -58,11 +58,18 @@ impl Api {
             media: None,
             keys: None,
             storage: None,
+            metrics_access: Default::default(),
+            signup: Default::default(),
             web: None,
         };
-        let server = tokio::spawn(http::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(http::serve(
+            listener,
+            state,
+            Default::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Api {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
@@ -320,7 +327,7 @@ async fn log_in_returns_a_token_mqtt_accepts() {
 
     let user = api
         .auth
-        .authenticate_mqtt("alice", token)
+        .authenticate_mqtt("alice", token, [127, 0, 0, 1].into())
         .await
         .expect("token accepted");
     assert_eq!(user.as_str(), "alice");
@@ -330,7 +337,9 @@ async fn log_in_returns_a_token_mqtt_accepts() {
         StatusCode::CREATED
     );
     assert_eq!(
-        api.auth.authenticate_mqtt("bob", token).await,
+        api.auth
+            .authenticate_mqtt("bob", token, [127, 0, 0, 1].into())
+            .await,
         Err(AuthError::BadCredentials)
     );
     api.shut_down().await;
@@ -370,11 +379,15 @@ async fn disabled_user_is_403_and_refused_over_mqtt() {
     assert_error(&got, StatusCode::UNAUTHORIZED, "bad_credentials");
 
     assert_eq!(
-        api.auth.authenticate_mqtt("alice", "correct horse").await,
+        api.auth
+            .authenticate_mqtt("alice", "correct horse", [127, 0, 0, 1].into())
+            .await,
         Err(AuthError::Disabled)
     );
     assert_eq!(
-        api.auth.authenticate_mqtt("alice", &token).await,
+        api.auth
+            .authenticate_mqtt("alice", &token, [127, 0, 0, 1].into())
+            .await,
         Err(AuthError::Disabled)
     );
     api.shut_down().await;

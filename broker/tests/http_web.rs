@@ -42,8 +42,15 @@ async fn serve(dir: &Path, web: Option<WebState>) -> String {
         keys: None,
         storage: None,
         web: web.map(Arc::new),
+        metrics_access: Default::default(),
+        signup: Default::default(),
     };
-    tokio::spawn(http::serve(listener, state, std::future::pending()));
+    tokio::spawn(http::serve(
+        listener,
+        state,
+        Default::default(),
+        std::future::pending(),
+    ));
     format!("http://{addr}")
 }
 

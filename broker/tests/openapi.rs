@@ -171,8 +171,15 @@ async fn serve(dir: &Path) -> String {
         keys: None,
         storage: None,
         web: None,
+        metrics_access: Default::default(),
+        signup: Default::default(),
     };
-    tokio::spawn(http::serve(listener, state, std::future::pending()));
+    tokio::spawn(http::serve(
+        listener,
+        state,
+        Default::default(),
+        std::future::pending(),
+    ));
     format!("http://{addr}")
 }
 

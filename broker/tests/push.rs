@@ -386,3 +386,38 @@ async fn push_is_off_by_default_and_its_api_answers_404() {
     let (status, _) = register(&node, &token, "phone", "webhook", "t").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_message_request_pushes_its_recipient_once() {
+    let (url, mut hooks) = receiver().await;
+    let node = start_node(|config| {
+        webhook_to(url)(config);
+        config.chat.message_requests = true;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "mallory", "carol"]).await;
+    for (user, device) in [("alice", "alice-phone"), ("carol", "carol-phone")] {
+        let token = log_in(&node, user, &password_of(user)).await;
+        let (status, _) = register(&node, &token, device, "webhook", user).await;
+        assert_eq!(status, 201);
+    }
+    // A stranger's request: alice is pushed for its first message only.
+    let mut mallory = ChatClient::v4(&node, "mallory", "mallory-1").await;
+    let request = direct("alice", "mallory");
+    let first = mallory.say(&request, "r-1", "hi").await;
+    let hook = next_hook(&mut hooks).await;
+    assert_eq!(
+        (hook.json()["user"].clone(), hook.json()["seq"].clone()),
+        (json!("alice"), json!(first.seq))
+    );
+    mallory.say(&request, "r-2", "hi again").await;
+    mallory.say(&request, "r-3", "hello???").await;
+    // One notification at a time, in order: had r-2 or r-3 been pushed, it
+    // would come before carol's.
+    let to_carol = direct("carol", "mallory");
+    let to_carol_first = mallory.say(&to_carol, "c-1", "hi carol").await;
+    let hook = next_hook(&mut hooks).await;
+    assert_eq!(hook.json()["user"], "carol", "{:?}", hook.json());
+    assert_eq!(hook.json()["seq"], to_carol_first.seq);
+    mallory.disconnect().await;
+}

@@ -8,6 +8,7 @@
 //! - [`topics`]: the chat topic tree and MQTT topic matching.
 //! - [`acl`]: publish and subscribe decisions for a connected principal.
 //! - [`rules`]: configured ACL rules for plain MQTT topics.
+//! - [`consent`]: message requests and blocking.
 //! - [`membership`]: who may change a conversation's members, name and roles.
 //! - [`events`]: the stored entries those changes leave, and their recipients.
 //! - [`message`]: validation of client messages and their limits.
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod consent;
 pub mod events;
 pub mod fuzzing;
 pub mod ids;

@@ -18,6 +18,7 @@ mod metadata;
 mod offline;
 pub mod postgres;
 mod push;
+mod relations;
 pub mod scylla;
 
 pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
@@ -34,3 +35,4 @@ pub use leases::{Lease, LeaseHolder, NodeLeases};
 pub use metadata::{MetadataStore, NewUser, UserRecord};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;
+pub use relations::{Relation, RelationRecord};

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use crate::conversations::{ConversationRecord, ReadCursor};
-use crate::{PushTarget, StoreError};
+use crate::{PushTarget, Relation, RelationRecord, StoreError};
 
 /// A user account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,4 +99,22 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Removes the push target of `user`'s device `device_id`;
     /// [`StoreError::NotFound`] if that device has none.
     async fn delete_push_target(&self, user: &str, device_id: &str) -> Result<(), StoreError>;
+
+    // ----- Relations (blocks and accepted message requests) -----
+
+    /// Records that `record.user` decided `record.relation` about
+    /// `record.other`, replacing the time of the same decision made before.
+    /// The store does not check that either user exists.
+    async fn put_relation(&self, record: RelationRecord) -> Result<(), StoreError>;
+    /// Every decision of `user` about others, ordered by other user, then
+    /// relation (empty for a user with none, or no such user).
+    async fn relations_of(&self, user: &str) -> Result<Vec<RelationRecord>, StoreError>;
+    /// Takes back `user`'s decision `relation` about `other`;
+    /// [`StoreError::NotFound`] if there is none.
+    async fn delete_relation(
+        &self,
+        user: &str,
+        other: &str,
+        relation: Relation,
+    ) -> Result<(), StoreError>;
 }

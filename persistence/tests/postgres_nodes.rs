@@ -17,8 +17,8 @@ use persistence::postgres::PostgresStore;
 use persistence::{
     AddOneTimePrekeys, AppendRequest, Appended, ConversationRecord, DeviceBundle, DeviceKeys,
     HistoryStore, KeyDirectory, KeyLimits, Lease, LeaseHolder, MetadataStore, NewUser, NodeLeases,
-    OneTimePrekey, PageRequest, PushTarget, PutDeviceKeys, ReadCursor, StoreError, StoredMessage,
-    UserRecord,
+    OneTimePrekey, PageRequest, PushTarget, PutDeviceKeys, ReadCursor, Relation, RelationRecord,
+    StoreError, StoredMessage, UserRecord,
 };
 
 /// How many nodes share the database.
@@ -135,6 +135,20 @@ impl MetadataStore for Nodes {
     }
     async fn delete_push_target(&self, user: &str, device_id: &str) -> Result<(), StoreError> {
         self.node().delete_push_target(user, device_id).await
+    }
+    async fn put_relation(&self, record: RelationRecord) -> Result<(), StoreError> {
+        self.node().put_relation(record).await
+    }
+    async fn relations_of(&self, user: &str) -> Result<Vec<RelationRecord>, StoreError> {
+        self.node().relations_of(user).await
+    }
+    async fn delete_relation(
+        &self,
+        user: &str,
+        other: &str,
+        relation: Relation,
+    ) -> Result<(), StoreError> {
+        self.node().delete_relation(user, other, relation).await
     }
 }
 

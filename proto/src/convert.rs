@@ -4,10 +4,11 @@
 //! `Request::new("r1", OpenDirect { peer })`.
 
 use crate::v1::{
-    chat_message, envelope, request, response, AddMembers, ChatMessage, Ciphertext, Conversation,
-    ConversationList, CreateGroup, Empty, Envelope, Error, FetchMessages, GetConversation,
-    LeaveGroup, MediaRef, MessagePage, OpenDirect, Presence, Receipt, RemoveMember, RenameGroup,
-    Request, Response, SetRole, SyncConversations, Text, Typing,
+    chat_message, envelope, request, response, AcceptRequest, AddMembers, BlockUser, ChatMessage,
+    Ciphertext, Conversation, ConversationList, CreateGroup, Empty, Envelope, Error, FetchMessages,
+    GetConversation, LeaveGroup, ListBlocks, MediaRef, MessagePage, Notice, OpenDirect, Presence,
+    Receipt, RemoveMember, RenameGroup, ReportConversation, Request, Response, SetGroupConsent,
+    SetRole, SyncConversations, Text, Typing, UnblockUser, UserList,
 };
 
 /// Implements `From<Arm>` for a oneof enum, one variant per arm type.
@@ -32,6 +33,7 @@ oneof_arms!(envelope::Kind {
     Request => Request,
     Response => Response,
     Error => Error,
+    Notice => Notice,
 });
 
 oneof_arms!(chat_message::Body {
@@ -51,6 +53,12 @@ oneof_arms!(request::Op {
     LeaveGroup => LeaveGroup,
     OpenDirect => OpenDirect,
     GetConversation => GetConversation,
+    BlockUser => BlockUser,
+    UnblockUser => UnblockUser,
+    ListBlocks => ListBlocks,
+    AcceptRequest => AcceptRequest,
+    SetGroupConsent => SetGroupConsent,
+    ReportConversation => ReportConversation,
 });
 
 oneof_arms!(response::Result {
@@ -59,6 +67,7 @@ oneof_arms!(response::Result {
     Conversation => Conversation,
     Empty => Ok,
     Error => Error,
+    UserList => Users,
 });
 
 impl From<envelope::Kind> for Envelope {
@@ -87,7 +96,8 @@ envelope_from!(
     Presence,
     Request,
     Response,
-    Error
+    Error,
+    Notice
 );
 
 impl Request {

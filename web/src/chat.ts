@@ -66,6 +66,8 @@ export interface ConversationState {
   typing: Map<string, number>;
   /** Set when we were removed or left: the conversation is read-only. */
   gone?: string;
+  /** A direct conversation we accepted (opened it, wrote in it, or accepted its request). */
+  accepted?: boolean;
   loaded: boolean;
 }
 
@@ -339,6 +341,7 @@ export class ChatSession {
           if (r.kind === ReceiptKind.READ) state.readUpTo = Math.max(state.readUpTo, seq);
           state.deliveredUpTo = Math.max(state.deliveredUpTo, seq);
         } else {
+          this.watchPresence(r.user);
           const bump = (m: Map<string, number>) => m.set(r.user, Math.max(m.get(r.user) ?? 0, seq));
           bump(state.othersDelivered);
           if (r.kind === ReceiptKind.READ) bump(state.othersRead);
@@ -401,9 +404,11 @@ export class ChatSession {
     state.typing.delete(message.sender);
     if (!state.lastMessage || message.seq >= state.lastMessage.seq) state.lastMessage = message;
     if (message.sender === this.user) {
+      state.accepted = true;
       state.readUpTo = Math.max(state.readUpTo, seq);
       state.deliveredUpTo = Math.max(state.deliveredUpTo, seq);
     } else {
+      this.watchPresence(message.sender);
       // What one sends counts as read by its sender.
       for (const m of [state.othersRead, state.othersDelivered]) {
         m.set(message.sender, Math.max(m.get(message.sender) ?? 0, seq));
@@ -542,7 +547,11 @@ export class ChatSession {
   private watchPresence(user: string): void {
     if (user === this.user || this.presenceSubscribed.has(user) || !this.client?.connected) return;
     this.presenceSubscribed.add(user);
-    this.client.subscribe(`p/${user}`, { qos: 1 });
+    this.client.subscribe(`p/${user}`, { qos: 1 }, (err, granted) => {
+      // Refused while a message request is pending (or when blocked):
+      // try again when the user shows up next.
+      if (err || granted?.some((g) => g.qos === 128)) this.presenceSubscribed.delete(user);
+    });
   }
 
   private expireTyping(): void {
@@ -564,7 +573,9 @@ export class ChatSession {
   async openDirect(peer: string): Promise<string> {
     const result = await this.call({ case: "openDirect", value: { peer } as never });
     if (result.case !== "conversation") throw new Error("unexpected answer");
-    this.state(result.value).conversation = result.value;
+    const state = this.state(result.value);
+    state.conversation = result.value;
+    state.accepted = true;
     this.watchPresence(peer);
     this.changed();
     return result.value.id;
@@ -605,7 +616,37 @@ export class ChatSession {
     return this.change({ case: "leaveGroup", value: { conversationId } as never });
   }
 
+  /** Accepts the message request of a direct conversation's other member. */
+  async accept(conversationId: string): Promise<void> {
+    const state = this.conversations.get(conversationId);
+    const peer = state && this.peer(state);
+    if (!state || !peer) return;
+    await this.call({ case: "acceptRequest", value: { peer } as never });
+    state.accepted = true;
+    this.presenceSubscribed.delete(peer);
+    this.watchPresence(peer);
+    // Receipts sent before reached only our own sessions: tell the peer now.
+    if (state.readUpTo > 0) this.receipt(conversationId, ReceiptKind.READ, state.readUpTo);
+    this.sendDeliveredReceipts();
+    this.changed();
+  }
+
+  /** Blocks a user: their messages are refused from now on. */
+  async block(user: string): Promise<void> {
+    await this.call({ case: "blockUser", value: { user } as never });
+  }
+
   // ---- views ---------------------------------------------------------------
+
+  /**
+   * Whether a direct conversation is a message request to us: the other
+   * member wrote and we have neither written nor accepted.
+   */
+  isRequest(state: ConversationState): boolean {
+    if (state.accepted || !this.peer(state) || !state.lastMessage) return false;
+    if ([...state.entries.values()].some((e) => e.message.sender === this.user)) return false;
+    return state.lastMessage.sender !== this.user;
+  }
 
   /** The other member of a direct conversation, or the group's name. */
   title(state: ConversationState): string {

@@ -211,6 +211,14 @@ function bindChatScreen(): void {
     selected = undefined;
     render();
   };
+  $("#accept").onclick = () => {
+    if (current) void guard(() => session.accept(current!));
+  };
+  $("#block").onclick = () => {
+    const state = current ? session.conversations.get(current) : undefined;
+    const peer = state && session.peer(state);
+    if (peer) void guard(() => session.block(peer));
+  };
   $("#mode-cancel").onclick = () => {
     mode = undefined;
     composer.value = "";
@@ -349,6 +357,9 @@ function renderConversation(): void {
   messages.replaceChildren(...nodes);
   if (atBottom) messages.scrollTop = messages.scrollHeight;
 
+  const request = $("#request");
+  request.hidden = !session.isRequest(state) || !!state.gone;
+  $("#request-text").textContent = `${session.title(state)} wants to chat with you.`;
   const gone = $("#gone");
   gone.hidden = !state.gone;
   gone.textContent = state.gone ?? "";

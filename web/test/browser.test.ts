@@ -296,6 +296,11 @@ test("two browser users and a Mosquitto user chat directly and in a group", { ti
     await bob.locator('#conversations .conv[data-title="alice"] .unread[data-unread="1"]').waitFor();
     await openConversation(bob, "alice");
     await waitForTexts(bob, ["hello bob"]);
+    // A first message from a stranger is a message request: bob accepts it.
+    await bob.locator("#request", { hasText: "alice wants to chat with you." }).waitFor();
+    await bob.screenshot({ path: join(SHOTS, "phone-request.png") });
+    await bob.click("#accept");
+    await bob.locator("#request").waitFor({ state: "hidden" });
     await alice.locator('#messages .entry[data-seq="1"] .tick[data-tick="read"]').waitFor();
     await bob.locator("#conversations .conv .unread").waitFor({ state: "detached" });
     // presence: each sees the other online.

@@ -3,8 +3,16 @@
 //! and CPU, and summarises everything in one table (with Parley/peer ratios).
 //!
 //! Scenarios per broker: fan-in and pairs (QoS 1, MQTT 3.1.1, fixed payload)
-//! and idle connections; then, against Parley alone, the `chat` scenario (1:1
-//! pairs sending durable chat messages).
+//! and idle connections (by default each subscribed, QoS 1, to its own
+//! `bench/idle/{client_id}`); then, against Parley alone, the `chat` scenario
+//! (1:1 pairs sending durable chat messages).
+//!
+//! Idle connections: the broker's RSS is read just before the first one
+//! opens and again once all are open (into the hold, see [`IdleRss`]); the
+//! difference divided by the connections open is the RSS per connection.
+//! Past [`CONNS_PER_SOURCE_ADDR`] connections they are spread over source
+//! addresses 127.0.0.1, 127.0.0.2, ... so the ephemeral ports of one address
+//! (and TIME_WAIT left by the previous broker's run) never run out.
 //!
 //! The message scenarios log in as one user per client (`bench-user-{i}`).
 //! The idle connections all log in as `bench-user-0`: Parley hashes a
@@ -20,11 +28,14 @@ pub mod procstat;
 pub mod summary;
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use procfs::Current;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use self::brokers::{BrokerKind, BrokerPaths, RunningBroker};
 use self::procstat::{ResourceUsage, Sampler};
@@ -37,6 +48,7 @@ use crate::scenario::conn::{self, ConnConfig};
 use crate::scenario::plan::Mode;
 use crate::scenario::pubsub::{self, PubsubConfig};
 use crate::scenario::Target;
+use crate::source_addr::SourceAddrs;
 
 /// Username prefix of the comparison's clients.
 pub const USER_PREFIX: &str = "bench-user-";
@@ -64,6 +76,8 @@ pub struct CompareConfig {
     pub idle_connections: usize,
     /// Connection attempts per second in the idle-connections scenario.
     pub conn_rate: f64,
+    /// Each idle connection subscribes (QoS 1) to `bench/idle/{client_id}`.
+    pub idle_subscribe: bool,
     /// 1:1 pairs in the chat scenario (Parley only); 0 skips it.
     pub chat_pairs: usize,
     /// Messages per second per chat sender (one sender per pair).
@@ -124,6 +138,35 @@ pub struct ScenarioRun {
     pub error: Option<String>,
     /// The broker's RSS and CPU during the scenario.
     pub resources: Option<ResourceUsage>,
+    /// Idle connections only: broker RSS before and with the connections open.
+    pub idle_rss: Option<IdleRss>,
+}
+
+/// Broker memory taken by the idle connections.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdleRss {
+    /// Broker RSS just before the first connection opened, KiB.
+    pub before_kib: u64,
+    /// Broker RSS with every connection open, read [`IDLE_RSS_SETTLE`] into
+    /// the hold (at most half of it), KiB.
+    pub after_kib: u64,
+    /// Connections open (CONNACK, and SUBACK if subscribing).
+    pub connections: u64,
+    /// `(after_kib - before_kib) / connections` (`None` without connections).
+    pub per_connection_kib: Option<f64>,
+}
+
+impl IdleRss {
+    /// The reading for `connections` open connections.
+    pub fn new(before_kib: u64, after_kib: u64, connections: u64) -> IdleRss {
+        IdleRss {
+            before_kib,
+            after_kib,
+            connections,
+            per_connection_kib: (connections > 0)
+                .then(|| after_kib.saturating_sub(before_kib) as f64 / connections as f64),
+        }
+    }
 }
 
 /// Everything about one broker.
@@ -194,6 +237,10 @@ pub struct Settings {
     pub idle_connections: usize,
     /// Connection attempts per second.
     pub conn_rate: f64,
+    /// Whether each idle connection subscribed (QoS 1) to `bench/idle/{client_id}`.
+    pub idle_subscribe: bool,
+    /// Source addresses the idle connections were spread over (0: kernel's choice).
+    pub idle_source_addresses: usize,
     /// 1:1 pairs in the chat scenario (Parley only).
     pub chat_pairs: usize,
     /// Messages per second per chat sender.
@@ -267,6 +314,8 @@ pub async fn run(cfg: &CompareConfig) -> Result<CompareReport, CompareError> {
             mqtt_version: MqttVersion::V4,
             idle_connections: cfg.idle_connections,
             conn_rate: cfg.conn_rate,
+            idle_subscribe: cfg.idle_subscribe,
+            idle_source_addresses: idle_source_addrs(cfg.idle_connections).map_or(0, |a| a.len()),
             chat_pairs: cfg.chat_pairs,
             chat_rate_per_sender: cfg.chat_rate,
         },
@@ -346,6 +395,26 @@ pub fn users_needed(cfg: &CompareConfig) -> usize {
         .max(cfg.chat_pairs * 2)
 }
 
+/// Most idle connections bound to one source address: with the previous
+/// broker's connections possibly still in TIME_WAIT on it, twice this stays
+/// well inside the ~28k ephemeral ports of an address.
+pub const CONNS_PER_SOURCE_ADDR: usize = 5_000;
+
+/// How long into the hold the broker's RSS is read for [`IdleRss`].
+pub const IDLE_RSS_SETTLE: Duration = Duration::from_secs(3);
+
+/// Source addresses for `connections` idle connections: `None` (the kernel's
+/// choice) up to [`CONNS_PER_SOURCE_ADDR`], else 127.0.0.1 up to 127.0.0.n.
+pub fn idle_source_addrs(connections: usize) -> Option<SourceAddrs> {
+    let n = connections.div_ceil(CONNS_PER_SOURCE_ADDR);
+    (n > 1).then(|| {
+        let last = Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) + n as u32 - 1);
+        format!("{}-{last}", IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .parse()
+            .expect("a loopback range parses")
+    })
+}
+
 /// Connection 0's login for every connection.
 fn shared_login(credentials: &Credentials) -> Credentials {
     match credentials.login(0) {
@@ -393,6 +462,7 @@ async fn run_scenario(
         connect_timeout: Duration::from_secs(30),
         progress: cfg.progress,
     };
+    let mut idle_rss = None;
     let outcome = match scenario {
         ScenarioName::FanIn => pubsub::run(&pubsub_cfg(Mode::FanIn, cfg.fan_in_publishers))
             .await
@@ -402,21 +472,11 @@ async fn run_scenario(
             .await
             .map(ScenarioReport::Pubsub)
             .map_err(|e| e.to_string()),
-        ScenarioName::IdleConnections => conn::run(&ConnConfig {
-            target: Target {
-                credentials: shared_login(&target.credentials),
-                ..target.clone()
-            },
-            count: cfg.idle_connections,
-            rate: cfg.conn_rate,
-            hold: cfg.duration,
-            source_addrs: None,
-            connect_timeout: Duration::from_secs(30),
-            progress: cfg.progress,
-        })
-        .await
-        .map(ScenarioReport::Conn)
-        .map_err(|e| e.to_string()),
+        ScenarioName::IdleConnections => {
+            let (outcome, rss) = run_idle(cfg, target, broker.pid).await;
+            idle_rss = rss;
+            outcome.map(ScenarioReport::Conn)
+        }
         ScenarioName::Chat => chat::run(&ChatConfig {
             target: target.clone(),
             layout: Layout::Pairs {
@@ -450,7 +510,55 @@ async fn run_scenario(
         report: outcome.as_ref().ok().cloned(),
         error: outcome.err(),
         resources,
+        idle_rss,
     }
+}
+
+/// The idle-connections scenario, reading the broker's RSS (`pid`) before
+/// the connections open and [`IDLE_RSS_SETTLE`] into their hold.
+async fn run_idle(
+    cfg: &CompareConfig,
+    target: &Target,
+    pid: u32,
+) -> (Result<ConnReport, String>, Option<IdleRss>) {
+    let held = Arc::new(Notify::new());
+    let conn_cfg = ConnConfig {
+        target: Target {
+            credentials: shared_login(&target.credentials),
+            ..target.clone()
+        },
+        count: cfg.idle_connections,
+        rate: cfg.conn_rate,
+        hold: cfg.duration,
+        source_addrs: idle_source_addrs(cfg.idle_connections),
+        connect_timeout: Duration::from_secs(30),
+        subscribe: cfg.idle_subscribe,
+        held: Some(held.clone()),
+        progress: cfg.progress,
+    };
+    let before = procstat::sample(pid).ok();
+    let run = conn::run(&conn_cfg);
+    tokio::pin!(run);
+    let (outcome, after) = tokio::select! {
+        // Finished without holding: it failed before connecting.
+        outcome = &mut run => (outcome, None),
+        () = held.notified() => {
+            let settle = IDLE_RSS_SETTLE.min(cfg.duration / 2);
+            let read = async {
+                tokio::time::sleep(settle).await;
+                procstat::sample(pid).ok()
+            };
+            tokio::join!(&mut run, read)
+        }
+    };
+    let outcome = outcome.map_err(|e| e.to_string());
+    let rss = match (before, after, &outcome) {
+        (Some(b), Some(a), Ok(report)) => {
+            Some(IdleRss::new(b.rss_kib, a.rss_kib, report.connected))
+        }
+        _ => None,
+    };
+    (outcome, rss)
 }
 
 #[cfg(test)]
@@ -467,6 +575,7 @@ mod tests {
             payload_size: 64,
             idle_connections: 5000,
             conn_rate: 1000.0,
+            idle_subscribe: true,
             chat_pairs,
             chat_rate: 100.0,
             paths: BrokerPaths {
@@ -497,6 +606,30 @@ mod tests {
             ]
         );
         assert!(!scenarios(&config(0), BrokerKind::Parley).contains(&ScenarioName::Chat));
+    }
+
+    #[test]
+    fn idle_connections_spread_over_source_addresses_past_the_threshold() {
+        assert_eq!(idle_source_addrs(1), None);
+        assert_eq!(idle_source_addrs(CONNS_PER_SOURCE_ADDR), None);
+        let addrs = idle_source_addrs(15_000).unwrap();
+        assert_eq!(addrs.len(), 3);
+        assert_eq!(addrs.for_connection(2).to_string(), "127.0.0.3");
+        assert_eq!(
+            idle_source_addrs(CONNS_PER_SOURCE_ADDR + 1).unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn rss_per_connection_is_the_growth_over_connections() {
+        let rss = IdleRss::new(10_000, 40_000, 15_000);
+        assert_eq!(rss.per_connection_kib, Some(2.0));
+        assert_eq!(
+            IdleRss::new(10_000, 9_000, 10).per_connection_kib,
+            Some(0.0)
+        );
+        assert_eq!(IdleRss::new(10_000, 20_000, 0).per_connection_kib, None);
     }
 
     #[test]

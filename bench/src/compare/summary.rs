@@ -115,6 +115,9 @@ const CONN_METRICS: &[(&str, Unit, Extract)] = &[
     ("connect rate", Unit::PerSec, |r| {
         conn(r).map(|c| c.connect_rate)
     }),
+    ("subscribed (QoS 1)", Unit::Count, |r| {
+        conn(r).map(|c| c.subscribed as f64)
+    }),
     ("connack p50", Unit::Ms, |r| {
         conn(r).map(|c| ms(c.connack_us.p50))
     }),
@@ -131,9 +134,7 @@ const CONN_METRICS: &[(&str, Unit, Extract)] = &[
         r.resources.as_ref().map(|u| u.rss_peak_mib)
     }),
     ("broker RSS per connection KiB", Unit::Kib, |r| {
-        let (c, u) = (conn(r)?, r.resources.as_ref()?);
-        (c.connected > 0)
-            .then(|| (u.rss_peak_mib - u.rss_start_mib).max(0.0) * 1024.0 / c.connected as f64)
+        r.idle_rss.as_ref()?.per_connection_kib
     }),
 ];
 
@@ -346,6 +347,7 @@ mod tests {
                 cpu_percent: cpu,
                 samples: 50,
             }),
+            idle_rss: None,
         }
     }
 
@@ -368,6 +370,8 @@ mod tests {
                 mqtt_version: MqttVersion::V4,
                 idle_connections: 100,
                 conn_rate: 100.0,
+                idle_subscribe: true,
+                idle_source_addresses: 0,
                 chat_pairs: 10,
                 chat_rate_per_sender: 100.0,
             },

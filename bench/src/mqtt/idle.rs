@@ -1,7 +1,8 @@
 //! A minimal MQTT session for connection load: bind the socket to a chosen
 //! source address, CONNECT, wait for CONNACK, then hold the connection with
 //! keep-alive pings until told to stop. Packets are encoded and decoded with
-//! rumqttc's `mqttbytes` codec; only CONNECT, PINGREQ and DISCONNECT are sent.
+//! rumqttc's `mqttbytes` codec; only CONNECT, PINGREQ, DISCONNECT and (with
+//! [`IdleSpec::subscribe`]) one SUBSCRIBE are sent.
 //!
 //! An idle session keeps only the socket and a small buffer, so a bench
 //! process can hold very many of them.
@@ -34,6 +35,13 @@ pub struct IdleSpec<'a> {
     pub login: Option<&'a Login>,
     /// Keep-alive sent in CONNECT; pings go out at this interval (zero: none).
     pub keepalive: Duration,
+    /// After CONNACK, subscribe to this topic at QoS 1 and wait for SUBACK.
+    pub subscribe: Option<&'a str>,
+}
+
+/// Topic an idle session subscribes to: `bench/idle/{client_id}`.
+pub fn subscription_topic(client_id: &str) -> String {
+    format!("bench/idle/{client_id}")
 }
 
 /// How long the two steps of opening a session took.
@@ -43,6 +51,8 @@ pub struct HandshakeTimes {
     pub tcp: Duration,
     /// CONNECT written to CONNACK read.
     pub connack: Duration,
+    /// SUBSCRIBE written to SUBACK read, if the session subscribed.
+    pub suback: Option<Duration>,
 }
 
 /// Opening or holding a session failed.
@@ -68,6 +78,9 @@ pub enum IdleError {
     /// CONNACK refused the connection.
     #[error("CONNACK refused: {0}")]
     Refused(String),
+    /// SUBACK refused the subscription.
+    #[error("SUBACK refused: {0}")]
+    SubscribeRefused(String),
     /// The broker sent a DISCONNECT (MQTT 5) with this reason.
     #[error("DISCONNECT from broker: {0}")]
     ServerDisconnect(String),
@@ -91,6 +104,7 @@ pub struct IdleSession {
 #[derive(Debug)]
 enum Incoming {
     ConnAck(Result<(), String>),
+    SubAck(Result<(), String>),
     PingResp,
     Disconnect(String),
     Other(String),
@@ -128,8 +142,10 @@ pub async fn open(spec: &IdleSpec<'_>) -> Result<(IdleSession, HandshakeTimes), 
         Incoming::ConnAck(Ok(())) => {}
         Incoming::ConnAck(Err(code)) => return Err(IdleError::Refused(code)),
         Incoming::Disconnect(reason) => return Err(IdleError::ServerDisconnect(reason)),
-        Incoming::PingResp => {
-            return Err(IdleError::Protocol("expected CONNACK, got PINGRESP".into()))
+        Incoming::PingResp | Incoming::SubAck(_) => {
+            return Err(IdleError::Protocol(
+                "expected CONNACK, got PINGRESP or SUBACK".into(),
+            ))
         }
         Incoming::Other(packet) => {
             return Err(IdleError::Protocol(format!(
@@ -138,10 +154,40 @@ pub async fn open(spec: &IdleSpec<'_>) -> Result<(IdleSession, HandshakeTimes), 
         }
     }
     let connack = connect_started.elapsed();
-    Ok((session, HandshakeTimes { tcp, connack }))
+    let suback = match spec.subscribe {
+        Some(topic) => Some(session.subscribe(topic).await?),
+        None => None,
+    };
+    Ok((
+        session,
+        HandshakeTimes {
+            tcp,
+            connack,
+            suback,
+        },
+    ))
 }
 
+/// Packet id of the one SUBSCRIBE an idle session sends.
+const SUBSCRIBE_PKID: u16 = 1;
+
 impl IdleSession {
+    /// Subscribes to `topic` at QoS 1 and waits for the SUBACK; returns how
+    /// long that took. A refused subscription is an error.
+    async fn subscribe(&mut self, topic: &str) -> Result<Duration, IdleError> {
+        let subscribe = encode_subscribe(self.version, topic)?;
+        let started = Instant::now();
+        self.stream.write_all(&subscribe).await?;
+        match self.read_packet().await? {
+            Incoming::SubAck(Ok(())) => Ok(started.elapsed()),
+            Incoming::SubAck(Err(code)) => Err(IdleError::SubscribeRefused(code)),
+            Incoming::Disconnect(reason) => Err(IdleError::ServerDisconnect(reason)),
+            other => Err(IdleError::Protocol(format!(
+                "expected SUBACK, got {other:?}"
+            ))),
+        }
+    }
+
     /// Holds the connection, pinging every keep-alive interval, until `stop`
     /// is cancelled (returns `Ok`) or the connection fails (returns why).
     pub async fn hold(&mut self, stop: &CancellationToken) -> Result<(), IdleError> {
@@ -165,6 +211,7 @@ impl IdleSession {
                     Incoming::PingResp => awaiting_pong = false,
                     Incoming::Disconnect(reason) => return Err(IdleError::ServerDisconnect(reason)),
                     Incoming::ConnAck(_) => return Err(IdleError::Protocol("second CONNACK on an idle connection".into())),
+                    Incoming::SubAck(_) => return Err(IdleError::Protocol("unexpected SUBACK on an idle connection".into())),
                     Incoming::Other(packet) => return Err(IdleError::Protocol(format!("unexpected {packet} on an idle connection"))),
                 },
                 _ = ping_due => {
@@ -235,6 +282,30 @@ fn encode_connect(spec: &IdleSpec<'_>) -> Result<BytesMut, IdleError> {
     Ok(buf)
 }
 
+fn encode_subscribe(version: MqttVersion, topic: &str) -> Result<BytesMut, IdleError> {
+    let mut buf = BytesMut::new();
+    match version {
+        MqttVersion::V4 => {
+            let mut subscribe = p4::Subscribe::new(topic, rumqttc::mqttbytes::QoS::AtLeastOnce);
+            subscribe.pkid = SUBSCRIBE_PKID;
+            p4::Packet::Subscribe(subscribe)
+                .write(&mut buf, usize::MAX)
+                .map_err(codec_error)?
+        }
+        MqttVersion::V5 => {
+            let mut subscribe = p5::Subscribe::new(
+                p5::Filter::new(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce),
+                None,
+            );
+            subscribe.pkid = SUBSCRIBE_PKID;
+            p5::Packet::Subscribe(subscribe)
+                .write(&mut buf, None)
+                .map_err(codec_error)?
+        }
+    };
+    Ok(buf)
+}
+
 fn encode_pingreq(version: MqttVersion) -> Result<BytesMut, IdleError> {
     let mut buf = BytesMut::with_capacity(2);
     match version {
@@ -272,6 +343,12 @@ fn decode(version: MqttVersion, buf: &mut BytesMut) -> Result<Option<Incoming>, 
         MqttVersion::V4 => match p4::Packet::read(buf, MAX_INCOMING_PACKET) {
             Ok(packet) => Ok(Some(match packet {
                 p4::Packet::ConnAck(ack) => ConnAckCode::v4(ack.code),
+                p4::Packet::SubAck(ack) => suback(
+                    ack.return_codes
+                        .iter()
+                        .find(|c| matches!(c, p4::SubscribeReasonCode::Failure))
+                        .map(|c| format!("{c:?}")),
+                ),
                 p4::Packet::PingResp => Incoming::PingResp,
                 other => Incoming::Other(format!("{other:?}")),
             })),
@@ -281,6 +358,12 @@ fn decode(version: MqttVersion, buf: &mut BytesMut) -> Result<Option<Incoming>, 
         MqttVersion::V5 => match p5::Packet::read(buf, u32::try_from(MAX_INCOMING_PACKET).ok()) {
             Ok(packet) => Ok(Some(match packet {
                 p5::Packet::ConnAck(ack) => ConnAckCode::v5(ack.code),
+                p5::Packet::SubAck(ack) => suback(
+                    ack.return_codes
+                        .iter()
+                        .find(|c| !matches!(c, p5::SubscribeReasonCode::Success(_)))
+                        .map(|c| format!("{c:?}")),
+                ),
                 p5::Packet::PingResp(_) => Incoming::PingResp,
                 p5::Packet::Disconnect(d) => Incoming::Disconnect(format!("{:?}", d.reason_code)),
                 other => Incoming::Other(format!("{other:?}")),
@@ -289,6 +372,11 @@ fn decode(version: MqttVersion, buf: &mut BytesMut) -> Result<Option<Incoming>, 
             Err(e) => Err(codec_error(e)),
         },
     }
+}
+
+/// A SUBACK, refused if any return code was a failure.
+fn suback(refused: Option<String>) -> Incoming {
+    Incoming::SubAck(refused.map_or(Ok(()), Err))
 }
 
 /// Maps CONNACK return codes to accepted / refused-with-reason.
@@ -356,6 +444,7 @@ mod tests {
             client_id: "c1",
             login: Some(&login),
             keepalive: Duration::from_secs(30),
+            subscribe: None,
         };
         let mut bytes = encode_connect(&spec).unwrap();
         match p4::Packet::read(&mut bytes, 1024).unwrap() {
@@ -367,5 +456,37 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(&encode_pingreq(MqttVersion::V5).unwrap()[..], &[0xC0, 0x00]);
+    }
+
+    #[test]
+    fn subscribes_at_qos1_and_reads_subacks() {
+        let topic = subscription_topic("c1");
+        assert_eq!(topic, "bench/idle/c1");
+        let mut bytes = encode_subscribe(MqttVersion::V4, &topic).unwrap();
+        match p4::Packet::read(&mut bytes, 1024).unwrap() {
+            p4::Packet::Subscribe(s) => {
+                assert_eq!(s.pkid, SUBSCRIBE_PKID);
+                assert_eq!(s.filters[0].path, "bench/idle/c1");
+                assert_eq!(s.filters[0].qos, rumqttc::mqttbytes::QoS::AtLeastOnce);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // SUBACK granting QoS 1, then one refusing (0x80).
+        let mut buf =
+            BytesMut::from(&[0x90, 0x03, 0x00, 0x01, 0x01, 0x90, 0x03, 0x00, 0x01, 0x80][..]);
+        assert!(matches!(
+            decode(MqttVersion::V4, &mut buf),
+            Ok(Some(Incoming::SubAck(Ok(()))))
+        ));
+        assert!(matches!(
+            decode(MqttVersion::V4, &mut buf),
+            Ok(Some(Incoming::SubAck(Err(_))))
+        ));
+        // MQTT 5 SUBACK with no properties, reason 0x87 (not authorized).
+        let mut buf = BytesMut::from(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x87][..]);
+        match decode(MqttVersion::V5, &mut buf) {
+            Ok(Some(Incoming::SubAck(Err(reason)))) => assert!(reason.contains("NotAuthorized")),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

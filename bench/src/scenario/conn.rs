@@ -1,7 +1,9 @@
 //! The `conn` scenario: open N connections at a fixed rate (optionally from
 //! many source addresses), hold them all for a while with keep-alive pings,
-//! then disconnect. Measures TCP connect time and CONNECT→CONNACK latency,
-//! and counts failures and connections the broker drops while held.
+//! then disconnect. With `subscribe`, each connection first subscribes (QoS 1)
+//! to `bench/idle/{client_id}` and waits for its SUBACK. Measures TCP connect
+//! time, CONNECT→CONNACK and SUBSCRIBE→SUBACK latency, and counts failures and
+//! connections the broker drops while held.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +34,14 @@ pub struct ConnConfig {
     pub hold: Duration,
     /// Source addresses to bind, round-robin (`None`: kernel's choice).
     pub source_addrs: Option<SourceAddrs>,
-    /// Time allowed for TCP connect plus CONNACK.
+    /// Time allowed for TCP connect plus CONNACK (plus SUBACK).
     pub connect_timeout: Duration,
+    /// After CONNACK, subscribe (QoS 1) to `bench/idle/{client_id}` and wait
+    /// for the SUBACK; a refused subscription fails the connection.
+    pub subscribe: bool,
+    /// Notified once every attempt has finished, as the hold begins (lets a
+    /// caller measure the broker while the connections are held).
+    pub held: Option<Arc<Notify>>,
     /// Print a progress line every second on stderr.
     pub progress: bool,
 }
@@ -60,6 +68,7 @@ struct Shared {
     counters: Arc<Counters>,
     tcp: Mutex<Histogram<u64>>,
     connack: Mutex<Histogram<u64>>,
+    suback: Mutex<Histogram<u64>>,
     stop: CancellationToken,
 }
 
@@ -78,6 +87,7 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
         counters: counters.clone(),
         tcp: Mutex::new(report::new_histogram()),
         connack: Mutex::new(report::new_histogram()),
+        suback: Mutex::new(report::new_histogram()),
         stop: CancellationToken::new(),
     });
     let progress = Progress::start(counters.clone(), Style::Connections, cfg.progress);
@@ -102,6 +112,9 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
 
     // Hold what opened (nothing to hold if every attempt failed).
     let hold_started = Instant::now();
+    if let Some(held) = &cfg.held {
+        held.notify_one();
+    }
     if succeeded > 0 {
         tokio::time::sleep(cfg.hold).await;
     }
@@ -128,6 +141,8 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
     let tcp = LatencySummary::from_histogram(&shared.tcp.lock().unwrap_or_else(|e| e.into_inner()));
     let connack =
         LatencySummary::from_histogram(&shared.connack.lock().unwrap_or_else(|e| e.into_inner()));
+    let suback =
+        LatencySummary::from_histogram(&shared.suback.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(ConnReport {
         scenario: "conn",
         broker: cfg.target.address(),
@@ -135,6 +150,8 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
         requested: cfg.count as u64,
         connected: succeeded,
         failed,
+        subscribe: cfg.subscribe,
+        subscribed: suback.count,
         dropped: counters.dropped.load(Ordering::Relaxed),
         source_addresses: cfg.source_addrs.as_ref().map_or(0, SourceAddrs::len),
         ramp_secs: ramp.as_secs_f64(),
@@ -142,6 +159,7 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
         hold_secs: held.as_secs_f64(),
         tcp_connect_us: tcp,
         connack_us: connack,
+        suback_us: suback,
         errors: ErrorSummary::from(&counters.errors),
     })
 }
@@ -164,6 +182,7 @@ async fn spawn_connections(
         let client_id = cfg.target.client_id(&run_id, "conn", i);
         let login = cfg.target.login(i);
         let source = cfg.source_addrs.as_ref().map(|s| s.for_connection(i));
+        let topic = cfg.subscribe.then(|| idle::subscription_topic(&client_id));
         let (version, keepalive, timeout) = (
             cfg.target.version,
             cfg.target.keepalive,
@@ -177,6 +196,7 @@ async fn spawn_connections(
                 client_id: &client_id,
                 login: login.as_ref(),
                 keepalive,
+                subscribe: topic.as_deref(),
             };
             connection(&shared, &spec, timeout, outcome).await;
         });
@@ -203,6 +223,12 @@ async fn connection(
                 &mut shared.connack.lock().unwrap_or_else(|e| e.into_inner()),
                 times.connack,
             );
+            if let Some(suback) = times.suback {
+                report::record(
+                    &mut shared.suback.lock().unwrap_or_else(|e| e.into_inner()),
+                    suback,
+                );
+            }
             let _ = outcome.send(true).await;
             drop(outcome);
             (session, OpenConnection::new(counters))

@@ -6,20 +6,32 @@
 //! are verified against a reference hash so that they take as long to refuse as
 //! a wrong password, and every refusal is logged (username and reason, never
 //! the password).
+//!
+//! With a log-in policy ([`Authenticator::with_login_policy`]) passwords are
+//! also throttled per account and per source address (see
+//! [`super::throttle`]), and at most `login.max_queued_hashes` hashes may wait
+//! for a CPU: past that, password checks are refused at once as unavailable.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_core::ids::UserId;
 use persistence::{MetadataStore, NewUser, StoreError, UserRecord};
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
-use super::errors::{AuthError, AuthSetupError, SignUpError};
+use super::errors::{AuthError, AuthSetupError, LogInError, SignUpError};
 use super::password::{self, HashError, PasswordHasher, VerifyError};
+use super::throttle::{LoginThrottle, Outcome};
 use super::token::{self, IssuedToken, TokenError, TokenIssuer};
 use super::verified_cache::VerifiedCache;
 use super::AuthSettings;
+use crate::config::LoginConfig;
+use crate::metrics::security::{Refusal as Defence, RefusalLabels};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// The password behind the reference hash. Its value does not matter: the
 /// outcome of verifying against the reference hash is always discarded.
@@ -37,7 +49,15 @@ pub struct Authenticator {
     tokens: TokenIssuer,
     reference_hash: Arc<str>,
     hashing: Arc<Semaphore>,
+    /// Hashes running or waiting for a CPU.
+    hashes_pending: Arc<AtomicUsize>,
+    /// Most hashes running or waiting at once.
+    max_pending_hashes: usize,
     verified: Option<VerifiedCache>,
+    throttle: Option<LoginThrottle>,
+    /// Longest wait before a throttled MQTT CONNECT is refused.
+    mqtt_refusal_delay_max: Duration,
+    refusals: Option<Family<RefusalLabels, Counter>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -75,8 +95,38 @@ impl Authenticator {
             tokens,
             reference_hash: reference_hash.into(),
             hashing: Arc::new(Semaphore::new(cpus)),
+            hashes_pending: Arc::new(AtomicUsize::new(0)),
+            max_pending_hashes: usize::MAX,
             verified: VerifiedCache::new(settings.verified_cache_ttl),
+            throttle: None,
+            mqtt_refusal_delay_max: Duration::ZERO,
+            refusals: None,
         })
+    }
+
+    /// Applies the `[login]` policy: log-in backoff per account and address,
+    /// a bound on queued password hashes, refusals counted in `refusals`
+    /// (the node's `parley_security_refusals_total`).
+    pub fn with_login_policy(
+        mut self,
+        config: &LoginConfig,
+        refusals: Family<RefusalLabels, Counter>,
+    ) -> Self {
+        self.throttle = Some(LoginThrottle::new(config));
+        self.max_pending_hashes = self
+            .hashing
+            .available_permits()
+            .saturating_add(config.max_queued_hashes);
+        self.mqtt_refusal_delay_max = Duration::from_millis(config.mqtt_refusal_delay_max_ms);
+        self.refusals = Some(refusals);
+        self
+    }
+
+    /// Counts a refusal, when metrics are attached.
+    fn defended(&self, refusal: Defence) {
+        if let Some(refusals) = &self.refusals {
+            refusals.get_or_create(&RefusalLabels { refusal }).inc();
+        }
     }
 
     /// Creates an account.
@@ -124,16 +174,35 @@ impl Authenticator {
         })
     }
 
-    /// Checks a username and password and issues an access token.
+    /// Checks a username and password presented from `peer` and issues an
+    /// access token.
     ///
     /// # Errors
     ///
-    /// [`AuthError::BadCredentials`] for an unknown user or wrong password,
-    /// [`AuthError::Disabled`] for a disabled account (only once the password
-    /// is known to be right), [`AuthError::Unavailable`] if the store fails.
-    pub async fn log_in(&self, username: &str, password: &str) -> Result<IssuedToken, AuthError> {
+    /// [`LogInError::Throttled`] while the account or the address is in its
+    /// backoff (the password is not checked), else [`LogInError::Refused`]
+    /// with [`AuthError::BadCredentials`] for an unknown user or wrong
+    /// password, [`AuthError::Disabled`] for a disabled account (only once the
+    /// password is known to be right), [`AuthError::Unavailable`] if the store
+    /// fails or too many hashes are waiting.
+    pub async fn log_in(
+        &self,
+        username: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<IssuedToken, LogInError> {
+        if let Some(throttle) = &self.throttle {
+            if let Err(throttled) = throttle.check(username, peer) {
+                self.defended(Defence::LoginThrottledHttp);
+                warn!(username = ?logged(username), %peer, retry_after = ?throttled.retry_after,
+                    "log-in refused: throttled");
+                return Err(LogInError::Throttled {
+                    retry_after: throttled.retry_after,
+                });
+            }
+        }
         let result = async {
-            let (user, record) = self.check_password(username, password).await?;
+            let (user, record) = self.check_password(username, password, Some(peer)).await?;
             if record.disabled {
                 return Err(Refusal::Disabled);
             }
@@ -142,7 +211,7 @@ impl Authenticator {
                 .map_err(|e| Refusal::Unavailable(format!("issuing a token: {e}")))
         }
         .await;
-        result.map_err(|refusal| refusal.log(username, "log-in"))
+        result.map_err(|refusal| LogInError::Refused(refusal.log(username, "log-in")))
     }
 
     /// Authenticates MQTT CONNECT credentials.
@@ -156,11 +225,16 @@ impl Authenticator {
     /// # Errors
     ///
     /// As for [`Authenticator::log_in`]; a token that is expired, forged, or
-    /// issued to another user is [`AuthError::BadCredentials`].
+    /// issued to another user is [`AuthError::BadCredentials`]. A password
+    /// while the account or `peer`'s address is in its backoff is refused as
+    /// [`AuthError::BadCredentials`] without being checked, after waiting out
+    /// the backoff (at most `login.mqtt_refusal_delay_max_ms`). Tokens are
+    /// not throttled: they cannot be guessed.
     pub async fn authenticate_mqtt(
         &self,
         username: &str,
         password: &str,
+        peer: IpAddr,
     ) -> Result<UserId, AuthError> {
         let result = async {
             if token::looks_like_token(password) {
@@ -168,7 +242,18 @@ impl Authenticator {
                     return Ok(user);
                 }
             }
-            let (user, record) = self.check_password(username, password).await?;
+            if let Some(throttle) = &self.throttle {
+                if let Err(throttled) = throttle.check(username, peer) {
+                    self.defended(Defence::LoginThrottledMqtt);
+                    tokio::time::sleep(throttled.retry_after.min(self.mqtt_refusal_delay_max))
+                        .await;
+                    return Err(Refusal::BadCredentials(format!(
+                        "throttled for {:?} more",
+                        throttled.retry_after
+                    )));
+                }
+            }
+            let (user, record) = self.check_password(username, password, Some(peer)).await?;
             if record.disabled {
                 return Err(Refusal::Disabled);
             }
@@ -231,8 +316,32 @@ impl Authenticator {
         }
     }
 
-    /// Checks a password against the stored hash; the account may be disabled.
+    /// Checks a password against the stored hash; the account may be
+    /// disabled. Failures and successes from `peer` feed the throttle.
     async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(UserId, UserRecord), Refusal> {
+        let result = self.verify_password(username, password).await;
+        if let (Some(throttle), Some(peer)) = (&self.throttle, peer) {
+            match &result {
+                Ok((user, _)) => throttle.succeeded(user.as_str(), peer),
+                Err(Refusal::BadCredentials(_)) => {
+                    let valid_name = UserId::parse(username).is_ok();
+                    if throttle.failed(username, peer, valid_name) == Outcome::TableFull {
+                        self.defended(Defence::ThrottleTableFull);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        result
+    }
+
+    /// [`Authenticator::check_password`] without the throttle.
+    async fn verify_password(
         &self,
         username: &str,
         password: &str,
@@ -284,12 +393,18 @@ impl Authenticator {
             .map_err(|e| Refusal::Unavailable(e.to_string()))
     }
 
-    /// Runs a hashing job on the blocking pool, at most one per CPU at a time.
+    /// Runs a hashing job on the blocking pool, at most one per CPU at a
+    /// time; refused at once when the most allowed are already running or waiting.
     async fn run_hashing<T, F>(&self, job: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        let pending = PendingHash::enter(&self.hashes_pending);
+        if pending.count > self.max_pending_hashes {
+            self.defended(Defence::HashingBusy);
+            return Err("too many password checks are waiting; try again shortly".into());
+        }
         let permit = self
             .hashing
             .clone()
@@ -302,6 +417,29 @@ impl Authenticator {
         })
         .await
         .map_err(|e| format!("password hashing task failed: {e}"))
+    }
+}
+
+/// One hash running or waiting, counted in `count` until dropped.
+struct PendingHash {
+    counter: Arc<AtomicUsize>,
+    /// Hashes running or waiting, this one included.
+    count: usize,
+}
+
+impl PendingHash {
+    fn enter(counter: &Arc<AtomicUsize>) -> PendingHash {
+        let count = counter.fetch_add(1, Ordering::AcqRel) + 1;
+        PendingHash {
+            counter: counter.clone(),
+            count,
+        }
+    }
+}
+
+impl Drop for PendingHash {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -373,6 +511,7 @@ mod tests {
     use crate::auth::password::PasswordPolicyError;
 
     const SECRET: &str = "unit-test-secret-unit-test-secret-0123";
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     struct Fixture {
         auth: Authenticator,
@@ -406,24 +545,28 @@ mod tests {
         f.auth.sign_up("dora", "dora password").await.unwrap();
         assert!(f
             .auth
-            .authenticate_mqtt("dora", "dora password")
+            .authenticate_mqtt("dora", "dora password", LOCAL)
             .await
             .is_ok());
         assert!(
             f.auth
-                .authenticate_mqtt("dora", "dora password")
+                .authenticate_mqtt("dora", "dora password", LOCAL)
                 .await
                 .is_ok(),
             "cache hit"
         );
         assert!(matches!(
-            f.auth.authenticate_mqtt("dora", "wrong password").await,
+            f.auth
+                .authenticate_mqtt("dora", "wrong password", LOCAL)
+                .await,
             Err(AuthError::BadCredentials)
         ));
         f.store.set_user_disabled("dora", true).await.unwrap();
         assert!(
             matches!(
-                f.auth.authenticate_mqtt("dora", "dora password").await,
+                f.auth
+                    .authenticate_mqtt("dora", "dora password", LOCAL)
+                    .await,
                 Err(AuthError::Disabled)
             ),
             "the cache never bypasses the account's current state"
@@ -489,14 +632,18 @@ mod tests {
             SignUpError::Conflict("alice".into())
         );
         // The first password still works: the conflict changed nothing.
-        assert!(f.auth.log_in("alice", "correct horse").await.is_ok());
+        assert!(f.auth.log_in("alice", "correct horse", LOCAL).await.is_ok());
     }
 
     #[tokio::test]
     async fn log_in_issues_a_token_for_the_right_password_only() {
         let f = fixture();
         f.auth.sign_up("alice", "correct horse").await.unwrap();
-        let issued = f.auth.log_in("alice", "correct horse").await.unwrap();
+        let issued = f
+            .auth
+            .log_in("alice", "correct horse", LOCAL)
+            .await
+            .unwrap();
         let claims = f.auth.tokens.verify(&issued.token).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(issued.expires_at, claims.iat + 600);
@@ -508,14 +655,14 @@ mod tests {
             ("Not Valid", "correct horse"),
         ] {
             assert_eq!(
-                f.auth.log_in(user, pass).await.unwrap_err(),
+                f.auth.log_in(user, pass, LOCAL).await.unwrap_err(),
                 AuthError::BadCredentials,
                 "{user}/{pass}"
             );
         }
         let huge = "x".repeat(password::MAX_PASSWORD_LEN + 1);
         assert_eq!(
-            f.auth.log_in("alice", &huge).await.unwrap_err(),
+            f.auth.log_in("alice", &huge, LOCAL).await.unwrap_err(),
             AuthError::BadCredentials
         );
     }
@@ -524,33 +671,47 @@ mod tests {
     async fn disabled_accounts_are_refused_only_with_the_right_password() {
         let f = fixture();
         f.auth.sign_up("alice", "correct horse").await.unwrap();
-        let token = f.auth.log_in("alice", "correct horse").await.unwrap().token;
+        let token = f
+            .auth
+            .log_in("alice", "correct horse", LOCAL)
+            .await
+            .unwrap()
+            .token;
         f.store.set_user_disabled("alice", true).await.unwrap();
 
         assert_eq!(
-            f.auth.log_in("alice", "correct horse").await.unwrap_err(),
-            AuthError::Disabled
-        );
-        assert_eq!(
-            f.auth.log_in("alice", "wrong horse").await.unwrap_err(),
-            AuthError::BadCredentials
-        );
-        assert_eq!(
             f.auth
-                .authenticate_mqtt("alice", "correct horse")
+                .log_in("alice", "correct horse", LOCAL)
                 .await
                 .unwrap_err(),
             AuthError::Disabled
         );
         assert_eq!(
-            f.auth.authenticate_mqtt("alice", &token).await.unwrap_err(),
+            f.auth
+                .log_in("alice", "wrong horse", LOCAL)
+                .await
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert_eq!(
+            f.auth
+                .authenticate_mqtt("alice", "correct horse", LOCAL)
+                .await
+                .unwrap_err(),
+            AuthError::Disabled
+        );
+        assert_eq!(
+            f.auth
+                .authenticate_mqtt("alice", &token, LOCAL)
+                .await
+                .unwrap_err(),
             AuthError::Disabled
         );
 
         f.store.set_user_disabled("alice", false).await.unwrap();
         assert_eq!(
             f.auth
-                .authenticate_mqtt("alice", &token)
+                .authenticate_mqtt("alice", &token, LOCAL)
                 .await
                 .unwrap()
                 .as_str(),
@@ -563,17 +724,22 @@ mod tests {
         let f = fixture();
         f.auth.sign_up("alice", "correct horse").await.unwrap();
         f.auth.sign_up("bob", "bob's password").await.unwrap();
-        let alice_token = f.auth.log_in("alice", "correct horse").await.unwrap().token;
+        let alice_token = f
+            .auth
+            .log_in("alice", "correct horse", LOCAL)
+            .await
+            .unwrap()
+            .token;
 
         let alice = f
             .auth
-            .authenticate_mqtt("alice", "correct horse")
+            .authenticate_mqtt("alice", "correct horse", LOCAL)
             .await
             .unwrap();
         assert_eq!(alice, UserId::parse("alice").unwrap());
         assert_eq!(
             f.auth
-                .authenticate_mqtt("alice", &alice_token)
+                .authenticate_mqtt("alice", &alice_token, LOCAL)
                 .await
                 .unwrap(),
             alice
@@ -582,7 +748,7 @@ mod tests {
         // Another user's token, a forged one and one from another issuer are refused.
         assert_eq!(
             f.auth
-                .authenticate_mqtt("bob", &alice_token)
+                .authenticate_mqtt("bob", &alice_token, LOCAL)
                 .await
                 .unwrap_err(),
             AuthError::BadCredentials
@@ -592,7 +758,7 @@ mod tests {
         forged.push(if last == 'A' { 'B' } else { 'A' });
         assert_eq!(
             f.auth
-                .authenticate_mqtt("alice", &forged)
+                .authenticate_mqtt("alice", &forged, LOCAL)
                 .await
                 .unwrap_err(),
             AuthError::BadCredentials
@@ -601,14 +767,14 @@ mod tests {
         let foreign = other.issue(&alice).unwrap().token;
         assert_eq!(
             f.auth
-                .authenticate_mqtt("alice", &foreign)
+                .authenticate_mqtt("alice", &foreign, LOCAL)
                 .await
                 .unwrap_err(),
             AuthError::BadCredentials
         );
         assert_eq!(
             f.auth
-                .authenticate_mqtt("nobody", "whatever1")
+                .authenticate_mqtt("nobody", "whatever1", LOCAL)
                 .await
                 .unwrap_err(),
             AuthError::BadCredentials
@@ -621,7 +787,10 @@ mod tests {
         let ghost = UserId::parse("ghost").unwrap();
         let token = f.auth.tokens.issue(&ghost).unwrap().token;
         assert_eq!(
-            f.auth.authenticate_mqtt("ghost", &token).await.unwrap_err(),
+            f.auth
+                .authenticate_mqtt("ghost", &token, LOCAL)
+                .await
+                .unwrap_err(),
             AuthError::BadCredentials
         );
     }
@@ -634,7 +803,7 @@ mod tests {
         f.auth.sign_up("dot", dotted).await.unwrap();
         assert_eq!(
             f.auth
-                .authenticate_mqtt("dot", dotted)
+                .authenticate_mqtt("dot", dotted, LOCAL)
                 .await
                 .unwrap()
                 .as_str(),
@@ -642,7 +811,7 @@ mod tests {
         );
         assert_eq!(
             f.auth
-                .authenticate_mqtt("dot", "first.second.fourth")
+                .authenticate_mqtt("dot", "first.second.fourth", LOCAL)
                 .await
                 .unwrap_err(),
             AuthError::BadCredentials
@@ -661,8 +830,8 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            f.auth.log_in("broken", "any password").await,
-            Err(AuthError::Unavailable(_))
+            f.auth.log_in("broken", "any password", LOCAL).await,
+            Err(LogInError::Refused(AuthError::Unavailable(_)))
         ));
     }
 

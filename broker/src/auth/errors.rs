@@ -51,3 +51,24 @@ pub enum AuthError {
     #[error("authentication is unavailable: {0}")]
     Unavailable(String),
 }
+
+/// Why a log-in (`POST /v1/tokens`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogInError {
+    /// The account or the source address is in its log-in backoff; the
+    /// password was not checked.
+    #[error("too many failed log-ins; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled {
+        /// How long until the next attempt is considered.
+        retry_after: std::time::Duration,
+    },
+    /// The credentials were checked and refused (or could not be).
+    #[error(transparent)]
+    Refused(#[from] AuthError),
+}
+
+impl PartialEq<AuthError> for LogInError {
+    fn eq(&self, other: &AuthError) -> bool {
+        matches!(self, LogInError::Refused(e) if e == other)
+    }
+}

@@ -4,18 +4,22 @@
 //! - [`password`]: PBKDF2 password hashes and the password policy.
 //! - [`token`]: signed HS256 access tokens.
 //! - [`errors`]: what sign-up, log-in and authentication can fail with.
+//! - [`throttle`]: log-in backoff per account and per source address.
+//! - [`signup`]: who may sign up, with which invite, how fast.
 //! - `authenticator`: the [`Authenticator`] tying those to the metadata store.
 
 mod authenticator;
 pub mod errors;
 pub mod password;
+pub mod signup;
+pub mod throttle;
 pub mod token;
 pub mod verified_cache;
 
 use std::time::Duration;
 
 pub use authenticator::Authenticator;
-pub use errors::{AuthError, AuthSetupError, SignUpError};
+pub use errors::{AuthError, AuthSetupError, LogInError, SignUpError};
 pub use token::{Claims, IssuedToken};
 
 /// How accounts are secured, as configured.

@@ -13,8 +13,11 @@ pub enum ChatAck {
     NotAuthorized,
     /// MQTT 5 reason 0x99.
     PayloadFormatInvalid,
-    /// MQTT 5 reason 0x97 (rate or size limits).
+    /// MQTT 5 reason 0x97 (size limits, group size).
     QuotaExceeded,
+    /// Over the sender's message rate: MQTT 5 reason 0x97; 3.1.1 clients are
+    /// disconnected without an acknowledgement (a PUBACK means stored).
+    RateLimited,
     /// MQTT 5 reason 0x83.
     ImplementationSpecific,
     /// The store failed: nothing was stored, so success must not be acknowledged
@@ -96,9 +99,8 @@ impl ChatError {
     pub fn ack(&self) -> ChatAck {
         match self.code {
             ErrorCode::Malformed | ErrorCode::InvalidArgument => ChatAck::PayloadFormatInvalid,
-            ErrorCode::RateLimited | ErrorCode::MessageTooLarge | ErrorCode::GroupFull => {
-                ChatAck::QuotaExceeded
-            }
+            ErrorCode::RateLimited => ChatAck::RateLimited,
+            ErrorCode::MessageTooLarge | ErrorCode::GroupFull => ChatAck::QuotaExceeded,
             ErrorCode::NotAMember | ErrorCode::NotAllowed | ErrorCode::UnknownConversation => {
                 ChatAck::NotAuthorized
             }

@@ -13,6 +13,7 @@
 //!   a live session on this node.
 
 mod cache;
+pub mod consent;
 mod convert;
 mod errors;
 mod events;
@@ -38,7 +39,7 @@ use rumqttd::protocol::PublishProperties;
 
 use crate::cluster::{Deliveries, Outgoing};
 use crate::config::ChatConfig;
-use crate::mqtt::publisher::ServerPublisher;
+use crate::publisher::ServerPublisher;
 use cache::ConversationCache;
 pub use errors::{ChatAck, ChatError};
 use ordering::DeliveryOrder;
@@ -90,6 +91,10 @@ pub struct ChatService {
     push: Option<crate::push::PushService>,
     /// Senders' cursors moved by their own entries, on their way to the store.
     own_reads: Arc<own_reads::OwnReads>,
+    /// Who accepted and blocked whom, cached briefly.
+    relations: consent::RelationCache,
+    /// Conversations reported by their members.
+    reports: consent::Reports,
 }
 
 impl ChatService {
@@ -129,6 +134,8 @@ impl ChatService {
             ids: Mutex::new(ids),
             push: None,
             own_reads: Arc::default(),
+            relations: consent::RelationCache::default(),
+            reports: consent::Reports::default(),
         })
     }
 
@@ -157,29 +164,6 @@ impl ChatService {
         }
     }
 
-    /// Whether `a` and `b` are members of at least one common conversation
-    /// (which lets each see the other's presence).
-    pub async fn shares_conversation(
-        &self,
-        a: &UserId,
-        b: &UserId,
-    ) -> Result<bool, persistence::StoreError> {
-        let theirs: std::collections::HashSet<String> = self
-            .stores
-            .metadata
-            .conversations_of(b.as_str())
-            .await?
-            .into_iter()
-            .collect();
-        Ok(self
-            .stores
-            .metadata
-            .conversations_of(a.as_str())
-            .await?
-            .iter()
-            .any(|c| theirs.contains(c)))
-    }
-
     /// Conversation `id` changed on another node: the next use reloads it.
     pub fn forget_conversation(&self, id: &str) {
         self.conversations.forget(id);
@@ -188,6 +172,22 @@ impl ChatService {
     /// Chat publishes refused by the per-user rate limits since the node started.
     pub fn rate_limited(&self) -> RateLimited {
         self.rates.refused()
+    }
+
+    /// Sends `notice` to `user`'s inbox, wherever in the cluster they are
+    /// connected (nothing is queued for an offline user).
+    pub fn notify(&self, user: &UserId, notice: parley_proto::v1::Notice) {
+        let envelope = Envelope {
+            kind: Some(Kind::Notice(notice)),
+        };
+        self.deliveries.send_and_forget(
+            user.as_str(),
+            1,
+            crate::cluster::Fanout::new(
+                vec![inbox_topic(user)],
+                parley_proto::encode_envelope(&envelope).into(),
+            ),
+        );
     }
 
     /// Publishes an `Error` envelope to the user's inbox.

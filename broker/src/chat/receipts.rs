@@ -53,8 +53,22 @@ impl ChatService {
             up_to_seq: cursor,
             server_time_ms: now_ms(),
         };
-        self.fan_out(&record, encode_envelope(&relay.into()))
-            .await?;
+        if self.activity_flows(user, &record).await? {
+            self.fan_out(&record, encode_envelope(&relay.into()))
+                .await?;
+        } else {
+            // A pending message request: only the reader's own sessions learn it.
+            self.deliveries
+                .publish(
+                    conv.as_str(),
+                    1,
+                    crate::cluster::Fanout::new(
+                        vec![chat_core::topics::inbox_topic(user)],
+                        encode_envelope(&relay.into()).into(),
+                    ),
+                )
+                .await?;
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! conversation reach the inboxes in `seq` order (see `super::ordering`).
 
 use bytes::Bytes;
+use chat_core::consent::DirectSend;
 use chat_core::ids::{ConversationId, UserId};
 use chat_core::message::{
     amend, server_message, validate_client_message, Intent, MessageError, MessageLimits,
@@ -53,6 +54,7 @@ impl ChatService {
             )));
         }
         let record = self.open_conversation(user, conv).await.map_err(fail)?;
+        let request = self.direct_send(user, &record).await.map_err(fail)? == DirectSend::Request;
 
         let message_id = self.next_message_id();
         let server_time_ms = now_ms();
@@ -135,7 +137,11 @@ impl ChatService {
         } else {
             let mut delivered = message;
             delivered.seq = appended.seq;
-            let pushed = (self.push.is_some() && intent == Intent::New).then(|| delivered.clone());
+            // A message request pushes its recipient once: for the
+            // conversation's first message only.
+            let pushed =
+                (self.push.is_some() && intent == Intent::New && (!request || appended.seq == 1))
+                    .then(|| delivered.clone());
             let fanout = inbox_fanout(&record, encode_envelope(&delivered.into()));
             let (outgoing, pending) = self.deliveries.outgoing(conv.as_str(), 1, fanout);
             ticket.stored(appended.seq, outgoing);

@@ -30,6 +30,10 @@ impl ChatService {
             ));
         }
         let record = self.member_conversation(user, conv).await?;
+        if !self.activity_flows(user, &record).await? {
+            // A pending message request (or a block): nobody is told.
+            return Ok(());
+        }
         let relay = bytes::Bytes::from(encode_envelope(
             &Typing {
                 conversation_id: conv.to_string(),

@@ -7,6 +7,9 @@
 //! - `POST /v1/admin/users/{user}/disable` and `.../enable`: a disabled user
 //!   cannot log in or connect; disabling also ends their live sessions.
 //! - `GET /v1/admin/stats`: connection and user counts.
+//! - `POST /v1/admin/invites`: a new invite token for `accounts.signup = "invite"`.
+//! - `GET /v1/admin/reports`: conversations members reported
+//!   (`ReportConversation`) on this node, the last 1000, oldest first.
 //!
 //! Without a configured token every admin path answers 404, as if the API
 //! did not exist.
@@ -25,8 +28,8 @@ use serde::Serialize;
 use super::bearer::bearer_token;
 use super::{ApiError, HttpState};
 use crate::chat::ChatService;
-use crate::mqtt::codec::Version;
 use crate::mqtt::sessions::{SessionInfo, SessionRegistry};
+use parley_engine::codec::Version;
 
 /// What the admin endpoints need.
 pub struct AdminState {
@@ -56,6 +59,41 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/admin/users/:user/disable", post(disable_user))
         .route("/v1/admin/users/:user/enable", post(enable_user))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/invites", post(create_invite))
+        .route("/v1/admin/reports", get(list_reports))
+}
+
+/// The reports this node received.
+pub async fn list_reports(Admin(admin): Admin) -> Json<Vec<crate::chat::consent::Report>> {
+    Json(admin.chat.reports())
+}
+
+/// A new invite token.
+#[derive(Debug, Serialize)]
+pub struct InviteView {
+    /// The token, for the invitee's `POST /v1/users` as `"invite"`.
+    pub invite: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Issues an invite token (201); it makes one account before it expires.
+pub async fn create_invite(
+    _admin: Admin,
+    axum::extract::State(state): axum::extract::State<HttpState>,
+) -> (StatusCode, Json<InviteView>) {
+    let invite = state.signup.issue_invite();
+    tracing::info!(
+        expires_at = invite.expires_at,
+        "invite issued by an administrator"
+    );
+    (
+        StatusCode::CREATED,
+        Json(InviteView {
+            invite: invite.token,
+            expires_at: invite.expires_at,
+        }),
+    )
 }
 
 /// An authorized admin request: extracting it checks the bearer token.
@@ -82,7 +120,7 @@ where
 
 /// Compares two secrets without leaking where they differ: the SHA-256
 /// digests are compared, so timing reveals nothing about the token.
-fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     use ring::digest::{digest, SHA256};
     digest(&SHA256, a.as_bytes()).as_ref() == digest(&SHA256, b.as_bytes()).as_ref()
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::auth::{AuthError, SignUpError};
+use crate::auth::{AuthError, LogInError, SignUpError};
 
 /// An HTTP API failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +140,24 @@ pub enum ApiError {
     /// 404: the caller has no push device with this id.
     #[error("no push device {0:?}")]
     NoSuchPushDevice(String),
+    /// 429: too many failed log-ins for this account or from this address.
+    #[error("too many failed log-ins; try again in {0} s")]
+    LoginThrottled(u64),
+    /// 429: too many sign-ups from this address.
+    #[error("too many sign-ups from this address; try again in {0} s")]
+    SignUpRateLimited(u64),
+    /// 403: sign-up is closed on this server.
+    #[error("sign-up is closed on this server; ask an administrator for an account")]
+    SignUpClosed,
+    /// 403: sign-up needs a valid invite token (missing, unknown, used or expired).
+    #[error("sign-up on this server needs a valid invite token (\"invite\")")]
+    InviteRequired,
+    /// 408: the request's body or answer took longer than the request timeout.
+    #[error("the request took too long")]
+    RequestTimeout,
+    /// 401: `/metrics` without the metrics token.
+    #[error("this endpoint needs the metrics token as `Authorization: Bearer <token>`")]
+    MetricsTokenRequired,
 }
 
 /// The JSON body of every error response.
@@ -190,6 +208,12 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::TooManyPushDevices(_) => StatusCode::CONFLICT,
+            ApiError::LoginThrottled(_) | ApiError::SignUpRateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::SignUpClosed | ApiError::InviteRequired => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::MetricsTokenRequired => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -232,6 +256,22 @@ impl ApiError {
             ApiError::InvalidPushTarget(_) => "invalid_push_target",
             ApiError::TooManyPushDevices(_) => "too_many_push_devices",
             ApiError::NoSuchPushDevice(_) => "no_such_push_device",
+            ApiError::LoginThrottled(_) => "login_throttled",
+            ApiError::SignUpRateLimited(_) => "signup_rate_limited",
+            ApiError::SignUpClosed => "signup_closed",
+            ApiError::InviteRequired => "invite_required",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::MetricsTokenRequired => "metrics_token_required",
+        }
+    }
+
+    /// The `Retry-After` this answer carries, in seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::LoginThrottled(secs) | ApiError::SignUpRateLimited(secs) => Some(*secs),
+            ApiError::KeyFetchRateLimited => Some(1),
+            ApiError::Unavailable => Some(5),
+            _ => None,
         }
     }
 }
@@ -242,7 +282,24 @@ impl IntoResponse for ApiError {
             error: self.code(),
             message: self.to_string(),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        response
+    }
+}
+
+impl From<LogInError> for ApiError {
+    fn from(e: LogInError) -> ApiError {
+        match e {
+            LogInError::Throttled { retry_after } => {
+                ApiError::LoginThrottled(retry_after.as_secs_f64().ceil() as u64)
+            }
+            LogInError::Refused(e) => e.into(),
+        }
     }
 }
 

@@ -16,7 +16,11 @@
 //!   `base64(device keys (128) ‖ 0)` or `base64(device keys ‖ 1 ‖ one-time
 //!   prekey (36))`. Every call uses up one one-time prekey per device, so it
 //!   is allowed only for `user` themself and users sharing a conversation
-//!   with them (else 403), and rate-limited per caller (`[keys]`, else 429).
+//!   with them (else 403), and rate-limited per caller and per `user`
+//!   (`[keys]`, else 429). A device with no one-time prekey left is served
+//!   with its signed prekey alone (the last-resort key), and its owner gets a
+//!   `Notice` (`NOTICE_KIND_PREKEYS_EXHAUSTED`) on their inbox, at most once
+//!   per device every [`EXHAUSTED_NOTICE_INTERVAL`].
 //! - `GET /v1/keys/users/{user}/devices/{device_id}`: one device's 128 bytes
 //!   of keys, using nothing up (to learn or check a sender's identity key);
 //!   allowed to the same callers as the bundles.
@@ -25,8 +29,9 @@
 //! signature only to refuse garbage early: clients verify every bundle
 //! themselves.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -47,6 +52,7 @@ use super::{ApiError, ApiJson, Bearer, HttpState};
 use crate::chat::ChatService;
 use crate::config::KeysConfig;
 use crate::limits::KeyedLimiter;
+use crate::metrics::security::Refusal;
 
 /// What the identity key signs ahead of the signed prekey's public key.
 pub const SIGNED_PREKEY_CONTEXT: &[u8] = b"Parley E2E v1 signed prekey";
@@ -61,6 +67,9 @@ pub const ONE_TIME_PREKEY_LEN: usize = 4 + PUBLIC_KEY_LEN;
 /// a little more; clients upload larger pools in several requests).
 pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
 
+/// How often a device's owner is told at most that it ran out of one-time prekeys.
+pub const EXHAUSTED_NOTICE_INTERVAL: Duration = Duration::from_secs(600);
+
 /// The longest device id, in bytes.
 pub const MAX_DEVICE_ID_LEN: usize = 64;
 
@@ -74,6 +83,10 @@ pub struct KeysState {
     pub limits: KeyLimits,
     /// Bundle fetches per caller; `None` when unlimited.
     pub bundle_fetches: Option<KeyedLimiter<UserId>>,
+    /// Bundle fetches per fetched user; `None` when unlimited.
+    pub target_fetches: Option<KeyedLimiter<UserId>>,
+    /// When each (user, device) was last told it has no one-time prekeys.
+    exhausted_notices: Mutex<HashMap<(UserId, String), Instant>>,
 }
 
 impl KeysState {
@@ -94,6 +107,32 @@ impl KeysState {
                 config.bundle_fetches_per_sec_per_user,
                 config.bundle_fetch_burst_per_user,
             ),
+            target_fetches: KeyedLimiter::new(
+                config.bundle_fetches_per_sec_per_target,
+                config.bundle_fetch_burst_per_target,
+            ),
+            exhausted_notices: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `owner` should be told now that `device_id` has no one-time
+    /// prekeys left (not within [`EXHAUSTED_NOTICE_INTERVAL`] of the last time).
+    fn should_notify_exhausted(&self, owner: &UserId, device_id: &str) -> bool {
+        let now = Instant::now();
+        let mut notices = self
+            .exhausted_notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if notices.len() >= 100_000 {
+            notices.retain(|_, at| now.duration_since(*at) < EXHAUSTED_NOTICE_INTERVAL);
+        }
+        let key = (owner.clone(), device_id.to_owned());
+        match notices.get(&key) {
+            Some(at) if now.duration_since(*at) < EXHAUSTED_NOTICE_INTERVAL => false,
+            _ => {
+                notices.insert(key, now);
+                true
+            }
         }
     }
 }
@@ -276,7 +315,8 @@ pub async fn count_prekeys(
 }
 
 /// The bundles of every device of `user`, each with one one-time prekey
-/// taken out of the directory: 200, 400 / 403 / 429.
+/// taken out of the directory (or, with none left, the signed prekey alone,
+/// and a notice to `user`): 200, 400 / 403 / 429.
 pub async fn fetch_bundles(
     Bearer(caller): Bearer,
     State(state): State<HttpState>,
@@ -291,11 +331,33 @@ pub async fn fetch_bundles(
         }
     }
     may_read_keys(&keys_state, &caller, &owner).await?;
+    if caller != owner {
+        if let Some(limiter) = &keys_state.target_fetches {
+            if !limiter.allow(&owner) {
+                state.metrics.defended(Refusal::PrekeyTargetRate);
+                return Err(ApiError::KeyFetchRateLimited);
+            }
+        }
+    }
     let bundles = keys_state
         .directory
         .take_bundles(owner.as_str())
         .await
         .map_err(unavailable)?;
+    for bundle in bundles.iter().filter(|b| b.one_time_prekey.is_none()) {
+        state.metrics.defended(Refusal::PrekeyFallback);
+        if keys_state.should_notify_exhausted(&owner, &bundle.device_id) {
+            tracing::info!(user = %owner, device_id = %bundle.device_id,
+                "one-time prekeys exhausted; the owner is told to upload more");
+            keys_state.chat.notify(
+                &owner,
+                parley_proto::v1::Notice {
+                    kind: parley_proto::v1::NoticeKind::PrekeysExhausted.into(),
+                    device_id: bundle.device_id.clone(),
+                },
+            );
+        }
+    }
     Ok(Json(BundlesResponse {
         user: owner.to_string(),
         devices: bundles

@@ -6,7 +6,8 @@
 //! - [`users`]: `POST /v1/users` (sign-up).
 //! - [`tokens`]: `POST /v1/tokens` (log-in, issues an access token).
 //! - [`health`]: `GET /healthz` (the node and its store) and `GET /livez`.
-//! - [`metrics`]: `GET /metrics` (Prometheus / OpenMetrics text).
+//! - [`metrics`]: `GET /metrics` (Prometheus / OpenMetrics text), behind
+//!   `[metrics] token` when set, and here only while `[metrics] listen` is off.
 //! - [`admin`]: `/v1/admin/...` (sessions, kick, disable, stats), when an
 //!   admin token is configured.
 //! - [`media`]: `POST /v1/media/uploads` and `GET /v1/media/{conversation}/{id}`,
@@ -21,6 +22,7 @@
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
 //! - [`fallback`]: JSON answers for unknown paths and methods.
+//! - [`serve`]: the server loop with the `[listeners]` timeouts and caps.
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`].
 
@@ -35,6 +37,7 @@ pub mod media;
 pub mod metrics;
 pub mod openapi;
 pub mod push;
+pub mod serve;
 pub mod tokens;
 pub mod users;
 pub mod web;
@@ -47,6 +50,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::config::ListenersConfig;
 
 pub use bearer::Bearer;
 pub use error::ApiError;
@@ -73,6 +77,10 @@ pub struct HttpState {
     pub keys: Option<Arc<keys::KeysState>>,
     /// The store check behind `/healthz`; `None` answers 200 without checking.
     pub storage: Option<Arc<health::StorageCheck>>,
+    /// Who may sign up.
+    pub signup: Arc<crate::auth::signup::SignUpPolicy>,
+    /// Who may read `/metrics`, and whether this API serves it at all.
+    pub metrics_access: metrics::MetricsAccess,
     /// The web client at `/`; `None`: `/` says there is none.
     pub web: Option<Arc<web::WebState>>,
 }
@@ -83,7 +91,11 @@ pub fn router(state: HttpState) -> Router {
         .merge(health::routes())
         .merge(users::routes())
         .merge(tokens::routes())
-        .merge(metrics::routes())
+        .merge(if state.metrics_access.on_api {
+            metrics::routes()
+        } else {
+            Router::new()
+        })
         .merge(admin::routes())
         .merge(push::routes())
         .merge(media::routes())
@@ -97,7 +109,8 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` completes, then stops
-/// accepting and waits for in-flight requests to finish.
+/// accepting and waits for in-flight requests to finish. `limits` are the
+/// `[listeners]` timeouts and caps.
 ///
 /// # Errors
 ///
@@ -105,12 +118,35 @@ pub fn router(state: HttpState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    limits: ListenersConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let metrics = state.metrics.clone();
+    serve::serve_app(listener, router(state), limits, metrics, shutdown).await
+}
+
+/// Serves only `GET /metrics` on `listener` (`[metrics] listen`), with the
+/// same timeouts and caps as the API.
+///
+/// # Errors
+///
+/// An IO error if the listener fails.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: HttpState,
+    limits: ListenersConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics listening");
+    }
+    let metrics = state.metrics.clone();
+    let app = metrics::routes()
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
+        .with_state(state);
+    serve::serve_app(listener, app, limits, metrics, shutdown).await
 }

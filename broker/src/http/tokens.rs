@@ -1,12 +1,12 @@
 //! `POST /v1/tokens`: log-in, answered with a bearer access token.
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, HttpState};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, LogInError};
 use crate::metrics::{AuthFailure, AuthVia};
 
 /// The token routes.
@@ -34,20 +34,23 @@ pub struct TokenResponse {
     pub expires_at: u64,
 }
 
-/// Logs in: 200 with a token, or 400 / 401 / 403 / 503.
+/// Logs in: 200 with a token, or 400 / 401 / 403 / 429 (with `Retry-After`,
+/// while the account or the address is in its log-in backoff) / 503.
 pub async fn create_token(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let issued = state
         .auth
-        .log_in(&request.username, &request.password)
+        .log_in(&request.username, &request.password, peer.ip())
         .await
         .inspect_err(|e| {
             let reason = match e {
-                AuthError::BadCredentials => AuthFailure::BadCredentials,
-                AuthError::Disabled => AuthFailure::Disabled,
-                AuthError::Unavailable(_) => AuthFailure::Unavailable,
+                LogInError::Throttled { .. } => return,
+                LogInError::Refused(AuthError::BadCredentials) => AuthFailure::BadCredentials,
+                LogInError::Refused(AuthError::Disabled) => AuthFailure::Disabled,
+                LogInError::Refused(AuthError::Unavailable(_)) => AuthFailure::Unavailable,
             };
             state.metrics.auth_failed(reason, AuthVia::Http);
         })?;

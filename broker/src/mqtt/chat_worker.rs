@@ -108,6 +108,11 @@ impl ChatWorker {
         }
     }
 
+    /// Whether submitted publishes still await their outcome.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight > 0
+    }
+
     /// Lets the worker finish what was queued, then ends it.
     pub async fn close(self) {
         drop(self.jobs);

@@ -1,18 +1,29 @@
-//! One client connection after CONNECT: shuttles packets between the socket
-//! and the router link, applying the inbound rules, keep-alive and the will.
+//! One client connection after CONNECT: reads and decodes the socket, hands
+//! packets to the inbound rules and the engine, and writes what the engine's
+//! session has to send. One task per connection; its buffers start empty,
+//! grow with the traffic and are given back when idle.
+//!
+//! Timeouts: nothing received for 1.5 × keep-alive closes the connection; a
+//! packet started but not finished within `packet_timeout_ms` closes it
+//! whatever the keep-alive; a write that stalls (the client stopped reading)
+//! for 1.5 × keep-alive, or `write_timeout_ms` without one, closes it.
+//!
+//! Backpressure: when a publish leaves a live subscriber's queue half full,
+//! this connection stops reading (so its client slows down) until that
+//! subscriber drains, for at most `max_publisher_pause_ms`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::FutureExt;
+use parley_engine::codec::{DecodeError, Version};
+use parley_engine::router::{Attachment, Detach, SessionSlot};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
-use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::chat_worker::{ChatDone, ChatWorker};
-use super::codec::{DecodeError, Version};
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
 use super::sessions::{SessionHandle, SessionInfo, TransportKind};
@@ -23,14 +34,19 @@ use crate::metrics::{DisconnectReason, Limit, OutKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The client sent DISCONNECT.
-    Client { publish_will: bool },
+    Client {
+        publish_will: bool,
+        session_expiry: Option<u32>,
+    },
     /// The socket closed or failed without DISCONNECT.
     Network,
-    /// Nothing arrived for 1.5 x keep-alive.
+    /// Nothing arrived for 1.5 x keep-alive, or a packet was left unfinished.
     KeepAlive,
+    /// The client stopped reading: a write stalled past its bound.
+    StalledWriter,
     /// The client broke the protocol.
     Protocol(DisconnectReasonCode),
-    /// The router dropped the link: another connection took the session over.
+    /// Another connection took the session over.
     TakenOver,
     /// Parley is shutting down.
     Shutdown,
@@ -46,12 +62,25 @@ impl End {
         match self {
             End::Client { .. } => DisconnectReason::Client,
             End::Network => DisconnectReason::Network,
-            End::KeepAlive => DisconnectReason::KeepAlive,
+            End::KeepAlive | End::StalledWriter => DisconnectReason::KeepAlive,
             End::Protocol(_) => DisconnectReason::ProtocolError,
             End::TakenOver => DisconnectReason::TakenOver,
             End::Shutdown => DisconnectReason::Shutdown,
             End::Kicked => DisconnectReason::Kicked,
             End::RateLimited => DisconnectReason::RateLimited,
+        }
+    }
+
+    /// What MQTT 5 clients are told before the socket closes.
+    fn reason(self) -> Option<DisconnectReasonCode> {
+        match self {
+            End::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
+            End::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
+            End::KeepAlive | End::StalledWriter => Some(DisconnectReasonCode::KeepAliveTimeout),
+            End::Kicked => Some(DisconnectReasonCode::AdministrativeAction),
+            End::RateLimited => Some(DisconnectReasonCode::MessageRateTooHigh),
+            End::Protocol(code) => Some(code),
+            End::Client { .. } | End::Network => None,
         }
     }
 }
@@ -62,7 +91,7 @@ pub async fn serve<S>(
     mut stream: S,
     peer: std::net::SocketAddr,
     transport: TransportKind,
-    ctx: std::sync::Arc<MqttContext>,
+    ctx: Arc<MqttContext>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -91,6 +120,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Above this, an idle buffer's memory is given back.
+const KEEP_BUFFER: usize = 8 * 1024;
+
+/// A publisher paused until the subscribers it filled drain.
+struct Pause {
+    congested: Vec<Arc<SessionSlot>>,
+    until: Instant,
+}
+
 async fn run<S>(mut stream: S, session: Session, registration: SessionHandle, ctx: &MqttContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -98,81 +136,88 @@ where
     let Session {
         principal,
         codec,
-        mut link,
-        router_client_id,
+        attachment,
+        session_expiry,
         keep_alive,
-        will,
         leftover,
+        resend,
     } = session;
     let user = principal.user.clone();
     let client_id = principal.client_id.clone();
     let mut inbound = InboundState::new(
         principal,
         codec.version(),
+        ctx.router.clone(),
+        attachment.clone(),
+        session_expiry,
         ctx.metrics.clone(),
         ctx.limits.publishes(),
     );
     let mut byte_budget = ctx.limits.byte_budget();
-    let mut chat = ChatWorker::start(ctx.chat.clone(), ctx.metrics.clone(), user.clone());
+    let mut chat: Option<ChatWorker> = None;
     let mut chat_done: Vec<ChatDone> = Vec::new();
     let mut rbuf = leftover;
-    let mut wbuf = BytesMut::with_capacity(4096);
+    let mut wbuf = resend;
     let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let write_limit =
+        idle_limit.unwrap_or_else(|| Duration::from_millis(ctx.config.write_timeout_ms));
+    let packet_limit = Duration::from_millis(ctx.config.packet_timeout_ms);
     let mut deadline = idle_limit.map(|d| Instant::now() + d);
+    let mut packet_deadline: Option<Instant> = None;
+    let mut pause: Option<Pause> = None;
     let shutdown = ctx.shutdown.clone();
+    let pause_limit = Duration::from_millis(ctx.config.max_publisher_pause_ms);
 
     let end = 'conn: loop {
         let mut fx = Effects::default();
         // Acknowledge the chat publishes the worker has finished, in order.
         for done in chat_done.drain(..) {
             if !inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx) {
-                warn!(%user, %client_id, "closing: a message could not be stored and 3.1.1 cannot say so");
+                warn!(%user, %client_id, ack = ?done.ack, "closing: a message was not stored and 3.1.1 cannot say so");
                 fx.close = Some(Close::ProtocolViolation(
                     DisconnectReasonCode::UnspecifiedError,
                 ));
                 break;
             }
         }
-        // Decode and act on every complete packet already buffered.
-        while fx.close.is_none() {
+        // Decode and act on every complete packet already buffered, unless
+        // paused for a subscriber to drain.
+        while fx.close.is_none() && pause.is_none() {
             match codec.decode(&mut rbuf) {
                 Ok(Some(incoming)) => {
                     inbound
                         .on_packet(incoming, &ctx.acl, &ctx.chat, &mut fx)
                         .await;
-                    if fx.close.is_some() {
-                        break;
+                    if !fx.congested.is_empty() {
+                        pause = Some(Pause {
+                            congested: std::mem::take(&mut fx.congested),
+                            until: Instant::now() + pause_limit,
+                        });
                     }
                 }
                 Ok(None) => break,
-                Err(DecodeError::TooLarge(n)) => {
-                    warn!(%user, %client_id, size = n, "packet too large");
-                    fx.close = Some(Close::ProtocolViolation(
-                        DisconnectReasonCode::PacketTooLarge,
-                    ));
-                    break;
-                }
-                Err(DecodeError::Malformed(e)) => {
-                    warn!(%user, %client_id, error = %e, "malformed packet");
-                    fx.close = Some(Close::ProtocolViolation(
-                        DisconnectReasonCode::MalformedPacket,
-                    ));
+                Err(e) => {
+                    warn!(%user, %client_id, error = %e, "bad packet");
+                    if matches!(e, DecodeError::TooLarge(_)) {
+                        ctx.metrics.limited(Limit::PacketSize);
+                    }
+                    fx.close = Some(Close::ProtocolViolation(e.reason_code()));
                     break;
                 }
             }
         }
+        // A packet left half-read must be finished in time.
+        packet_deadline = match (rbuf.is_empty(), packet_deadline) {
+            (true, _) => None,
+            (false, Some(d)) => Some(d),
+            (false, None) => Some(Instant::now() + packet_limit),
+        };
         for pending in std::mem::take(&mut fx.chat) {
-            if !chat.submit(pending).await {
+            let worker = chat.get_or_insert_with(|| {
+                ChatWorker::start(ctx.chat.clone(), ctx.metrics.clone(), user.clone())
+            });
+            if !worker.submit(pending).await {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
-            }
-        }
-        if !fx.to_router.is_empty() {
-            let last = fx.to_router.pop();
-            link.tx.buffer().extend(fx.to_router.drain(..));
-            if let Some(last) = last {
-                if link.tx.send(last).await.is_err() {
-                    break 'conn End::TakenOver;
-                }
             }
         }
         for packet in fx.to_client.drain(..) {
@@ -180,13 +225,23 @@ where
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
         }
-        if !wbuf.is_empty() && write_all(&mut stream, &mut wbuf).await.is_err() {
-            break 'conn End::Network;
+        if !transmit(ctx, &attachment, &mut wbuf) {
+            break 'conn End::TakenOver;
+        }
+        match flush(&mut stream, &mut wbuf, write_limit).await {
+            Ok(()) => {}
+            Err(Flush::Stalled) => break 'conn End::StalledWriter,
+            Err(Flush::Failed) => break 'conn End::Network,
         }
         match fx.close {
-            Some(Close::ClientDisconnect { publish_will }) => {
+            Some(Close::ClientDisconnect {
+                publish_will,
+                session_expiry,
+            }) => {
                 // Answer what the client published before its DISCONNECT.
-                chat.settle(&mut chat_done).await;
+                if let Some(worker) = chat.as_mut() {
+                    worker.settle(&mut chat_done).await;
+                }
                 let mut fx = Effects::default();
                 for done in chat_done.drain(..) {
                     inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx);
@@ -194,20 +249,54 @@ where
                 for packet in fx.to_client {
                     codec.encode(packet, &mut wbuf).ok();
                 }
-                write_all(&mut stream, &mut wbuf).await.ok();
-                break 'conn End::Client { publish_will };
+                flush(&mut stream, &mut wbuf, write_limit).await.ok();
+                break 'conn End::Client {
+                    publish_will,
+                    session_expiry,
+                };
             }
             Some(Close::ProtocolViolation(code)) => break 'conn End::Protocol(code),
+            Some(Close::TakenOver) => break 'conn End::TakenOver,
             None => {}
         }
-
-        rbuf.reserve(4096);
+        if pause.as_ref().is_some_and(|p| Instant::now() >= p.until) {
+            end_pause(pause.take());
+            // The client was not read while paused: its timers restart.
+            deadline = idle_limit.map(|d| Instant::now() + d);
+            packet_deadline = None;
+            continue;
+        }
+        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+            rbuf = BytesMut::new();
+        }
+        if wbuf.capacity() > KEEP_BUFFER {
+            wbuf = BytesMut::new();
+        }
+        let chat_busy = chat.as_ref().is_some_and(ChatWorker::is_busy);
+        if chat.is_some() && !chat_busy {
+            // No chat work left: give the worker task back until the next chat publish.
+            if let Some(worker) = chat.take() {
+                worker.close().await;
+            }
+        }
+        let read_deadline = earliest(deadline, packet_deadline);
         tokio::select! {
             _ = shutdown.cancelled() => break 'conn End::Shutdown,
             _ = registration.kicked() => break 'conn End::Kicked,
-            _ = chat.finished(&mut chat_done) => {}
-            _ = sleep_until(deadline) => break 'conn End::KeepAlive,
-            read = stream.read_buf(&mut rbuf) => match read {
+            _ = chat_finished(&mut chat, &mut chat_done) => {}
+            _ = sleep_until(read_deadline), if pause.is_none() => break 'conn End::KeepAlive,
+            _ = attachment.ready() => {
+                if !attachment.is_current() {
+                    break 'conn End::TakenOver;
+                }
+            }
+            _ = drained(&pause) => {
+                end_pause(pause.take());
+                // The client was not read while paused: its timers restart.
+                deadline = idle_limit.map(|d| Instant::now() + d);
+                packet_deadline = None;
+            }
+            read = stream.read_buf(&mut rbuf), if pause.is_none() => match read {
                 Ok(0) | Err(_) => break 'conn End::Network,
                 Ok(n) => {
                     if byte_budget.as_mut().is_some_and(|budget| !budget.spend(n)) {
@@ -218,96 +307,101 @@ where
                     deadline = idle_limit.map(|d| Instant::now() + d);
                 }
             },
-            notification = link.rx.next() => {
-                let mut next = notification;
-                loop {
-                    match next {
-                        Err(_) => break 'conn End::TakenOver,
-                        Ok(None) => {}
-                        Ok(Some(Notification::Unschedule)) => {
-                            if link.rx.wake().await.is_err() {
-                                break 'conn End::TakenOver;
-                            }
-                        }
-                        Ok(Some(notification)) => {
-                            let packet = match Option::<Packet>::from(notification) {
-                                Some(Packet::SubAck(ack, props)) => Some(Packet::SubAck(inbound.on_router_suback(ack), props)),
-                                other => other,
-                            };
-                            if let Some(packet) = packet {
-                                if let Packet::Publish(publish, _) = &packet {
-                                    ctx.metrics.message_out(OutKind::of(&publish.topic, &publish.payload));
-                                }
-                                let router_disconnect = matches!(packet, Packet::Disconnect(..));
-                                if codec.encode(packet, &mut wbuf).is_err() {
-                                    break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
-                                }
-                                if router_disconnect {
-                                    write_all(&mut stream, &mut wbuf).await.ok();
-                                    break 'conn End::Protocol(DisconnectReasonCode::UnspecifiedError);
-                                }
-                            }
-                        }
-                    }
-                    // Drain what the router has ready so it goes out in one write.
-                    match link.rx.next().now_or_never() {
-                        Some(n) => next = n,
-                        None => break,
-                    }
-                }
-                if write_all(&mut stream, &mut wbuf).await.is_err() {
-                    break 'conn End::Network;
-                }
-            }
         }
     };
 
+    if end == End::StalledWriter {
+        ctx.metrics.limited(Limit::StalledWriter);
+    }
     // Tell the client why, where MQTT 5 lets the server say so.
-    let reason = match end {
-        End::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
-        End::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
-        End::KeepAlive => Some(DisconnectReasonCode::KeepAliveTimeout),
-        End::Kicked => Some(DisconnectReasonCode::AdministrativeAction),
-        End::RateLimited => Some(DisconnectReasonCode::MessageRateTooHigh),
-        End::Protocol(code) => Some(code),
-        End::Client { .. } | End::Network => None,
-    };
-    if let (Some(reason_code), Version::V5) = (reason, codec.version()) {
+    if let (Some(reason_code), Version::V5, false) =
+        (end.reason(), codec.version(), end == End::StalledWriter)
+    {
         let packet = Packet::Disconnect(Disconnect { reason_code }, None);
         if codec.encode(packet, &mut wbuf).is_ok() {
-            write_all(&mut stream, &mut wbuf).await.ok();
+            flush(&mut stream, &mut wbuf, Duration::from_secs(1))
+                .await
+                .ok();
         }
     }
     stream.shutdown().await.ok();
 
-    // Close the router side; a link the router already dropped must not be
-    // touched again (its connection id may belong to someone else now).
-    if end != End::TakenOver {
-        let bye = Packet::Disconnect(
-            Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            },
-            None,
-        );
-        link.tx.send(bye).await.ok();
-    }
-
-    let fire_will = match end {
-        End::Client { publish_will } => publish_will,
-        End::Shutdown => false,
-        _ => true,
+    let (publish_will, session_expiry) = match end {
+        End::Client {
+            publish_will,
+            session_expiry,
+        } => (publish_will, session_expiry),
+        End::Shutdown | End::TakenOver => (false, None),
+        _ => (true, None),
     };
     // Publishes already received are still handled (and stored) before the
     // connection's task ends, so a shutdown waits for them.
-    chat.close().await;
+    if let Some(worker) = chat {
+        worker.close().await;
+    }
+    let detach = Detach {
+        publish_will,
+        session_expiry_secs: session_expiry,
+    };
+    ctx.router
+        .detach(&attachment, detach, std::time::Instant::now());
     ctx.chat.presence.disconnected(&user);
     ctx.metrics.disconnected(end.metric());
     drop(registration);
-    if let (true, Some(will)) = (fire_will, will) {
-        ctx.wills
-            .fire(router_client_id, will, ctx.publisher.clone());
+    info!(%user, %client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
+}
+
+/// Moves what the session has due into `wbuf`; `false` if the attachment
+/// is no longer current.
+fn transmit(ctx: &MqttContext, attachment: &Attachment, wbuf: &mut BytesMut) -> bool {
+    let now = std::time::Instant::now();
+    let metrics = &ctx.metrics;
+    ctx.router
+        .with_session(attachment, |session| {
+            while session.wants_transmit() && wbuf.len() < 256 * 1024 {
+                session.poll_transmit(now, wbuf, |m| {
+                    metrics.message_out(OutKind::of(m.topic.as_bytes(), &m.payload))
+                });
+            }
+        })
+        .is_some()
+}
+
+async fn chat_finished(chat: &mut Option<ChatWorker>, into: &mut Vec<ChatDone>) {
+    match chat {
+        Some(worker) => worker.finished(into).await,
+        None => std::future::pending().await,
     }
-    info!(%user, %client_id, ended = ?end, denied_publishes = inbound.denied_publishes, "disconnected");
+}
+
+/// Ends a pause; the subscribers that did not drain in time no longer slow
+/// publishers until they do.
+fn end_pause(pause: Option<Pause>) {
+    if let Some(p) = pause {
+        if Instant::now() >= p.until {
+            p.congested.iter().for_each(|s| s.pause_expired());
+        }
+    }
+}
+
+async fn drained(pause: &Option<Pause>) {
+    match pause {
+        Some(p) => {
+            let all = futures::future::join_all(p.congested.iter().map(|s| s.drained()));
+            tokio::select! {
+                _ = all => {}
+                _ = tokio::time::sleep_until(p.until) => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -317,18 +411,31 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn write_all<S: AsyncWrite + Unpin>(
+/// Why a flush failed.
+enum Flush {
+    /// The client did not take the bytes within the write bound.
+    Stalled,
+    /// The socket failed.
+    Failed,
+}
+
+async fn flush<S: AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-) -> std::io::Result<()> {
+    limit: Duration,
+) -> Result<(), Flush> {
     if buf.is_empty() {
         return Ok(());
     }
-    let result = async {
+    let write = async {
         stream.write_all(buf).await?;
         stream.flush().await
-    }
-    .await;
+    };
+    let result = tokio::time::timeout(limit, write).await;
     buf.clear();
-    result
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Flush::Failed),
+        Err(_) => Err(Flush::Stalled),
+    }
 }

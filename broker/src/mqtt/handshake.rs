@@ -1,24 +1,23 @@
 //! The CONNECT exchange: protocol detection, authentication, client-id and
-//! will checks, and the router link that carries the session.
+//! will checks, and attaching the connection to its engine session.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use chat_core::acl::{authorize_publish, Principal, PublishDecision};
-use chat_core::ids::{router_client_id, validate_client_id};
+use chat_core::ids::router_client_id;
 use chat_core::topics::validate_topic_name;
-use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
-};
+use parley_engine::codec::{detect_version, Codec, HandshakeError, Version};
+use parley_engine::message::{ForwardedProperties, Message, QoS};
+use parley_engine::router::{Attachment, ConnectRequest, Detach, Will};
+use parley_engine::session::ConnectionParams;
+use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use super::codec::{detect_version, Codec, HandshakeError, Version};
-use super::will::Will;
 use super::MqttContext;
 use crate::auth::AuthError;
 use crate::metrics::{AuthFailure, AuthVia, HandshakeFailure, Limit};
-use crate::router::{Link, LinkRequest};
 
 /// A connection that passed CONNECT.
 pub struct Session {
@@ -26,16 +25,16 @@ pub struct Session {
     pub principal: Principal,
     /// The codec of the negotiated version.
     pub codec: Codec,
-    /// The router link of this session.
-    pub link: Link,
-    /// The router-level client id (`{user}~{client id}`).
-    pub router_client_id: String,
+    /// The connection's hold on its engine session.
+    pub attachment: Attachment,
+    /// The session expiry granted, in seconds.
+    pub session_expiry: u32,
     /// Keep-alive in seconds (0 = none).
     pub keep_alive: u16,
-    /// The will to publish on an abnormal end.
-    pub will: Option<Will>,
     /// Bytes already read past the CONNECT packet.
     pub leftover: BytesMut,
+    /// In-flight deliveries of a resumed session, encoded for resending.
+    pub resend: BytesMut,
 }
 
 /// Why a connection did not get past CONNECT.
@@ -64,7 +63,7 @@ pub enum Refused {
 }
 
 /// Reads CONNECT from `stream` (a connection from `peer`), applies the
-/// per-address connect rate, authenticates, opens the router link and sends
+/// per-address connect rate, authenticates, attaches the engine session and sends
 /// CONNACK. Every refusal is counted in the node's metrics.
 pub async fn handshake<S>(
     stream: &mut S,
@@ -124,7 +123,7 @@ where
             auth_failed(AuthFailure::NoCredentials);
             return Err(refuse(bad_credentials(v5), "no username".into()));
         };
-        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password).await {
+        let user = match ctx.auth.authenticate_mqtt(&login.username, &login.password, peer.ip()).await {
             Ok(user) => user,
             Err(AuthError::BadCredentials) => {
                 auth_failed(AuthFailure::BadCredentials);
@@ -136,25 +135,34 @@ where
             }
             Err(AuthError::Unavailable(e)) => {
                 auth_failed(AuthFailure::Unavailable);
-                return Err(refuse(ConnectReturnCode::ServiceUnavailable, format!("account store unavailable: {e}")))
+                return Err(refuse(ConnectReturnCode::ServerUnavailable, format!("account store unavailable: {e}")))
             }
         };
 
-        let session_expiry = props.as_ref().and_then(|p| p.session_expiry_interval).unwrap_or(0);
-        // MQTT 5 keeps a session after disconnect when Session Expiry > 0;
-        // 3.1.1 does so when Clean Session is 0.
-        let persistent = if v5 { session_expiry > 0 } else { !connect.clean_session };
+        let session_expiry = if v5 {
+            props.as_ref().and_then(|p| p.session_expiry_interval).unwrap_or(0)
+        } else if connect.clean_session {
+            0
+        } else {
+            u32::MAX
+        };
+        let persistent = session_expiry > 0;
         let mut assigned = None;
         let client_id = if connect.client_id.is_empty() {
-            if !connect.clean_session {
+            if !v5 && !connect.clean_session {
                 return Err(refuse(ConnectReturnCode::ClientIdentifierNotValid, "empty client id with a persistent session".into()));
             }
             let id = random_client_id();
             assigned = Some(id.clone());
             id
         } else {
-            validate_client_id(&connect.client_id)
-                .map_err(|e| refuse(ConnectReturnCode::ClientIdentifierNotValid, format!("client id {:?}: {e}", connect.client_id)))?;
+            if connect.client_id.len() > ctx.config.max_client_id_bytes {
+                ctx.metrics.limited(Limit::ClientIdLength);
+                return Err(refuse(ConnectReturnCode::ClientIdentifierNotValid, format!("client id of {} bytes is over the {}-byte limit", connect.client_id.len(), ctx.config.max_client_id_bytes)));
+            }
+            if connect.client_id.contains('\0') {
+                return Err(refuse(ConnectReturnCode::ClientIdentifierNotValid, "client id contains U+0000".into()));
+            }
             connect.client_id.clone()
         };
         let principal = Principal { user, client_id };
@@ -162,7 +170,8 @@ where
         let will = match will {
             None => None,
             Some(w) => {
-                let topic = std::str::from_utf8(&w.topic)
+                let topic_bytes = w.topic.clone();
+                let topic = std::str::from_utf8(&topic_bytes)
                     .map_err(|_| refuse(ConnectReturnCode::TopicNameInvalid, "will topic is not UTF-8".into()))?;
                 validate_topic_name(topic)
                     .map_err(|e| refuse(ConnectReturnCode::TopicNameInvalid, format!("will topic {topic:?}: {e}")))?;
@@ -172,13 +181,13 @@ where
                         return Err(refuse(ConnectReturnCode::NotAuthorized, format!("will topic {topic:?} not allowed")))
                     }
                 }
-                let delay = will_props.as_ref().and_then(|p| p.delay_interval).unwrap_or(0).min(session_expiry);
-                Some(Will {
-                    topic: topic.to_owned(),
-                    payload: w.message,
-                    retain: w.retain,
-                    delay: Duration::from_secs(delay.into()),
-                })
+                let message = will_message(topic, w, will_props.as_ref());
+                if message.size() > ctx.config.max_will_bytes {
+                    ctx.metrics.limited(Limit::WillSize);
+                    return Err(refuse(ConnectReturnCode::QuotaExceeded, format!("will of {} bytes is over the {}-byte limit", message.size(), ctx.config.max_will_bytes)));
+                }
+                let delay_secs = will_props.as_ref().and_then(|p| p.delay_interval).unwrap_or(0);
+                Some(Will { message, delay_secs })
             }
         };
 
@@ -188,48 +197,58 @@ where
             _ => connect.keep_alive,
         };
 
-        let router_client_id = router_client_id(&principal.user, &principal.client_id);
-        ctx.wills.cancel(&router_client_id);
-        // Counted online before the router may take an older session of the
-        // same client over, so that session's end never shows the user offline.
+        let key = router_client_id(&principal.user, &principal.client_id);
+        let params = ConnectionParams {
+            codec,
+            receive_maximum: props.as_ref().and_then(|p| p.receive_maximum).unwrap_or(u16::MAX),
+            max_packet_size: props.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX),
+            topic_alias_maximum: props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
+        };
+        // Counted online before the engine may take an older connection of the
+        // same session over, so that connection's end never shows the user offline.
         ctx.chat.presence.connected(&principal.user);
-        let mut link = ctx
-            .router
-            .connect(LinkRequest {
-                client_id: router_client_id.clone(),
-                clean_session: !persistent,
-            })
-            .await
-            .map_err(|e| {
-                ctx.chat.presence.disconnected(&principal.user);
-                refuse(ConnectReturnCode::ServerUnavailable, e.to_string())
-            })?;
+        let mut resend = BytesMut::new();
+        let connected = ctx.router.connect(
+            ConnectRequest {
+                key,
+                namespace: principal.user.as_str().to_owned(),
+                clean_start: connect.clean_session,
+                session_expiry_secs: session_expiry,
+                params,
+                will,
+            },
+            std::time::Instant::now(),
+            &mut resend,
+        );
 
-        let mut ack_props = link.connack_properties.clone().unwrap_or_default();
+        let mut ack_props = ConnAckProperties::default();
         if v5 {
             ack_props.assigned_client_identifier = assigned;
             ack_props.max_packet_size = Some(ctx.config.max_packet_size as u32);
-            ack_props.topic_alias_max = None;
+            ack_props.receive_max = Some(ctx.config.receive_maximum);
+            ack_props.topic_alias_max = Some(ctx.config.topic_alias_maximum);
             ack_props.retain_available = Some(1);
             ack_props.wildcard_subscription_available = Some(1);
+            ack_props.subscription_identifiers_available = Some(1);
             ack_props.shared_subscription_available = Some(1);
+            if connected.session_expiry_secs != session_expiry {
+                ack_props.session_expiry_interval = Some(connected.session_expiry_secs);
+            }
             if keep_alive != connect.keep_alive {
                 ack_props.server_keep_alive = Some(keep_alive);
             }
         }
         let connack = Packet::ConnAck(
             ConnAck {
-                session_present: link.connack.session_present && persistent,
+                session_present: connected.session_present && !connect.clean_session,
                 code: ConnectReturnCode::Success,
             },
             v5.then_some(ack_props),
         );
         if let Err(e) = write_packet(stream, &codec, connack).await {
-            // The client is gone before its session began: release the router side.
-            let bye = Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            };
-            link.tx.send(Packet::Disconnect(bye, None)).await.ok();
+            // The client is gone before its session began.
+            let detach = Detach { publish_will: false, session_expiry_secs: None };
+            ctx.router.detach(&connected.attachment, detach, std::time::Instant::now());
             ctx.chat.presence.disconnected(&principal.user);
             return Err(e.into());
         }
@@ -237,11 +256,11 @@ where
         Ok(Session {
             principal,
             codec,
-            link,
-            router_client_id,
+            attachment: connected.attachment,
+            session_expiry: connected.session_expiry_secs,
             keep_alive,
-            will,
             leftover: std::mem::take(&mut buf),
+            resend,
         })
     }
     .await;
@@ -318,6 +337,33 @@ pub async fn write_packet<S: AsyncWrite + Unpin>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     stream.write_all(&out).await?;
     stream.flush().await
+}
+
+/// The engine message of a CONNECT's will.
+fn will_message(
+    topic: &str,
+    will: rumqttd::protocol::LastWill,
+    props: Option<&rumqttd::protocol::LastWillProperties>,
+) -> Message {
+    Message {
+        topic: std::sync::Arc::from(topic),
+        payload: will.message,
+        qos: QoS::from_u8(will.qos as u8).unwrap_or(QoS::AtMostOnce),
+        retain: will.retain,
+        properties: props
+            .map(|p| ForwardedProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type.clone(),
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone(),
+                user_properties: p.user_properties.clone(),
+            })
+            .unwrap_or_default(),
+        // Message Expiry of a will counts from when it is published; the
+        // engine stamps nothing, so an expiring will is kept as published.
+        expires_at: None,
+        origin: None,
+    }
 }
 
 fn random_client_id() -> String {

@@ -1,6 +1,7 @@
 //! Accept loops for MQTT over TCP, TLS (rustls) and WebSocket (`/mqtt`,
 //! sub-protocol `mqtt`). Each accepted stream is served by
-//! [`connection::serve`](super::connection::serve) on its own task.
+//! [`connection::serve`](super::connection::serve) on its own task, within
+//! the `[listeners]` per-address cap and TLS / WebSocket handshake timeouts.
 
 use std::io;
 use std::path::Path;
@@ -19,7 +20,9 @@ use ws_stream_tungstenite::WsStream;
 use super::connection::serve;
 use super::sessions::TransportKind;
 use super::MqttContext;
+use crate::metrics::security::Refusal;
 use crate::metrics::HandshakeFailure;
+use tokio::time::timeout;
 
 /// The transport a listener speaks.
 #[derive(Clone)]
@@ -57,26 +60,45 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let limits = ctx.limits.listeners().clone();
+        let Some(slot) = limits.caps.admit(peer.ip()) else {
+            ctx.metrics.defended(Refusal::MqttConnectionsPerAddress);
+            debug!(%peer, "connection refused: too many from this address");
+            continue;
+        };
         tcp.set_nodelay(true).ok();
         let ctx = ctx.clone();
         let transport = transport.clone();
         tasks.spawn(async move {
+            let _slot = slot;
             match transport {
                 Transport::Tcp => serve(tcp, peer, TransportKind::Tcp, ctx).await,
-                Transport::Tls(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(tls) => serve(tls, peer, TransportKind::Tls, ctx).await,
-                    Err(e) => {
-                        ctx.metrics.handshake_failed(HandshakeFailure::Network);
-                        debug!(%peer, error = %e, "TLS handshake failed")
+                Transport::Tls(acceptor) => {
+                    match timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => serve(tls, peer, TransportKind::Tls, ctx).await,
+                        Ok(Err(e)) => {
+                            ctx.metrics.handshake_failed(HandshakeFailure::Network);
+                            debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            ctx.metrics.defended(Refusal::TlsHandshakeTimeout);
+                            debug!(%peer, "TLS handshake timed out")
+                        }
                     }
-                },
-                Transport::WebSocket { path } => match accept_websocket(tcp, &path).await {
-                    Ok(ws) => serve(ws, peer, TransportKind::WebSocket, ctx).await,
-                    Err(e) => {
-                        ctx.metrics.handshake_failed(HandshakeFailure::Network);
-                        debug!(%peer, error = %e, "WebSocket handshake failed")
+                }
+                Transport::WebSocket { path } => {
+                    match timeout(limits.ws_upgrade_timeout, accept_websocket(tcp, &path)).await {
+                        Ok(Ok(ws)) => serve(ws, peer, TransportKind::WebSocket, ctx).await,
+                        Ok(Err(e)) => {
+                            ctx.metrics.handshake_failed(HandshakeFailure::Network);
+                            debug!(%peer, error = %e, "WebSocket handshake failed")
+                        }
+                        Err(_) => {
+                            ctx.metrics.defended(Refusal::WsUpgradeTimeout);
+                            debug!(%peer, "WebSocket upgrade timed out")
+                        }
                     }
-                },
+                }
             }
         });
     }

@@ -1,15 +1,13 @@
-//! Parley's MQTT front end: listeners, the CONNECT handshake, per-connection
-//! packet handling and the bridge to rumqttd's router.
+//! Parley's MQTT front end: listeners, the CONNECT handshake and one task per
+//! connection driving its session in Parley's engine (`parley_engine`).
 
 pub mod chat_worker;
-pub mod codec;
 pub mod connection;
 pub mod handshake;
 pub mod inbound;
 pub mod listener;
-pub mod publisher;
 pub mod sessions;
-pub mod will;
+pub mod ticker;
 
 use std::sync::Arc;
 
@@ -20,10 +18,8 @@ use crate::auth::Authenticator;
 use crate::config::MqttConfig;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::router::RouterHandle;
-use publisher::ServerPublisher;
+use crate::publisher::ServerPublisher;
 use sessions::SessionRegistry;
-use will::WillRegistry;
 
 /// Everything a connection needs, shared by all connections of the node.
 pub struct MqttContext {
@@ -33,12 +29,10 @@ pub struct MqttContext {
     pub auth: Arc<Authenticator>,
     /// Plain-MQTT ACL rules from the configuration.
     pub acl: AclRules,
-    /// The embedded router.
-    pub router: RouterHandle,
-    /// Parley's own publishing link.
+    /// The engine: sessions, subscriptions, retained messages.
+    pub router: Arc<parley_engine::router::Router>,
+    /// Parley's own publishes into the engine.
     pub publisher: ServerPublisher,
-    /// Wills waiting out their delay.
-    pub wills: WillRegistry,
     /// The chat pipeline.
     pub chat: Arc<crate::chat::ChatService>,
     /// Cancelled when the node shuts down.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::codec::Version;
+use parley_engine::codec::Version;
 
 /// The transport a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

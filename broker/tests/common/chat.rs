@@ -413,6 +413,31 @@ impl ChatClient {
         self.publish_inner(topic, qos, payload, None).await
     }
 
+    /// Publishes at QoS 1 over 3.1.1 and waits for the server to close the
+    /// connection without acknowledging it (its answer to a message it did
+    /// not store, since a 3.1.1 PUBACK cannot carry a failure).
+    pub async fn publish_expect_close(&mut self, topic: &str, payload: Vec<u8>) {
+        let Conn::V4 { client, eventloop } = &mut self.conn else {
+            panic!("only 3.1.1 connections are closed instead of acknowledged")
+        };
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queue PUBLISH");
+        within("the connection to close without PUBACK", async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a))) => {
+                        panic!("a PUBACK ({a:?}) for a message that was not stored")
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Like [`ChatClient::publish`] with MQTT 5 PUBLISH properties.
     pub async fn publish_with_properties(
         &mut self,

@@ -16,6 +16,7 @@ pub mod postgres_support;
 #[allow(unused_imports)]
 pub use postgres_support::cluster as postgres;
 pub mod process;
+pub mod raw;
 pub mod shared_postgres;
 
 /// How long any single expected event may take before a test fails.
@@ -51,6 +52,16 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.mqtt.ws = any;
     config.http.listen = any;
     config.auth.jwt_secret = Some("test-secret-test-secret-test-secret-0123".into());
+    // Every test client comes from 127.0.0.1, and many tests sign users up
+    // and try wrong passwords: the per-address sign-up rate and the log-in
+    // backoff are off here; tests/security.rs turns them on.
+    config.accounts.signups_per_hour_per_address = 0.0;
+    config.login.free_failures_per_account = 0;
+    config.login.free_failures_per_address = 0;
+    // Many tests open a direct conversation from one side and expect the
+    // other side's presence, typing and keys at once: message requests are
+    // off here; tests/message_requests.rs turns them on.
+    config.chat.message_requests = false;
     config
 }
 

@@ -409,7 +409,8 @@ pub async fn flush_keeps_completed_writes(store: Arc<dyn MetadataStore>) {
 /// Expands to one `#[tokio::test]` per [`MetadataStore`] conformance check: the
 /// user checks of [`conformance::metadata`](crate::conformance::metadata), the
 /// conversation checks of [`conformance::conversations`](crate::conformance::conversations)
-/// and the push target checks of [`conformance::push_targets`](crate::conformance::push_targets).
+/// the push target checks of [`conformance::push_targets`](crate::conformance::push_targets)
+/// and the relation checks of [`conformance::relations`](crate::conformance::relations).
 ///
 /// The argument is an expression whose `.await` yields a
 /// [`MetadataFixture`](crate::conformance::metadata::MetadataFixture): an
@@ -469,6 +470,10 @@ macro_rules! metadata_conformance_tests {
             push_target_delete_removes_only_that_device,
             push_target_delete_unknown_is_not_found,
             concurrent_push_target_puts_all_land,
+        );
+        $crate::metadata_conformance_tests!(@checks relations ($fixture)
+            relations_round_trip_in_order,
+            relation_put_replaces_and_delete_removes_one,
         );
     };
 }

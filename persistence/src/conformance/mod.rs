@@ -5,7 +5,7 @@
 //! turns a suite into one `#[tokio::test]` per check for a backend's test file:
 //!
 //! - [`metadata`] (users), [`conversations`] (conversations, members, read
-//!   cursors) and [`push_targets`]: every [`MetadataStore`](crate::MetadataStore), via
+//!   cursors), [`push_targets`] and [`relations`]: every [`MetadataStore`](crate::MetadataStore), via
 //!   [`metadata_conformance_tests!`](crate::metadata_conformance_tests).
 //! - [`history`]: every [`HistoryStore`](crate::HistoryStore), via
 //!   [`history_conformance_tests!`](crate::history_conformance_tests).
@@ -31,5 +31,6 @@ pub mod metadata;
 mod names;
 pub mod offline;
 pub mod push_targets;
+pub mod relations;
 
 pub use names::{unique_conversation_id, unique_node_id, unique_username};

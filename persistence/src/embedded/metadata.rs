@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::{conversations, push_targets, read_cursors, users, EmbeddedStore};
+use super::{conversations, push_targets, read_cursors, relations, users, EmbeddedStore};
 use crate::{
-    ConversationRecord, MetadataStore, NewUser, PushTarget, ReadCursor, StoreError, UserRecord,
+    ConversationRecord, MetadataStore, NewUser, PushTarget, ReadCursor, Relation, RelationRecord,
+    StoreError, UserRecord,
 };
 
 #[async_trait]
@@ -91,6 +92,28 @@ impl MetadataStore for EmbeddedStore {
     async fn delete_push_target(&self, user: &str, device_id: &str) -> Result<(), StoreError> {
         let (user, device_id) = (user.to_owned(), device_id.to_owned());
         self.run_blocking(move |db| push_targets::delete(db, &user, &device_id))
+            .await
+    }
+
+    async fn put_relation(&self, record: RelationRecord) -> Result<(), StoreError> {
+        self.run_blocking(move |db| relations::put(db, record))
+            .await
+    }
+
+    async fn relations_of(&self, user: &str) -> Result<Vec<RelationRecord>, StoreError> {
+        let user = user.to_owned();
+        self.run_blocking(move |db| relations::of_user(db, &user))
+            .await
+    }
+
+    async fn delete_relation(
+        &self,
+        user: &str,
+        other: &str,
+        relation: Relation,
+    ) -> Result<(), StoreError> {
+        let (user, other) = (user.to_owned(), other.to_owned());
+        self.run_blocking(move |db| relations::delete(db, &user, &other, relation))
             .await
     }
 }

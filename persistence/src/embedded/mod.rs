@@ -37,6 +37,7 @@ mod offline;
 mod push_target_codec;
 mod push_targets;
 mod read_cursors;
+mod relations;
 mod user_codec;
 mod users;
 
@@ -156,6 +157,7 @@ fn create_tables(db: &Database) -> Result<(), Failure> {
     delivered::create_table(&tx)?;
     messages::create_tables(&tx)?;
     push_targets::create_table(&tx)?;
+    relations::create_table(&tx)?;
     keys::create_tables(&tx)?;
     tx.commit()?;
     Ok(())

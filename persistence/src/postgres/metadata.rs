@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::{conversations, push_targets, read_cursors, users, PostgresStore};
+use super::{conversations, push_targets, read_cursors, relations, users, PostgresStore};
 use crate::{
-    ConversationRecord, MetadataStore, NewUser, PushTarget, ReadCursor, StoreError, UserRecord,
+    ConversationRecord, MetadataStore, NewUser, PushTarget, ReadCursor, Relation, RelationRecord,
+    StoreError, UserRecord,
 };
 
 #[async_trait]
@@ -116,6 +117,32 @@ impl MetadataStore for PostgresStore {
     async fn delete_push_target(&self, user: &str, device_id: &str) -> Result<(), StoreError> {
         self.timed("deleting a push target", async {
             push_targets::delete(&self.client().await?, user, device_id).await
+        })
+        .await
+    }
+
+    async fn put_relation(&self, record: RelationRecord) -> Result<(), StoreError> {
+        self.timed("storing a relation", async {
+            relations::put(&self.client().await?, &record).await
+        })
+        .await
+    }
+
+    async fn relations_of(&self, user: &str) -> Result<Vec<RelationRecord>, StoreError> {
+        self.timed("listing relations", async {
+            relations::list(&self.client().await?, user).await
+        })
+        .await
+    }
+
+    async fn delete_relation(
+        &self,
+        user: &str,
+        other: &str,
+        relation: Relation,
+    ) -> Result<(), StoreError> {
+        self.timed("deleting a relation", async {
+            relations::delete(&self.client().await?, user, other, relation).await
         })
         .await
     }

@@ -38,10 +38,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "node_leases",
         sql: include_str!("migrations/0002_node_leases.sql"),
     },
+    Migration {
+        version: 3,
+        name: "user_relations",
+        sql: include_str!("migrations/0003_user_relations.sql"),
+    },
 ];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;

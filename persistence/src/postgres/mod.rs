@@ -40,6 +40,7 @@ mod offline;
 mod pool;
 mod push_targets;
 mod read_cursors;
+mod relations;
 mod users;
 
 use std::future::Future;

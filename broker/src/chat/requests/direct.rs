@@ -21,6 +21,8 @@ impl ChatService {
         let id =
             ConversationId::direct(user, &peer).map_err(|e| ChatError::invalid(e.to_string()))?;
         let record = self.open_conversation(user, &id).await?;
+        // Opening the conversation is consent to talk with the peer.
+        self.accept(user, &peer).await?;
         let last_seq = self.stores.history.last_seq(id.as_str()).await?;
         Ok(Answer::Conversation(conversation_proto(&record, last_seq)))
     }

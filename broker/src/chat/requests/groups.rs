@@ -25,6 +25,7 @@ impl ChatService {
         r: CreateGroup,
     ) -> Result<Answer, ChatError> {
         let members = self.existing_users(&r.members).await?;
+        self.check_group_consent(user, &members).await?;
         let conv = create_group(user, &r.name, &members, self.config.max_group_size)
             .map_err(membership_error)?;
         let mut random = [0u8; 10];
@@ -72,6 +73,7 @@ impl ChatService {
         r: AddMembers,
     ) -> Result<Answer, ChatError> {
         let users = self.existing_users(&r.users).await?;
+        self.check_group_consent(user, &users).await?;
         self.change_group(user, &r.conversation_id, || Ok(GroupOp::Add(users.clone())))
             .await
     }

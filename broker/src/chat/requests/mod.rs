@@ -71,6 +71,12 @@ impl ChatService {
             Op::LeaveGroup(r) => self.leave_group(user, r).await,
             Op::OpenDirect(r) => self.open_direct(user, r).await,
             Op::GetConversation(r) => self.get_conversation(user, r).await,
+            Op::BlockUser(r) => self.block_user(user, r).await,
+            Op::UnblockUser(r) => self.unblock_user(user, r).await,
+            Op::ListBlocks(r) => self.list_blocks(user, r).await,
+            Op::AcceptRequest(r) => self.accept_request(user, r).await,
+            Op::SetGroupConsent(r) => self.set_group_consent(user, r).await,
+            Op::ReportConversation(r) => self.report_conversation(user, r).await,
         }
     }
 }

@@ -1,0 +1,420 @@
+//! Message requests and blocking (`chat.message_requests`), on chat-core's
+//! [`consent`](chat_core::consent) rules and the store's relations: who
+//! accepted and who blocked whom, cached per user for a moment.
+//!
+//! - A message in a direct conversation from someone the recipient has not
+//!   accepted (and shares no group with) is a *request*: stored and put on
+//!   the recipient's inbox, pushed only if it is the conversation's first
+//!   message; the sender gets none of the recipient's presence, typing,
+//!   receipts or keys until the recipient accepts (`AcceptRequest`), replies
+//!   or opens the conversation (`OpenDirect`).
+//! - A user may ask to be added to groups only by users they accepted
+//!   (`SetGroupConsent`); a blocked user can never add the blocker.
+//! - Members report a conversation (`ReportConversation`); the node keeps
+//!   the last 1000 reports for the admin API (`GET /v1/admin/reports`).
+//! - A message from a blocked sender is refused with `ERROR_CODE_NOT_FOUND`
+//!   ("no user ..."), the answer for a user who does not exist, so the
+//!   sender cannot tell a block from a deleted account.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_core::consent::{self, DirectSend, Stance};
+use chat_core::ids::{ConversationId, UserId};
+use parley_proto::v1::{
+    response::Result as Answer, AcceptRequest, BlockUser, Empty, ErrorCode, ListBlocks,
+    ReportConversation, SetGroupConsent, UnblockUser, UserList,
+};
+use persistence::{ConversationRecord, Relation, RelationRecord, StoreError};
+
+use super::{now_ms, ChatError, ChatService};
+
+/// How long a user's relations are read from the cache rather than the store
+/// (a change made on another node of a cluster takes at most this long here).
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Most users whose relations are cached; past it the cache starts over.
+const CACHE_MAX: usize = 100_000;
+
+/// One user's relations and when they were read.
+type Cached = (Instant, Arc<Vec<RelationRecord>>);
+
+/// Users' relations, cached briefly.
+#[derive(Default)]
+pub(super) struct RelationCache {
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+impl RelationCache {
+    fn get(&self, user: &str) -> Option<Arc<Vec<RelationRecord>>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(user)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, relations)| relations.clone())
+    }
+
+    fn put(&self, user: &str, relations: Arc<Vec<RelationRecord>>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(user.to_owned(), (Instant::now(), relations));
+    }
+
+    fn forget(&self, user: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(user);
+    }
+}
+
+/// The other user of a direct conversation record, if it is one.
+fn direct_peer(record: &ConversationRecord, user: &UserId) -> Option<UserId> {
+    let (a, b) = ConversationId::parse(&record.id).ok()?.direct_members()?;
+    Some(if &a == user { b } else { a })
+}
+
+impl ChatService {
+    /// Whether message requests and blocking are on.
+    fn requests_on(&self) -> bool {
+        self.config.message_requests
+    }
+
+    /// `user`'s relations (cached).
+    async fn relations(&self, user: &UserId) -> Result<Arc<Vec<RelationRecord>>, StoreError> {
+        if let Some(cached) = self.relations.get(user.as_str()) {
+            return Ok(cached);
+        }
+        let loaded = Arc::new(self.stores.metadata.relations_of(user.as_str()).await?);
+        self.relations.put(user.as_str(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// What `user` decided about `other`.
+    pub(super) async fn stance(&self, user: &UserId, other: &UserId) -> Result<Stance, StoreError> {
+        let relations = self.relations(user).await?;
+        let about = |relation| {
+            relations
+                .iter()
+                .any(|r| r.other == other.as_str() && r.relation == relation)
+        };
+        Ok(Stance {
+            accepted: about(Relation::Accepted),
+            blocked: about(Relation::Blocked),
+        })
+    }
+
+    /// Records `user`'s decision about `other`.
+    async fn decide(
+        &self,
+        user: &UserId,
+        other: &UserId,
+        relation: Relation,
+    ) -> Result<(), StoreError> {
+        self.stores
+            .metadata
+            .put_relation(RelationRecord {
+                user: user.to_string(),
+                other: other.to_string(),
+                relation,
+                at_ms: now_ms(),
+            })
+            .await?;
+        self.relations.forget(user.as_str());
+        Ok(())
+    }
+
+    /// Records that `user` accepts `other`, unless already recorded.
+    pub(super) async fn accept(&self, user: &UserId, other: &UserId) -> Result<(), StoreError> {
+        if !self.requests_on() || self.stance(user, other).await?.accepted {
+            return Ok(());
+        }
+        self.decide(user, other, Relation::Accepted).await
+    }
+
+    /// Whether `a` and `b` share a group (not just their direct conversation).
+    async fn share_group(&self, a: &UserId, b: &UserId) -> Result<(bool, bool), StoreError> {
+        let theirs: std::collections::HashSet<String> = self
+            .stores
+            .metadata
+            .conversations_of(b.as_str())
+            .await?
+            .into_iter()
+            .collect();
+        let mut group = false;
+        let mut direct = false;
+        for id in self.stores.metadata.conversations_of(a.as_str()).await? {
+            if theirs.contains(&id) {
+                match ConversationId::parse(&id)
+                    .ok()
+                    .and_then(|c| c.direct_members())
+                {
+                    Some(_) => direct = true,
+                    None => group = true,
+                }
+            }
+        }
+        Ok((group, direct))
+    }
+
+    /// Whether `viewer` may see `owner`'s presence and fetch `owner`'s keys:
+    /// they share a conversation, and (with message requests on) `owner`
+    /// consents to `viewer` and has not blocked them.
+    pub async fn shares_conversation(
+        &self,
+        viewer: &UserId,
+        owner: &UserId,
+    ) -> Result<bool, StoreError> {
+        let (group, direct) = self.share_group(viewer, owner).await?;
+        if !self.requests_on() {
+            return Ok(group || direct);
+        }
+        let stance = self.stance(owner, viewer).await?;
+        Ok(consent::may_observe(stance, group, direct))
+    }
+
+    /// What happens to `sender`'s message in `record`: delivered, delivered
+    /// as a request, or refused (blocked). Sending is the sender's consent.
+    pub(super) async fn direct_send(
+        &self,
+        sender: &UserId,
+        record: &ConversationRecord,
+    ) -> Result<DirectSend, ChatError> {
+        let Some(recipient) = direct_peer(record, sender).filter(|_| self.requests_on()) else {
+            return Ok(DirectSend::Deliver);
+        };
+        let stance = self.stance(&recipient, sender).await?;
+        let verdict = if stance.blocked || stance.accepted {
+            consent::direct_send(stance, false)
+        } else {
+            consent::direct_send(stance, self.share_group(sender, &recipient).await?.0)
+        };
+        match verdict {
+            DirectSend::Refuse => {
+                tracing::info!(%sender, %recipient, "message from a blocked sender refused");
+                return Err(
+                    ChatError::new(ErrorCode::NotFound, format!("no user {recipient}"))
+                        .in_conversation(&record.id),
+                );
+            }
+            DirectSend::Request | DirectSend::Deliver => self.accept(sender, &recipient).await?,
+        }
+        Ok(verdict)
+    }
+
+    /// Whether typing indicators and receipts of `user` in `record` reach the
+    /// other member: always in groups; in a direct conversation once both
+    /// consent to each other.
+    pub(super) async fn activity_flows(
+        &self,
+        user: &UserId,
+        record: &ConversationRecord,
+    ) -> Result<bool, StoreError> {
+        let Some(peer) = direct_peer(record, user).filter(|_| self.requests_on()) else {
+            return Ok(true);
+        };
+        Ok(consent::direct_activity(
+            self.stance(user, &peer).await?,
+            self.stance(&peer, user).await?,
+        ))
+    }
+
+    pub(super) async fn block_user(
+        &self,
+        user: &UserId,
+        r: BlockUser,
+    ) -> Result<Answer, ChatError> {
+        let other = parse_other(user, &r.user)?;
+        self.decide(user, &other, Relation::Blocked).await?;
+        tracing::info!(%user, blocked = %other, "user blocked");
+        Ok(Answer::Ok(Empty {}))
+    }
+
+    pub(super) async fn unblock_user(
+        &self,
+        user: &UserId,
+        r: UnblockUser,
+    ) -> Result<Answer, ChatError> {
+        let other = parse_other(user, &r.user)?;
+        match self
+            .stores
+            .metadata
+            .delete_relation(user.as_str(), other.as_str(), Relation::Blocked)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::NotFound(_)) => {
+                return Err(ChatError::new(
+                    ErrorCode::NotFound,
+                    format!("{other} is not blocked"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.relations.forget(user.as_str());
+        Ok(Answer::Ok(Empty {}))
+    }
+
+    pub(super) async fn list_blocks(
+        &self,
+        user: &UserId,
+        _r: ListBlocks,
+    ) -> Result<Answer, ChatError> {
+        let users = self
+            .stores
+            .metadata
+            .relations_of(user.as_str())
+            .await?
+            .into_iter()
+            .filter(|r| r.relation == Relation::Blocked)
+            .map(|r| r.other)
+            .collect();
+        Ok(Answer::Users(UserList { users }))
+    }
+
+    pub(super) async fn accept_request(
+        &self,
+        user: &UserId,
+        r: AcceptRequest,
+    ) -> Result<Answer, ChatError> {
+        let other = parse_other(user, &r.peer)?;
+        if !self.stance(user, &other).await?.accepted {
+            self.decide(user, &other, Relation::Accepted).await?;
+        }
+        Ok(Answer::Ok(Empty {}))
+    }
+}
+
+impl ChatService {
+    /// Refuses adding `users` to a group by `adder` if one of them blocked
+    /// `adder` (as if they did not exist), or requires group consent and has
+    /// not accepted `adder`.
+    pub(super) async fn check_group_consent(
+        &self,
+        adder: &UserId,
+        users: &[UserId],
+    ) -> Result<(), ChatError> {
+        if !self.requests_on() {
+            return Ok(());
+        }
+        for added in users.iter().filter(|u| *u != adder) {
+            let relations = self.relations(added).await?;
+            let has = |other: &str, relation| {
+                relations
+                    .iter()
+                    .any(|r| r.other == other && r.relation == relation)
+            };
+            if has(adder.as_str(), Relation::Blocked) {
+                return Err(ChatError::new(
+                    ErrorCode::NotFound,
+                    format!("no user {added}"),
+                ));
+            }
+            if has("", Relation::GroupConsentRequired) && !has(adder.as_str(), Relation::Accepted) {
+                return Err(ChatError::new(
+                    ErrorCode::NotAllowed,
+                    format!("{added} may be added to groups only by people they accepted"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn set_group_consent(
+        &self,
+        user: &UserId,
+        r: SetGroupConsent,
+    ) -> Result<Answer, ChatError> {
+        if r.required {
+            self.stores
+                .metadata
+                .put_relation(RelationRecord {
+                    user: user.to_string(),
+                    other: String::new(),
+                    relation: Relation::GroupConsentRequired,
+                    at_ms: now_ms(),
+                })
+                .await?;
+        } else {
+            match self
+                .stores
+                .metadata
+                .delete_relation(user.as_str(), "", Relation::GroupConsentRequired)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.relations.forget(user.as_str());
+        Ok(Answer::Ok(Empty {}))
+    }
+}
+
+/// Most reports kept in memory; older ones are dropped (and stay in the log).
+const MAX_REPORTS: usize = 1000;
+
+/// Longest reason kept, in characters.
+const MAX_REASON_CHARS: usize = 1000;
+
+/// A conversation reported by a member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Who reported.
+    pub reporter: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its last seq when reported.
+    pub last_seq: u64,
+    /// The reporter's reason.
+    pub reason: String,
+    /// When, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// The reports this node received, newest last.
+#[derive(Default)]
+pub(super) struct Reports(Mutex<std::collections::VecDeque<Report>>);
+
+impl ChatService {
+    pub(super) async fn report_conversation(
+        &self,
+        user: &UserId,
+        r: ReportConversation,
+    ) -> Result<Answer, ChatError> {
+        let conv = ConversationId::parse(&r.conversation_id)
+            .map_err(|e| ChatError::invalid(format!("conversation_id: {e}")))?;
+        self.member_conversation(user, &conv).await?;
+        let report = Report {
+            reporter: user.to_string(),
+            conversation_id: conv.to_string(),
+            last_seq: self.stores.history.last_seq(conv.as_str()).await?,
+            reason: r.reason.chars().take(MAX_REASON_CHARS).collect(),
+            at_ms: now_ms(),
+        };
+        tracing::warn!(reporter = %report.reporter, conversation = %report.conversation_id,
+            last_seq = report.last_seq, reason = %report.reason, "conversation reported");
+        let mut reports = self.reports.0.lock().unwrap_or_else(|e| e.into_inner());
+        if reports.len() >= MAX_REPORTS {
+            reports.pop_front();
+        }
+        reports.push_back(report);
+        Ok(Answer::Ok(Empty {}))
+    }
+
+    /// The reports this node received (at most the last 1000), oldest first.
+    pub fn reports(&self) -> Vec<Report> {
+        let reports = self.reports.0.lock().unwrap_or_else(|e| e.into_inner());
+        reports.iter().cloned().collect()
+    }
+}
+
+/// A user named in a request, not the caller.
+fn parse_other(user: &UserId, other: &str) -> Result<UserId, ChatError> {
+    let other = UserId::parse(other).map_err(|e| ChatError::invalid(format!("user: {e}")))?;
+    if &other == user {
+        return Err(ChatError::invalid("that is you"));
+    }
+    Ok(other)
+}

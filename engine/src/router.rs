@@ -1,0 +1,917 @@
+//! The engine's shared state: every session by client key, the subscription
+//! tree and the retained store, safe to use from many threads at once.
+//!
+//! Connection tasks call in directly; there is no router thread. A publish
+//! is routed on the publisher's own thread: the tree is read under a shared
+//! lock, the matching sessions are collected, then each target's session is
+//! locked alone, the delivery queued, and the target's connection woken. No
+//! two session locks are ever held together, and the tree lock is never held
+//! while a session is locked, so routing uses every core and one client can
+//! only slow itself.
+//!
+//! Costs: a publish costs O(topic levels + matching subscriptions) under the
+//! tree's read lock, then one uncontended mutex per target. A subscribe takes
+//! the tree's write lock for O(filter levels).
+//!
+//! A connection owns an [`Attachment`] (session slot + generation). When
+//! another connection takes the session over, the generation moves on, the
+//! old attachment's [`Ready`] future resolves and every call with it is a
+//! no-op, so a taken-over connection can never touch its successor's state.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::message::{Message, QoS, RetainHandling, SessionId, SubscriptionOptions};
+use crate::retained::{RetainError, RetainedLimits, RetainedStore};
+use crate::session::{ConnectionParams, Delivery, Enqueued, Session, SessionLimits, SessionStats};
+use crate::topic::{parse_filter, ParsedFilter, TopicError};
+use crate::trie::{Matches, SubscriptionTree};
+
+/// Bounds of the whole engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// Bounds of each session.
+    pub session: SessionLimits,
+    /// Bounds of the retained store.
+    pub retained: RetainedLimits,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions_per_session: usize,
+    /// Longest session expiry granted, in seconds (also applied to 3.1.1
+    /// persistent sessions, which ask for "never").
+    pub max_session_expiry_secs: u32,
+    /// Longest will delay honoured, in seconds.
+    pub max_will_delay_secs: u32,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            session: SessionLimits::default(),
+            retained: RetainedLimits::default(),
+            max_subscriptions_per_session: 1_000,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_will_delay_secs: 24 * 3600,
+        }
+    }
+}
+
+/// A last will, as accepted at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// The message to publish (its `origin` is set by the router).
+    pub message: Message,
+    /// MQTT 5 Will Delay Interval, in seconds.
+    pub delay_secs: u32,
+}
+
+/// What a connection asks for at CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The session key (Parley: user and client id).
+    pub key: String,
+    /// Whose namespace the session is in (Parley: the user); scopes shared
+    /// groups and retained quotas.
+    pub namespace: String,
+    /// MQTT 5 Clean Start / 3.1.1 Clean Session: discard any existing session.
+    pub clean_start: bool,
+    /// How long the session outlives the connection, in seconds (0 = ends
+    /// with it; `u32::MAX` = never, capped by the configuration).
+    pub session_expiry_secs: u32,
+    /// What the client can receive.
+    pub params: ConnectionParams,
+    /// The will, if any.
+    pub will: Option<Will>,
+}
+
+/// The outcome of [`Router::connect`].
+#[derive(Debug)]
+pub struct Connected {
+    /// The connection's hold on its session.
+    pub attachment: Attachment,
+    /// Whether an existing session was resumed (CONNACK Session Present).
+    pub session_present: bool,
+    /// The session expiry granted (capped by the configuration).
+    pub session_expiry_secs: u32,
+    /// Whether a live connection of the same session was taken over.
+    pub took_over: bool,
+}
+
+/// How a connection ended, for [`Router::detach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detach {
+    /// Whether the will is published (abnormal end, or MQTT 5 reason 0x04).
+    pub publish_will: bool,
+    /// A new session expiry from an MQTT 5 DISCONNECT.
+    pub session_expiry_secs: Option<u32>,
+}
+
+/// Why a subscription was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeRefusal {
+    /// The filter is not valid (0x8F).
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(#[from] TopicError),
+    /// The session holds its maximum number of subscriptions (0x97).
+    #[error("too many subscriptions")]
+    QuotaExceeded,
+    /// No Local on a shared subscription is a protocol error (0x82).
+    #[error("No Local on a shared subscription")]
+    NoLocalOnShared,
+}
+
+/// What routing one publish did.
+#[derive(Debug, Default)]
+pub struct PublishReport {
+    /// Sessions the message was queued for.
+    pub delivered: usize,
+    /// Sessions that dropped it because their queue was full, with the
+    /// QoS it would have had (QoS 1/2 drops are losses).
+    pub dropped: Vec<(Arc<str>, QoS)>,
+    /// Live sessions whose queue is past half its bound: the publisher
+    /// should wait for them ([`SessionSlot::drained`]) before reading more.
+    pub congested: Vec<Arc<SessionSlot>>,
+}
+
+/// What [`Router::tick`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Sessions ended because their expiry passed.
+    pub sessions_expired: usize,
+    /// Delayed wills published.
+    pub wills_published: usize,
+    /// Retained messages dropped because they expired.
+    pub retained_expired: usize,
+}
+
+/// Engine-wide counters, for metrics.
+#[derive(Debug, Default)]
+pub struct RouterCounters {
+    /// Messages routed.
+    pub published: AtomicU64,
+    /// Deliveries queued.
+    pub delivered: AtomicU64,
+    /// QoS 0 deliveries dropped by full queues.
+    pub dropped_qos0: AtomicU64,
+    /// QoS 1/2 deliveries dropped by full queues.
+    pub dropped_qos12: AtomicU64,
+    /// Deliveries dropped because their message had expired.
+    pub expired: AtomicU64,
+    /// Retained messages refused by the per-user quota.
+    pub retained_refused: AtomicU64,
+    /// Subscriptions refused by the per-session quota.
+    pub subscriptions_refused: AtomicU64,
+    /// Sessions ended by their expiry.
+    pub sessions_expired: AtomicU64,
+    /// Sessions taken over by a new connection.
+    pub sessions_taken_over: AtomicU64,
+    /// Wills published.
+    pub wills_published: AtomicU64,
+}
+
+struct PendingWill {
+    will: Will,
+    /// When it is due; `None` while the connection is live.
+    due: Option<Instant>,
+}
+
+struct SlotState {
+    session: Session,
+    generation: u64,
+    ended: bool,
+    expiry_secs: u32,
+    detached_at: Option<Instant>,
+    will: Option<PendingWill>,
+    subscriptions: HashMap<Box<str>, SubscriptionOptions>,
+    ready: Option<Waker>,
+    drain_waiters: Vec<Waker>,
+    /// A publisher already waited its whole pause for this session to drain:
+    /// publishers are not slowed for it again until it drains.
+    stalled: bool,
+}
+
+/// One session's place in the router, shared by the router and the
+/// connection attached to it.
+pub struct SessionSlot {
+    id: SessionId,
+    key: Arc<str>,
+    namespace: Arc<str>,
+    attached: AtomicBool,
+    state: Mutex<SlotState>,
+}
+
+impl std::fmt::Debug for SessionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSlot")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl SessionSlot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // State is only mutated through methods that leave it consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session's id in the engine.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The session's key.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    /// Resolves once the session's queue is drained below a quarter of its
+    /// bound, or no connection is attached to read it any more.
+    pub fn drained(self: &Arc<Self>) -> Drained {
+        Drained { slot: self.clone() }
+    }
+
+    /// A publisher's pause for this session ran out before it drained: until
+    /// it drains, publishes no longer report it congested (one subscriber
+    /// that does not read must not slow its publishers for ever; its queue
+    /// bound applies instead).
+    pub fn pause_expired(&self) {
+        let mut state = self.lock();
+        if !state.session.is_drained() {
+            state.stalled = true;
+        }
+    }
+
+    fn wake_ready(&self, mut state: MutexGuard<'_, SlotState>) {
+        let waker = state.ready.take();
+        let waiters = if state.session.is_drained() || !state.session.is_attached() {
+            std::mem::take(&mut state.drain_waiters)
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// A connection's hold on its session.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    slot: Arc<SessionSlot>,
+    generation: u64,
+}
+
+impl Attachment {
+    /// The session slot.
+    pub fn slot(&self) -> &Arc<SessionSlot> {
+        &self.slot
+    }
+
+    /// Resolves when the session has something to transmit, or this
+    /// attachment is no longer current (taken over or ended).
+    pub fn ready(&self) -> Ready<'_> {
+        Ready { attachment: self }
+    }
+
+    /// Whether this attachment still owns its session.
+    pub fn is_current(&self) -> bool {
+        let state = self.slot.lock();
+        state.generation == self.generation && !state.ended
+    }
+}
+
+/// See [`Attachment::ready`].
+pub struct Ready<'a> {
+    attachment: &'a Attachment,
+}
+
+impl Future for Ready<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.attachment.slot.lock();
+        if state.generation != self.attachment.generation
+            || state.ended
+            || state.session.wants_transmit()
+        {
+            return Poll::Ready(());
+        }
+        state.ready = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// See [`SessionSlot::drained`].
+pub struct Drained {
+    slot: Arc<SessionSlot>,
+}
+
+impl Future for Drained {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.slot.lock();
+        if state.ended || !state.session.is_attached() || state.session.is_drained() {
+            return Poll::Ready(());
+        }
+        if !state.drain_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            state.drain_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// The engine: sessions, subscriptions and retained messages of one node.
+pub struct Router {
+    config: RouterConfig,
+    tree: RwLock<SubscriptionTree>,
+    retained: RwLock<RetainedStore>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<SessionSlot>>>,
+    by_id: RwLock<HashMap<SessionId, Arc<SessionSlot>>>,
+    next_id: AtomicU64,
+    counters: RouterCounters,
+}
+
+/// The namespace of the server's own publishes (exempt from retained quotas).
+pub const SERVER_NAMESPACE: &str = "$server";
+
+impl Router {
+    /// An empty engine with `config`.
+    pub fn new(config: RouterConfig) -> Router {
+        Router {
+            retained: RwLock::new(RetainedStore::new(config.retained)),
+            config,
+            tree: RwLock::new(SubscriptionTree::new()),
+            sessions: Mutex::new(HashMap::new()),
+            by_id: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            counters: RouterCounters::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Engine-wide counters.
+    pub fn counters(&self) -> &RouterCounters {
+        &self.counters
+    }
+
+    /// Sessions known (live or waiting for their client).
+    pub fn session_count(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    /// Subscriptions in the tree.
+    pub fn subscription_count(&self) -> usize {
+        read(&self.tree).len()
+    }
+
+    /// Retained messages stored.
+    pub fn retained_count(&self) -> usize {
+        read(&self.retained).len()
+    }
+
+    /// Counters of the session with `key`, if it exists.
+    pub fn session_stats(&self, key: &str) -> Option<SessionStats> {
+        let slot = self.lock_sessions().get(key).cloned()?;
+        let state = slot.lock();
+        Some(state.session.stats())
+    }
+
+    /// Sessions that lost QoS 1/2 messages to their queue bound, with how
+    /// many (for per-client loss metrics; only sessions with losses appear).
+    pub fn sessions_with_losses(&self) -> Vec<(Arc<str>, u64)> {
+        let slots: Vec<Arc<SessionSlot>> = self.lock_sessions().values().cloned().collect();
+        slots
+            .into_iter()
+            .filter_map(|slot| {
+                let lost = slot.lock().session.stats().dropped_qos12;
+                (lost > 0).then(|| (slot.key.clone(), lost))
+            })
+            .collect()
+    }
+
+    fn lock_sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<SessionSlot>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches a new connection to its session, creating, resuming or
+    /// replacing it as `request` says, and writes any in-flight resends
+    /// into `out`. A live connection of the same session is taken over.
+    pub fn connect(&self, request: ConnectRequest, now: Instant, out: &mut BytesMut) -> Connected {
+        let expiry = request
+            .session_expiry_secs
+            .min(self.config.max_session_expiry_secs);
+        let will = request.will.map(|mut w| {
+            w.delay_secs = w.delay_secs.min(self.config.max_will_delay_secs);
+            PendingWill { will: w, due: None }
+        });
+        let mut sessions = self.lock_sessions();
+        let existing = sessions.get(request.key.as_str()).cloned();
+        let mut took_over = false;
+        if let Some(slot) = existing {
+            let mut state = slot.lock();
+            took_over = slot.attached.load(Ordering::Acquire) && !state.ended;
+            if took_over {
+                self.counters
+                    .sessions_taken_over
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if !request.clean_start && !state.ended {
+                // Resume: a will still waiting out its delay is cancelled.
+                state.generation += 1;
+                state.expiry_secs = expiry;
+                state.detached_at = None;
+                state.will = will;
+                state.session.attach(request.params, out);
+                slot.attached.store(true, Ordering::Release);
+                let attachment = Attachment {
+                    slot: slot.clone(),
+                    generation: state.generation,
+                };
+                slot.wake_ready(state);
+                return Connected {
+                    attachment,
+                    session_present: true,
+                    session_expiry_secs: expiry,
+                    took_over,
+                };
+            }
+            // Clean start: the old session ends here.
+            let pending = took_over || state.will_pending();
+            let old_will = state.will.take().filter(|_| pending);
+            drop(state);
+            sessions.remove(request.key.as_str());
+            drop(sessions);
+            self.end_session(&slot);
+            if let Some(w) = old_will {
+                self.publish_will(&slot, w.will, now);
+            }
+            sessions = self.lock_sessions();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let key: Arc<str> = Arc::from(request.key.as_str());
+        let mut session = Session::new(self.config.session);
+        session.attach(request.params, out);
+        let slot = Arc::new(SessionSlot {
+            id,
+            key: key.clone(),
+            namespace: Arc::from(request.namespace.as_str()),
+            attached: AtomicBool::new(true),
+            state: Mutex::new(SlotState {
+                session,
+                generation: 1,
+                ended: false,
+                expiry_secs: expiry,
+                detached_at: None,
+                will,
+                subscriptions: HashMap::new(),
+                ready: None,
+                drain_waiters: Vec::new(),
+                stalled: false,
+            }),
+        });
+        sessions.insert(key, slot.clone());
+        drop(sessions);
+        write(&self.by_id).insert(id, slot.clone());
+        Connected {
+            attachment: Attachment {
+                slot,
+                generation: 1,
+            },
+            session_present: false,
+            session_expiry_secs: expiry,
+            took_over,
+        }
+    }
+
+    /// Ends the connection of `attachment` (no-op if it was taken over):
+    /// the will is published or scheduled, and a session with expiry 0 ends.
+    pub fn detach(&self, attachment: &Attachment, how: Detach, now: Instant) {
+        let slot = &attachment.slot;
+        let mut state = slot.lock();
+        if state.generation != attachment.generation || state.ended {
+            return;
+        }
+        state.session.detach();
+        slot.attached.store(false, Ordering::Release);
+        if let Some(expiry) = how.session_expiry_secs {
+            state.expiry_secs = expiry.min(self.config.max_session_expiry_secs);
+        }
+        let expiry = state.expiry_secs;
+        let mut will_now = None;
+        match state.will.take() {
+            Some(pending) if how.publish_will => {
+                let delay = pending.will.delay_secs.min(expiry);
+                if delay == 0 {
+                    will_now = Some(pending.will);
+                } else {
+                    state.will = Some(PendingWill {
+                        due: Some(now + Duration::from_secs(delay.into())),
+                        will: pending.will,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let ends = expiry == 0;
+        if !ends {
+            state.detached_at = Some(now);
+            state.session.shrink();
+        }
+        slot.wake_ready(state);
+        if ends {
+            let mut sessions = self.lock_sessions();
+            if sessions
+                .get(&slot.key)
+                .is_some_and(|s| Arc::ptr_eq(s, slot))
+            {
+                sessions.remove(&slot.key);
+            }
+            drop(sessions);
+            self.end_session(slot);
+        }
+        if let Some(will) = will_now {
+            self.publish_will(slot, will, now);
+        }
+    }
+
+    /// Removes a session's subscriptions and state; it must already be out of `sessions`.
+    fn end_session(&self, slot: &Arc<SessionSlot>) {
+        let mut state = slot.lock();
+        if state.ended {
+            return;
+        }
+        state.ended = true;
+        state.generation += 1;
+        state.session.clear();
+        let filters = std::mem::take(&mut state.subscriptions);
+        slot.attached.store(false, Ordering::Release);
+        slot.wake_ready(state);
+        {
+            let mut tree = write(&self.tree);
+            for filter in filters.keys() {
+                if let Ok(parsed) = parse_filter(filter) {
+                    tree.unsubscribe(slot.id, &slot.namespace, &parsed);
+                }
+            }
+        }
+        write(&self.by_id).remove(&slot.id);
+    }
+
+    fn publish_will(&self, slot: &SessionSlot, will: Will, now: Instant) {
+        let mut message = will.message;
+        message.origin = Some(slot.id);
+        self.counters
+            .wills_published
+            .fetch_add(1, Ordering::Relaxed);
+        // A will over the retained quota is still delivered, just not retained.
+        if self.publish(message.clone(), &slot.namespace, now).is_err() {
+            message.retain = false;
+            let _ = self.publish(message, &slot.namespace, now);
+        }
+    }
+
+    /// Runs `f` on the attachment's session; `None` if the attachment is no
+    /// longer current. Wakes publishers waiting for the queue to drain.
+    pub fn with_session<R>(
+        &self,
+        attachment: &Attachment,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Option<R> {
+        let mut state = attachment.slot.lock();
+        if state.generation != attachment.generation || state.ended {
+            return None;
+        }
+        let result = f(&mut state.session);
+        if !state.drain_waiters.is_empty() && state.session.is_drained() {
+            let waiters = std::mem::take(&mut state.drain_waiters);
+            drop(state);
+            waiters.into_iter().for_each(Waker::wake);
+        }
+        Some(result)
+    }
+
+    /// Routes `message`, published in `namespace` (the publisher's user, or
+    /// [`SERVER_NAMESPACE`]), to every matching session, and stores or clears
+    /// it as the topic's retained message if its RETAIN flag is set.
+    pub fn publish(
+        &self,
+        message: Message,
+        namespace: &str,
+        now: Instant,
+    ) -> Result<PublishReport, RetainError> {
+        let message = Arc::new(message);
+        if message.retain {
+            let owner = if namespace == SERVER_NAMESPACE {
+                None
+            } else {
+                Some(namespace)
+            };
+            let stored = match owner {
+                Some(owner) => write(&self.retained).set(owner, message.clone()),
+                None => write(&self.retained).set_unbounded(message.clone()),
+            };
+            if let Err(e) = stored {
+                self.counters
+                    .retained_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        let mut matches = Matches::default();
+        read(&self.tree).matches(&message.topic, &mut matches);
+        let targets = self.targets(&message, matches);
+        let mut report = PublishReport::default();
+        for (slot, options) in targets {
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(options.qos),
+                retain: options.retain_as_published && message.retain,
+                subscription_ids: options.ids,
+            };
+            self.deliver(&slot, delivery, now, &mut report);
+        }
+        Ok(report)
+    }
+
+    /// Queues one delivery on `slot`, recording the outcome in `report`.
+    fn deliver(
+        &self,
+        slot: &Arc<SessionSlot>,
+        delivery: Delivery,
+        now: Instant,
+        report: &mut PublishReport,
+    ) {
+        let qos = delivery.qos;
+        let mut state = slot.lock();
+        if state.ended {
+            return;
+        }
+        match state.session.enqueue(delivery, now) {
+            Enqueued::Queued => {
+                report.delivered += 1;
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Enqueued::DroppedQos0 => {
+                self.counters.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                report.dropped.push((slot.key.clone(), qos));
+            }
+            Enqueued::DroppedQos12 => {
+                self.counters.dropped_qos12.fetch_add(1, Ordering::Relaxed);
+                report.dropped.push((slot.key.clone(), qos));
+            }
+            Enqueued::Expired => {
+                self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if state.stalled && state.session.is_drained() {
+            state.stalled = false;
+        }
+        let attached = state.session.is_attached();
+        if attached && !state.stalled && state.session.is_congested() {
+            report.congested.push(slot.clone());
+        }
+        if attached && state.session.wants_transmit() {
+            slot.wake_ready(state);
+        }
+    }
+
+    /// Resolves matches to one target per session: the highest granted QoS,
+    /// Retain As Published if any matching subscription asks for it, every
+    /// subscription identifier. No Local subscriptions skip the publisher;
+    /// each shared group picks one member, preferring connected ones.
+    fn targets(&self, message: &Message, matches: Matches) -> Vec<(Arc<SessionSlot>, Merged)> {
+        let mut chosen: Vec<(SessionId, SubscriptionOptions)> = matches
+            .direct
+            .into_iter()
+            .filter(|(id, o)| !(o.no_local && message.origin == Some(*id)))
+            .collect();
+        let by_id = read(&self.by_id);
+        for pick in matches.shared {
+            let n = pick.members.len();
+            if n == 0 {
+                continue;
+            }
+            let live = (0..n)
+                .map(|i| &pick.members[(pick.start + i) % n])
+                .find(|(id, _)| {
+                    by_id
+                        .get(id)
+                        .is_some_and(|s| s.attached.load(Ordering::Acquire))
+                });
+            let member = live.unwrap_or(&pick.members[pick.start % n]);
+            chosen.push(*member);
+        }
+        chosen.sort_unstable_by_key(|(id, _)| *id);
+        let mut out: Vec<(Arc<SessionSlot>, Merged)> = Vec::with_capacity(chosen.len());
+        let mut last: Option<SessionId> = None;
+        for (id, options) in chosen {
+            if last == Some(id) {
+                if let Some((_, merged)) = out.last_mut() {
+                    merged.add(&options);
+                }
+                continue;
+            }
+            let Some(slot) = by_id.get(&id) else {
+                continue;
+            };
+            last = Some(id);
+            let mut merged = Merged::default();
+            merged.add(&options);
+            out.push((slot.clone(), merged));
+        }
+        out
+    }
+
+    /// Subscribes the attachment's session to each `(filter, options)`, in
+    /// order, and queues the retained messages the Retain Handling allows.
+    /// The result is `None` if the attachment is no longer current.
+    pub fn subscribe(
+        &self,
+        attachment: &Attachment,
+        filters: &[(String, SubscriptionOptions)],
+        now: Instant,
+    ) -> Option<Vec<Result<QoS, SubscribeRefusal>>> {
+        let slot = &attachment.slot;
+        let mut results = Vec::with_capacity(filters.len());
+        for (raw, options) in filters {
+            let parsed = match parse_filter(raw) {
+                Ok(p) => p,
+                Err(e) => {
+                    results.push(Err(SubscribeRefusal::InvalidFilter(e)));
+                    continue;
+                }
+            };
+            let shared = matches!(parsed, ParsedFilter::Shared { .. });
+            if shared && options.no_local {
+                results.push(Err(SubscribeRefusal::NoLocalOnShared));
+                continue;
+            }
+            {
+                let state = slot.lock();
+                if state.generation != attachment.generation || state.ended {
+                    return None;
+                }
+                if !state.subscriptions.contains_key(raw.as_str())
+                    && state.subscriptions.len() >= self.config.max_subscriptions_per_session
+                {
+                    self.counters
+                        .subscriptions_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    results.push(Err(SubscribeRefusal::QuotaExceeded));
+                    continue;
+                }
+            }
+            let is_new = write(&self.tree).subscribe(slot.id, &slot.namespace, &parsed, *options);
+            let mut retained = Vec::new();
+            let send_retained = match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => is_new,
+                RetainHandling::Never => false,
+            };
+            if let (false, true, ParsedFilter::Plain(filter)) = (shared, send_retained, &parsed) {
+                read(&self.retained).matching(filter, now, &mut retained);
+            }
+            let mut state = slot.lock();
+            if state.generation != attachment.generation || state.ended {
+                drop(state);
+                write(&self.tree).unsubscribe(slot.id, &slot.namespace, &parsed);
+                return None;
+            }
+            state.subscriptions.insert(raw.as_str().into(), *options);
+            for message in retained {
+                let delivery = Delivery {
+                    qos: message.qos.min(options.qos),
+                    message,
+                    retain: true,
+                    subscription_ids: options.subscription_id.into_iter().collect(),
+                };
+                if state.session.enqueue(delivery, now) == Enqueued::DroppedQos12 {
+                    self.counters.dropped_qos12.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(state);
+            results.push(Ok(options.qos));
+        }
+        Some(results)
+    }
+
+    /// Removes the attachment's subscriptions to `filters`; `true` for each
+    /// that existed. `None` if the attachment is no longer current.
+    pub fn unsubscribe(&self, attachment: &Attachment, filters: &[String]) -> Option<Vec<bool>> {
+        let slot = &attachment.slot;
+        let mut results = Vec::with_capacity(filters.len());
+        for raw in filters {
+            let existed = {
+                let mut state = slot.lock();
+                if state.generation != attachment.generation || state.ended {
+                    return None;
+                }
+                state.subscriptions.remove(raw.as_str()).is_some()
+            };
+            if existed {
+                if let Ok(parsed) = parse_filter(raw) {
+                    write(&self.tree).unsubscribe(slot.id, &slot.namespace, &parsed);
+                }
+            }
+            results.push(existed);
+        }
+        Some(results)
+    }
+
+    /// Ends sessions whose expiry passed, publishes wills whose delay
+    /// passed, and drops expired retained messages. Call about once a second.
+    pub fn tick(&self, now: Instant) -> TickReport {
+        let mut report = TickReport {
+            retained_expired: write(&self.retained).purge_expired(now),
+            ..TickReport::default()
+        };
+        let slots: Vec<Arc<SessionSlot>> = self.lock_sessions().values().cloned().collect();
+        for slot in slots {
+            let mut state = slot.lock();
+            if state.ended || slot.attached.load(Ordering::Acquire) {
+                continue;
+            }
+            let expired = state
+                .detached_at
+                .is_some_and(|at| now >= at + Duration::from_secs(state.expiry_secs.into()));
+            let will_due = state
+                .will
+                .as_ref()
+                .and_then(|w| w.due)
+                .is_some_and(|due| now >= due);
+            let will = if expired || will_due {
+                state.will.take()
+            } else {
+                None
+            };
+            drop(state);
+            if expired {
+                let mut sessions = self.lock_sessions();
+                if sessions
+                    .get(&slot.key)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot))
+                {
+                    sessions.remove(&slot.key);
+                }
+                drop(sessions);
+                self.end_session(&slot);
+                report.sessions_expired += 1;
+                self.counters
+                    .sessions_expired
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(pending) = will.filter(|w| w.due.is_some()) {
+                self.publish_will(&slot, pending.will, now);
+                report.wills_published += 1;
+            }
+        }
+        report
+    }
+}
+
+impl SlotState {
+    fn will_pending(&self) -> bool {
+        self.will.as_ref().is_some_and(|w| w.due.is_some())
+    }
+}
+
+/// The merged options of every subscription of one session matching a publish.
+#[derive(Debug, Default)]
+struct Merged {
+    qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<u32>,
+}
+
+impl Merged {
+    fn add(&mut self, options: &SubscriptionOptions) {
+        self.qos = self.qos.max(options.qos);
+        self.retain_as_published |= options.retain_as_published;
+        if let Some(id) = options.subscription_id {
+            if !self.ids.contains(&id) {
+                self.ids.push(id);
+            }
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,695 @@
+//! One client's session: the MQTT state that outlives a connection.
+//!
+//! A [`Session`] holds what MQTT says a server keeps for a client: the
+//! messages queued for it, the QoS 1/2 deliveries in flight (by packet id
+//! and stage), the QoS 2 packet ids it published that await PUBREL, and,
+//! while a connection is attached, that connection's negotiated limits and
+//! topic aliases in both directions.
+//!
+//! It is a plain state machine: the connection task tells it what arrived
+//! (acks, PUBREL, topic aliases) and asks it to write what is due with
+//! [`Session::poll_transmit`], which encodes PUBLISH and PUBREL packets into
+//! the caller's buffer. Nothing here blocks, allocates per idle session, or
+//! knows about sockets.
+//!
+//! Bounds: the queue holds at most `max_queued_messages` and
+//! `max_queued_bytes`; past them QoS 0 messages go first (the oldest queued
+//! QoS 0, else the new one), and a QoS 1/2 message is refused only when no
+//! QoS 0 is left to drop. Every drop is counted in [`SessionStats`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rumqttd::protocol::{Packet, PubRel, PubRelReason, PublishProperties};
+
+use crate::codec::{Codec, OutgoingPublish, Version};
+use crate::message::{Message, QoS};
+
+/// Bounds of one session, from the engine's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Messages queued for the client beyond those in flight.
+    pub max_queued_messages: usize,
+    /// Bytes queued for the client (see [`Message::size`]).
+    pub max_queued_bytes: usize,
+    /// Outgoing QoS 1/2 deliveries in flight at once (further capped by the
+    /// client's Receive Maximum).
+    pub max_inflight: u16,
+    /// Incoming QoS 2 publishes awaiting PUBREL (Parley's Receive Maximum).
+    pub receive_maximum: u16,
+    /// Topic aliases the client may set on its publishes (Parley's Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_queued_messages: 1_000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_inflight: 64,
+            receive_maximum: 64,
+            topic_alias_maximum: 64,
+        }
+    }
+}
+
+/// What the client announced at CONNECT about what it can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionParams {
+    /// The connection's codec (protocol version).
+    pub codec: Codec,
+    /// The client's Receive Maximum (65,535 when absent).
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size (unlimited when absent).
+    pub max_packet_size: u32,
+    /// The client's Topic Alias Maximum (0 when absent).
+    pub topic_alias_maximum: u16,
+}
+
+impl ConnectionParams {
+    /// Parameters of a client that announced nothing (MQTT 3.1.1 defaults).
+    pub fn defaults(codec: Codec) -> ConnectionParams {
+        ConnectionParams {
+            codec,
+            receive_maximum: u16::MAX,
+            max_packet_size: u32::MAX,
+            topic_alias_maximum: 0,
+        }
+    }
+}
+
+/// One message on its way to this session, at the QoS it is delivered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The routed message.
+    pub message: Arc<Message>,
+    /// min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag as delivered (Retain As Published, or a retained message sent at subscribe).
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// What an outgoing QoS 1/2 delivery awaits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// QoS 1 sent, PUBACK awaited.
+    Ack,
+    /// QoS 2 sent, PUBREC awaited.
+    Rec,
+    /// PUBREL sent, PUBCOMP awaited.
+    Comp,
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    delivery: Delivery,
+    stage: Stage,
+    /// Send order, to resend in the original order.
+    order: u64,
+}
+
+/// Per-connection state, gone when the connection ends.
+#[derive(Debug)]
+struct Link {
+    params: ConnectionParams,
+    /// Inbound aliases the client set: alias -> topic.
+    inbound_aliases: HashMap<u16, Arc<str>>,
+    /// Outbound aliases Parley set: topic -> alias.
+    outbound_aliases: HashMap<Arc<str>, u16>,
+    /// Next outbound alias to assign or reuse.
+    next_alias: u16,
+}
+
+/// Counters of what happened to messages for this session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// PUBLISH packets written to the client.
+    pub sent: u64,
+    /// QoS 0 messages dropped because the queue was full.
+    pub dropped_qos0: u64,
+    /// QoS 1/2 messages dropped because the queue was full (loss).
+    pub dropped_qos12: u64,
+    /// Messages larger than the client's Maximum Packet Size, discarded.
+    pub dropped_too_large: u64,
+    /// Messages whose Message Expiry passed before they could be sent.
+    pub expired: u64,
+}
+
+/// What [`Session::enqueue`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued (possibly after dropping an older QoS 0 message).
+    Queued,
+    /// The new QoS 0 message was dropped: the queue is full.
+    DroppedQos0,
+    /// The new QoS 1/2 message was dropped: the queue is full of QoS 1/2 messages.
+    DroppedQos12,
+    /// The message had already expired.
+    Expired,
+}
+
+/// A client broke the protocol; the connection must close with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// Topic alias 0 or above Parley's Topic Alias Maximum (0x94).
+    #[error("topic alias out of range")]
+    TopicAliasInvalid,
+    /// An empty topic with an alias never set, or no topic at all (0x82).
+    #[error("unknown topic alias or empty topic")]
+    UnknownAlias,
+    /// A topic name that is not UTF-8 (0x81).
+    #[error("topic name is not UTF-8")]
+    TopicNotUtf8,
+    /// More QoS 2 publishes awaiting PUBREL than Parley's Receive Maximum (0x93).
+    #[error("receive maximum exceeded")]
+    ReceiveMaximumExceeded,
+}
+
+impl Violation {
+    /// The MQTT 5 DISCONNECT reason code for this violation.
+    pub fn reason_code(self) -> rumqttd::protocol::DisconnectReasonCode {
+        use rumqttd::protocol::DisconnectReasonCode as R;
+        match self {
+            Violation::TopicAliasInvalid => R::TopicAliasInvalid,
+            Violation::UnknownAlias => R::ProtocolError,
+            Violation::TopicNotUtf8 => R::MalformedPacket,
+            Violation::ReceiveMaximumExceeded => R::ReceiveMaximumExceeded,
+        }
+    }
+}
+
+/// Result of an outgoing PUBREC from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubRecOutcome {
+    /// Answer PUBREL; PUBCOMP is awaited.
+    Released,
+    /// The client refused the message (reason ≥ 0x80): the flow ended.
+    Refused,
+    /// No QoS 2 delivery with this packet id: answer PUBREL 0x92.
+    Unknown,
+}
+
+/// The MQTT state of one client session.
+#[derive(Debug)]
+pub struct Session {
+    limits: SessionLimits,
+    link: Option<Link>,
+    queue: VecDeque<Delivery>,
+    queued_bytes: usize,
+    queued_qos0: usize,
+    inflight: HashMap<u16, Inflight>,
+    next_pkid: u16,
+    next_order: u64,
+    incoming_qos2: HashSet<u16>,
+    stats: SessionStats,
+}
+
+/// Bytes [`Session::poll_transmit`] writes before it returns, so the
+/// connection can flush and the buffer stays small.
+const TRANSMIT_CHUNK: usize = 64 * 1024;
+
+impl Session {
+    /// A new, empty session with `limits`, not connected.
+    pub fn new(limits: SessionLimits) -> Session {
+        Session {
+            limits,
+            link: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            queued_qos0: 0,
+            inflight: HashMap::new(),
+            next_pkid: 1,
+            next_order: 0,
+            incoming_qos2: HashSet::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Attaches a connection. In-flight deliveries are written again into
+    /// `out` (PUBLISH with DUP set, or PUBREL), in their original order, as
+    /// MQTT requires when a session resumes.
+    pub fn attach(&mut self, params: ConnectionParams, out: &mut BytesMut) {
+        self.link = Some(Link {
+            params,
+            inbound_aliases: HashMap::new(),
+            outbound_aliases: HashMap::new(),
+            next_alias: 1,
+        });
+        let mut resend: Vec<(u64, u16)> = self
+            .inflight
+            .iter()
+            .map(|(pkid, f)| (f.order, *pkid))
+            .collect();
+        resend.sort_unstable();
+        for (_, pkid) in resend {
+            let Some(flight) = self.inflight.get(&pkid) else {
+                continue;
+            };
+            match flight.stage {
+                Stage::Comp => write_pubrel(params.codec, pkid, PubRelReason::Success, out),
+                Stage::Ack | Stage::Rec => {
+                    let delivery = flight.delivery.clone();
+                    // A resend never uses an alias: the new connection has none yet.
+                    encode_delivery(
+                        params.codec,
+                        &delivery,
+                        pkid,
+                        true,
+                        None,
+                        Instant::now(),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Detaches the connection: its aliases are forgotten, everything else stays.
+    pub fn detach(&mut self) {
+        self.link = None;
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_attached(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The attached connection's protocol version.
+    pub fn version(&self) -> Option<Version> {
+        self.link.as_ref().map(|l| l.params.codec.version())
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Messages queued, not yet in flight.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Deliveries in flight (sent, not completed).
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Whether the queue is past half its bound (publishers should slow down).
+    pub fn is_congested(&self) -> bool {
+        self.queue.len() * 2 > self.limits.max_queued_messages
+            || self.queued_bytes * 2 > self.limits.max_queued_bytes
+    }
+
+    /// Whether the queue is back under a quarter of its bound.
+    pub fn is_drained(&self) -> bool {
+        self.queue.len() * 4 <= self.limits.max_queued_messages
+            && self.queued_bytes * 4 <= self.limits.max_queued_bytes
+    }
+
+    /// Whether [`Session::poll_transmit`] would write something now.
+    pub fn wants_transmit(&self) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        match self.queue.front() {
+            None => false,
+            Some(d) if d.qos == QoS::AtMostOnce => true,
+            Some(_) => self.inflight.len() < self.window(link),
+        }
+    }
+
+    fn window(&self, link: &Link) -> usize {
+        usize::from(
+            link.params
+                .receive_maximum
+                .min(self.limits.max_inflight)
+                .max(1),
+        )
+    }
+
+    /// Queues `delivery` for the client, applying the queue bounds.
+    pub fn enqueue(&mut self, delivery: Delivery, now: Instant) -> Enqueued {
+        if delivery.message.is_expired(now) {
+            self.stats.expired += 1;
+            return Enqueued::Expired;
+        }
+        let size = delivery.message.size();
+        while self.queue.len() >= self.limits.max_queued_messages
+            || (self.queued_bytes + size > self.limits.max_queued_bytes && !self.queue.is_empty())
+        {
+            if delivery.qos == QoS::AtMostOnce || self.queued_qos0 == 0 {
+                if delivery.qos == QoS::AtMostOnce {
+                    self.stats.dropped_qos0 += 1;
+                    return Enqueued::DroppedQos0;
+                }
+                self.stats.dropped_qos12 += 1;
+                return Enqueued::DroppedQos12;
+            }
+            self.drop_oldest_qos0();
+        }
+        self.queued_bytes += size;
+        if delivery.qos == QoS::AtMostOnce {
+            self.queued_qos0 += 1;
+        }
+        self.queue.push_back(delivery);
+        Enqueued::Queued
+    }
+
+    fn drop_oldest_qos0(&mut self) {
+        if let Some(at) = self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
+            if let Some(d) = self.queue.remove(at) {
+                self.forget_queued(&d);
+                self.stats.dropped_qos0 += 1;
+            }
+        }
+    }
+
+    fn forget_queued(&mut self, d: &Delivery) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(d.message.size());
+        if d.qos == QoS::AtMostOnce {
+            self.queued_qos0 = self.queued_qos0.saturating_sub(1);
+        }
+    }
+
+    /// Writes what is due into `out`: queued messages while the in-flight
+    /// window has room (QoS 0 is never held by the window), dropping expired
+    /// ones and those larger than the client's Maximum Packet Size. Returns
+    /// the number of PUBLISH packets written; `on_sent` sees each message
+    /// written. Writes at most about 64 KiB per call; call again while
+    /// [`Session::wants_transmit`].
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        out: &mut BytesMut,
+        mut on_sent: impl FnMut(&Message),
+    ) -> usize {
+        let Some(link) = self.link.as_ref() else {
+            return 0;
+        };
+        let window = self.window(link);
+        let start = out.len();
+        let mut written = 0;
+        while out.len() - start < TRANSMIT_CHUNK {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                break;
+            }
+            let Some(delivery) = self.queue.pop_front() else {
+                break;
+            };
+            self.forget_queued(&delivery);
+            if delivery.message.is_expired(now) {
+                self.stats.expired += 1;
+                continue;
+            }
+            let Some(link) = self.link.as_mut() else {
+                break;
+            };
+            let codec = link.params.codec;
+            // Checked at the largest form (full topic, no alias): an alias only shrinks it.
+            let full_len = delivery_len(codec, &delivery, now);
+            if full_len > link.params.max_packet_size as usize {
+                self.stats.dropped_too_large += 1;
+                continue;
+            }
+            let alias = outbound_alias(link, &delivery.message.topic);
+            let pkid = if delivery.qos == QoS::AtMostOnce {
+                0
+            } else {
+                self.allocate_pkid()
+            };
+            encode_delivery(codec, &delivery, pkid, false, alias, now, out);
+            on_sent(&delivery.message);
+            written += 1;
+            self.stats.sent += 1;
+            if pkid != 0 {
+                let stage = if delivery.qos == QoS::AtLeastOnce {
+                    Stage::Ack
+                } else {
+                    Stage::Rec
+                };
+                let order = self.next_order;
+                self.next_order += 1;
+                self.inflight.insert(
+                    pkid,
+                    Inflight {
+                        delivery,
+                        stage,
+                        order,
+                    },
+                );
+            }
+        }
+        written
+    }
+
+    fn allocate_pkid(&mut self) -> u16 {
+        // The window is at most 65,535 - 1 wide, so a free id always exists.
+        loop {
+            let pkid = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&pkid) {
+                return pkid;
+            }
+        }
+    }
+
+    /// The client acknowledged QoS 1 delivery `pkid`. `false` if no such
+    /// delivery was awaiting PUBACK (ignored, as MQTT allows).
+    pub fn on_puback(&mut self, pkid: u16) -> bool {
+        match self.inflight.get(&pkid) {
+            Some(f) if f.stage == Stage::Ack => {
+                self.inflight.remove(&pkid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The client answered QoS 2 delivery `pkid` with PUBREC (`refused` for a
+    /// reason code ≥ 0x80). On [`PubRecOutcome::Released`] answer PUBREL, on
+    /// [`PubRecOutcome::Unknown`] PUBREL 0x92.
+    pub fn on_pubrec(&mut self, pkid: u16, refused: bool) -> PubRecOutcome {
+        match self.inflight.get_mut(&pkid) {
+            Some(f) if f.stage == Stage::Rec || f.stage == Stage::Comp => {
+                if refused {
+                    self.inflight.remove(&pkid);
+                    return PubRecOutcome::Refused;
+                }
+                f.stage = Stage::Comp;
+                PubRecOutcome::Released
+            }
+            _ => PubRecOutcome::Unknown,
+        }
+    }
+
+    /// The client completed QoS 2 delivery `pkid`. `false` if none awaited PUBCOMP.
+    pub fn on_pubcomp(&mut self, pkid: u16) -> bool {
+        match self.inflight.get(&pkid) {
+            Some(f) if f.stage == Stage::Comp => {
+                self.inflight.remove(&pkid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Resolves the topic of an incoming PUBLISH: sets or uses the client's
+    /// topic alias (MQTT 5).
+    pub fn resolve_topic(
+        &mut self,
+        topic: &Bytes,
+        alias: Option<u16>,
+    ) -> Result<Arc<str>, Violation> {
+        let name = std::str::from_utf8(topic).map_err(|_| Violation::TopicNotUtf8)?;
+        let Some(alias) = alias else {
+            if name.is_empty() {
+                return Err(Violation::UnknownAlias);
+            }
+            return Ok(Arc::from(name));
+        };
+        if alias == 0 || alias > self.limits.topic_alias_maximum {
+            return Err(Violation::TopicAliasInvalid);
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Err(Violation::UnknownAlias);
+        };
+        if name.is_empty() {
+            return link
+                .inbound_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or(Violation::UnknownAlias);
+        }
+        let topic: Arc<str> = Arc::from(name);
+        link.inbound_aliases.insert(alias, topic.clone());
+        Ok(topic)
+    }
+
+    /// Whether QoS 2 publish `pkid` was already received and awaits PUBREL
+    /// (a resend: acknowledge again, do not route again).
+    pub fn is_qos2_pending(&self, pkid: u16) -> bool {
+        self.incoming_qos2.contains(&pkid)
+    }
+
+    /// Records QoS 2 publish `pkid` as received (PUBREC sent, PUBREL awaited).
+    pub fn begin_qos2(&mut self, pkid: u16) -> Result<(), Violation> {
+        if self.incoming_qos2.contains(&pkid) {
+            return Ok(());
+        }
+        if self.incoming_qos2.len() >= usize::from(self.limits.receive_maximum) {
+            return Err(Violation::ReceiveMaximumExceeded);
+        }
+        self.incoming_qos2.insert(pkid);
+        Ok(())
+    }
+
+    /// Counts QoS 2 publishes awaiting PUBREL.
+    pub fn qos2_pending(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// The client released QoS 2 publish `pkid`. `false` if it was unknown
+    /// (answer PUBCOMP 0x92 on MQTT 5).
+    pub fn on_pubrel(&mut self, pkid: u16) -> bool {
+        self.incoming_qos2.remove(&pkid)
+    }
+
+    /// Drops everything queued and in flight (the session ends); returns how
+    /// many QoS 1/2 messages were still undelivered.
+    pub fn clear(&mut self) -> usize {
+        let undelivered = self
+            .queue
+            .iter()
+            .filter(|d| d.qos != QoS::AtMostOnce)
+            .count()
+            + self
+                .inflight
+                .values()
+                .filter(|f| f.stage != Stage::Comp)
+                .count();
+        self.queue = VecDeque::new();
+        self.inflight = HashMap::new();
+        self.incoming_qos2 = HashSet::new();
+        self.queued_bytes = 0;
+        self.queued_qos0 = 0;
+        undelivered
+    }
+
+    /// Frees spare capacity of an idle session's collections.
+    pub fn shrink(&mut self) {
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+        if self.inflight.is_empty() {
+            self.inflight = HashMap::new();
+        }
+        if self.incoming_qos2.is_empty() {
+            self.incoming_qos2 = HashSet::new();
+        }
+    }
+}
+
+/// Picks the outbound alias for `topic` on `link`: `(alias, already known)`.
+fn outbound_alias(link: &mut Link, topic: &Arc<str>) -> Option<(u16, bool)> {
+    let max = link.params.topic_alias_maximum;
+    if max == 0 {
+        return None;
+    }
+    if let Some(&alias) = link.outbound_aliases.get(topic) {
+        return Some((alias, true));
+    }
+    let alias = link.next_alias;
+    link.next_alias = if alias >= max { 1 } else { alias + 1 };
+    // Reusing an alias rebinds it: forget the topic it named.
+    link.outbound_aliases.retain(|_, a| *a != alias);
+    link.outbound_aliases.insert(topic.clone(), alias);
+    Some((alias, false))
+}
+
+fn properties_of(
+    codec: Codec,
+    delivery: &Delivery,
+    alias: Option<u16>,
+    now: Instant,
+) -> Option<PublishProperties> {
+    if codec.version() != Version::V5 {
+        return None;
+    }
+    let m = &delivery.message;
+    let p = &m.properties;
+    let expiry = m.remaining_expiry(now).map(|s| s.max(1));
+    if p == &Default::default()
+        && expiry.is_none()
+        && alias.is_none()
+        && delivery.subscription_ids.is_empty()
+    {
+        return None;
+    }
+    Some(PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: expiry,
+        topic_alias: alias,
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        subscription_identifiers: delivery
+            .subscription_ids
+            .iter()
+            .map(|&id| id as usize)
+            .collect(),
+        content_type: p.content_type.clone(),
+    })
+}
+
+fn delivery_len(codec: Codec, delivery: &Delivery, now: Instant) -> usize {
+    let properties = properties_of(codec, delivery, None, now);
+    codec.publish_len(&OutgoingPublish {
+        topic: &delivery.message.topic,
+        payload: &delivery.message.payload,
+        qos: delivery.qos as u8,
+        pkid: 1,
+        dup: false,
+        retain: delivery.retain,
+        properties: properties.as_ref(),
+    })
+}
+
+fn encode_delivery(
+    codec: Codec,
+    delivery: &Delivery,
+    pkid: u16,
+    dup: bool,
+    alias: Option<(u16, bool)>,
+    now: Instant,
+    out: &mut BytesMut,
+) {
+    let properties = properties_of(codec, delivery, alias.map(|(a, _)| a), now);
+    let topic: &str = match alias {
+        Some((_, true)) => "",
+        _ => &delivery.message.topic,
+    };
+    codec.encode_publish(
+        &OutgoingPublish {
+            topic,
+            payload: &delivery.message.payload,
+            qos: delivery.qos as u8,
+            pkid,
+            dup,
+            retain: delivery.retain,
+            properties: properties.as_ref(),
+        },
+        out,
+    );
+}
+
+fn write_pubrel(codec: Codec, pkid: u16, reason: PubRelReason, out: &mut BytesMut) {
+    // PUBREL always encodes: both versions know it and it has no variable parts.
+    let _ = codec.encode(Packet::PubRel(PubRel { pkid, reason }, None), out);
+}
