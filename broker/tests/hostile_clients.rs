@@ -897,7 +897,7 @@ async fn fan_in_to_a_slow_subscriber_loses_nothing_uncounted() {
             sub.send(&ack(PUBACK, m.pkid, None)).await;
             got.insert(String::from_utf8(m.payload).unwrap());
             n += 1;
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -191,9 +191,9 @@ struct Scenario {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    PubAck,
-    PubRec,
-    PubComp,
+    Ack,
+    Rec,
+    Comp,
 }
 
 #[derive(Debug)]
@@ -390,7 +390,7 @@ impl World {
         let expected: Vec<(bool, u16)> = epoch
             .inflight
             .iter()
-            .map(|f| (f.stage != Stage::PubComp, f.pkid))
+            .map(|f| (f.stage != Stage::Comp, f.pkid))
             .collect();
         let got: Vec<(bool, u16)> = packets
             .iter()
@@ -668,9 +668,9 @@ impl World {
                     msg,
                     pkid: p.pkid,
                     stage: if qos == QoS::AtLeastOnce {
-                        Stage::PubAck
+                        Stage::Ack
                     } else {
-                        Stage::PubRec
+                        Stage::Rec
                     },
                     known: !lost,
                 });
@@ -727,13 +727,13 @@ impl World {
                 .expect("known");
             let msg = epoch.inflight[i].msg;
             match epoch.inflight[i].stage {
-                Stage::PubAck => {
+                Stage::Ack => {
                     let ok = self.router.with_session(&att, |s| s.on_puback(pkid));
                     assert_eq!(ok, Some(true), "{who}: PUBACK {pkid} (message {msg})");
                     epoch.inflight.remove(i);
                     epoch.done.insert(msg);
                 }
-                Stage::PubRec => {
+                Stage::Rec => {
                     let ok = self.router.with_session(&att, |s| s.on_pubrec(pkid, false));
                     assert_eq!(
                         ok,
@@ -741,10 +741,10 @@ impl World {
                         "{who}: PUBREC {pkid} (message {msg})"
                     );
                     // The broker answers PUBREL; the client now owes PUBCOMP.
-                    epoch.inflight[i].stage = Stage::PubComp;
+                    epoch.inflight[i].stage = Stage::Comp;
                     epoch.done.insert(msg);
                 }
-                Stage::PubComp => {
+                Stage::Comp => {
                     let ok = self.router.with_session(&att, |s| s.on_pubcomp(pkid));
                     assert_eq!(ok, Some(true), "{who}: PUBCOMP {pkid} (message {msg})");
                     epoch.inflight.remove(i);

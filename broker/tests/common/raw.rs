@@ -176,7 +176,8 @@ impl Connect {
     }
 }
 
-/// A PUBLISH packet.
+/// A PUBLISH packet (every header field is a parameter, as raw tests need).
+#[allow(clippy::too_many_arguments)]
 pub fn publish(
     v5: bool,
     topic: &str,
