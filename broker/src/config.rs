@@ -548,12 +548,18 @@ fn default_tls_listen() -> SocketAddr {
 pub struct HttpConfig {
     /// Listen address of the HTTP API.
     pub listen: Listen,
+    /// The built web client served at `/` (`npm run build` in `web/` makes
+    /// it). When unset, the `web/dist` of the source tree Parley was built
+    /// from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: Listen::on(([0, 0, 0, 0], 8080).into()),
+            web_dir: None,
         }
     }
 }

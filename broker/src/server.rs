@@ -289,6 +289,17 @@ impl Node {
                         }
                     }
                 })),
+                web: Some(Arc::new(http::web::WebState {
+                    dir: config
+                        .http
+                        .web_dir
+                        .clone()
+                        .unwrap_or_else(http::web::default_dir),
+                    client: http::web::ClientConfig {
+                        mqtt_ws_port: addrs.mqtt_ws.map(|a| a.port()),
+                        mqtt_ws_path: config.mqtt.ws_path.clone(),
+                    },
+                })),
             };
             if let Some(metrics_listener) = bind(config.metrics.listen, "metrics").await? {
                 addrs.metrics = metrics_listener.local_addr().ok();

@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use common::chat::*;
 use common::*;
 use parley_proto::v1::{
-    response, AddMembers, ChatMessage, ConversationKind, ErrorCode, GetConversation, LeaveGroup,
-    MessageAction, RemoveMember, RenameGroup, Role,
+    chat_message::Body, response, AddMembers, ChatMessage, ConversationEvent,
+    ConversationEventKind, ConversationKind, ErrorCode, GetConversation, LeaveGroup, MessageAction,
+    RemoveMember, RenameGroup, Role, SetRole,
 };
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 
@@ -23,6 +24,34 @@ fn roles(conversation: &parley_proto::v1::Conversation) -> Vec<(String, Role)> {
         .collect();
     members.sort();
     members
+}
+
+/// The event each of `clients` receives next, which must be the same entry
+/// for all, with `seq` and `kind`, made by `sender`.
+async fn expect_event(
+    clients: &mut [&mut ChatClient],
+    seq: u64,
+    sender: &str,
+    kind: ConversationEventKind,
+) -> ConversationEvent {
+    let mut seen: Option<ChatMessage> = None;
+    for client in clients.iter_mut() {
+        // Boxed: the waits are large futures, and this test has many.
+        let entry = Box::pin(client.next_event()).await;
+        assert_eq!(entry.seq, seq, "{}: {entry:?}", client.user());
+        assert_eq!(entry.sender, sender, "{}", client.user());
+        if let Some(first) = &seen {
+            assert_eq!(&entry, first, "{} got another copy", client.user());
+        }
+        seen = Some(entry);
+    }
+    match seen.and_then(|m| m.body) {
+        Some(Body::Event(event)) => {
+            assert_eq!(event.kind(), kind);
+            event
+        }
+        other => panic!("not an event: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -146,6 +175,14 @@ async fn group_of_three_with_concurrent_senders_receives_one_gapless_order() {
         group.id
     );
     let conv = group.id.clone();
+    // The group's first entry is the event of its creation.
+    expect_event(
+        &mut [&mut alice, &mut bob, &mut carol],
+        1,
+        "alice",
+        ConversationEventKind::Created,
+    )
+    .await;
 
     tokio::join!(
         send_numbered(&mut alice, &conv, EACH),
@@ -160,11 +197,10 @@ async fn group_of_three_with_concurrent_senders_receives_one_gapless_order() {
         let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
         assert_eq!(
             seqs,
-            (1..=total as u64).collect::<Vec<_>>(),
-            "{} must receive 1, 2, 3, ... in that order",
+            (2..=total as u64 + 1).collect::<Vec<_>>(),
+            "{} must receive 2, 3, 4, ... in that order",
             client.user()
         );
-        assert_contiguous_from_1(&got);
         streams.push(got);
     }
     assert_eq!(streams[0], streams[1], "alice and bob agree");
@@ -179,7 +215,9 @@ async fn group_of_three_with_concurrent_senders_receives_one_gapless_order() {
         let expected: Vec<String> = (0..EACH).map(|i| format!("{user}-{i}")).collect();
         assert_eq!(sent, expected, "{user}'s messages in sending order");
     }
-    assert_eq!(alice.fetch_all(&conv).await, streams[0]);
+    let history = alice.fetch_all(&conv).await;
+    assert_contiguous_from_1(&history);
+    assert_eq!(history[1..], streams[0]);
 }
 
 #[tokio::test]
@@ -197,7 +235,7 @@ async fn group_management_decides_who_receives() {
         .await;
     let conv = group.id.clone();
     assert_eq!(group.name, "Weekend plans");
-    assert_eq!(group.last_seq, 0);
+    assert_eq!(group.last_seq, 1, "the creation is the first entry");
     assert_eq!(
         roles(&group),
         vec![
@@ -207,7 +245,18 @@ async fn group_management_decides_who_receives() {
         ]
     );
 
+    let created = expect_event(
+        &mut [&mut alice, &mut bob, &mut carol],
+        1,
+        "alice",
+        ConversationEventKind::Created,
+    )
+    .await;
+    assert_eq!(created.users, ["bob", "carol"]);
+    assert_eq!(created.name, "Weekend plans");
+
     let first = alice.say(&conv, "a-1", "who's in?").await;
+    assert_eq!(first.seq, 2);
     assert_eq!(bob.next_message().await, first);
     assert_eq!(carol.next_message().await, first);
 
@@ -218,7 +267,15 @@ async fn group_management_decides_who_receives() {
         })
         .await;
     assert_eq!(renamed.name, "Sunday plans");
-    assert_eq!(renamed.last_seq, 1);
+    assert_eq!(renamed.last_seq, 3);
+    let event = expect_event(
+        &mut [&mut alice, &mut bob, &mut carol],
+        3,
+        "alice",
+        ConversationEventKind::Renamed,
+    )
+    .await;
+    assert_eq!(event.name, "Sunday plans");
 
     // A plain member may neither add nor rename.
     assert_eq!(
@@ -252,8 +309,24 @@ async fn group_management_decides_who_receives() {
         })
         .await;
     assert!(roles(&added).contains(&("dave".into(), Role::Member)));
+    let event = expect_event(
+        &mut [&mut alice, &mut bob, &mut carol, &mut dave],
+        4,
+        "alice",
+        ConversationEventKind::MembersAdded,
+    )
+    .await;
+    assert_eq!(event.users, ["dave"]);
+    // Adding a member again changes nothing and records nothing.
+    let again = alice
+        .conversation_op(AddMembers {
+            conversation_id: conv.clone(),
+            users: vec!["dave".into()],
+        })
+        .await;
+    assert_eq!(again.last_seq, 4);
     let second = bob.say(&conv, "b-1", "welcome dave").await;
-    assert_eq!(second.seq, 2);
+    assert_eq!(second.seq, 5);
     for client in [&mut alice, &mut carol, &mut dave] {
         assert_eq!(client.next_message().await, second, "{}", client.user());
     }
@@ -266,6 +339,15 @@ async fn group_management_decides_who_receives() {
         })
         .await;
     assert!(!removed.members.iter().any(|m| m.user == "carol"));
+    // Carol gets the event too, as her last entry of the group.
+    let event = expect_event(
+        &mut [&mut alice, &mut bob, &mut dave, &mut carol],
+        6,
+        "alice",
+        ConversationEventKind::MemberRemoved,
+    )
+    .await;
+    assert_eq!(event.users, ["carol"]);
     let ack = carol.send_text(&conv, "c-1", "hey!").await;
     assert_eq!(ack, Ack::V5(PubAckReason::NotAuthorized));
     assert_eq!(carol.next_error().await.code(), ErrorCode::NotAMember);
@@ -286,8 +368,35 @@ async fn group_management_decides_who_receives() {
         .await,
         response::Result::Ok(_)
     ));
+    let event = expect_event(
+        &mut [&mut alice, &mut dave, &mut bob],
+        7,
+        "bob",
+        ConversationEventKind::MemberLeft,
+    )
+    .await;
+    assert!(event.users.is_empty() && event.new_owner.is_empty());
+    // Ownership handed to dave: alice becomes an admin.
+    alice
+        .conversation_op(SetRole {
+            conversation_id: conv.clone(),
+            user: "dave".into(),
+            role: Role::Owner as i32,
+        })
+        .await;
+    let event = expect_event(
+        &mut [&mut alice, &mut dave],
+        8,
+        "alice",
+        ConversationEventKind::RoleChanged,
+    )
+    .await;
+    assert_eq!(
+        (event.role(), event.new_owner.as_str()),
+        (Role::Owner, "dave")
+    );
     let third = dave.say(&conv, "d-1", "just us now").await;
-    assert_eq!(third.seq, 3, "refused sends used no seq");
+    assert_eq!(third.seq, 9, "refused sends used no seq");
     assert_eq!(alice.next_message().await, third);
 
     // Carol and bob got nothing after leaving: a message to each of them in
@@ -299,13 +408,21 @@ async fn group_management_decides_who_receives() {
 
     let history = alice.fetch_all(&conv).await;
     assert_contiguous_from_1(&history);
-    assert_eq!(history, vec![first, second, third]);
+    let messages: Vec<ChatMessage> = history
+        .iter()
+        .filter(|m| !matches!(m.body, Some(Body::Event(_))))
+        .cloned()
+        .collect();
+    assert_eq!(messages, vec![first, second, third]);
     let summary = alice.summary(&conv).await;
+    // What one sends, one has read: alice's cursor is at her last entry
+    // (the handover), and dave's message after it is unread.
+    assert_eq!((summary.read_up_to_seq, summary.unread), (8, 1));
     let group = summary.conversation.expect("conversation");
     assert_eq!(group.name, "Sunday plans");
     assert_eq!(
         roles(&group),
-        vec![("alice".into(), Role::Owner), ("dave".into(), Role::Member)]
+        vec![("alice".into(), Role::Admin), ("dave".into(), Role::Owner)]
     );
     for client in [alice, bob, carol, dave] {
         client.assert_nothing_queued();
@@ -386,6 +503,13 @@ async fn non_members_are_refused_and_members_receive_nothing() {
     let mut mallory4 = ChatClient::v4(&node, "mallory", "m4").await;
     let mut mallory5 = ChatClient::v5(&node, "mallory", "m5").await;
     let group = alice.create_group("private", &["bob"]).await.id;
+    expect_event(
+        &mut [&mut alice, &mut bob],
+        1,
+        "alice",
+        ConversationEventKind::Created,
+    )
+    .await;
     let pair = direct("alice", "bob");
     alice.say(&pair, "a-0", "just us").await;
     assert_eq!(bob.next_message().await.seq, 1);
@@ -415,7 +539,11 @@ async fn non_members_are_refused_and_members_receive_nothing() {
         let marker = alice.say(conv, &format!("marker-{conv}"), "marker").await;
         assert_eq!(bob.next_message().await, marker, "{conv}");
     }
-    assert_eq!(alice.fetch_all(&group).await.len(), 1, "only the marker");
+    assert_eq!(
+        alice.fetch_all(&group).await.len(),
+        2,
+        "only the creation and the marker"
+    );
     assert_eq!(alice.fetch_all(&pair).await.len(), 2, "a-0 and the marker");
     // Mallory cannot read either history.
     for conv in [&group, &pair] {
@@ -498,7 +626,9 @@ async fn message_ids_are_unique_across_conversations() {
             group.clone(),
         ] {
             let m = alice.say(&conv, &format!("{conv}-{i}"), "x").await;
-            assert_eq!(m.seq, i + 1, "each conversation counts on its own");
+            // The group's seq 1 is the event of its creation.
+            let first = if conv == group { 2 } else { 1 };
+            assert_eq!(m.seq, i + first, "each conversation counts on its own");
             assert!(
                 ids.insert(m.message_id),
                 "message id {} reused",

@@ -171,14 +171,24 @@ async fn a_new_device_catches_up_with_sync_and_fetch() {
         "the preview is the newest entry"
     );
     let group_summary = &by_id[&group];
-    assert_eq!(group_summary.conversation.as_ref().unwrap().last_seq, 3);
-    assert_eq!(group_summary.unread, 3);
+    // The group's first entry is the event of its creation.
+    assert_eq!(group_summary.conversation.as_ref().unwrap().last_seq, 4);
+    assert_eq!(group_summary.unread, 4);
 
     // Fetch what is missing after the last seq the device knows (the phone's
     // 5, say, synced through the client's own backend), in small pages.
     let fetched = tablet.fetch_after(&pair, 5, 5).await;
     assert_eq!(fetched, missed, "6..=17 exactly, as delivered live");
-    assert_eq!(tablet.fetch_after(&group, 0, 2).await, missed_in_group);
+    let group_history = tablet.fetch_after(&group, 0, 2).await;
+    assert!(
+        matches!(
+            &group_history[0].body,
+            Some(parley_proto::v1::chat_message::Body::Event(e)) if e.users == ["bob", "carol"]
+        ),
+        "{:?}",
+        group_history[0]
+    );
+    assert_eq!(group_history[1..], missed_in_group);
 
     // A client that refetches an overlap and merges by message id ends up
     // with every entry exactly once, in seq order.

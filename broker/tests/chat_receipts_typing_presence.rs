@@ -81,14 +81,21 @@ async fn sync_reports_unread_from_the_read_cursor() {
             ("bob", ReceiptKind::Read, 4)
         );
     }
+    // Seq 1 is the event of the group's creation, 2 to 7 the messages.
     let s = bob.summary(&group).await;
-    assert_eq!(s.conversation.as_ref().unwrap().last_seq, 6);
+    assert_eq!(s.conversation.as_ref().unwrap().last_seq, 7);
     assert_eq!(s.read_up_to_seq, 4);
     assert_eq!(s.delivered_up_to_seq, 4, "reading implies delivery");
-    assert_eq!(s.unread, 2, "last_seq - read = 6 - 4");
+    assert_eq!(s.unread, 3, "last_seq - read = 7 - 4");
     // Carol read nothing: everything is unread for her.
     let s = carol.summary(&group).await;
-    assert_eq!((s.read_up_to_seq, s.unread), (0, 6));
+    assert_eq!((s.read_up_to_seq, s.unread), (0, 7));
+    // Alice wrote every entry: what one sends, one has read.
+    let s = alice.summary(&group).await;
+    assert_eq!(
+        (s.read_up_to_seq, s.delivered_up_to_seq, s.unread),
+        (7, 7, 0)
+    );
 
     // A lower read receipt does not bring unread back up.
     assert!(bob
@@ -103,10 +110,10 @@ async fn sync_reports_unread_from_the_read_cursor() {
             client.user()
         );
     }
-    assert_eq!(bob.summary(&group).await.unread, 2);
+    assert_eq!(bob.summary(&group).await.unread, 3);
     // New messages add to it.
     alice.say(&group, "a-7", "one more").await;
-    assert_eq!(bob.summary(&group).await.unread, 3);
+    assert_eq!(bob.summary(&group).await.unread, 4);
 }
 
 #[tokio::test]
@@ -150,7 +157,10 @@ async fn receipts_are_checked_like_messages() {
         .is_success());
     let r = alice.next_receipt().await;
     assert_eq!((r.user.as_str(), r.up_to_seq), ("bob", 1));
-    assert_eq!(alice.summary(&conv).await.read_up_to_seq, 0);
+    // Alice has read her own message; no receipt of anyone else moved her
+    // cursor, and bob's delivered receipt did not move his read one.
+    assert_eq!(alice.summary(&conv).await.read_up_to_seq, 1);
+    assert_eq!(bob.summary(&conv).await.read_up_to_seq, 0);
 }
 
 #[tokio::test]
@@ -161,6 +171,9 @@ async fn typing_is_relayed_to_the_others_and_never_stored() {
     let mut bob = ChatClient::v5(&node, "bob", "b").await;
     let mut carol = ChatClient::v4(&node, "carol", "c").await;
     let group = alice.create_group("g", &["bob", "carol"]).await.id;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(client.next_event().await.seq, 1, "the group's creation");
+    }
     let first = alice.say(&group, "a-1", "hello").await;
     assert_eq!(carol.next_message().await, first);
 
@@ -180,14 +193,18 @@ async fn typing_is_relayed_to_the_others_and_never_stored() {
     assert_eq!(alice.next_typing().await.user, "bob");
     assert_eq!(carol.next_typing().await.user, "bob");
 
-    // Never stored, never on the inbox: history still holds only the message.
-    assert_eq!(alice.fetch_all(&group).await, vec![first.clone()]);
+    // Never stored, never on the inbox: history still holds only the
+    // creation and the message.
+    assert_eq!(
+        &alice.fetch_all(&group).await[1..],
+        std::slice::from_ref(&first)
+    );
     assert_eq!(
         alice.summary(&group).await.conversation.unwrap().last_seq,
-        1
+        2
     );
     let second = alice.say(&group, "a-2", "still just messages").await;
-    assert_eq!(second.seq, 2);
+    assert_eq!(second.seq, 3);
     assert_eq!(bob.next_message().await, first);
     assert_eq!(bob.next_message().await, second);
     for client in [alice, bob, carol] {
@@ -208,6 +225,7 @@ async fn typing_beyond_the_burst_is_dropped() {
     let mut carol = ChatClient::v4(&node, "carol", "c").await;
     let mut mallory = ChatClient::v4(&node, "mallory", "m").await;
     let group = alice.create_group("g", &["bob", "carol"]).await.id;
+    assert_eq!(alice.next_event().await.seq, 1, "the group's creation");
 
     // Four indicators: the burst allows two.
     for active in [true, false, true, false] {
@@ -240,9 +258,9 @@ async fn typing_beyond_the_burst_is_dropped() {
         "the third and fourth of alice's indicators were dropped"
     );
     // Typing refusals are silent: no Error envelope on the inbox either,
-    // as a message (seq 1) arriving first proves.
+    // as a message (seq 2, after the creation) arriving first proves.
     let m = alice.say(&group, "a-1", "sorry, typing a lot").await;
-    assert_eq!(m.seq, 1);
+    assert_eq!(m.seq, 2);
     let m2 = mallory
         .say(&direct("alice", "mallory"), "m-1", "hello alice")
         .await;

@@ -423,6 +423,10 @@ async fn chat_across_three_nodes(nodes: &[TestNode]) {
     // A group with a member on every node; each member writes in turn and
     // everyone receives the whole conversation in seq order.
     let group = alice.create_group("three nodes", &["bob", "carol"]).await;
+    // Its first entry, the event of its creation, reaches every node too.
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(client.next_event().await.seq, 1, "{}", client.user());
+    }
     let mut sent = Vec::new();
     for round in 0..5 {
         for (i, client) in [&mut alice, &mut bob, &mut carol].into_iter().enumerate() {
@@ -439,7 +443,7 @@ async fn chat_across_three_nodes(nodes: &[TestNode]) {
     for (who, stream) in ["alice", "bob", "carol"].iter().zip(&streams) {
         assert_eq!(
             stream.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            (1..=sent.len() as u64).collect::<Vec<_>>(),
+            (2..=sent.len() as u64 + 1).collect::<Vec<_>>(),
             "{who} gets the group in seq order"
         );
         assert_eq!(
@@ -463,11 +467,11 @@ async fn chat_across_three_nodes(nodes: &[TestNode]) {
 
     // Receipts cross nodes too: Carol (node 3) reads, Alice (node 1) hears it.
     let ack = carol
-        .send_receipt(&group.id, parley_proto::v1::ReceiptKind::Read, 15)
+        .send_receipt(&group.id, parley_proto::v1::ReceiptKind::Read, 16)
         .await;
     assert!(ack.is_success());
     let receipt = alice.next_receipt().await;
-    assert_eq!((receipt.user.as_str(), receipt.up_to_seq), ("carol", 15));
+    assert_eq!((receipt.user.as_str(), receipt.up_to_seq), ("carol", 16));
     let _ = bob.next_receipt().await;
     let _ = carol.next_receipt().await;
 
@@ -505,7 +509,7 @@ async fn member_added_elsewhere(nodes: &[TestNode]) {
     let group = alice.create_group("growing", &["bob"]).await;
     // Node 2 caches the group with Bob alone as a member besides Alice.
     let first = bob.say(&group.id, "b1", "before dave").await;
-    assert_eq!(first.seq, 1);
+    assert_eq!(first.seq, 2, "after the event of the group's creation");
     assert_eq!(alice.next_message().await, first);
 
     // Dave joins through node 1; node 2 learns it over the bus, so Dave's
@@ -535,7 +539,7 @@ async fn member_added_elsewhere(nodes: &[TestNode]) {
         }
     })
     .await;
-    assert_eq!(from_dave.seq, 2);
+    assert_eq!(from_dave.seq, 4, "after the event of dave's joining");
     assert_eq!(alice.next_message().await, from_dave);
     assert_eq!(bob.next_message().await, from_dave);
 }

@@ -60,6 +60,7 @@ impl Api {
             storage: None,
             metrics_access: Default::default(),
             signup: Default::default(),
+            web: None,
         };
         let server = tokio::spawn(http::serve(
             listener,

@@ -10,6 +10,7 @@
 //! - [`rules`]: configured ACL rules for plain MQTT topics.
 //! - [`consent`]: message requests and blocking.
 //! - [`membership`]: who may change a conversation's members, name and roles.
+//! - [`events`]: the stored entries those changes leave, and their recipients.
 //! - [`message`]: validation of client messages and their limits.
 //! - [`message_id`]: server-assigned, cluster-unique message ids.
 //! - [`rate`]: token-bucket rate limiting.
@@ -19,6 +20,7 @@
 
 pub mod acl;
 pub mod consent;
+pub mod events;
 pub mod fuzzing;
 pub mod ids;
 pub mod membership;

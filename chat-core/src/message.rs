@@ -96,9 +96,13 @@ pub enum MessageError {
     /// Editing or deleting someone else's message.
     #[error("only the sender may edit or delete a message")]
     NotYours,
-    /// The target is itself an edit or delete entry, or already deleted.
+    /// The target is itself an edit or delete entry, a conversation event,
+    /// or already deleted.
     #[error("message {0} cannot be changed")]
     NotChangeable(u64),
+    /// A client sent a body only the server writes (a conversation event).
+    #[error("conversation events are written by the server only")]
+    ServerOnlyBody,
 }
 
 /// Checks a client message (and its encoded size) and says what it asks for.
@@ -171,6 +175,7 @@ fn validate_body(body: Option<&Body>, limits: &MessageLimits) -> Result<(), Mess
         }
         Some(Body::Media(m)) if m.object_key.is_empty() => Err(MessageError::EmptyMedia),
         Some(Body::Ciphertext(c)) if c.recipients.is_empty() => Err(MessageError::EmptyCiphertext),
+        Some(Body::Event(_)) => Err(MessageError::ServerOnlyBody),
         Some(_) => Ok(()),
     }
 }
@@ -220,7 +225,8 @@ pub fn amend(
         MessageAction::try_from(original.action),
         Ok(MessageAction::New) | Ok(MessageAction::Unspecified)
     );
-    if !is_plain || original.deleted {
+    let is_event = matches!(original.body, Some(Body::Event(_)));
+    if !is_plain || original.deleted || is_event {
         return Err(MessageError::NotChangeable(original.seq));
     }
     let mut amended = original.clone();
@@ -299,6 +305,11 @@ mod tests {
             validate_client_message(&m, 10, &l),
             Err(MessageError::EmptyMedia)
         );
+        m.body = Some(Body::Event(Default::default()));
+        assert_eq!(
+            validate_client_message(&m, 10, &l),
+            Err(MessageError::ServerOnlyBody)
+        );
         m.body = Some(Body::Ciphertext(Ciphertext::default()));
         assert_eq!(
             validate_client_message(&m, 10, &l),
@@ -376,6 +387,16 @@ mod tests {
         assert!(deleted.deleted && deleted.body.is_none());
         assert!(matches!(
             amend(&deleted, "alice", Intent::Delete { target_seq: 1 }, None),
+            Err(MessageError::NotChangeable(_))
+        ));
+    }
+
+    #[test]
+    fn conversation_events_cannot_be_amended() {
+        let mut event = server_message(text("x"), "alice", "gaaaaaaaaaaaaaaaa", 1, 1);
+        event.body = Some(Body::Event(Default::default()));
+        assert!(matches!(
+            amend(&event, "alice", Intent::Delete { target_seq: 1 }, None),
             Err(MessageError::NotChangeable(_))
         ));
     }

@@ -309,7 +309,7 @@ fn unknown_fields_inside_a_nested_message_are_skipped() {
         ..ChatMessage::default()
     };
     let mut inner = message.encode_to_vec();
-    encode_key(15, WireType::LengthDelimited, &mut inner);
+    encode_key(99, WireType::LengthDelimited, &mut inner);
     encode_varint(2, &mut inner);
     inner.extend_from_slice(b"ok");
     encode_key(2000, WireType::ThirtyTwoBit, &mut inner);

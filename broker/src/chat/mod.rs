@@ -7,6 +7,7 @@
 //! - [`receipts`]: `r/{conv}` delivered/read cursors, relayed to members.
 //! - [`typing`]: `t/{conv}` typing indicators, relayed, never stored.
 //! - [`requests`]: `q/{user}` requests (sync, history, groups), answered on `a/{user}`.
+//! - [`events`]: group changes stored and delivered as conversation entries.
 //! - [`presence`]: online/offline on `p/{user}`, retained.
 //! - `push`: new messages handed to push notifications for members without
 //!   a live session on this node.
@@ -15,7 +16,9 @@ mod cache;
 pub mod consent;
 mod convert;
 mod errors;
+mod events;
 mod ordering;
+mod own_reads;
 pub mod presence;
 mod push;
 mod receipts;
@@ -86,6 +89,8 @@ pub struct ChatService {
     pub presence: PresenceTracker,
     /// Push notifications to members without a live session; `None` when off.
     push: Option<crate::push::PushService>,
+    /// Senders' cursors moved by their own entries, on their way to the store.
+    own_reads: Arc<own_reads::OwnReads>,
     /// Who accepted and blocked whom, cached briefly.
     relations: consent::RelationCache,
     /// Conversations reported by their members.
@@ -128,6 +133,7 @@ impl ChatService {
             config,
             ids: Mutex::new(ids),
             push: None,
+            own_reads: Arc::default(),
             relations: consent::RelationCache::default(),
             reports: consent::Reports::default(),
         })

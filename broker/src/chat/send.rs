@@ -151,6 +151,7 @@ impl ChatService {
             if let Some(pushed) = pushed {
                 self.notify_offline(&record, &pushed);
             }
+            self.mark_own_entry_read(conv.as_str(), user, appended.seq);
             pending.wait().await.map_err(|e| {
                 fail(ChatError::new(
                     ErrorCode::Unavailable,

@@ -15,6 +15,9 @@
 //! - [`keys`]: `/v1/keys/...`, the end-to-end encryption key directory.
 //! - [`push`]: `/v1/push/devices/...`, a user's devices for push
 //!   notifications, when `push.notifier` is set.
+//! - [`openapi`]: `GET /v1/openapi.json`, the OpenAPI description of them all.
+//! - [`web`]: `/`, the web chat client built from `web/`, and
+//!   `/client-config.json`.
 //! - [`bearer`]: [`Bearer`], the signed-in user of a request.
 //! - [`error`]: [`ApiError`], the one JSON error shape of every endpoint.
 //! - [`json`]: [`ApiJson`], a JSON body extractor whose rejections are [`ApiError`]s.
@@ -32,10 +35,12 @@ pub mod json;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod openapi;
 pub mod push;
 pub mod serve;
 pub mod tokens;
 pub mod users;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,6 +81,8 @@ pub struct HttpState {
     pub signup: Arc<crate::auth::signup::SignUpPolicy>,
     /// Who may read `/metrics`, and whether this API serves it at all.
     pub metrics_access: metrics::MetricsAccess,
+    /// The web client at `/`; `None`: `/` says there is none.
+    pub web: Option<Arc<web::WebState>>,
 }
 
 /// The complete HTTP API as an axum router.
@@ -93,6 +100,8 @@ pub fn router(state: HttpState) -> Router {
         .merge(push::routes())
         .merge(media::routes())
         .merge(keys::routes())
+        .merge(openapi::routes())
+        .merge(web::routes(state.web.as_deref()))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

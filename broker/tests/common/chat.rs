@@ -6,7 +6,8 @@
 //!
 //! The client drives its own event loop, with no background task: every wait
 //! polls it and files each incoming PUBLISH into a queue by topic (inbox,
-//! typing, answers, presence, anything else). Nothing that arrives while the
+//! typing, answers, presence, anything else); conversation events, which
+//! arrive on the inbox like messages, get a queue of their own. Nothing that arrives while the
 //! client waits for something else is lost, and every queue keeps the order
 //! in which the server delivered. The `next_*` readers are strict: the next
 //! inbox entry must be of the kind asked for, so an unexpected delivery fails
@@ -241,6 +242,7 @@ pub struct ChatClient {
     /// Whether the server resumed a stored session at CONNECT.
     pub session_present: bool,
     inbox: VecDeque<Envelope>,
+    events: VecDeque<ChatMessage>,
     typing: VecDeque<Typing>,
     answers: VecDeque<Answer>,
     presence: VecDeque<PresenceUpdate>,
@@ -323,6 +325,7 @@ impl ChatClient {
             conn,
             session_present: false,
             inbox: VecDeque::new(),
+            events: VecDeque::new(),
             typing: VecDeque::new(),
             answers: VecDeque::new(),
             presence: VecDeque::new(),
@@ -707,6 +710,21 @@ impl ChatClient {
         .await
     }
 
+    /// The next conversation event on the inbox (a chat message whose body
+    /// is a `ConversationEvent`); they do not appear among the envelopes.
+    pub async fn next_event(&mut self) -> ChatMessage {
+        let what = format!("a conversation event on {}'s inbox", self.user);
+        within(&what, async {
+            loop {
+                if let Some(event) = self.events.pop_front() {
+                    return event;
+                }
+                self.poll(&what).await;
+            }
+        })
+        .await
+    }
+
     /// The next inbox envelope, which must be a chat message.
     pub async fn next_message(&mut self) -> ChatMessage {
         match self.next_envelope().await.kind {
@@ -787,13 +805,15 @@ impl ChatClient {
     pub fn assert_nothing_queued(&self) {
         assert!(
             self.inbox.is_empty()
+                && self.events.is_empty()
                 && self.typing.is_empty()
                 && self.answers.is_empty()
                 && self.presence.is_empty()
                 && self.other.is_empty(),
-            "{} has unexpected deliveries: inbox {:?}, typing {:?}, answers {:?}, presence {:?}, other {:?}",
+            "{} has unexpected deliveries: inbox {:?}, events {:?}, typing {:?}, answers {:?}, presence {:?}, other {:?}",
             self.user,
             self.inbox,
+            self.events,
             self.typing,
             self.answers,
             self.presence,
@@ -929,7 +949,18 @@ impl ChatClient {
                 .unwrap_or_else(|e| panic!("{me}: undecodable envelope on {topic}: {e}"))
         };
         if topic == format!("u/{me}/i") {
-            self.inbox.push_back(decode());
+            match decode() {
+                Envelope {
+                    kind:
+                        Some(Kind::Message(
+                            m @ ChatMessage {
+                                body: Some(Body::Event(_)),
+                                ..
+                            },
+                        )),
+                } => self.events.push_back(m),
+                envelope => self.inbox.push_back(envelope),
+            }
         } else if topic == format!("u/{me}/t") {
             match decode().kind {
                 Some(Kind::Typing(t)) => self.typing.push_back(t),

@@ -114,13 +114,15 @@ pub enum InboxItem {
     Message(v1::ChatMessage),
     /// A refusal.
     Error(ServerError),
-    /// Something else (a receipt, a kind from a newer schema).
+    /// Something else (a receipt, a conversation event such as the group's
+    /// creation, a kind from a newer schema).
     Other,
 }
 
 /// Decodes an inbox payload.
 pub fn inbox_item(payload: &[u8]) -> Result<InboxItem, parley_proto::DecodeError> {
     Ok(match decode_envelope(payload)?.kind {
+        Some(Kind::Message(m)) if matches!(m.body, Some(Body::Event(_))) => InboxItem::Other,
         Some(Kind::Message(m)) => InboxItem::Message(m),
         Some(Kind::Error(e)) => InboxItem::Error(ServerError::from_proto(&e)),
         _ => InboxItem::Other,
@@ -230,6 +232,14 @@ mod tests {
         };
         let payload = encode_envelope(&stored.clone().into());
         assert_eq!(inbox_item(&payload).unwrap(), InboxItem::Message(stored));
+        // A conversation event (the group's creation) is not a message of the run.
+        let event = v1::ChatMessage {
+            seq: 1,
+            body: Some(Body::Event(v1::ConversationEvent::default())),
+            ..Default::default()
+        };
+        let payload = encode_envelope(&event.into());
+        assert_eq!(inbox_item(&payload).unwrap(), InboxItem::Other);
         let error = v1::Error {
             code: v1::ErrorCode::RateLimited as i32,
             message: "too many messages; slow down".into(),

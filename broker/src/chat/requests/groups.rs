@@ -2,6 +2,7 @@
 //! leave. chat-core's membership rules decide; the change is written with a
 //! compare-and-set on the record's version and retried on a lost race.
 
+use chat_core::events::{change_event, created_event, event_recipients};
 use chat_core::ids::{ConversationId, ConversationKind, UserId};
 use chat_core::membership::{apply, create_group, GroupOp, MembershipError};
 use parley_proto::v1::{
@@ -48,7 +49,11 @@ impl ChatService {
             .create_conversation(apply_domain(&empty, &conv, now))
             .await?;
         let record = self.conversations.put(record);
-        Ok(Answer::Conversation(conversation_proto(&record, 0)))
+        let recipients: Vec<UserId> = conv.members.iter().map(|m| m.user.clone()).collect();
+        let last_seq = self
+            .event_after_change(&record.id, user, created_event(&conv, user), &recipients)
+            .await;
+        Ok(Answer::Conversation(conversation_proto(&record, last_seq)))
     }
 
     pub(super) async fn rename_group(
@@ -139,13 +144,11 @@ impl ChatService {
                 .get(id)
                 .await?
                 .ok_or_else(|| ChatError::unknown_conversation(id))?;
-            let next = apply(
-                &to_domain(&record)?,
-                user,
-                op()?,
-                self.config.max_group_size,
-            )
-            .map_err(|e| membership_error(e).in_conversation(id))?;
+            let before = to_domain(&record)?;
+            let op = op()?;
+            let next = apply(&before, user, op.clone(), self.config.max_group_size)
+                .map_err(|e| membership_error(e).in_conversation(id))?;
+            let event = change_event(&before, &next, user, &op);
             let updated = apply_domain(&record, &next, now_ms());
             match self
                 .stores
@@ -154,9 +157,15 @@ impl ChatService {
                 .await
             {
                 Ok(stored) => {
-                    let last_seq = self.stores.history.last_seq(id).await?;
                     let stored = self.conversations.put(stored);
                     self.deliveries.conversation_changed(id);
+                    let last_seq = match event {
+                        Some(event) => {
+                            let recipients = event_recipients(&before, &next);
+                            self.event_after_change(id, user, event, &recipients).await
+                        }
+                        None => self.stores.history.last_seq(id).await?,
+                    };
                     return Ok(Answer::Conversation(conversation_proto(&stored, last_seq)));
                 }
                 Err(StoreError::Conflict(_)) => self.conversations.forget(id),
@@ -168,6 +177,25 @@ impl ChatService {
             "the group is changing too fast; retry",
         )
         .in_conversation(id))
+    }
+
+    /// Records the event of a change already written to the conversation,
+    /// returning the conversation's last seq. The change stands whatever
+    /// happens here, so a failure to store the event is logged, not returned.
+    async fn event_after_change(
+        &self,
+        id: &str,
+        actor: &UserId,
+        event: parley_proto::v1::ConversationEvent,
+        recipients: &[UserId],
+    ) -> u64 {
+        match self.record_event(id, actor, event, recipients).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(conversation = %id, reason = %e.message, "conversation event not stored");
+                self.stores.history.last_seq(id).await.unwrap_or(0)
+            }
+        }
     }
 
     /// Parses `names` and checks that each user exists.

@@ -60,7 +60,14 @@ impl ChatService {
                 .await?
                 .into_iter()
                 .find(|c| c.user == user.as_str())
-                .map_or(0, |c| c.read_up_to);
+                .map_or(0, |c| c.read_up_to)
+                // What one sends counts as read by its sender: the cursor
+                // may still be on its way to the store.
+                .max(self.own_reads.pending(&id, user.as_str()))
+                .max(match &last_message {
+                    Some(m) if m.sender == user.as_str() => last_seq,
+                    _ => 0,
+                });
             let delivered = self.stores.offline.delivered(user.as_str(), &id).await?;
             items.push(ConversationSummary {
                 conversation: Some(conversation_proto(&record, last_seq)),

@@ -1,0 +1,88 @@
+//! What one sends counts as read by its sender. Moving the sender's read
+//! and delivered cursors is a store write of its own, so it stays off the
+//! send path: each stored entry only records `(conversation, sender) -> seq`
+//! here, and one task at a time writes the newest seq of each pair to the
+//! stores, however many entries a busy sender stored meanwhile. Until a
+//! cursor is written, [`OwnReads::pending`] supplies it to
+//! `SyncConversations`. The task runs only while there is something to
+//! write, so it holds no store after the writes are done.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ChatStores;
+
+/// Cursors of senders' own entries, not yet written to the stores.
+#[derive(Default)]
+pub struct OwnReads {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The newest own seq per `(conversation, user)` not yet written.
+    pending: HashMap<(String, String), u64>,
+    /// Whether a task is writing them.
+    writing: bool,
+}
+
+impl OwnReads {
+    /// `user` stored the entry `seq` of `conversation`: their cursors move
+    /// to it (soon, in the store; at once, for [`OwnReads::pending`]).
+    pub fn record(self: &Arc<Self>, stores: &ChatStores, conversation: &str, user: &str, seq: u64) {
+        let mut state = self.lock();
+        let entry = state
+            .pending
+            .entry((conversation.to_owned(), user.to_owned()))
+            .or_insert(0);
+        *entry = (*entry).max(seq);
+        if !state.writing {
+            state.writing = true;
+            tokio::spawn(Arc::clone(self).write(stores.clone()));
+        }
+    }
+
+    /// The cursor `user` has in `conversation` from their own entries that
+    /// may not be in the store yet; 0 if none.
+    pub fn pending(&self, conversation: &str, user: &str) -> u64 {
+        self.lock()
+            .pending
+            .get(&(conversation.to_owned(), user.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Writes pending cursors until none is left.
+    async fn write(self: Arc<Self>, stores: ChatStores) {
+        loop {
+            let batch: Vec<((String, String), u64)> = {
+                let mut state = self.lock();
+                if state.pending.is_empty() {
+                    state.writing = false;
+                    return;
+                }
+                state.pending.iter().map(|(k, v)| (k.clone(), *v)).collect()
+            };
+            for ((conversation, user), seq) in batch {
+                let delivered = stores
+                    .offline
+                    .mark_delivered(&user, &conversation, seq)
+                    .await;
+                let read = stores.metadata.mark_read(&conversation, &user, seq).await;
+                if let Err(e) = delivered.and(read) {
+                    tracing::warn!(%conversation, %user, seq, error = %e, "sender's read cursor not moved");
+                }
+                // Written (or given up on): forget it unless a newer seq came.
+                let mut state = self.lock();
+                let key = (conversation, user);
+                if state.pending.get(&key) == Some(&seq) {
+                    state.pending.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
