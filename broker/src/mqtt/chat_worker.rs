@@ -41,6 +41,8 @@ pub struct ChatWorker {
     task: JoinHandle<()>,
     /// Submitted publishes whose outcome has not been taken yet.
     in_flight: usize,
+    /// When the last outcome was taken (or the worker started).
+    last_done: Instant,
 }
 
 impl ChatWorker {
@@ -68,6 +70,7 @@ impl ChatWorker {
             done,
             task,
             in_flight: 0,
+            last_done: Instant::now(),
         }
     }
 
@@ -91,6 +94,12 @@ impl ChatWorker {
             into.push(done);
         }
         self.in_flight = self.in_flight.saturating_sub(into.len() - before);
+        self.last_done = Instant::now();
+    }
+
+    /// How long the worker has had nothing to report.
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_done.elapsed()
     }
 
     /// Waits until every submitted publish has its outcome in `into`.

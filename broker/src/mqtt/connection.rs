@@ -129,6 +129,9 @@ fn now_ms() -> i64 {
 /// Above this, a write buffer's memory is given back after each write.
 const KEEP_BUFFER: usize = 8 * 1024;
 
+/// A chat worker idle this long is ended (a new one starts with the next chat publish).
+const CHAT_WORKER_IDLE: Duration = Duration::from_secs(10);
+
 /// Room made for the next read of a busy connection.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -290,9 +293,12 @@ where
         if wbuf.capacity() > KEEP_BUFFER || (wbuf.is_empty() && !last_read_full) {
             wbuf = BytesMut::new();
         }
-        let chat_busy = chat.as_ref().is_some_and(ChatWorker::is_busy);
-        if chat.is_some() && !chat_busy {
-            // No chat work left: give the worker task back until the next chat publish.
+        if chat
+            .as_ref()
+            .is_some_and(|w| !w.is_busy() && w.idle_for() > CHAT_WORKER_IDLE)
+        {
+            // No chat work for a while: give the worker task back until the
+            // next chat publish (a busy sender keeps its worker).
             if let Some(worker) = chat.take() {
                 worker.close().await;
             }
