@@ -412,9 +412,11 @@ impl Session {
                 break;
             };
             let codec = link.params.codec;
-            // Checked at the largest form (full topic, no alias): an alias only shrinks it.
-            let full_len = delivery_len(codec, &delivery, now);
-            if full_len > link.params.max_packet_size as usize {
+            // Checked at the largest form (full topic, no alias): an alias
+            // only shrinks it. Only clients that set a Maximum Packet Size pay
+            // for the measuring (it builds the properties once more).
+            let limit = link.params.max_packet_size;
+            if limit < u32::MAX && delivery_len(codec, &delivery, now) > limit as usize {
                 self.stats.dropped_too_large += 1;
                 continue;
             }
