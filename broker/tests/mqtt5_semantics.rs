@@ -395,7 +395,13 @@ async fn a_session_is_gone_after_its_expiry() {
     assert!(present, "session present within its expiry");
     s.send(&disconnect5(0)).await;
     s.until_closed().await;
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // The engine's tick ends it once its 2 s have passed.
+    within("the session to expire", async {
+        while metric(&node, "parley_mqtt_sessions_expired_total ").await != Some(1.0) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     let (_s, present) = Raw::connected(&node, &c).await;
     assert!(!present, "session present 0 after its expiry");
     bob_round_trip(&node).await;

@@ -13,18 +13,6 @@ use common::*;
 const USER: &str = "churn";
 const PASSWORD: &str = "churn password";
 
-/// The value of a sample in `/metrics` (`None` if absent).
-async fn metric(node: &TestNode, sample: &str) -> Option<f64> {
-    let body = reqwest::get(format!("{}/metrics", node.http()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn churned_clean_sessions_leave_no_entries() {
     let node = start_node(|_| {}).await;

@@ -114,6 +114,19 @@ pub async fn log_in(node: &TestNode, username: &str, password: &str) -> String {
 }
 
 /// Runs `fut`, failing the test if it takes longer than [`EVENT_TIMEOUT`].
+/// The value of one sample of `node`'s `/metrics` (`sample` is the series
+/// name with its labels and a trailing space); `None` if it is not exported.
+pub async fn metric(node: &TestNode, sample: &str) -> Option<f64> {
+    let body = reqwest::get(format!("{}/metrics", node.http()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(EVENT_TIMEOUT, fut)
         .await
