@@ -19,5 +19,7 @@ pub mod message;
 pub mod retained;
 pub mod router;
 pub mod session;
+mod session_filters;
+mod subscribers;
 pub mod topic;
 pub mod trie;

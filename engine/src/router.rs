@@ -31,6 +31,7 @@ use bytes::BytesMut;
 use crate::message::{Message, QoS, RetainHandling, SessionId, SubscriptionOptions};
 use crate::retained::{RetainError, RetainedLimits, RetainedStore};
 use crate::session::{ConnectionParams, Delivery, Enqueued, Session, SessionLimits, SessionStats};
+use crate::session_filters::SessionFilters;
 use crate::topic::{parse_filter, ParsedFilter, TopicError};
 use crate::trie::{Matches, SubscriptionTree};
 
@@ -187,8 +188,10 @@ struct SlotState {
     ended: bool,
     expiry_secs: u32,
     detached_at: Option<Instant>,
-    will: Option<PendingWill>,
-    subscriptions: HashMap<Box<str>, SubscriptionOptions>,
+    /// Boxed: most sessions have no will, and an idle session should cost
+    /// little more than its entry.
+    will: Option<Box<PendingWill>>,
+    subscriptions: SessionFilters,
     ready: Option<Waker>,
     drain_waiters: Vec<Waker>,
     /// A publisher already waited its whole pause for this session to drain:
@@ -414,7 +417,7 @@ impl Router {
             .min(self.config.max_session_expiry_secs);
         let will = request.will.map(|mut w| {
             w.delay_secs = w.delay_secs.min(self.config.max_will_delay_secs);
-            PendingWill { will: w, due: None }
+            Box::new(PendingWill { will: w, due: None })
         });
         let mut sessions = self.lock_sessions();
         let existing = sessions.get(request.key.as_str()).cloned();
@@ -475,7 +478,7 @@ impl Router {
                 expiry_secs: expiry,
                 detached_at: None,
                 will,
-                subscriptions: HashMap::new(),
+                subscriptions: SessionFilters::default(),
                 ready: None,
                 drain_waiters: Vec::new(),
                 stalled: false,
@@ -516,10 +519,10 @@ impl Router {
                 if delay == 0 {
                     will_now = Some(pending.will);
                 } else {
-                    state.will = Some(PendingWill {
+                    state.will = Some(Box::new(PendingWill {
                         due: Some(now + Duration::from_secs(delay.into())),
                         will: pending.will,
-                    });
+                    }));
                 }
             }
             _ => {}
@@ -560,7 +563,7 @@ impl Router {
         slot.wake_ready(state);
         {
             let mut tree = write(&self.tree);
-            for filter in filters.keys() {
+            for (filter, _) in filters.iter() {
                 if let Ok(parsed) = parse_filter(filter) {
                     tree.unsubscribe(slot.id, &slot.namespace, &parsed);
                 }
@@ -764,7 +767,7 @@ impl Router {
                 if state.generation != attachment.generation || state.ended {
                     return None;
                 }
-                if !state.subscriptions.contains_key(raw.as_str())
+                if !state.subscriptions.contains(raw.as_str())
                     && state.subscriptions.len() >= self.config.max_subscriptions_per_session
                 {
                     self.counters
@@ -790,7 +793,7 @@ impl Router {
                 write(&self.tree).unsubscribe(slot.id, &slot.namespace, &parsed);
                 return None;
             }
-            state.subscriptions.insert(raw.as_str().into(), *options);
+            state.subscriptions.insert(raw.as_str(), *options);
             for message in retained {
                 let delivery = Delivery {
                     qos: message.qos.min(options.qos),
@@ -819,7 +822,7 @@ impl Router {
                 if state.generation != attachment.generation || state.ended {
                     return None;
                 }
-                state.subscriptions.remove(raw.as_str()).is_some()
+                state.subscriptions.remove(raw.as_str())
             };
             if existed {
                 if let Ok(parsed) = parse_filter(raw) {
