@@ -104,17 +104,36 @@ pub async fn serve<S>(
         }
     };
     ctx.metrics.connected(transport);
-    let registration = ctx.sessions.register(SessionInfo {
-        user: session.principal.user.as_str().to_owned(),
-        client_id: session.principal.client_id.clone(),
-        transport,
-        peer,
-        version: session.codec.version(),
-        connected_at_ms: now_ms(),
-    });
-    // Awaited in place: a future held in a local first and then awaited
-    // would be stored twice in this task's state.
-    run(stream, session, registration, &ctx).await;
+    let registration = ctx.sessions.register(
+        &ctx.shutdown,
+        SessionInfo {
+            user: session.principal.user.as_str().to_owned(),
+            client_id: session.principal.client_id.clone(),
+            transport,
+            peer,
+            version: session.codec.version(),
+            connected_at_ms: now_ms(),
+        },
+    );
+    // Awaited in place (a future held in a local and then awaited would be
+    // stored twice in this task's state), its parts boxed (an async fn's
+    // arguments stay in its state beside the locals they are moved into).
+    run(
+        Box::new(Parts {
+            stream,
+            session,
+            registration,
+        }),
+        &ctx,
+    )
+    .await;
+}
+
+/// What [`run`] starts from.
+struct Parts<S> {
+    stream: S,
+    session: Session,
+    registration: SessionHandle,
 }
 
 fn now_ms() -> i64 {
@@ -138,10 +157,15 @@ struct Pause {
     until: Instant,
 }
 
-async fn run<S>(mut stream: S, session: Session, registration: SessionHandle, ctx: &MqttContext)
+async fn run<S>(parts: Box<Parts<S>>, ctx: &MqttContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Parts {
+        mut stream,
+        session,
+        registration,
+    } = *parts;
     let Session {
         principal,
         codec,
@@ -175,7 +199,6 @@ where
     let mut deadline = idle_limit.map(|d| Instant::now() + d);
     let mut packet_deadline: Option<Instant> = None;
     let mut pause: Option<Pause> = None;
-    let shutdown = ctx.shutdown.clone();
     let pause_limit = Duration::from_millis(ctx.config.max_publisher_pause_ms);
 
     let end = 'conn: loop {
@@ -226,7 +249,9 @@ where
             let worker = chat.get_or_insert_with(|| {
                 ChatWorker::start(ctx.chat.clone(), ctx.metrics.clone(), user.clone())
             });
-            if !worker.submit(pending).await {
+            // Boxed: a submit's state exists only while a chat publish waits
+            // for room in the worker's queue, not in every idle connection.
+            if !Box::pin(worker.submit(pending)).await {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
         }
@@ -304,8 +329,10 @@ where
         // An idle connection keeps no effects buffers while it waits.
         drop(fx);
         tokio::select! {
-            _ = shutdown.cancelled() => break 'conn End::Shutdown,
-            _ = registration.kicked() => break 'conn End::Kicked,
+            // The registration's token is a child of the node's shutdown token.
+            _ = registration.kicked() => {
+                break 'conn if ctx.shutdown.is_cancelled() { End::Shutdown } else { End::Kicked };
+            }
             _ = chat_finished(&mut chat, &mut chat_done) => {}
             _ = sleep_until(read_deadline), if pause.is_none() => break 'conn End::KeepAlive,
             _ = attachment.ready() => {

@@ -101,9 +101,14 @@ impl SessionRegistry {
     /// Registers a connection that passed CONNECT. A connection with the same
     /// user and client id that is still listed is replaced (the router is
     /// taking its session over); its own handle then no longer unregisters anything.
-    pub fn register(self: &Arc<Self>, info: SessionInfo) -> SessionHandle {
+    /// Its kick token is a child of `shutdown`, so one wait covers both.
+    pub fn register(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        info: SessionInfo,
+    ) -> SessionHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let kick = CancellationToken::new();
+        let kick = shutdown.child_token();
         let key: Key = (Arc::from(info.user), Arc::from(info.client_id));
         self.lock().insert(
             key.clone(),
@@ -201,7 +206,7 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Completes when the session is kicked.
+    /// Completes when the session is kicked or the node shuts down.
     pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
         self.kick.cancelled()
     }
@@ -232,8 +237,14 @@ mod tests {
     #[test]
     fn lists_counts_and_unregisters_on_drop() {
         let registry = Arc::new(SessionRegistry::new());
-        let b = registry.register(info("bob", "phone", TransportKind::WebSocket));
-        let a = registry.register(info("alice", "laptop", TransportKind::Tcp));
+        let b = registry.register(
+            &CancellationToken::new(),
+            info("bob", "phone", TransportKind::WebSocket),
+        );
+        let a = registry.register(
+            &CancellationToken::new(),
+            info("alice", "laptop", TransportKind::Tcp),
+        );
         let listed: Vec<_> = registry
             .list()
             .into_iter()
@@ -262,8 +273,14 @@ mod tests {
     #[test]
     fn kick_reaches_only_the_named_session() {
         let registry = Arc::new(SessionRegistry::new());
-        let phone = registry.register(info("alice", "phone", TransportKind::Tcp));
-        let laptop = registry.register(info("alice", "laptop", TransportKind::Tcp));
+        let phone = registry.register(
+            &CancellationToken::new(),
+            info("alice", "phone", TransportKind::Tcp),
+        );
+        let laptop = registry.register(
+            &CancellationToken::new(),
+            info("alice", "laptop", TransportKind::Tcp),
+        );
         assert!(!registry.kick("alice", "tablet"));
         assert!(!registry.kick("bob", "phone"));
         assert!(registry.kick("alice", "phone"));
@@ -275,10 +292,31 @@ mod tests {
     }
 
     #[test]
+    fn shutting_down_ends_every_session() {
+        let registry = Arc::new(SessionRegistry::new());
+        let shutdown = CancellationToken::new();
+        let phone = registry.register(&shutdown, info("alice", "phone", TransportKind::Tcp));
+        let other = registry.register(
+            &CancellationToken::new(),
+            info("bob", "pc", TransportKind::Tcp),
+        );
+        assert!(phone.kicked().now_or_never().is_none());
+        shutdown.cancel();
+        assert!(phone.kicked().now_or_never().is_some());
+        assert!(other.kicked().now_or_never().is_none());
+    }
+
+    #[test]
     fn a_taken_over_session_does_not_unregister_its_successor() {
         let registry = Arc::new(SessionRegistry::new());
-        let old = registry.register(info("alice", "phone", TransportKind::Tcp));
-        let new = registry.register(info("alice", "phone", TransportKind::Tls));
+        let old = registry.register(
+            &CancellationToken::new(),
+            info("alice", "phone", TransportKind::Tcp),
+        );
+        let new = registry.register(
+            &CancellationToken::new(),
+            info("alice", "phone", TransportKind::Tls),
+        );
         drop(old);
         assert_eq!(registry.len(), 1);
         assert_eq!(registry.list()[0].transport, TransportKind::Tls);
