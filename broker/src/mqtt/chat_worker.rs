@@ -167,7 +167,21 @@ async fn run(
                 };
                 let started = Instant::now();
                 let (qos, pkid) = (job.qos, job.pkid);
-                let mut begun = chat.begin(user, job.publish, unfinished.is_empty()).await;
+                // Earlier publishes go on finishing meanwhile: beginning this
+                // one may wait for them (a group change's fan-out on the
+                // cluster bus is released after earlier entries of its
+                // conversation), and their acknowledgements need not wait.
+                let begin = chat.begin(user, job.publish, unfinished.is_empty());
+                tokio::pin!(begin);
+                let mut begun = loop {
+                    tokio::select! {
+                        biased;
+                        begun = &mut begin => break begun,
+                        Some(outcome) = unfinished.next(), if !unfinished.is_empty() => {
+                            finished(outcome)
+                        }
+                    }
+                };
                 if let Begun::AfterEarlier(publish) = begun {
                     while let Some(outcome) = unfinished.next().await {
                         finished(outcome);
