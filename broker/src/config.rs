@@ -636,7 +636,16 @@ pub struct ChatConfig {
     /// the recipient until they accept; users can block each other (see
     /// docs/topics.md). Off: any message opens the conversation fully.
     pub message_requests: bool,
+    /// Most messages of one connection on their way to disk at once: queued
+    /// for the history's group commit, their acknowledgements still to come
+    /// (in order). Beyond it the connection is not read until one is
+    /// durable. 1 stores a connection's messages one commit at a time.
+    pub max_pipelined_sends: usize,
 }
+
+/// The largest `[chat] max_pipelined_sends` accepted: the MQTT receive
+/// maximum bounds a client's unacknowledged publishes at 65,535 anyway.
+pub const MAX_PIPELINED_SENDS: usize = 65_535;
 
 impl Default for ChatConfig {
     fn default() -> Self {
@@ -652,6 +661,7 @@ impl Default for ChatConfig {
             request_burst: 100,
             max_page: 500,
             message_requests: true,
+            max_pipelined_sends: 32,
         }
     }
 }
@@ -920,6 +930,11 @@ impl Config {
             || chat.max_page == 0
         {
             return invalid("chat bursts and max_page must be positive".into());
+        }
+        if !(1..=MAX_PIPELINED_SENDS).contains(&chat.max_pipelined_sends) {
+            return invalid(format!(
+                "chat.max_pipelined_sends must be between 1 and {MAX_PIPELINED_SENDS}"
+            ));
         }
         if self.mqtt.max_client_id_bytes < 23 {
             return invalid(
@@ -1203,6 +1218,18 @@ mod tests {
     fn bad_listen_address_is_a_clear_error() {
         let err = Config::from_toml_str("[mqtt]\ntcp = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("invalid listen address"), "{err}");
+    }
+
+    #[test]
+    fn max_pipelined_sends_is_read_and_bounded() {
+        assert_eq!(Config::default().chat.max_pipelined_sends, 32);
+        let c = Config::from_toml_str("[chat]\nmax_pipelined_sends = 1\n").unwrap();
+        assert_eq!(c.chat.max_pipelined_sends, 1);
+        for bad in [0, MAX_PIPELINED_SENDS + 1] {
+            let err = Config::from_toml_str(&format!("[chat]\nmax_pipelined_sends = {bad}\n"))
+                .unwrap_err();
+            assert!(err.to_string().contains("max_pipelined_sends"), "{err}");
+        }
     }
 
     #[test]

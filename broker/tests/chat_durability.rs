@@ -1,11 +1,13 @@
 //! Durability across `kill -9`: a real `parley` process acknowledges chat
 //! messages (PUBACK), is killed with SIGKILL mid-stream, restarts on the same
 //! data directory, and every acknowledged message is in history, gap-free,
-//! and delivered to the recipient.
+//! and delivered to the recipient. The same holds with one connection's
+//! sends pipelined (many queued for the group commit at the kill), and their
+//! PUBACKs come back in publish order.
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use common::process::{free_port, spawn_parley, Ports};
@@ -13,7 +15,7 @@ use common::within;
 use parley_proto::v1::{
     self, chat_message::Body, envelope::Kind, request::Op, response::Result as Answer,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 
 /// Rate limits out of the way: the test streams as fast as it can.
 const DURABILITY_CONFIG: &str = "[chat]\nmessages_per_sec = 100000.0\nmessage_burst = 100000\n";
@@ -50,6 +52,62 @@ fn text_message(client_message_id: &str) -> Vec<u8> {
         }
         .into(),
     )
+}
+
+/// Every stored entry of `conversation`, oldest first, fetched page by page by
+/// `user` (whose client is subscribed to `a/{user}`).
+async fn fetch_history(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    user: &str,
+    conversation: &str,
+) -> Vec<v1::ChatMessage> {
+    let mut history: Vec<v1::ChatMessage> = Vec::new();
+    let mut after = 0;
+    loop {
+        let request = v1::Request {
+            request_id: format!("page-{after}"),
+            op: Some(Op::FetchMessages(v1::FetchMessages {
+                conversation_id: conversation.into(),
+                after_seq: after,
+                limit: 500,
+                ..Default::default()
+            })),
+        };
+        client
+            .publish(
+                format!("q/{user}"),
+                QoS::AtLeastOnce,
+                false,
+                parley_proto::encode_envelope(&request.into()),
+            )
+            .await
+            .unwrap();
+        let answers = format!("a/{user}");
+        let page = within("a history page", async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = eventloop.poll().await {
+                    if p.topic != answers {
+                        continue;
+                    }
+                    let envelope = parley_proto::decode_envelope(&p.payload).unwrap();
+                    let Some(Kind::Response(response)) = envelope.kind else {
+                        continue;
+                    };
+                    match response.result {
+                        Some(Answer::Messages(page)) => return page,
+                        other => panic!("unexpected answer {other:?}"),
+                    }
+                }
+            }
+        })
+        .await;
+        after = page.messages.last().map_or(after, |m| m.seq);
+        history.extend(page.messages);
+        if !page.has_more {
+            return history;
+        }
+    }
 }
 
 #[tokio::test]
@@ -141,50 +199,7 @@ async fn acknowledged_messages_survive_kill_9() {
     })
     .await;
 
-    let mut history: Vec<v1::ChatMessage> = Vec::new();
-    let mut after = 0;
-    loop {
-        let request = v1::Request {
-            request_id: format!("page-{after}"),
-            op: Some(Op::FetchMessages(v1::FetchMessages {
-                conversation_id: "alice~bob".into(),
-                after_seq: after,
-                limit: 500,
-                ..Default::default()
-            })),
-        };
-        bob.publish(
-            "q/bob",
-            QoS::AtLeastOnce,
-            false,
-            parley_proto::encode_envelope(&request.into()),
-        )
-        .await
-        .unwrap();
-        let page = within("a history page", async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = bob_loop.poll().await {
-                    if p.topic != "a/bob" {
-                        continue;
-                    }
-                    let envelope = parley_proto::decode_envelope(&p.payload).unwrap();
-                    let Some(Kind::Response(response)) = envelope.kind else {
-                        continue;
-                    };
-                    match response.result {
-                        Some(Answer::Messages(page)) => return page,
-                        other => panic!("unexpected answer {other:?}"),
-                    }
-                }
-            }
-        })
-        .await;
-        after = page.messages.last().map_or(after, |m| m.seq);
-        history.extend(page.messages);
-        if !page.has_more {
-            break;
-        }
-    }
+    let history = fetch_history(&bob, &mut bob_loop, "bob", "alice~bob").await;
 
     let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
     let expected: Vec<u64> = (1..=history.len() as u64).collect();
@@ -234,4 +249,137 @@ async fn acknowledged_messages_survive_kill_9() {
     .await;
     assert_eq!(delivered.client_message_id, "after-restart");
     assert_eq!(delivered.seq, history.len() as u64 + 1);
+}
+
+/// Records the PUBACK for `pkid`, which must answer the oldest unacknowledged
+/// publish.
+fn take_ack(unacked: &mut VecDeque<(u16, String)>, acked: &mut Vec<String>, pkid: u16) {
+    let (expected, id) = unacked
+        .pop_front()
+        .unwrap_or_else(|| panic!("PUBACK {pkid} with nothing unacknowledged"));
+    assert_eq!(
+        pkid, expected,
+        "PUBACK {pkid} arrived while {id} (packet {expected}) was the oldest unacknowledged"
+    );
+    acked.push(id);
+}
+
+/// Pipelined sends need a connection with many publishes in flight.
+const PIPELINED_CONFIG: &str = "[chat]\nmessages_per_sec = 100000.0\nmessage_burst = 100000\n\
+                                max_pipelined_sends = 32\n";
+
+#[tokio::test]
+async fn pipelined_sends_survive_kill_9_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        mqtt: free_port(),
+        http: free_port(),
+    };
+    let mut parley = spawn_parley(dir.path(), &ports, PIPELINED_CONFIG).await;
+    for user in ["alice", "bob", "carol"] {
+        sign_up(ports.http, user).await;
+    }
+    let conversations = ["alice~bob", "alice~carol"];
+
+    // Alice streams into two conversations, alternating, with up to 64
+    // publishes awaiting PUBACK. Each PUBACK must answer the oldest
+    // unacknowledged publish. After 300 acknowledgements, at a moment when
+    // several publishes are unacknowledged, the broker is killed.
+    let (alice, mut eventloop) = AsyncClient::new(options(ports.mqtt, "alice", "alice-phone"), 512);
+    let sender = tokio::spawn(async move {
+        for i in 0..5_000usize {
+            let topic = format!("s/{}", conversations[i % 2]);
+            let message = text_message(&format!("p{i:05}"));
+            if alice
+                .publish(topic, QoS::AtLeastOnce, false, message)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut unacked: VecDeque<(u16, String)> = VecDeque::new();
+    let mut next_id = 0usize;
+    let mut acked: Vec<String> = Vec::new();
+    let unacked_at_kill = within("300 acknowledgements with several in flight", async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    unacked.push_back((pkid, format!("p{next_id:05}")));
+                    next_id += 1;
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    take_ack(&mut unacked, &mut acked, ack.pkid);
+                    if acked.len() >= 300 && unacked.len() >= 8 {
+                        parley.start_kill().expect("SIGKILL");
+                        return unacked.len();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("connection failed before the kill: {e:?}"),
+            }
+        }
+    })
+    .await;
+    // Acks already on the wire when the kill landed still count (and must
+    // still be in order).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                take_ack(&mut unacked, &mut acked, ack.pkid)
+            }
+            Ok(Ok(_)) => {}
+            // The broker is gone: nothing more was acknowledged.
+            _ => break,
+        }
+    }
+    parley.wait().await.unwrap();
+    sender.abort();
+
+    // Restart on the same data directory; alice reads both conversations.
+    let _parley = spawn_parley(dir.path(), &ports, PIPELINED_CONFIG).await;
+    let (reader, mut reader_loop) =
+        AsyncClient::new(options(ports.mqtt, "alice", "alice-laptop"), 64);
+    reader.subscribe("a/alice", QoS::AtLeastOnce).await.unwrap();
+    within("SUBACK", async {
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(_))) = reader_loop.poll().await {
+                return;
+            }
+        }
+    })
+    .await;
+
+    let mut stored = HashSet::new();
+    let mut total = 0;
+    for conversation in conversations {
+        let history = fetch_history(&reader, &mut reader_loop, "alice", conversation).await;
+        let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=history.len() as u64).collect::<Vec<_>>(),
+            "{conversation}: sequence numbers are gap-free from 1"
+        );
+        let ids: Vec<&String> = history.iter().map(|m| &m.client_message_id).collect();
+        assert!(
+            ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "{conversation}: stored in publish order, each once: {ids:?}"
+        );
+        total += history.len();
+        stored.extend(history.into_iter().map(|m| m.client_message_id));
+    }
+    assert_eq!(stored.len(), total, "each message stored once");
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost after kill -9: {lost:?}"
+    );
+    assert!(acked.len() >= 300 && unacked_at_kill >= 8);
+    eprintln!(
+        "acknowledged {}, {} unacknowledged at the kill, {} stored",
+        acked.len(),
+        unacked_at_kill,
+        total
+    );
 }

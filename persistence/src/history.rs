@@ -5,6 +5,14 @@
 //! `(conversation, sender, client_message_id)`. Backends batch concurrent
 //! appends into one durable commit (group commit); `append` returns only
 //! once the message is durable.
+//!
+//! [`HistoryStore::enqueue`] splits an append in two: the request's place in
+//! its conversation is fixed when `enqueue` returns, and the returned
+//! [`PendingAppend`] resolves once it is durable. A caller can so have several
+//! appends on their way to disk at once and still know their order.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 
@@ -92,6 +100,12 @@ pub struct PageRequest {
     pub direction: Direction,
 }
 
+/// An append whose order is fixed, resolving once it is durable (or failed).
+///
+/// Dropping it does not withdraw the append: the request is applied all the
+/// same, only its outcome is not awaited.
+pub type PendingAppend = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
+
 /// The durable message log.
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
@@ -106,6 +120,22 @@ pub trait HistoryStore: Send + Sync + 'static {
     ///
     /// Concurrent appends behave as if they ran one at a time, in some order.
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError>;
+    /// Queues an append without waiting for it to be durable: like
+    /// [`append`](Self::append), except that it returns as soon as the
+    /// request's order is fixed, with a [`PendingAppend`] for its outcome.
+    ///
+    /// Requests enqueued one after another (each `enqueue` returning before
+    /// the next one is called) are applied in that order, so a conversation's
+    /// seqs follow it, even if their commits overlap. The outcome is the one
+    /// `append` would give, and arrives only once the entry is durable.
+    ///
+    /// The default runs the whole append before returning (no overlap), which
+    /// keeps that order for any backend; a backend with a write queue of its
+    /// own overrides it.
+    async fn enqueue(&self, request: AppendRequest) -> PendingAppend {
+        let outcome = self.append(request).await;
+        Box::pin(std::future::ready(outcome))
+    }
     /// A page of messages with `after_seq < seq < before_seq`, always returned in
     /// ascending sequence order: [`Direction::Forward`] takes the lowest `limit`
     /// of them, [`Direction::Backward`] the highest. A `limit` of 0, an empty

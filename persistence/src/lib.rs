@@ -25,7 +25,8 @@ pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
 pub use error::StoreError;
 pub use history::{
-    Amend, AppendRequest, Appended, Direction, HistoryStore, PageRequest, StoredMessage,
+    Amend, AppendRequest, Appended, Direction, HistoryStore, PageRequest, PendingAppend,
+    StoredMessage,
 };
 pub use keys::{
     AddOneTimePrekeys, DeviceBundle, DeviceKeys, KeyDirectory, KeyLimits, OneTimePrekey,

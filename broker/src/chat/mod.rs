@@ -3,7 +3,8 @@
 //! it reads and writes the stores and publishes results through the router.
 //!
 //! - [`send`]: `s/{conv}` messages: validate, store durably, then fan out
-//!   (in `seq` order per conversation, see [`ordering`]).
+//!   (in `seq` order per conversation, see [`ordering`]); several of one
+//!   connection can be on their way to disk at once ([`ChatService::begin`]).
 //! - [`receipts`]: `r/{conv}` delivered/read cursors, relayed to members.
 //! - [`typing`]: `t/{conv}` typing indicators, relayed, never stored.
 //! - [`requests`]: `q/{user}` requests (sync, history, groups), answered on `a/{user}`.
@@ -26,6 +27,8 @@ mod requests;
 mod send;
 mod typing;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -58,6 +61,18 @@ pub struct ChatPublish {
     pub payload: Bytes,
     /// MQTT 5 properties (response topic and correlation data for requests).
     pub properties: Option<PublishProperties>,
+}
+
+/// How far [`ChatService::begin`] got with a publish.
+pub enum Begun<'a> {
+    /// Handled completely: acknowledge it with this.
+    Done(ChatAck),
+    /// A message queued for its durable commit: the future resolves to its
+    /// acknowledgement once it is on disk and handed to delivery.
+    Committing(Pin<Box<dyn Future<Output = ChatAck> + Send + 'a>>),
+    /// An edit or delete, which reads the entry it changes: begin it again,
+    /// with `alone`, once every publish begun before it has finished.
+    AfterEarlier(ChatPublish),
 }
 
 /// The stores the chat pipeline works on.
@@ -154,12 +169,52 @@ impl ChatService {
             }
             _ => Err(ChatError::not_allowed("not a client topic")),
         };
+        self.answer(user, &publish.topic, result)
+    }
+
+    /// Starts one chat publish by `user` without waiting for a message's
+    /// durable commit (see [`Begun`]). Publishes begun one after another take
+    /// effect in that order: messages get seqs in it, and whatever else is
+    /// handled completely before `begin` returns. `alone` says that nothing
+    /// this connection began earlier is still unfinished.
+    pub async fn begin<'a>(
+        &'a self,
+        user: &UserId,
+        publish: ChatPublish,
+        alone: bool,
+    ) -> Begun<'a> {
+        let ChatTopic::Send(conv) = &publish.topic else {
+            return Begun::Done(self.handle(user, publish).await);
+        };
+        match self.start_send(user, conv, &publish.payload, alone).await {
+            Ok(send::SendStart::Queued(queued)) => {
+                let (user, topic) = (user.clone(), publish.topic);
+                Begun::Committing(Box::pin(async move {
+                    let result = (*queued).finish().await;
+                    self.answer(&user, &topic, result)
+                }))
+            }
+            Ok(send::SendStart::Answered) => Begun::Done(ChatAck::Success),
+            Ok(send::SendStart::AfterEarlier) => Begun::AfterEarlier(publish),
+            Err(error) => Begun::Done(self.answer(user, &publish.topic, Err(error))),
+        }
+    }
+
+    /// Most messages one connection may have on their way to disk at once
+    /// (`[chat] max_pipelined_sends`).
+    pub fn max_pipelined_sends(&self) -> usize {
+        self.config.max_pipelined_sends.max(1)
+    }
+
+    /// The acknowledgement for `result`; a refusal is logged and, except for
+    /// typing indicators, reported to `user`'s inbox.
+    fn answer(&self, user: &UserId, topic: &ChatTopic, result: Result<(), ChatError>) -> ChatAck {
         match result {
             Ok(()) => ChatAck::Success,
             Err(error) => {
-                tracing::warn!(%user, topic = %publish.topic.topic(), code = ?error.code, reason = %error.message, "chat publish refused");
+                tracing::warn!(%user, topic = %topic.topic(), code = ?error.code, reason = %error.message, "chat publish refused");
                 let ack = error.ack();
-                if !matches!(publish.topic, ChatTopic::Typing(_)) {
+                if !matches!(topic, ChatTopic::Typing(_)) {
                     self.send_error(user, error);
                 }
                 ack

@@ -3,6 +3,13 @@
 //! commit in the store), and only then acknowledged and fanned out to every
 //! member's inbox, the sender's other sessions included. New entries of one
 //! conversation reach the inboxes in `seq` order (see `super::ordering`).
+//!
+//! A send runs in two steps so that one connection can have several on their
+//! way to disk: [`ChatService::start_send`] checks the message and queues it
+//! for the history's group commit (its seq order is fixed there), and
+//! [`QueuedSend::finish`] awaits the durable commit and delivers it.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chat_core::consent::DirectSend;
@@ -11,22 +18,72 @@ use chat_core::message::{
     amend, server_message, validate_client_message, Intent, MessageError, MessageLimits,
 };
 use chat_core::topics::inbox_topic;
+use parley_proto::v1::ChatMessage;
 use parley_proto::v1::{envelope::Kind, ErrorCode};
 use parley_proto::{decode_envelope, encode_envelope, prost::Message};
-use persistence::{Amend, AppendRequest, ConversationRecord, StoreError};
+use persistence::{Amend, AppendRequest, ConversationRecord, PendingAppend, StoreError};
 
 use super::convert::message_proto;
+use super::ordering::Ticket;
 use super::{now_ms, ChatError, ChatService};
-use crate::cluster::Fanout;
+use crate::cluster::{Fanout, Outgoing};
+
+/// How far [`ChatService::start_send`] got with a message.
+pub(super) enum SendStart<'a> {
+    /// Queued for the durable commit, its seq order fixed;
+    /// [`QueuedSend::finish`] awaits the commit and delivers it.
+    Queued(Box<QueuedSend<'a>>),
+    /// Answered without a new entry (a retry of a stored change).
+    Answered,
+    /// An edit or delete while earlier sends of the same connection are still
+    /// in flight: it reads its target from the store, so it has to start
+    /// after them. Nothing was done yet (not even the rate limit counted).
+    AfterEarlier,
+}
+
+/// A message queued for its durable commit, to be acknowledged and
+/// delivered once the commit is on disk.
+pub(super) struct QueuedSend<'a> {
+    chat: &'a ChatService,
+    user: UserId,
+    conv: ConversationId,
+    record: Arc<ConversationRecord>,
+    /// The entry as stored; its seq is filled in once known.
+    message: ChatMessage,
+    intent: Intent,
+    /// Whether this is a message request (a stranger's direct message).
+    request: bool,
+    /// This entry's turn among the conversation's deliveries.
+    ticket: Ticket<'a, Outgoing>,
+    appended: PendingAppend,
+}
 
 impl ChatService {
-    /// Handles a message published to `s/{conv}` by `user`.
+    /// Handles a message published to `s/{conv}` by `user`, start to finish.
     pub(super) async fn send(
         &self,
         user: &UserId,
         conv: &ConversationId,
         payload: &[u8],
     ) -> Result<(), ChatError> {
+        match self.start_send(user, conv, payload, true).await? {
+            SendStart::Queued(queued) => (*queued).finish().await,
+            SendStart::Answered | SendStart::AfterEarlier => Ok(()),
+        }
+    }
+
+    /// Checks a message published to `s/{conv}` by `user` and queues it for
+    /// the durable commit, without waiting for the commit: messages started
+    /// one after another get seqs in that order. `alone` says that no earlier
+    /// send of the same connection is still in flight; without it an edit or
+    /// delete is not started ([`SendStart::AfterEarlier`]).
+    pub(super) async fn start_send<'a>(
+        &'a self,
+        user: &UserId,
+        conv: &ConversationId,
+        payload: &[u8],
+        alone: bool,
+    ) -> Result<SendStart<'a>, ChatError> {
         let envelope = decode_envelope(payload)
             .map_err(|e| ChatError::malformed(e.to_string()).in_conversation(conv.as_str()))?;
         let Some(Kind::Message(client)) = envelope.kind else {
@@ -47,6 +104,9 @@ impl ChatService {
         };
         let intent = validate_client_message(&client, payload.len(), &limits)
             .map_err(|e| fail(message_error(e)))?;
+        if intent != Intent::New && !alone {
+            return Ok(SendStart::AfterEarlier);
+        }
         if !self.rates.message(user.as_str()) {
             return Err(fail(ChatError::new(
                 ErrorCode::RateLimited,
@@ -95,7 +155,7 @@ impl ChatService {
                         {
                             Some(seq) => {
                                 self.redeliver(&record, conv, seq).await;
-                                Ok(())
+                                Ok(SendStart::Answered)
                             }
                             None => Err(fail(message_error(e))),
                         };
@@ -108,58 +168,33 @@ impl ChatService {
                 })
             }
         };
-        // Taken before the append begins, so that this entry is delivered in
-        // its seq's turn among concurrent sends to the conversation.
+        // Taken before the append is queued, so that this entry is delivered
+        // in its seq's turn among concurrent sends to the conversation.
         let ticket = self.delivery.begin(conv.as_str());
         let appended = self
             .stores
             .history
-            .append(AppendRequest {
+            .enqueue(AppendRequest {
                 conversation_id: conv.to_string(),
                 sender: user.to_string(),
-                client_message_id: client_message_id.clone(),
+                client_message_id,
                 message_id,
                 server_time_ms,
                 payload: message.encode_to_vec(),
                 amend: amend_request,
             })
-            .await
-            .map_err(|e| fail(e.into()))?;
-
-        // Durable: deliver. A retry of a stored message is delivered again as
-        // stored (clients drop duplicates by message id), in case the first
-        // attempt's fan-out was cut short; it is an old seq, so it does not
-        // wait for its turn. With a cluster bus the acknowledgement waits
-        // until the fan-out is on the bus too.
-        if appended.duplicate {
-            drop(ticket);
-            self.redeliver(&record, conv, appended.seq).await;
-        } else {
-            let mut delivered = message;
-            delivered.seq = appended.seq;
-            // A message request pushes its recipient once: for the
-            // conversation's first message only.
-            let pushed =
-                (self.push.is_some() && intent == Intent::New && (!request || appended.seq == 1))
-                    .then(|| delivered.clone());
-            let fanout = inbox_fanout(&record, encode_envelope(&delivered.into()));
-            let (outgoing, pending) = self.deliveries.outgoing(conv.as_str(), 1, fanout);
-            ticket.stored(appended.seq, outgoing);
-            // Stored and handed to delivery: members without a live session
-            // are notified (queued only, never waited for). A retry is a
-            // duplicate and never gets here, so each message notifies once.
-            if let Some(pushed) = pushed {
-                self.notify_offline(&record, &pushed);
-            }
-            self.mark_own_entry_read(conv.as_str(), user, appended.seq);
-            pending.wait().await.map_err(|e| {
-                fail(ChatError::new(
-                    ErrorCode::Unavailable,
-                    format!("stored as {} but not delivered ({e}); retry", appended.seq),
-                ))
-            })?;
-        }
-        Ok(())
+            .await;
+        Ok(SendStart::Queued(Box::new(QueuedSend {
+            chat: self,
+            user: user.clone(),
+            conv: conv.clone(),
+            record,
+            message,
+            intent,
+            request,
+            ticket,
+            appended,
+        })))
     }
 
     /// Delivers the stored entry `seq` of `conv` again, to every member. Best
@@ -265,6 +300,65 @@ impl ChatService {
         self.deliveries
             .publish(&record.id, 1, inbox_fanout(record, envelope))
             .await
+    }
+}
+
+impl QueuedSend<'_> {
+    /// Waits until the message is durable, then hands it to delivery in its
+    /// seq's turn. Ok once it is stored (and, with a cluster bus, on the bus).
+    pub(super) async fn finish(self) -> Result<(), ChatError> {
+        let QueuedSend {
+            chat,
+            user,
+            conv,
+            record,
+            message,
+            intent,
+            request,
+            ticket,
+            appended,
+        } = self;
+        let client_message_id = message.client_message_id.clone();
+        let fail = |e: ChatError| {
+            e.in_conversation(conv.as_str())
+                .for_message(&client_message_id)
+        };
+        let appended = appended.await.map_err(|e| fail(e.into()))?;
+
+        // Durable: deliver. A retry of a stored message is delivered again as
+        // stored (clients drop duplicates by message id), in case the first
+        // attempt's fan-out was cut short; it is an old seq, so it does not
+        // wait for its turn. With a cluster bus the acknowledgement waits
+        // until the fan-out is on the bus too.
+        if appended.duplicate {
+            drop(ticket);
+            chat.redeliver(&record, &conv, appended.seq).await;
+            return Ok(());
+        }
+        let mut delivered = message;
+        delivered.seq = appended.seq;
+        // A message request pushes its recipient once: for the
+        // conversation's first message only.
+        let pushed =
+            (chat.push.is_some() && intent == Intent::New && (!request || appended.seq == 1))
+                .then(|| delivered.clone());
+        // Encoded once for every member.
+        let fanout = inbox_fanout(&record, encode_envelope(&delivered.into()));
+        let (outgoing, pending) = chat.deliveries.outgoing(conv.as_str(), 1, fanout);
+        ticket.stored(appended.seq, outgoing);
+        // Stored and handed to delivery: members without a live session
+        // are notified (queued only, never waited for). A retry is a
+        // duplicate and never gets here, so each message notifies once.
+        if let Some(pushed) = pushed {
+            chat.notify_offline(&record, &pushed);
+        }
+        chat.mark_own_entry_read(conv.as_str(), &user, appended.seq);
+        pending.wait().await.map_err(|e| {
+            fail(ChatError::new(
+                ErrorCode::Unavailable,
+                format!("stored as {} but not delivered ({e}); retry", appended.seq),
+            ))
+        })
     }
 }
 

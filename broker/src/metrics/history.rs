@@ -1,5 +1,6 @@
 //! [`MeteredHistory`]: a [`HistoryStore`] that forwards to another one,
-//! timing every append (`parley_history_append_duration_seconds`) and
+//! timing every append, enqueued ones from queueing to durable
+//! (`parley_history_append_duration_seconds`), and
 //! counting the entries actually stored (`parley_chat_messages_stored_total`;
 //! retries answered from the original are not counted).
 
@@ -7,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use persistence::{AppendRequest, Appended, HistoryStore, PageRequest, StoreError, StoredMessage};
+use persistence::{
+    AppendRequest, Appended, HistoryStore, PageRequest, PendingAppend, StoreError, StoredMessage,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -47,6 +50,26 @@ impl HistoryStore for MeteredHistory {
             self.stored.inc();
         }
         result
+    }
+
+    async fn enqueue(&self, request: AppendRequest) -> PendingAppend {
+        let started = Instant::now();
+        let pending = self.inner.enqueue(request).await;
+        let (append_seconds, stored) = (self.append_seconds.clone(), self.stored.clone());
+        Box::pin(async move {
+            let result = pending.await;
+            append_seconds.observe(started.elapsed().as_secs_f64());
+            if matches!(
+                result,
+                Ok(Appended {
+                    duplicate: false,
+                    ..
+                })
+            ) {
+                stored.inc();
+            }
+            result
+        })
     }
 
     async fn fetch(
@@ -97,13 +120,17 @@ mod tests {
         let retry = history.append(request("m1")).await.unwrap();
         assert!(retry.duplicate && retry.seq == first.seq);
         history.append(request("m2")).await.unwrap();
-        assert_eq!(metrics.chat_messages_stored.get(), 2);
+        let queued = history.enqueue(request("m3")).await;
+        let queued_retry = history.enqueue(request("m3")).await;
+        assert!(!queued.await.unwrap().duplicate);
+        assert!(queued_retry.await.unwrap().duplicate);
+        assert_eq!(metrics.chat_messages_stored.get(), 3);
         let text = metrics.encode();
         assert!(
             text.lines()
-                .any(|l| l == "parley_history_append_duration_seconds_count 3"),
+                .any(|l| l == "parley_history_append_duration_seconds_count 5"),
             "{text}"
         );
-        assert_eq!(history.last_seq("alice~bob").await.unwrap(), 2);
+        assert_eq!(history.last_seq("alice~bob").await.unwrap(), 3);
     }
 }

@@ -735,6 +735,81 @@ pub async fn concurrent_retries_store_one(store: Arc<dyn HistoryStore>) {
     );
 }
 
+/// How many appends one caller queues before awaiting any of them.
+const PIPELINED: usize = 100;
+
+/// Appends queued with [`HistoryStore::enqueue`] before any is awaited get
+/// their seqs in queue order, a retry queued behind its original is a
+/// duplicate of it, and every outcome matches what `append` would answer.
+pub async fn enqueued_appends_keep_their_order(store: Arc<dyn HistoryStore>) {
+    let conversation = unique_conversation_id("pipelined");
+    let other = unique_conversation_id("pipelined-other");
+    let alice = unique_username("alice");
+    let mut pending = Vec::with_capacity(PIPELINED + 2);
+    for i in 0..PIPELINED {
+        let req = request(&conversation, &alice, &format!("m{i}"), &[i as u8]);
+        pending.push(store.enqueue(req).await);
+        if i == PIPELINED / 2 {
+            // Interleaved: a retry of the first message and another conversation.
+            let retry = request(&conversation, &alice, "m0", b"retry");
+            pending.push(store.enqueue(retry).await);
+            pending.push(store.enqueue(request(&other, &alice, "m0", b"x")).await);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for answer in pending {
+        outcomes.push(answer.await.expect("an enqueued append must succeed"));
+    }
+    let retry_at = PIPELINED / 2 + 1;
+    let retry = outcomes.remove(retry_at);
+    let elsewhere = outcomes.remove(retry_at);
+    assert_eq!(
+        (retry.seq, retry.duplicate),
+        (1, true),
+        "a retry queued behind its original must be its duplicate"
+    );
+    assert_eq!(
+        (elsewhere.seq, elsewhere.duplicate),
+        (1, false),
+        "another conversation numbers on its own"
+    );
+    let seqs: Vec<u64> = outcomes.iter().map(|o| o.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=PIPELINED as u64).collect::<Vec<_>>(),
+        "enqueued appends must get seqs in queue order"
+    );
+    assert!(outcomes.iter().all(|o| !o.duplicate));
+    for (i, message) in everything(&store, &conversation).await.iter().enumerate() {
+        assert_eq!(
+            (
+                message.seq,
+                message.client_message_id.as_str(),
+                message.payload.as_slice()
+            ),
+            (i as u64 + 1, format!("m{i}").as_str(), [i as u8].as_slice()),
+            "seq {} must hold the message queued in place {i}",
+            message.seq
+        );
+    }
+}
+
+/// An enqueued append whose outcome is never awaited is stored all the same,
+/// before anything enqueued after it.
+pub async fn an_unawaited_enqueue_still_appends(store: Arc<dyn HistoryStore>) {
+    let conversation = unique_conversation_id("dropped");
+    let alice = unique_username("alice");
+    drop(
+        store
+            .enqueue(request(&conversation, &alice, "dropped", b"first"))
+            .await,
+    );
+    let next = append_ok(&store, request(&conversation, &alice, "next", b"second")).await;
+    assert_eq!(next.seq, 2, "the unawaited append must have taken seq 1");
+    let first = get_ok(&store, &conversation, 1).await;
+    assert_eq!(first.client_message_id, "dropped");
+}
+
 /// Expands to one `#[tokio::test]` per [`HistoryStore`] conformance check (see
 /// [`conformance::history`](crate::conformance::history)).
 ///
@@ -772,6 +847,8 @@ macro_rules! history_conformance_tests {
             concurrent_appends_are_gap_free_and_ordered,
             concurrent_appends_across_conversations,
             concurrent_retries_store_one,
+            enqueued_appends_keep_their_order,
+            an_unawaited_enqueue_still_appends,
         );
     };
 }

@@ -17,6 +17,11 @@
 //! 4. it commits once with [`redb::Durability::Immediate`] and only then answers
 //!    each request through its oneshot channel.
 //!
+//! Queueing and answering are separate steps ([`GroupCommitter::enqueue`]): a
+//! request's place is fixed when it enters the channel, so one caller can queue
+//! several requests back to back, have them committed in that order (in one
+//! commit or in consecutive ones), and await their answers afterwards.
+//!
 //! A request that is refused on its own (an amend of a missing seq, a corrupt
 //! record) is checked before anything of it is written, so it fails alone and
 //! the rest of the batch commits. If the database itself fails (beginning,
@@ -40,7 +45,7 @@ use tokio::sync::oneshot;
 
 use super::messages::HistoryTables;
 use super::{begin_durable_write, Failure};
-use crate::{AppendRequest, Appended, StoreError};
+use crate::{AppendRequest, Appended, PendingAppend, StoreError};
 
 /// The most requests one commit takes; more wait for the next one.
 pub const MAX_BATCH: usize = 1024;
@@ -101,11 +106,23 @@ impl GroupCommitter {
 
     /// Queues `request` for the next commit and waits until it is durable.
     pub(super) async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+        self.enqueue(request).await
+    }
+
+    /// Queues `request` behind every request queued before it and returns at
+    /// once; the answer resolves when the commit holding it is durable.
+    pub(super) fn enqueue(&self, request: AppendRequest) -> PendingAppend {
         let (reply, answer) = oneshot::channel();
-        let jobs = self.jobs.as_ref().ok_or_else(writer_stopped)?;
-        jobs.send(Job { request, reply })
-            .map_err(|_| writer_stopped())?;
-        answer.await.map_err(|_| writer_stopped())?
+        let queued = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job { request, reply }).is_ok());
+        Box::pin(async move {
+            if !queued {
+                return Err(writer_stopped());
+            }
+            answer.await.map_err(|_| writer_stopped())?
+        })
     }
 
     /// The writer's counters so far.

@@ -1,16 +1,23 @@
 //! [`HistoryStore`] for [`EmbeddedStore`]: appends go through the group-commit
-//! writer (see `group_commit`); reads run on the blocking pool against the
+//! writer (see `group_commit`), which also gives [`HistoryStore::enqueue`] its
+//! order-at-enqueue; reads run on the blocking pool against the
 //! history tables (see `messages`).
 
 use async_trait::async_trait;
 
 use super::{messages, EmbeddedStore};
-use crate::{AppendRequest, Appended, HistoryStore, PageRequest, StoreError, StoredMessage};
+use crate::{
+    AppendRequest, Appended, HistoryStore, PageRequest, PendingAppend, StoreError, StoredMessage,
+};
 
 #[async_trait]
 impl HistoryStore for EmbeddedStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
         self.inner.committer.append(request).await
+    }
+
+    async fn enqueue(&self, request: AppendRequest) -> PendingAppend {
+        self.inner.committer.enqueue(request)
     }
 
     async fn fetch(
