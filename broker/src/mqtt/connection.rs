@@ -161,11 +161,12 @@ async fn run<S>(parts: Box<Parts<S>>, ctx: &MqttContext)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Moved out whole, so the box is freed here rather than when `run` ends.
     let Parts {
         mut stream,
         session,
         registration,
-    } = *parts;
+    } = { *parts };
     let Session {
         principal,
         codec,
@@ -175,8 +176,6 @@ where
         leftover,
         resend,
     } = session;
-    let user = principal.user.clone();
-    let client_id = principal.client_id.clone();
     let mut inbound = InboundState::new(
         principal,
         codec.version(),
@@ -206,7 +205,7 @@ where
         // Acknowledge the chat publishes the worker has finished, in order.
         for done in chat_done.drain(..) {
             if !inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx) {
-                warn!(%user, %client_id, ack = ?done.ack, "closing: a message was not stored and 3.1.1 cannot say so");
+                warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ack = ?done.ack, "closing: a message was not stored and 3.1.1 cannot say so");
                 fx.close = Some(Close::ProtocolViolation(
                     DisconnectReasonCode::UnspecifiedError,
                 ));
@@ -230,7 +229,7 @@ where
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    warn!(%user, %client_id, error = %e, "bad packet");
+                    warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, error = %e, "bad packet");
                     if matches!(e, DecodeError::TooLarge(_)) {
                         ctx.metrics.limited(Limit::PacketSize);
                     }
@@ -247,7 +246,11 @@ where
         };
         for pending in std::mem::take(&mut fx.chat) {
             let worker = chat.get_or_insert_with(|| {
-                ChatWorker::start(ctx.chat.clone(), ctx.metrics.clone(), user.clone())
+                ChatWorker::start(
+                    ctx.chat.clone(),
+                    ctx.metrics.clone(),
+                    inbound.principal().user.clone(),
+                )
             });
             // Boxed: a submit's state exists only while a chat publish waits
             // for room in the worker's queue, not in every idle connection.
@@ -352,7 +355,7 @@ where
                     last_read_full = rbuf.len() == rbuf.capacity();
                     if byte_budget.as_mut().is_some_and(|budget| !budget.spend(n)) {
                         ctx.metrics.limited(Limit::BytesPerConnection);
-                        warn!(%user, %client_id, "closing: over the bytes-per-second limit");
+                        warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, "closing: over the bytes-per-second limit");
                         break 'conn End::RateLimited;
                     }
                     deadline = idle_limit.map(|d| Instant::now() + d);
@@ -396,10 +399,10 @@ where
     };
     ctx.router
         .detach(&attachment, detach, std::time::Instant::now());
-    ctx.chat.presence.disconnected(&user);
+    ctx.chat.presence.disconnected(&inbound.principal().user);
     ctx.metrics.disconnected(end.metric());
     drop(registration);
-    info!(%user, %client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
+    info!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
 }
 
 /// Moves what the session has due into `wbuf`; `false` if the attachment

@@ -127,6 +127,11 @@ impl InboundState {
         }
     }
 
+    /// Who is connected.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
     /// The connection's hold on its session.
     pub fn attachment(&self) -> &Attachment {
         &self.attachment
