@@ -233,6 +233,11 @@ where
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
         }
+        if let (false, Some(durable)) = (fx.to_client.is_empty(), &ctx.durable) {
+            // Answers go out once what they acknowledge is on disk.
+            let ticket = fx.ticket.max(ctx.router.ticket(&attachment));
+            durable.wait(ticket).await;
+        }
         for packet in fx.to_client.drain(..) {
             if codec.encode(packet, &mut wbuf).is_err() {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
