@@ -3,7 +3,8 @@
 //! persistent sessions come back with their subscriptions and queues.
 //!
 //! - every QoS 1 message PUBACKed while its persistent subscriber was
-//!   offline is delivered after a `kill -9` mid-stream, in publish order;
+//!   offline is delivered after a `kill -9` mid-stream, in publish order,
+//!   and so is every one an online persistent subscriber had not received;
 //! - QoS 2 across a `kill -9`: every PUBRECed message arrives, none twice,
 //!   also when the publisher's own persistent session resends after the restart;
 //! - subscriptions are restored (CONNACK session present 1);
@@ -230,6 +231,64 @@ async fn pubacked_qos1_messages_reach_an_offline_persistent_session_after_kill_9
         first.windows(2).all(|w| w[0] < w[1]),
         "first deliveries out of publish order"
     );
+    let missing: Vec<&u32> = acked.iter().filter(|i| !seen.contains(*i)).collect();
+    assert!(missing.is_empty(), "PUBACKed but lost: {missing:?}");
+}
+
+#[tokio::test]
+async fn an_online_persistent_subscriber_gets_every_pubacked_message_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports();
+    let mut parley = start(dir.path(), &ports, 100_000).await;
+    sign_up(ports.http).await;
+    persistent_subscriber(ports.mqtt, "sub-live", "devices/dev/live", QoS::AtLeastOnce).await;
+    let (_sub, mut sub_loop, _) = connect(ports.mqtt, "sub-live", false).await;
+    // The subscriber reads (and PUBACKs) 50 messages, then stops reading:
+    // the rest are in flight or queued for it when the node is killed.
+    let reading = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            if let Event::Incoming(Packet::Publish(p)) = sub_loop.poll().await.unwrap() {
+                got.push(index_of(&p.payload));
+            }
+        }
+        (got, sub_loop)
+    });
+
+    let (publisher, mut pub_loop, _) = connect(ports.mqtt, "pub-live", true).await;
+    publish_loop(publisher, "devices/dev/live", QoS::AtLeastOnce, 5_000);
+    let acked = ack_then_kill(&mut pub_loop, &mut parley, 300).await;
+    drop(pub_loop);
+    let (mut got, mut sub_loop) = within("50 messages", reading).await.unwrap();
+    assert!(
+        acked.len() > 50 + 64,
+        "more were acknowledged than the subscriber read"
+    );
+
+    let _parley = start(dir.path(), &ports, 100_000).await;
+    // The same event loop reads what was buffered, sees the old connection
+    // fail, and reconnects with clean session 0.
+    let mut reconnected = false;
+    within("every acknowledged message", async {
+        loop {
+            let have: HashSet<&u32> = got.iter().collect();
+            if acked.iter().all(|i| have.contains(i)) {
+                return;
+            }
+            match sub_loop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => got.push(index_of(&p.payload)),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    assert!(ack.session_present, "the session survived the kill");
+                    reconnected = true;
+                }
+                Ok(_) => {}
+                Err(_) => assert!(!reconnected, "the new connection failed"),
+            }
+        }
+    })
+    .await;
+    assert!(reconnected);
+    let seen: HashSet<u32> = got.iter().copied().collect();
     let missing: Vec<&u32> = acked.iter().filter(|i| !seen.contains(*i)).collect();
     assert!(missing.is_empty(), "PUBACKed but lost: {missing:?}");
 }
