@@ -21,5 +21,7 @@ pub mod persist;
 pub mod retained;
 pub mod router;
 pub mod session;
+mod session_filters;
+mod subscribers;
 pub mod topic;
 pub mod trie;

@@ -32,6 +32,7 @@ use crate::message::{Message, QoS, RetainHandling, SessionId, SubscriptionOption
 use crate::persist::{Change, Journal, RestoredSession, SessionImage};
 use crate::retained::{RetainError, RetainedLimits, RetainedStore};
 use crate::session::{ConnectionParams, Delivery, Enqueued, Session, SessionLimits, SessionStats};
+use crate::session_filters::SessionFilters;
 use crate::topic::{parse_filter, ParsedFilter, TopicError};
 use crate::trie::{Matches, SubscriptionTree};
 
@@ -191,8 +192,10 @@ struct SlotState {
     ended: bool,
     expiry_secs: u32,
     detached_at: Option<Instant>,
-    will: Option<PendingWill>,
-    subscriptions: HashMap<Box<str>, SubscriptionOptions>,
+    /// Boxed: most sessions have no will, and an idle session should cost
+    /// little more than its entry.
+    will: Option<Box<PendingWill>>,
+    subscriptions: SessionFilters,
     ready: Option<Waker>,
     drain_waiters: Vec<Waker>,
     /// A publisher already waited its whole pause for this session to drain:
@@ -422,7 +425,7 @@ impl Router {
             .min(self.config.max_session_expiry_secs);
         let will = request.will.map(|mut w| {
             w.delay_secs = w.delay_secs.min(self.config.max_will_delay_secs);
-            PendingWill { will: w, due: None }
+            Box::new(PendingWill { will: w, due: None })
         });
         let mut sessions = self.lock_sessions();
         let existing = sessions.get(request.key.as_str()).cloned();
@@ -485,7 +488,7 @@ impl Router {
                 expiry_secs: expiry,
                 detached_at: None,
                 will,
-                subscriptions: HashMap::new(),
+                subscriptions: SessionFilters::default(),
                 ready: None,
                 drain_waiters: Vec::new(),
                 stalled: false,
@@ -532,10 +535,10 @@ impl Router {
                 if delay == 0 {
                     will_now = Some(pending.will);
                 } else {
-                    state.will = Some(PendingWill {
+                    state.will = Some(Box::new(PendingWill {
                         due: Some(now + Duration::from_secs(delay.into())),
                         will: pending.will,
-                    });
+                    }));
                 }
             }
             _ => {}
@@ -583,7 +586,7 @@ impl Router {
         slot.wake_ready(state);
         {
             let mut tree = write(&self.tree);
-            for filter in filters.keys() {
+            for (filter, _) in filters.iter() {
                 if let Ok(parsed) = parse_filter(filter) {
                     tree.unsubscribe(slot.id, &slot.namespace, &parsed);
                 }
@@ -793,7 +796,7 @@ impl Router {
                 if state.generation != attachment.generation || state.ended {
                     return None;
                 }
-                if !state.subscriptions.contains_key(raw.as_str())
+                if !state.subscriptions.contains(raw.as_str())
                     && state.subscriptions.len() >= self.config.max_subscriptions_per_session
                 {
                     self.counters
@@ -819,7 +822,7 @@ impl Router {
                 write(&self.tree).unsubscribe(slot.id, &slot.namespace, &parsed);
                 return None;
             }
-            state.subscriptions.insert(raw.as_str().into(), *options);
+            state.subscriptions.insert(raw.as_str(), *options);
             for message in retained {
                 let delivery = Delivery {
                     qos: message.qos.min(options.qos),
@@ -849,7 +852,7 @@ impl Router {
                 if state.generation != attachment.generation || state.ended {
                     return None;
                 }
-                let existed = state.subscriptions.remove(raw.as_str()).is_some();
+                let existed = state.subscriptions.remove(raw.as_str());
                 if existed {
                     self.describe(slot, &mut state, false);
                 }
@@ -900,10 +903,10 @@ impl Router {
                 .min(expiry);
             let due =
                 Duration::from_secs(w.delay_secs.into()).saturating_sub(restored.detached_for);
-            PendingWill {
+            Box::new(PendingWill {
                 will: w,
                 due: Some(now + due),
-            }
+            })
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(SessionSlot {
@@ -922,7 +925,7 @@ impl Router {
                 expiry_secs: left_secs.min(u64::from(u32::MAX)) as u32,
                 detached_at: Some(now),
                 will,
-                subscriptions: HashMap::new(),
+                subscriptions: SessionFilters::default(),
                 ready: None,
                 drain_waiters: Vec::new(),
                 stalled: false,
@@ -932,11 +935,11 @@ impl Router {
         sessions.insert(key, slot.clone());
         drop(sessions);
         write(&self.by_id).insert(id, slot.clone());
-        let mut kept = HashMap::new();
+        let mut kept = SessionFilters::default();
         for (filter, options) in image.subscriptions {
             if let Ok(parsed) = parse_filter(&filter) {
                 write(&self.tree).subscribe(id, &slot.namespace, &parsed, options);
-                kept.insert(filter.into_boxed_str(), options);
+                kept.insert(&filter, options);
             }
         }
         slot.lock().subscriptions = kept;

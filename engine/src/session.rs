@@ -17,7 +17,7 @@
 //! QoS 0, else the new one), and a QoS 1/2 message is refused only when no
 //! QoS 0 is left to drop. Every drop is counted in [`SessionStats`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -120,9 +120,9 @@ struct Inflight {
 struct Link {
     params: ConnectionParams,
     /// Inbound aliases the client set: alias -> topic.
-    inbound_aliases: HashMap<u16, Arc<str>>,
+    inbound_aliases: BTreeMap<u16, Arc<str>>,
     /// Outbound aliases Parley set: topic -> alias.
-    outbound_aliases: HashMap<Arc<str>, u16>,
+    outbound_aliases: BTreeMap<Arc<str>, u16>,
     /// Next outbound alias to assign or reuse.
     next_alias: u16,
 }
@@ -204,10 +204,10 @@ pub struct Session {
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     queued_qos0: usize,
-    inflight: HashMap<u16, Inflight>,
+    inflight: BTreeMap<u16, Inflight>,
     next_pkid: u16,
     next_order: u64,
-    incoming_qos2: HashSet<u16>,
+    incoming_qos2: BTreeSet<u16>,
     stats: SessionStats,
     /// Whether changes are reported (see [`crate::persist`]).
     durable: bool,
@@ -232,10 +232,10 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             queued_qos0: 0,
-            inflight: HashMap::new(),
+            inflight: BTreeMap::new(),
             next_pkid: 1,
             next_order: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: BTreeSet::new(),
             stats: SessionStats::default(),
             durable: false,
             seqs: VecDeque::new(),
@@ -336,8 +336,8 @@ impl Session {
     pub fn attach(&mut self, params: ConnectionParams, out: &mut BytesMut) {
         self.link = Some(Link {
             params,
-            inbound_aliases: HashMap::new(),
-            outbound_aliases: HashMap::new(),
+            inbound_aliases: BTreeMap::new(),
+            outbound_aliases: BTreeMap::new(),
             next_alias: 1,
         });
         let mut resend: Vec<(u64, u16)> = self
@@ -720,8 +720,8 @@ impl Session {
                 .filter(|f| f.stage != Stage::Comp)
                 .count();
         self.queue = VecDeque::new();
-        self.inflight = HashMap::new();
-        self.incoming_qos2 = HashSet::new();
+        self.inflight = BTreeMap::new();
+        self.incoming_qos2 = BTreeSet::new();
         self.seqs = VecDeque::new();
         self.queued_bytes = 0;
         self.queued_qos0 = 0;
@@ -734,10 +734,10 @@ impl Session {
             self.queue = VecDeque::new();
         }
         if self.inflight.is_empty() {
-            self.inflight = HashMap::new();
+            self.inflight = BTreeMap::new();
         }
         if self.incoming_qos2.is_empty() {
-            self.incoming_qos2 = HashSet::new();
+            self.incoming_qos2 = BTreeSet::new();
         }
         if self.seqs.is_empty() {
             self.seqs = VecDeque::new();

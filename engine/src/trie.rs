@@ -22,6 +22,7 @@ use std::str::Split;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::message::{SessionId, SubscriptionOptions};
+use crate::subscribers::DirectSubscribers;
 use crate::topic::ParsedFilter;
 
 /// One level of a topic tree: children keyed by level, and what is stored
@@ -125,7 +126,7 @@ pub(crate) fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
 #[derive(Debug, Default)]
 struct Subscribers {
     /// Plain subscriptions, by session.
-    direct: BTreeMap<SessionId, SubscriptionOptions>,
+    direct: DirectSubscribers,
     /// Shared groups on this filter, by (namespace, group name); never empty.
     groups: BTreeMap<(Box<str>, Box<str>), SharedGroup>,
 }
@@ -140,8 +141,7 @@ impl Subscribers {
     /// Appends every subscription of this node to `out`, advancing the
     /// round-robin cursor of each group.
     fn collect(&self, out: &mut Matches) {
-        out.direct
-            .extend(self.direct.iter().map(|(&id, &options)| (id, options)));
+        out.direct.extend(self.direct.iter());
         for group in self.groups.values() {
             let members: Vec<_> = group
                 .members
@@ -244,7 +244,7 @@ impl SubscriptionTree {
             return false;
         };
         let removed = match filter.group() {
-            None => node.value.direct.remove(&session).is_some(),
+            None => node.value.direct.remove(session).is_some(),
             Some(group) => {
                 let key = (Box::from(namespace), Box::from(group));
                 let Some(shared) = node.value.groups.get_mut(&key) else {

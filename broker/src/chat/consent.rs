@@ -69,6 +69,48 @@ impl RelationCache {
     }
 }
 
+/// What two users share: (a group, their direct conversation).
+type Shared = (bool, bool);
+
+/// A pair's answer, when it was read and at which conversation generation.
+type SharedEntry = (Instant, u64, Shared);
+
+/// What pairs of users share, cached briefly and only while no conversation
+/// changed on this node (the conversation cache's generation): a request
+/// stream in a direct conversation would otherwise read both users'
+/// conversation lists for every message.
+#[derive(Default)]
+pub(super) struct SharedCache {
+    entries: Mutex<HashMap<(String, String), SharedEntry>>,
+}
+
+impl SharedCache {
+    fn key(a: &UserId, b: &UserId) -> (String, String) {
+        let (a, b) = (a.as_str(), b.as_str());
+        if a <= b {
+            (a.to_owned(), b.to_owned())
+        } else {
+            (b.to_owned(), a.to_owned())
+        }
+    }
+
+    fn get(&self, a: &UserId, b: &UserId, generation: u64) -> Option<Shared> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&Self::key(a, b))
+            .filter(|(at, seen, _)| *seen == generation && at.elapsed() < CACHE_TTL)
+            .map(|(_, _, shared)| *shared)
+    }
+
+    fn put(&self, a: &UserId, b: &UserId, generation: u64, shared: Shared) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(Self::key(a, b), (Instant::now(), generation, shared));
+    }
+}
+
 /// The other user of a direct conversation record, if it is one.
 fn direct_peer(record: &ConversationRecord, user: &UserId) -> Option<UserId> {
     let (a, b) = ConversationId::parse(&record.id).ok()?.direct_members()?;
@@ -134,7 +176,12 @@ impl ChatService {
     }
 
     /// Whether `a` and `b` share a group (not just their direct conversation).
-    async fn share_group(&self, a: &UserId, b: &UserId) -> Result<(bool, bool), StoreError> {
+    async fn share_group(&self, a: &UserId, b: &UserId) -> Result<Shared, StoreError> {
+        // Read before the store, so a change racing the reads invalidates.
+        let generation = self.conversations.generation();
+        if let Some(shared) = self.shared.get(a, b, generation) {
+            return Ok(shared);
+        }
         let theirs: std::collections::HashSet<String> = self
             .stores
             .metadata
@@ -155,6 +202,7 @@ impl ChatService {
                 }
             }
         }
+        self.shared.put(a, b, generation, (group, direct));
         Ok((group, direct))
     }
 

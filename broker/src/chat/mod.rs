@@ -93,6 +93,8 @@ pub struct ChatService {
     own_reads: Arc<own_reads::OwnReads>,
     /// Who accepted and blocked whom, cached briefly.
     relations: consent::RelationCache,
+    /// What pairs of users share, cached briefly.
+    shared: consent::SharedCache,
     /// Conversations reported by their members.
     reports: consent::Reports,
 }
@@ -135,6 +137,7 @@ impl ChatService {
             push: None,
             own_reads: Arc::default(),
             relations: consent::RelationCache::default(),
+            shared: consent::SharedCache::default(),
             reports: consent::Reports::default(),
         })
     }

@@ -112,12 +112,9 @@ pub async fn serve<S>(
         version: session.codec.version(),
         connected_at_ms: now_ms(),
     });
-    let connection = run(stream, session, registration, &ctx);
-    tracing::trace!(
-        bytes = std::mem::size_of_val(&connection),
-        "connection task state"
-    );
-    connection.await;
+    // Awaited in place: a future held in a local first and then awaited
+    // would be stored twice in this task's state.
+    run(stream, session, registration, &ctx).await;
 }
 
 fn now_ms() -> i64 {
@@ -312,6 +309,8 @@ where
             }
         }
         let read_deadline = earliest(deadline, packet_deadline);
+        // An idle connection keeps no effects buffers while it waits.
+        drop(fx);
         tokio::select! {
             _ = shutdown.cancelled() => break 'conn End::Shutdown,
             _ = registration.kicked() => break 'conn End::Kicked,

@@ -4,8 +4,10 @@
 //! the `[listeners]` per-address cap and TLS / WebSocket handshake timeouts.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -69,52 +71,78 @@ pub async fn accept_loop(
         tcp.set_nodelay(true).ok();
         let ctx = ctx.clone();
         let transport = transport.clone();
-        // Each transport's connection future is boxed on its own, so a TCP
-        // connection's task is sized for TCP, not for the largest transport
-        // (a TLS session's state is several KiB).
-        tasks.spawn(async move {
-            let _slot = slot;
-            match transport {
-                Transport::Tcp => Box::pin(serve(tcp, peer, TransportKind::Tcp, ctx)).await,
-                Transport::Tls(acceptor) => {
-                    match Box::pin(timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)))
-                        .await
-                    {
-                        Ok(Ok(tls)) => Box::pin(serve(tls, peer, TransportKind::Tls, ctx)).await,
-                        Ok(Err(e)) => {
-                            ctx.metrics.handshake_failed(HandshakeFailure::Network);
-                            debug!(%peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => {
-                            ctx.metrics.defended(Refusal::TlsHandshakeTimeout);
-                            debug!(%peer, "TLS handshake timed out")
-                        }
-                    }
-                }
-                Transport::WebSocket { path } => {
-                    match Box::pin(timeout(
-                        limits.ws_upgrade_timeout,
-                        accept_websocket(tcp, &path),
-                    ))
-                    .await
-                    {
-                        Ok(Ok(ws)) => {
-                            Box::pin(serve(ws, peer, TransportKind::WebSocket, ctx)).await
-                        }
-                        Ok(Err(e)) => {
-                            ctx.metrics.handshake_failed(HandshakeFailure::Network);
-                            debug!(%peer, error = %e, "WebSocket handshake failed")
-                        }
-                        Err(_) => {
-                            ctx.metrics.defended(Refusal::WsUpgradeTimeout);
-                            debug!(%peer, "WebSocket upgrade timed out")
-                        }
-                    }
-                }
+        // One task type per transport, so a TCP connection's task is sized
+        // for TCP alone (a TLS session's state is several KiB).
+        match transport {
+            Transport::Tcp => {
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    serve(tcp, peer, TransportKind::Tcp, ctx).await
+                });
             }
-        });
+            Transport::Tls(acceptor) => {
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    serve_tls(tcp, peer, acceptor, limits.tls_handshake_timeout, ctx).await
+                });
+            }
+            Transport::WebSocket { path } => {
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    serve_websocket(tcp, peer, &path, limits.ws_upgrade_timeout, ctx).await
+                });
+            }
+        }
     }
     info!(?local, "listener stopped");
+}
+
+/// Serves a TLS connection once its handshake completes in time.
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    ctx: Arc<MqttContext>,
+) {
+    let tls = match timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            ctx.metrics.handshake_failed(HandshakeFailure::Network);
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.defended(Refusal::TlsHandshakeTimeout);
+            debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    serve(tls, peer, TransportKind::Tls, ctx).await
+}
+
+/// Serves a WebSocket connection once its upgrade on `path` completes in time.
+async fn serve_websocket(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    path: &str,
+    upgrade_timeout: Duration,
+    ctx: Arc<MqttContext>,
+) {
+    let ws = match timeout(upgrade_timeout, accept_websocket(tcp, path)).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            ctx.metrics.handshake_failed(HandshakeFailure::Network);
+            debug!(%peer, error = %e, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.defended(Refusal::WsUpgradeTimeout);
+            debug!(%peer, "WebSocket upgrade timed out");
+            return;
+        }
+    };
+    serve(ws, peer, TransportKind::WebSocket, ctx).await
 }
 
 type WsTransport = WsStream<async_tungstenite::tokio::TokioAdapter<TcpStream>>;

@@ -8,7 +8,7 @@
 //! socket: cancelling it (a kick) makes the connection send MQTT 5 DISCONNECT
 //! 0x98 (administrative action) and close.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,17 +63,24 @@ pub struct SessionInfo {
     pub connected_at_ms: i64,
 }
 
+/// One live connection, without the names (they are its key).
 struct Entry {
     id: u64,
-    info: SessionInfo,
+    transport: TransportKind,
+    peer: SocketAddr,
+    version: Version,
+    connected_at_ms: i64,
     kick: CancellationToken,
 }
 
-/// The live sessions of the node, by user and client id.
+/// A connection's key: (user, client id), shared with its handle.
+type Key = (Arc<str>, Arc<str>);
+
+/// The live sessions of the node, by user and client id: one ordered map,
+/// so an idle connection costs one compact entry and two shared names.
 #[derive(Default)]
 pub struct SessionRegistry {
-    /// user -> client id -> session.
-    sessions: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    sessions: Mutex<BTreeMap<Key, Entry>>,
     next_id: AtomicU64,
 }
 
@@ -97,19 +104,21 @@ impl SessionRegistry {
     pub fn register(self: &Arc<Self>, info: SessionInfo) -> SessionHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = CancellationToken::new();
-        let (user, client_id) = (info.user.clone(), info.client_id.clone());
-        self.lock().entry(user.clone()).or_default().insert(
-            client_id.clone(),
+        let key: Key = (Arc::from(info.user), Arc::from(info.client_id));
+        self.lock().insert(
+            key.clone(),
             Entry {
                 id,
-                info,
+                transport: info.transport,
+                peer: info.peer,
+                version: info.version,
+                connected_at_ms: info.connected_at_ms,
                 kick: kick.clone(),
             },
         );
         SessionHandle {
             registry: self.clone(),
-            user,
-            client_id,
+            key,
             id,
             kick,
         }
@@ -117,18 +126,22 @@ impl SessionRegistry {
 
     /// Every live session, ordered by user, then client id.
     pub fn list(&self) -> Vec<SessionInfo> {
-        let sessions = self.lock();
-        let sorted: BTreeMap<(&str, &str), &SessionInfo> = sessions
-            .values()
-            .flat_map(|by_client| by_client.values())
-            .map(|e| ((e.info.user.as_str(), e.info.client_id.as_str()), &e.info))
-            .collect();
-        sorted.into_values().cloned().collect()
+        self.lock()
+            .iter()
+            .map(|((user, client_id), e)| SessionInfo {
+                user: user.to_string(),
+                client_id: client_id.to_string(),
+                transport: e.transport,
+                peer: e.peer,
+                version: e.version,
+                connected_at_ms: e.connected_at_ms,
+            })
+            .collect()
     }
 
     /// Ends the session of `user` with `client_id`; `false` if there is none.
     pub fn kick(&self, user: &str, client_id: &str) -> bool {
-        match self.lock().get(user).and_then(|c| c.get(client_id)) {
+        match self.lock().get(&(Arc::from(user), Arc::from(client_id))) {
             Some(entry) => {
                 entry.kick.cancel();
                 true
@@ -139,15 +152,18 @@ impl SessionRegistry {
 
     /// Ends every session of `user`; returns how many there were.
     pub fn kick_user(&self, user: &str) -> usize {
-        self.lock().get(user).map_or(0, |by_client| {
-            by_client.values().for_each(|e| e.kick.cancel());
-            by_client.len()
-        })
+        let sessions = self.lock();
+        let from: Key = (Arc::from(user), Arc::from(""));
+        sessions
+            .range(from..)
+            .take_while(|((u, _), _)| &**u == user)
+            .inspect(|(_, e)| e.kick.cancel())
+            .count()
     }
 
     /// How many sessions are live.
     pub fn len(&self) -> usize {
-        self.lock().values().map(HashMap::len).sum()
+        self.lock().len()
     }
 
     /// Whether no session is live.
@@ -160,30 +176,18 @@ impl SessionRegistry {
         let sessions = self.lock();
         TransportKind::ALL
             .iter()
-            .map(|&t| {
-                let n = sessions
-                    .values()
-                    .flat_map(HashMap::values)
-                    .filter(|e| e.info.transport == t)
-                    .count();
-                (t, n)
-            })
+            .map(|&t| (t, sessions.values().filter(|e| e.transport == t).count()))
             .collect()
     }
 
-    fn unregister(&self, user: &str, client_id: &str, id: u64) {
+    fn unregister(&self, key: &Key, id: u64) {
         let mut sessions = self.lock();
-        if let Some(by_client) = sessions.get_mut(user) {
-            if by_client.get(client_id).is_some_and(|e| e.id == id) {
-                by_client.remove(client_id);
-            }
-            if by_client.is_empty() {
-                sessions.remove(user);
-            }
+        if sessions.get(key).is_some_and(|e| e.id == id) {
+            sessions.remove(key);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Entry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -191,8 +195,7 @@ impl SessionRegistry {
 /// A connection's registration; unregisters it when dropped.
 pub struct SessionHandle {
     registry: Arc<SessionRegistry>,
-    user: String,
-    client_id: String,
+    key: Key,
     id: u64,
     kick: CancellationToken,
 }
@@ -206,8 +209,7 @@ impl SessionHandle {
 
 impl Drop for SessionHandle {
     fn drop(&mut self) {
-        self.registry
-            .unregister(&self.user, &self.client_id, self.id);
+        self.registry.unregister(&self.key, self.id);
     }
 }
 
