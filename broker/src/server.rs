@@ -146,6 +146,17 @@ impl Node {
         let router = Arc::new(parley_engine::router::Router::new(
             config.mqtt.router_config(),
         ));
+        let durable = match &opened.sessions {
+            Some(store) => {
+                let journal = crate::mqtt::durable::DurableSessions::start(store.clone());
+                router.set_journal(journal.clone());
+                crate::mqtt::durable::load(store.as_ref(), &router)
+                    .await
+                    .context("loading persistent MQTT sessions")?;
+                Some(journal)
+            }
+            None => None,
+        };
         let publisher = ServerPublisher::new(router.clone());
         tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
         let deliveries = match &bus {
@@ -196,6 +207,7 @@ impl Node {
             metrics: metrics.clone(),
             sessions: sessions.clone(),
             limits: Limits::new(&config.limits).with_listeners(&config.listeners),
+            durable,
         });
 
         let mut addrs = BoundAddrs::default();

@@ -13,7 +13,9 @@ use anyhow::Context;
 use persistence::embedded::EmbeddedStore;
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use persistence::scylla::{ScyllaConfig, ScyllaStore};
-use persistence::{HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue};
+use persistence::{
+    HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue, SessionStore,
+};
 
 use crate::config::{
     Config, HistoryBackend, PostgresStorageConfig, ScyllaStorageConfig, StorageBackend,
@@ -35,6 +37,9 @@ pub struct Stores {
     /// (PostgreSQL); `None` for the embedded store, which one process at a
     /// time can open.
     pub leases: Option<Arc<dyn NodeLeases>>,
+    /// Persistent MQTT sessions, if the backend keeps them (embedded);
+    /// `None` keeps them in memory only.
+    pub sessions: Option<Arc<dyn SessionStore>>,
 }
 
 /// Opens the backend `config.storage` names. PostgreSQL is migrated to the
@@ -64,7 +69,11 @@ async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
                     config.data_dir.display()
                 )
             })?;
-            Ok(Stores::all(Arc::new(store)))
+            let store = Arc::new(store);
+            Ok(Stores {
+                sessions: Some(store.clone()),
+                ..Stores::all(store)
+            })
         }
         StorageBackend::Postgres => {
             let settings = postgres_config(&config.storage.postgres)?;
@@ -134,6 +143,7 @@ impl Stores {
             offline: store.clone(),
             keys: store,
             leases: None,
+            sessions: None,
         }
     }
 }

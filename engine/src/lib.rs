@@ -11,11 +11,13 @@
 //! - [`retained`]: retained messages, matched against new subscriptions.
 //! - [`codec`]: MQTT 3.1.1/5 framing on top of `rumqttd::protocol`.
 //! - [`session`]: one client's session state machine.
+//! - [`persist`]: what persistent sessions report to a store, and restore from.
 //! - [`router`]: the thread-safe table of sessions, trie and retained store
 //!   the connection tasks share.
 
 pub mod codec;
 pub mod message;
+pub mod persist;
 pub mod retained;
 pub mod router;
 pub mod session;

@@ -22,13 +22,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
 use crate::message::{Message, QoS, RetainHandling, SessionId, SubscriptionOptions};
+use crate::persist::{Change, Journal, RestoredSession, SessionImage};
 use crate::retained::{RetainError, RetainedLimits, RetainedStore};
 use crate::session::{ConnectionParams, Delivery, Enqueued, Session, SessionLimits, SessionStats};
 use crate::session_filters::SessionFilters;
@@ -138,6 +139,9 @@ pub struct PublishReport {
     /// Live sessions whose queue is past half its bound: the publisher
     /// should wait for them ([`SessionSlot::drained`]) before reading more.
     pub congested: Vec<Arc<SessionSlot>>,
+    /// The journal ticket the publish must see durable before it is
+    /// acknowledged (0: it reached no persistent session).
+    pub ticket: u64,
 }
 
 /// What [`Router::tick`] did.
@@ -197,6 +201,8 @@ struct SlotState {
     /// A publisher already waited its whole pause for this session to drain:
     /// publishers are not slowed for it again until it drains.
     stalled: bool,
+    /// The journal ticket of the session's latest change (see [`crate::persist`]).
+    ticket: u64,
 }
 
 /// One session's place in the router, shared by the router and the
@@ -340,6 +346,7 @@ pub struct Router {
     by_id: RwLock<HashMap<SessionId, Arc<SessionSlot>>>,
     next_id: AtomicU64,
     counters: RouterCounters,
+    journal: OnceLock<Arc<dyn Journal>>,
 }
 
 /// The namespace of the server's own publishes (exempt from retained quotas).
@@ -356,6 +363,7 @@ impl Router {
             by_id: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             counters: RouterCounters::default(),
+            journal: OnceLock::new(),
         }
     }
 
@@ -436,6 +444,8 @@ impl Router {
                 state.expiry_secs = expiry;
                 state.detached_at = None;
                 state.will = will;
+                self.set_durability(&slot, &mut state);
+                self.describe(&slot, &mut state, false);
                 state.session.attach(request.params, out);
                 slot.attached.store(true, Ordering::Release);
                 let attachment = Attachment {
@@ -482,8 +492,14 @@ impl Router {
                 ready: None,
                 drain_waiters: Vec::new(),
                 stalled: false,
+                ticket: 0,
             }),
         });
+        {
+            let mut state = slot.lock();
+            self.set_durability(&slot, &mut state);
+            self.describe(&slot, &mut state, false);
+        }
         sessions.insert(key, slot.clone());
         drop(sessions);
         write(&self.by_id).insert(id, slot.clone());
@@ -530,6 +546,7 @@ impl Router {
         let ends = expiry == 0;
         if !ends {
             state.detached_at = Some(now);
+            self.describe(slot, &mut state, true);
             state.session.shrink();
         }
         slot.wake_ready(state);
@@ -557,6 +574,12 @@ impl Router {
         }
         state.ended = true;
         state.generation += 1;
+        if state.session.is_durable() {
+            state.session.set_durable(false);
+            if let Some(journal) = self.journal.get() {
+                state.ticket = journal.record(&slot.key, Change::Ended);
+            }
+        }
         state.session.clear();
         let filters = std::mem::take(&mut state.subscriptions);
         slot.attached.store(false, Ordering::Release);
@@ -597,6 +620,7 @@ impl Router {
             return None;
         }
         let result = f(&mut state.session);
+        self.flush_changes(&attachment.slot, &mut state);
         if !state.drain_waiters.is_empty() && state.session.is_drained() {
             let waiters = std::mem::take(&mut state.drain_waiters);
             drop(state);
@@ -678,6 +702,11 @@ impl Router {
             Enqueued::Expired => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        let before = state.ticket;
+        self.flush_changes(slot, &mut state);
+        if state.ticket != before {
+            report.ticket = report.ticket.max(state.ticket);
         }
         if state.stalled && state.session.is_drained() {
             state.stalled = false;
@@ -805,6 +834,7 @@ impl Router {
                     self.counters.dropped_qos12.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            self.describe(slot, &mut state, false);
             drop(state);
             results.push(Ok(options.qos));
         }
@@ -822,7 +852,11 @@ impl Router {
                 if state.generation != attachment.generation || state.ended {
                     return None;
                 }
-                state.subscriptions.remove(raw.as_str())
+                let existed = state.subscriptions.remove(raw.as_str());
+                if existed {
+                    self.describe(slot, &mut state, false);
+                }
+                existed
             };
             if existed {
                 if let Ok(parsed) = parse_filter(raw) {
@@ -832,6 +866,132 @@ impl Router {
             results.push(existed);
         }
         Some(results)
+    }
+
+    /// Installs the journal persistent sessions report their changes to
+    /// (see [`crate::persist`]); without one, sessions live in memory only.
+    /// Install it before the first connection; a second call is ignored.
+    pub fn set_journal(&self, journal: Arc<dyn Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// The journal ticket of the latest change to the attachment's session:
+    /// answers to its client wait until that ticket is durable.
+    pub fn ticket(&self, attachment: &Attachment) -> u64 {
+        attachment.slot.lock().ticket
+    }
+
+    /// Puts a stored persistent session back, detached, with its
+    /// subscriptions and queue; `false` if a session with its key exists.
+    /// Its expiry and will delay count from `now - restored.detached_for`: a
+    /// session whose expiry passed meanwhile ends at the next [`Router::tick`]
+    /// (counted as expired), and a will whose delay passed is published then.
+    pub fn restore(&self, restored: RestoredSession, now: Instant) -> bool {
+        let key: Arc<str> = Arc::from(restored.key.as_str());
+        let mut sessions = self.lock_sessions();
+        if sessions.contains_key(&key) {
+            return false;
+        }
+        let image = restored.image;
+        let expiry = image.expiry_secs.min(self.config.max_session_expiry_secs);
+        let left = Duration::from_secs(expiry.into()).saturating_sub(restored.detached_for);
+        let left_secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let will = image.will.map(|mut w| {
+            w.delay_secs = w
+                .delay_secs
+                .min(self.config.max_will_delay_secs)
+                .min(expiry);
+            let due =
+                Duration::from_secs(w.delay_secs.into()).saturating_sub(restored.detached_for);
+            Box::new(PendingWill {
+                will: w,
+                due: Some(now + due),
+            })
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(SessionSlot {
+            id,
+            key: key.clone(),
+            namespace: image.namespace.clone(),
+            attached: AtomicBool::new(false),
+            state: Mutex::new(SlotState {
+                session: Session::restore(
+                    self.config.session,
+                    restored.queued,
+                    restored.incoming_qos2,
+                ),
+                generation: 1,
+                ended: false,
+                expiry_secs: left_secs.min(u64::from(u32::MAX)) as u32,
+                detached_at: Some(now),
+                will,
+                subscriptions: SessionFilters::default(),
+                ready: None,
+                drain_waiters: Vec::new(),
+                stalled: false,
+                ticket: 0,
+            }),
+        });
+        sessions.insert(key, slot.clone());
+        drop(sessions);
+        write(&self.by_id).insert(id, slot.clone());
+        let mut kept = SessionFilters::default();
+        for (filter, options) in image.subscriptions {
+            if let Ok(parsed) = parse_filter(&filter) {
+                write(&self.tree).subscribe(id, &slot.namespace, &parsed, options);
+                kept.insert(&filter, options);
+            }
+        }
+        slot.lock().subscriptions = kept;
+        true
+    }
+
+    /// Makes the session report changes exactly while it is persistent and
+    /// a journal is installed; one that stops being persistent is forgotten.
+    fn set_durability(&self, slot: &SessionSlot, state: &mut SlotState) {
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        let durable = state.expiry_secs > 0;
+        if state.session.is_durable() && !durable {
+            state.ticket = journal.record(&slot.key, Change::Ended);
+        }
+        state.session.set_durable(durable);
+    }
+
+    /// Hands the session's pending changes to the journal.
+    fn flush_changes(&self, slot: &SessionSlot, state: &mut SlotState) {
+        if !state.session.is_durable() {
+            return;
+        }
+        if let Some(journal) = self.journal.get() {
+            for change in state.session.take_changes() {
+                state.ticket = journal.record(&slot.key, change);
+            }
+        }
+    }
+
+    /// Reports a persistent session's description (after its pending changes).
+    fn describe(&self, slot: &SessionSlot, state: &mut SlotState, detached: bool) {
+        if !state.session.is_durable() {
+            return;
+        }
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        self.flush_changes(slot, state);
+        let image = SessionImage {
+            namespace: slot.namespace.clone(),
+            expiry_secs: state.expiry_secs,
+            detached,
+            subscriptions: state
+                .subscriptions
+                .iter()
+                .map(|(filter, options)| (filter.to_string(), *options))
+                .collect(),
+            will: state.will.as_ref().map(|w| w.will.clone()),
+        };
+        state.ticket = journal.record(&slot.key, Change::Described(Box::new(image)));
     }
 
     /// Ends sessions whose expiry passed, publishes wills whose delay

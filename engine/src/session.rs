@@ -26,6 +26,7 @@ use rumqttd::protocol::{Packet, PubRel, PubRelReason, PublishProperties};
 
 use crate::codec::{Codec, OutgoingPublish, Version};
 use crate::message::{Message, QoS};
+use crate::persist::{pkid_of, Change, RestoredDelivery};
 
 /// Bounds of one session, from the engine's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,8 @@ struct Inflight {
     stage: Stage,
     /// Send order, to resend in the original order.
     order: u64,
+    /// Its sequence number, in a persistent session.
+    seq: Option<u64>,
 }
 
 /// Per-connection state, gone when the connection ends.
@@ -206,6 +209,14 @@ pub struct Session {
     next_order: u64,
     incoming_qos2: BTreeSet<u16>,
     stats: SessionStats,
+    /// Whether changes are reported (see [`crate::persist`]).
+    durable: bool,
+    /// Sequence numbers of the queued QoS 1/2 deliveries, in queue order
+    /// (only while durable).
+    seqs: VecDeque<u64>,
+    next_seq: u64,
+    /// Changes not yet handed to the journal.
+    changes: Vec<Change>,
 }
 
 /// Bytes [`Session::poll_transmit`] writes before it returns, so the
@@ -226,6 +237,96 @@ impl Session {
             next_order: 0,
             incoming_qos2: BTreeSet::new(),
             stats: SessionStats::default(),
+            durable: false,
+            seqs: VecDeque::new(),
+            next_seq: 1,
+            changes: Vec::new(),
+        }
+    }
+
+    /// A detached persistent session put back from a store: `queued` in
+    /// sequence order (released ones in flight awaiting PUBCOMP), and the
+    /// client's QoS 2 packet ids awaiting PUBREL.
+    pub fn restore(
+        limits: SessionLimits,
+        queued: Vec<RestoredDelivery>,
+        incoming_qos2: Vec<u16>,
+    ) -> Session {
+        let mut session = Session::new(limits);
+        session.durable = true;
+        for item in queued {
+            session.next_seq = session.next_seq.max(item.seq + 1);
+            if item.released {
+                let order = session.next_order;
+                session.next_order += 1;
+                session.inflight.insert(
+                    pkid_of(item.seq),
+                    Inflight {
+                        delivery: item.delivery,
+                        stage: Stage::Comp,
+                        order,
+                        seq: Some(item.seq),
+                    },
+                );
+                continue;
+            }
+            session.queued_bytes += item.delivery.message.size();
+            session.seqs.push_back(item.seq);
+            session.queue.push_back(item.delivery);
+        }
+        session.incoming_qos2 = incoming_qos2.into_iter().collect();
+        session
+    }
+
+    /// Starts or stops reporting changes (the session became persistent, or
+    /// stopped being so). Starting reports every QoS 1/2 delivery already queued.
+    pub fn set_durable(&mut self, durable: bool) {
+        if durable == self.durable {
+            return;
+        }
+        self.durable = durable;
+        self.seqs = VecDeque::new();
+        self.changes = Vec::new();
+        if !durable {
+            self.inflight.values_mut().for_each(|f| f.seq = None);
+            return;
+        }
+        for delivery in &self.queue {
+            if delivery.qos != QoS::AtMostOnce {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.seqs.push_back(seq);
+                self.changes.push(Change::Queued {
+                    seq,
+                    delivery: delivery.clone(),
+                });
+            }
+        }
+    }
+
+    /// Whether changes are reported.
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// The changes since the last call, oldest first (none unless durable).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Reports that delivery `seq`, if any, is done.
+    fn done(&mut self, seq: Option<u64>) {
+        if let (Some(seq), true) = (seq, self.durable) {
+            self.changes.push(Change::Done { seq });
+        }
+    }
+
+    /// The packet id the front of the queue would be sent with if it must
+    /// be a fixed one (persistent sessions), and whether it is free.
+    fn front_pkid_free(&self) -> bool {
+        match self.seqs.front() {
+            Some(&seq) if self.durable => !self.inflight.contains_key(&pkid_of(seq)),
+            _ => true,
         }
     }
 
@@ -318,7 +419,7 @@ impl Session {
         match self.queue.front() {
             None => false,
             Some(d) if d.qos == QoS::AtMostOnce => true,
-            Some(_) => self.inflight.len() < self.window(link),
+            Some(_) => self.inflight.len() < self.window(link) && self.front_pkid_free(),
         }
     }
 
@@ -354,6 +455,14 @@ impl Session {
         self.queued_bytes += size;
         if delivery.qos == QoS::AtMostOnce {
             self.queued_qos0 += 1;
+        } else if self.durable {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.seqs.push_back(seq);
+            self.changes.push(Change::Queued {
+                seq,
+                delivery: delivery.clone(),
+            });
         }
         self.queue.push_back(delivery);
         Enqueued::Queued
@@ -397,15 +506,23 @@ impl Session {
             let Some(front) = self.queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+            if front.qos != QoS::AtMostOnce
+                && (self.inflight.len() >= window || !self.front_pkid_free())
+            {
                 break;
             }
             let Some(delivery) = self.queue.pop_front() else {
                 break;
             };
             self.forget_queued(&delivery);
+            let seq = if self.durable && delivery.qos != QoS::AtMostOnce {
+                self.seqs.pop_front()
+            } else {
+                None
+            };
             if delivery.message.is_expired(now) {
                 self.stats.expired += 1;
+                self.done(seq);
                 continue;
             }
             let Some(link) = self.link.as_mut() else {
@@ -418,13 +535,14 @@ impl Session {
             let limit = link.params.max_packet_size;
             if limit < u32::MAX && delivery_len(codec, &delivery, now) > limit as usize {
                 self.stats.dropped_too_large += 1;
+                self.done(seq);
                 continue;
             }
             let alias = outbound_alias(link, &delivery.message.topic);
-            let pkid = if delivery.qos == QoS::AtMostOnce {
-                0
-            } else {
-                self.allocate_pkid()
+            let pkid = match (delivery.qos, seq) {
+                (QoS::AtMostOnce, _) => 0,
+                (_, Some(seq)) => pkid_of(seq),
+                (_, None) => self.allocate_pkid(),
             };
             encode_delivery(codec, &delivery, pkid, false, alias, now, out);
             on_sent(&delivery.message);
@@ -444,6 +562,7 @@ impl Session {
                         delivery,
                         stage,
                         order,
+                        seq,
                     },
                 );
             }
@@ -467,7 +586,9 @@ impl Session {
     pub fn on_puback(&mut self, pkid: u16) -> bool {
         match self.inflight.get(&pkid) {
             Some(f) if f.stage == Stage::Ack => {
+                let seq = f.seq;
                 self.inflight.remove(&pkid);
+                self.done(seq);
                 true
             }
             _ => false,
@@ -480,11 +601,18 @@ impl Session {
     pub fn on_pubrec(&mut self, pkid: u16, refused: bool) -> PubRecOutcome {
         match self.inflight.get_mut(&pkid) {
             Some(f) if f.stage == Stage::Rec || f.stage == Stage::Comp => {
+                let seq = f.seq;
                 if refused {
                     self.inflight.remove(&pkid);
+                    self.done(seq);
                     return PubRecOutcome::Refused;
                 }
-                f.stage = Stage::Comp;
+                if f.stage == Stage::Rec {
+                    f.stage = Stage::Comp;
+                    if let (Some(seq), true) = (seq, self.durable) {
+                        self.changes.push(Change::Released { seq, pkid });
+                    }
+                }
                 PubRecOutcome::Released
             }
             _ => PubRecOutcome::Unknown,
@@ -495,7 +623,9 @@ impl Session {
     pub fn on_pubcomp(&mut self, pkid: u16) -> bool {
         match self.inflight.get(&pkid) {
             Some(f) if f.stage == Stage::Comp => {
+                let seq = f.seq;
                 self.inflight.remove(&pkid);
+                self.done(seq);
                 true
             }
             _ => false,
@@ -549,6 +679,12 @@ impl Session {
             return Err(Violation::ReceiveMaximumExceeded);
         }
         self.incoming_qos2.insert(pkid);
+        if self.durable {
+            self.changes.push(Change::Incoming {
+                pkid,
+                pending: true,
+            });
+        }
         Ok(())
     }
 
@@ -560,7 +696,14 @@ impl Session {
     /// The client released QoS 2 publish `pkid`. `false` if it was unknown
     /// (answer PUBCOMP 0x92 on MQTT 5).
     pub fn on_pubrel(&mut self, pkid: u16) -> bool {
-        self.incoming_qos2.remove(&pkid)
+        let known = self.incoming_qos2.remove(&pkid);
+        if known && self.durable {
+            self.changes.push(Change::Incoming {
+                pkid,
+                pending: false,
+            });
+        }
+        known
     }
 
     /// Drops everything queued and in flight (the session ends); returns how
@@ -579,6 +722,7 @@ impl Session {
         self.queue = VecDeque::new();
         self.inflight = BTreeMap::new();
         self.incoming_qos2 = BTreeSet::new();
+        self.seqs = VecDeque::new();
         self.queued_bytes = 0;
         self.queued_qos0 = 0;
         undelivered
@@ -594,6 +738,9 @@ impl Session {
         }
         if self.incoming_qos2.is_empty() {
             self.incoming_qos2 = BTreeSet::new();
+        }
+        if self.seqs.is_empty() {
+            self.seqs = VecDeque::new();
         }
     }
 }

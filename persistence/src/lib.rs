@@ -1,6 +1,6 @@
 //! Parley's storage layer: traits for metadata, history, offline queues, the
-//! end-to-end key directory, node leases and the cluster bus, and one module
-//! per backend.
+//! end-to-end key directory, node leases, the cluster bus and durable MQTT
+//! sessions, and one module per backend.
 //!
 //! Every backend of a trait passes the same conformance suite
 //! ([`conformance`]), so the broker can treat them as interchangeable.
@@ -20,6 +20,7 @@ pub mod postgres;
 mod push;
 mod relations;
 pub mod scylla;
+pub mod sessions;
 
 pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
@@ -37,3 +38,4 @@ pub use metadata::{MetadataStore, NewUser, UserRecord};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;
 pub use relations::{Relation, RelationRecord};
+pub use sessions::SessionStore;

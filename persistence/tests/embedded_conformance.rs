@@ -57,3 +57,15 @@ mod keys {
         (Arc::new(store) as Arc<dyn KeyDirectory>, dir)
     });
 }
+
+/// [`persistence::SessionStore`]: durable MQTT sessions, through the session writer.
+mod sessions {
+    use std::sync::Arc;
+
+    use persistence::SessionStore;
+
+    persistence::session_store_conformance_tests!(async {
+        let (store, dir) = super::fresh_store();
+        (Arc::new(store) as Arc<dyn SessionStore>, dir)
+    });
+}

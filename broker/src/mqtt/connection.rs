@@ -148,6 +148,9 @@ const KEEP_BUFFER: usize = 8 * 1024;
 /// A chat worker idle this long is ended (a new one starts with the next chat publish).
 const CHAT_WORKER_IDLE: Duration = Duration::from_secs(10);
 
+/// How long a closing connection waits for its session's state to be stored.
+const DETACH_STORE_WAIT: Duration = Duration::from_secs(5);
+
 /// Room made for the next read of a busy connection.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -257,6 +260,11 @@ where
             if !Box::pin(worker.submit(pending)).await {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
+        }
+        if let (false, Some(durable)) = (fx.to_client.is_empty(), &ctx.durable) {
+            // Answers go out once what they acknowledge is on disk.
+            let ticket = fx.ticket.max(ctx.router.ticket(&attachment));
+            durable.wait(ticket).await;
         }
         for packet in fx.to_client.drain(..) {
             if codec.encode(packet, &mut wbuf).is_err() {
@@ -378,8 +386,6 @@ where
                 .ok();
         }
     }
-    stream.shutdown().await.ok();
-
     let (publish_will, session_expiry) = match end {
         End::Client {
             publish_will,
@@ -399,6 +405,18 @@ where
     };
     ctx.router
         .detach(&attachment, detach, std::time::Instant::now());
+    if let Some(durable) = &ctx.durable {
+        // A persistent session's new state (detached, an expiry changed at
+        // DISCONNECT) is on disk before the client sees the socket close.
+        let ticket = ctx.router.ticket(&attachment);
+        if tokio::time::timeout(DETACH_STORE_WAIT, durable.wait(ticket))
+            .await
+            .is_err()
+        {
+            warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, "the session's state at disconnect is not stored yet");
+        }
+    }
+    stream.shutdown().await.ok();
     ctx.chat.presence.disconnected(&inbound.principal().user);
     ctx.metrics.disconnected(end.metric());
     drop(registration);

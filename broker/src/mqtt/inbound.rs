@@ -78,6 +78,9 @@ pub struct Effects {
     pub congested: Vec<Arc<SessionSlot>>,
     /// Set when the connection must close.
     pub close: Option<Close>,
+    /// The journal ticket that must be durable before `to_client` is
+    /// written (the publishes' messages queued for persistent sessions).
+    pub ticket: u64,
 }
 
 impl Effects {
@@ -298,6 +301,7 @@ impl InboundState {
                             }
                         }
                         fx.congested.extend(report.congested);
+                        fx.ticket = fx.ticket.max(report.ticket);
                     }
                 }
                 self.acknowledge(meta.qos, meta.pkid, fx);

@@ -3,6 +3,7 @@
 
 pub mod chat_worker;
 pub mod connection;
+pub mod durable;
 pub mod handshake;
 pub mod inbound;
 pub mod listener;
@@ -43,4 +44,6 @@ pub struct MqttContext {
     pub sessions: Arc<SessionRegistry>,
     /// Connection, traffic and publish rate limits.
     pub limits: Limits,
+    /// The journal of persistent sessions, if the store keeps them.
+    pub durable: Option<Arc<durable::DurableSessions>>,
 }

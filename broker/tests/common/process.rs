@@ -28,11 +28,21 @@ pub struct Ports {
 
 /// Starts `parley` on `dir` and waits until it reports that it is up.
 pub async fn spawn_parley(dir: &std::path::Path, ports: &Ports, extra: &str) -> Child {
+    spawn_parley_with_mqtt(dir, ports, "", extra).await
+}
+
+/// [`spawn_parley`] with more `[mqtt]` keys (`mqtt_keys`, one per line).
+pub async fn spawn_parley_with_mqtt(
+    dir: &std::path::Path,
+    ports: &Ports,
+    mqtt_keys: &str,
+    extra: &str,
+) -> Child {
     let config = dir.join("parley.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[mqtt]\ntcp = \"127.0.0.1:{}\"\nws = \"off\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[auth]\njwt_secret = \"process-test-secret-0123456789abcdef\"\n{extra}",
+            "data_dir = {:?}\n[mqtt]\n{mqtt_keys}tcp = \"127.0.0.1:{}\"\nws = \"off\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[auth]\njwt_secret = \"process-test-secret-0123456789abcdef\"\n{extra}",
             dir.join("data"),
             ports.mqtt,
             ports.http

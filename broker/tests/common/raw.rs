@@ -441,6 +441,15 @@ impl Raw {
         }
     }
 
+    /// Opens a socket to `addr` (a node in another process).
+    pub async fn open_addr(addr: std::net::SocketAddr, v5: bool) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.expect("tcp connect"),
+            buf: Vec::new(),
+            v5,
+        }
+    }
+
     /// Opens a socket, sends `connect` and returns the socket and the CONNACK.
     pub async fn connect(node: &TestNode, connect: &Connect) -> (Raw, Option<Frame>) {
         let mut raw = Raw::open(node, connect.v5).await;

@@ -15,6 +15,8 @@
 //!   [`key_directory_conformance_tests!`](crate::key_directory_conformance_tests).
 //! - [`leases`]: every [`NodeLeases`](crate::NodeLeases), via
 //!   [`node_leases_conformance_tests!`](crate::node_leases_conformance_tests).
+//! - [`sessions`]: every [`SessionStore`](crate::SessionStore), via
+//!   [`session_store_conformance_tests!`](crate::session_store_conformance_tests).
 //! - [`bus`]: every [`ClusterBus`](crate::ClusterBus), via
 //!   [`bus_conformance_tests!`](crate::bus_conformance_tests).
 //!
@@ -32,5 +34,6 @@ mod names;
 pub mod offline;
 pub mod push_targets;
 pub mod relations;
+pub mod sessions;
 
 pub use names::{unique_conversation_id, unique_node_id, unique_username};

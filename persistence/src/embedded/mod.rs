@@ -4,7 +4,7 @@
 //! [`EmbeddedStore`] owns the open database and is shared by cloning (an [`Arc`] inside).
 //! It implements [`MetadataStore`](crate::MetadataStore),
 //! [`HistoryStore`](crate::HistoryStore), [`OfflineQueue`](crate::OfflineQueue)
-//! and [`KeyDirectory`](crate::KeyDirectory).
+//! [`KeyDirectory`](crate::KeyDirectory) and [`SessionStore`](crate::SessionStore).
 //! Each kind of data lives in its own table module (`users`, `conversations`,
 //! `read_cursors`, `messages`, `delivered`, `key_tables`, `push_targets`), each
 //! value with a versioned codec, and `create_tables` creates every table when the
@@ -12,7 +12,8 @@
 //!
 //! redb is a blocking library, so every operation runs on Tokio's blocking pool
 //! (see `EmbeddedStore::run_blocking`), except history appends, which a dedicated
-//! writer thread batches into group commits (see `group_commit`). Every write
+//! writer thread batches into group commits (see `group_commit`), and MQTT
+//! session changes, which a second writer batches the same way (`session_writer`). Every write
 //! transaction commits with [`redb::Durability::Immediate`]: once a write method
 //! returns `Ok`, the write survives a crash or `kill -9` of the process.
 //!
@@ -38,6 +39,10 @@ mod push_target_codec;
 mod push_targets;
 mod read_cursors;
 mod relations;
+mod session_codec;
+mod session_tables;
+mod session_writer;
+mod sessions;
 mod user_codec;
 mod users;
 
@@ -52,6 +57,7 @@ pub(crate) use failure::Failure;
 pub use group_commit::{GroupCommitStats, MAX_BATCH};
 
 use group_commit::GroupCommitter;
+use session_writer::SessionWriter;
 
 /// The name of the database file inside the data directory.
 pub const DATABASE_FILE_NAME: &str = "parley.redb";
@@ -73,6 +79,7 @@ struct Inner {
     db: Arc<Database>,
     path: PathBuf,
     committer: GroupCommitter,
+    sessions: SessionWriter,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -108,11 +115,13 @@ impl EmbeddedStore {
         create_tables(&db).map_err(StoreError::from)?;
         let db = Arc::new(db);
         let committer = GroupCommitter::start(Arc::clone(&db))?;
+        let sessions = SessionWriter::start(Arc::clone(&db))?;
         let store = EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
                 path,
                 committer,
+                sessions,
             }),
         };
         tracing::info!(path = %store.path().display(), "embedded store opened");
@@ -159,6 +168,7 @@ fn create_tables(db: &Database) -> Result<(), Failure> {
     push_targets::create_table(&tx)?;
     relations::create_table(&tx)?;
     keys::create_tables(&tx)?;
+    session_tables::create_tables(&tx)?;
     tx.commit()?;
     Ok(())
 }
