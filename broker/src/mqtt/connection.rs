@@ -96,13 +96,28 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Boxed: the handshake's state is freed once CONNACK is sent.
-    let session = match Box::pin(handshake(&mut stream, peer, &ctx)).await {
-        Ok(session) => session,
+    let parts = match Box::pin(handshake(&mut stream, peer, &ctx)).await {
+        Ok(session) => register(stream, session, transport, peer, &ctx),
         Err(e) => {
             debug!(%peer, error = %e, "handshake ended");
             return;
         }
     };
+    // Awaited in place: a future held in a local and then awaited would be
+    // stored twice in this task's state.
+    run(parts, &ctx).await;
+}
+
+/// Registers a connection that passed CONNECT and packs what [`run`] starts
+/// from (boxed: an async fn's arguments stay in its state beside the locals
+/// they are moved into).
+fn register<S>(
+    stream: S,
+    session: Session,
+    transport: TransportKind,
+    peer: std::net::SocketAddr,
+    ctx: &MqttContext,
+) -> Box<Parts<S>> {
     ctx.metrics.connected(transport);
     let registration = ctx.sessions.register(
         &ctx.shutdown,
@@ -115,18 +130,11 @@ pub async fn serve<S>(
             connected_at_ms: now_ms(),
         },
     );
-    // Awaited in place (a future held in a local and then awaited would be
-    // stored twice in this task's state), its parts boxed (an async fn's
-    // arguments stay in its state beside the locals they are moved into).
-    run(
-        Box::new(Parts {
-            stream,
-            session,
-            registration,
-        }),
-        &ctx,
-    )
-    .await;
+    Box::new(Parts {
+        stream,
+        session,
+        registration,
+    })
 }
 
 /// What [`run`] starts from.
@@ -167,18 +175,18 @@ where
     // Moved out whole, so the box is freed here rather than when `run` ends.
     let Parts {
         mut stream,
-        session,
+        session:
+            Session {
+                principal,
+                codec,
+                attachment,
+                session_expiry,
+                keep_alive,
+                leftover,
+                resend,
+            },
         registration,
     } = { *parts };
-    let Session {
-        principal,
-        codec,
-        attachment,
-        session_expiry,
-        keep_alive,
-        leftover,
-        resend,
-    } = session;
     let mut inbound = InboundState::new(
         principal,
         codec.version(),
@@ -218,17 +226,13 @@ where
         // Decode and act on every complete packet already buffered, unless
         // paused for a subscriber to drain.
         while fx.close.is_none() && pause.is_none() {
-            match codec.decode(&mut rbuf) {
+            // The decoded packet moves into the boxed handling here, so it is
+            // not kept in this task's state while the packet is handled.
+            let handling = match codec.decode(&mut rbuf) {
+                // Boxed: its state exists only while a packet is handled,
+                // not in every idle connection's task.
                 Ok(Some(incoming)) => {
-                    // Boxed: its state exists only while a packet is handled,
-                    // not in every idle connection's task.
-                    Box::pin(inbound.on_packet(incoming, &ctx.acl, &ctx.chat, &mut fx)).await;
-                    if !fx.congested.is_empty() {
-                        pause = Some(Pause {
-                            congested: std::mem::take(&mut fx.congested),
-                            until: Instant::now() + pause_limit,
-                        });
-                    }
+                    Box::pin(inbound.on_packet(incoming, &ctx.acl, &ctx.chat, &mut fx))
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -239,6 +243,13 @@ where
                     fx.close = Some(Close::ProtocolViolation(e.reason_code()));
                     break;
                 }
+            };
+            handling.await;
+            if !fx.congested.is_empty() {
+                pause = Some(Pause {
+                    congested: std::mem::take(&mut fx.congested),
+                    until: Instant::now() + pause_limit,
+                });
             }
         }
         // A packet left half-read must be finished in time.
@@ -456,16 +467,24 @@ fn end_pause(pause: Option<Pause>) {
     }
 }
 
-async fn drained(pause: &Option<Pause>) {
-    match pause {
-        Some(p) => {
+/// Resolves when a pause ends: every congested subscriber drained, or the
+/// pause ran out; never without a pause. The waiting is boxed, so a
+/// connection that is not paused carries a pointer's worth of it.
+fn drained(pause: &Option<Pause>) -> impl std::future::Future<Output = ()> + '_ {
+    let waiting = pause.as_ref().map(|p| {
+        Box::pin(async move {
             let all = futures::future::join_all(p.congested.iter().map(|s| s.drained()));
             tokio::select! {
                 _ = all => {}
                 _ = tokio::time::sleep_until(p.until) => {}
             }
+        })
+    });
+    async move {
+        match waiting {
+            Some(waiting) => waiting.await,
+            None => std::future::pending().await,
         }
-        None => std::future::pending().await,
     }
 }
 
