@@ -1,5 +1,6 @@
 //! [`MetadataStore`] for [`EmbeddedStore`]: each method runs one table operation
-//! (users, conversations, read cursors or push targets) on the blocking pool.
+//! (users, conversations, read cursors or push targets) on the blocking pool;
+//! looking a user up is a point read done in place.
 
 use async_trait::async_trait;
 
@@ -16,8 +17,8 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        let username = username.to_owned();
-        self.run_blocking(move |db| users::get(db, &username)).await
+        // Read on every CONNECT: a point read, done in place.
+        self.run_point_read(|db| users::get(db, username))
     }
 
     async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError> {

@@ -157,6 +157,24 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Runs a point read (one key of one table) on the calling thread: it
+    /// takes microseconds, less than handing it to the blocking pool and
+    /// back, which every CONNECT would otherwise pay. Long reads (scans,
+    /// pages) and every write stay on [`EmbeddedStore::run_blocking`].
+    ///
+    /// A job that panics is reported as [`StoreError::Unavailable`].
+    pub(crate) fn run_point_read<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Database) -> Result<T, Failure>,
+    {
+        let db = &self.inner.db;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(db)))
+            .map_err(|_| StoreError::Unavailable("embedded store read failed".into()))?
+            .map_err(StoreError::from)
+    }
+}
+
 /// Creates every missing table in one durable transaction.
 fn create_tables(db: &Database) -> Result<(), Failure> {
     let tx = begin_durable_write(db)?;
