@@ -689,30 +689,32 @@ async fn shared_subscriptions_split_messages_between_members() {
     }
     let mut counts = Vec::new();
     let mut all = BTreeSet::new();
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (deliveries, mut delivered) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for (n, (c, mut el)) in members.into_iter().enumerate() {
-        let got = got.clone();
+        let deliveries = deliveries.clone();
         tasks.push(tokio::spawn(async move {
             let _keep = c;
             loop {
                 let p = v5::next_publish(&mut el).await;
-                got.lock()
-                    .unwrap()
-                    .push((n, String::from_utf8(p.payload.to_vec()).unwrap()));
+                let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+                if deliveries.send((n, payload)).is_err() {
+                    break;
+                }
             }
         }));
     }
-    within("all 10 shared messages", async {
-        while got.lock().unwrap().len() < 10 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let got = within("all 10 shared messages", async {
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            got.push(delivered.recv().await.expect("a member task ended"));
         }
+        got
     })
     .await;
     for t in &tasks {
         t.abort();
     }
-    let got = got.lock().unwrap().clone();
     for n in 0..2 {
         counts.push(got.iter().filter(|(m, _)| *m == n).count());
     }
