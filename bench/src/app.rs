@@ -11,7 +11,7 @@ use crate::cli::{
     BrokerArgs, ChatArgs, Cli, Command, CompareArgs, ConnArgs, OutputArgs, PubsubArgs,
 };
 use crate::compare::brokers::{self, BrokerPaths};
-use crate::compare::{self, summary, CompareConfig};
+use crate::compare::{self, steps, summary, CompareConfig};
 use crate::credentials::{self, Credentials, SignupUrl};
 use crate::limits;
 use crate::report;
@@ -184,6 +184,7 @@ async fn run_compare(args: CompareArgs) -> Result<()> {
         idle_subscribe: !args.no_idle_subscribe,
         chat_pairs: args.chat_pairs,
         chat_rate: args.chat_rate,
+        step_rates: args.step_rates,
         paths: BrokerPaths {
             mosquitto_bin: args.mosquitto_bin,
             rumqttd_bin: args.rumqttd_bin,
@@ -199,12 +200,13 @@ async fn run_compare(args: CompareArgs) -> Result<()> {
     print(&args.output, &report, || {
         let m = &report.machine;
         format!(
-            "{} cores ({}), {:.1} GiB, Linux {}\n\n{}",
+            "{} cores ({}), {:.1} GiB, Linux {}\n\n{}{}",
             m.cores,
             m.cpu_model,
             m.memory_gib,
             m.kernel,
-            summary::table(&report)
+            summary::table(&report),
+            steps::table(&report.ceilings)
         )
     })
 }

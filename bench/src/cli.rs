@@ -306,6 +306,12 @@ pub struct CompareArgs {
     /// Chat messages per second per sender (one sender per pair).
     #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
     pub chat_rate: f64,
+    /// After the other scenarios, step fan-in and pairs through these rates
+    /// per publisher (ascending), stopping a broker's steps at the first that
+    /// loses a message, errs or delivers under 95% of the offered rate; the
+    /// highest passing step is the broker's ceiling. Empty: no steps.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
+    pub step_rates: Vec<f64>,
     /// Mosquitto binary.
     #[arg(long, default_value = "/usr/sbin/mosquitto")]
     pub mosquitto_bin: PathBuf,

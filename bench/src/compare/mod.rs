@@ -10,9 +10,11 @@
 //! Idle connections: the broker's RSS is read just before the first one
 //! opens and again once all are open (into the hold, see [`IdleRss`]); the
 //! difference divided by the connections open is the RSS per connection.
-//! Past [`CONNS_PER_SOURCE_ADDR`] connections they are spread over source
-//! addresses 127.0.0.1, 127.0.0.2, ... so the ephemeral ports of one address
-//! (and TIME_WAIT left by the previous broker's run) never run out.
+//! Each broker's idle connections come from source addresses of their own
+//! (see [`idle_source_addrs`]): one address per [`CONNS_PER_SOURCE_ADDR`]
+//! connections, in a 127.x.y.0/24 block that no other broker of the run and
+//! no recent run used, so neither the ephemeral ports of one address nor the
+//! sockets an earlier run left in TIME_WAIT slow a broker's connects.
 //!
 //! The message scenarios log in as one user per client (`bench-user-{i}`).
 //! The idle connections all log in as `bench-user-0`: Parley hashes a
@@ -25,10 +27,11 @@
 
 pub mod brokers;
 pub mod procstat;
+pub mod steps;
 pub mod summary;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -82,6 +85,8 @@ pub struct CompareConfig {
     pub chat_pairs: usize,
     /// Messages per second per chat sender (one sender per pair).
     pub chat_rate: f64,
+    /// Rates per publisher to step fan-in and pairs through (see [`steps`]).
+    pub step_rates: Vec<f64>,
     /// Where the brokers are.
     pub paths: BrokerPaths,
     /// Where configs, data and logs go (`None`: a temporary directory).
@@ -102,6 +107,10 @@ pub enum ScenarioName {
     IdleConnections,
     /// Parley's chat: 1:1 pairs sending durable messages (Parley only).
     Chat,
+    /// Fan-in at one of the stepped rates.
+    FanInStep,
+    /// Pairs at one of the stepped rates.
+    PairsStep,
 }
 
 impl fmt::Display for ScenarioName {
@@ -111,6 +120,8 @@ impl fmt::Display for ScenarioName {
             ScenarioName::Pairs => "pairs",
             ScenarioName::IdleConnections => "idle connections",
             ScenarioName::Chat => "chat pairs",
+            ScenarioName::FanInStep => "fan-in step",
+            ScenarioName::PairsStep => "pairs step",
         })
     }
 }
@@ -245,6 +256,8 @@ pub struct Settings {
     pub chat_pairs: usize,
     /// Messages per second per chat sender.
     pub chat_rate_per_sender: f64,
+    /// Rates per publisher that fan-in and pairs were stepped through.
+    pub step_rates_per_publisher: Vec<f64>,
 }
 
 /// The whole comparison.
@@ -260,6 +273,8 @@ pub struct CompareReport {
     pub brokers: Vec<BrokerRun>,
     /// One row per scenario and metric.
     pub summary: Vec<summary::Row>,
+    /// Each broker's stepped runs and ceiling, per mode (empty without steps).
+    pub ceilings: Vec<steps::Ceiling>,
 }
 
 /// The comparison could not run at all.
@@ -298,8 +313,10 @@ pub async fn run(cfg: &CompareConfig) -> Result<CompareReport, CompareError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut runs = Vec::new();
-    for kind in &cfg.brokers {
-        runs.push(run_broker(cfg, *kind, &work_dir.join(kind.to_string())).await);
+    for (index, kind) in cfg.brokers.iter().enumerate() {
+        let idle_addrs = idle_source_addrs(cfg.idle_connections, index, started_unix_secs);
+        let dir = work_dir.join(kind.to_string());
+        runs.push(run_broker(cfg, *kind, &dir, &idle_addrs).await);
     }
     let mut report = CompareReport {
         started_unix_secs,
@@ -315,18 +332,26 @@ pub async fn run(cfg: &CompareConfig) -> Result<CompareReport, CompareError> {
             idle_connections: cfg.idle_connections,
             conn_rate: cfg.conn_rate,
             idle_subscribe: cfg.idle_subscribe,
-            idle_source_addresses: idle_source_addrs(cfg.idle_connections).map_or(0, |a| a.len()),
+            idle_source_addresses: idle_source_addrs(cfg.idle_connections, 0, 0).len(),
             chat_pairs: cfg.chat_pairs,
             chat_rate_per_sender: cfg.chat_rate,
+            step_rates_per_publisher: cfg.step_rates.clone(),
         },
         brokers: runs,
         summary: Vec::new(),
+        ceilings: Vec::new(),
     };
     report.summary = summary::rows(&report);
+    report.ceilings = steps::ceilings(&report.brokers);
     Ok(report)
 }
 
-async fn run_broker(cfg: &CompareConfig, kind: BrokerKind, dir: &Path) -> BrokerRun {
+async fn run_broker(
+    cfg: &CompareConfig,
+    kind: BrokerKind,
+    dir: &Path,
+    idle_addrs: &SourceAddrs,
+) -> BrokerRun {
     let mut run = BrokerRun {
         broker: kind,
         version: None,
@@ -366,7 +391,22 @@ async fn run_broker(cfg: &CompareConfig, kind: BrokerKind, dir: &Path) -> Broker
     for scenario in scenarios(cfg, kind) {
         eprintln!("{kind}: {scenario} ...");
         run.scenarios
-            .push(run_scenario(cfg, scenario, &target, &broker).await);
+            .push(run_scenario(cfg, scenario, &target, &broker, idle_addrs).await);
+    }
+    for step in [ScenarioName::FanInStep, ScenarioName::PairsStep] {
+        for &rate in &cfg.step_rates {
+            eprintln!("{kind}: {step} at {rate}/s per publisher ...");
+            let stepped = CompareConfig {
+                rate,
+                ..cfg.clone()
+            };
+            let done = run_scenario(&stepped, step, &target, &broker, idle_addrs).await;
+            let passed = steps::passed(&done);
+            run.scenarios.push(done);
+            if !passed {
+                break;
+            }
+        }
     }
     if let Err(e) = broker.stop().await {
         eprintln!("{kind}: stopping: {e}");
@@ -395,24 +435,32 @@ pub fn users_needed(cfg: &CompareConfig) -> usize {
         .max(cfg.chat_pairs * 2)
 }
 
-/// Most idle connections bound to one source address: with the previous
-/// broker's connections possibly still in TIME_WAIT on it, twice this stays
-/// well inside the ~28k ephemeral ports of an address.
+/// Most idle connections bound to one source address (a loopback address
+/// has ~28k ephemeral ports).
 pub const CONNS_PER_SOURCE_ADDR: usize = 5_000;
 
 /// How long into the hold the broker's RSS is read for [`IdleRss`].
 pub const IDLE_RSS_SETTLE: Duration = Duration::from_secs(3);
 
-/// Source addresses for `connections` idle connections: `None` (the kernel's
-/// choice) up to [`CONNS_PER_SOURCE_ADDR`], else 127.0.0.1 up to 127.0.0.n.
-pub fn idle_source_addrs(connections: usize) -> Option<SourceAddrs> {
-    let n = connections.div_ceil(CONNS_PER_SOURCE_ADDR);
-    (n > 1).then(|| {
-        let last = Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) + n as u32 - 1);
-        format!("{}-{last}", IpAddr::V4(Ipv4Addr::LOCALHOST))
-            .parse()
-            .expect("a loopback range parses")
-    })
+/// Source addresses for the `connections` idle connections of the broker at
+/// `broker_index` in a run started at `started_unix_secs`: 127.(100 +
+/// broker_index).(started_unix_secs mod 256).1 and up, one address per
+/// [`CONNS_PER_SOURCE_ADDR`] connections. Brokers of one run never share an
+/// address, and a run started more than a TIME_WAIT period (60 s) after
+/// another but less than 256 s apart gets another block too.
+pub fn idle_source_addrs(
+    connections: usize,
+    broker_index: usize,
+    started_unix_secs: u64,
+) -> SourceAddrs {
+    let n = connections.div_ceil(CONNS_PER_SOURCE_ADDR).clamp(1, 254) as u8;
+    let second = 100u8.saturating_add(broker_index.min(155) as u8);
+    let third = (started_unix_secs % 256) as u8;
+    let first = Ipv4Addr::new(127, second, third, 1);
+    let last = Ipv4Addr::new(127, second, third, n);
+    format!("{first}-{last}")
+        .parse()
+        .expect("a loopback range parses")
 }
 
 /// Connection 0's login for every connection.
@@ -446,6 +494,7 @@ async fn run_scenario(
     scenario: ScenarioName,
     target: &Target,
     broker: &RunningBroker,
+    idle_addrs: &SourceAddrs,
 ) -> ScenarioRun {
     let sampler = Sampler::start(broker.pid, SAMPLE_INTERVAL);
     let pubsub_cfg = |mode: Mode, clients: usize| PubsubConfig {
@@ -464,16 +513,20 @@ async fn run_scenario(
     };
     let mut idle_rss = None;
     let outcome = match scenario {
-        ScenarioName::FanIn => pubsub::run(&pubsub_cfg(Mode::FanIn, cfg.fan_in_publishers))
-            .await
-            .map(ScenarioReport::Pubsub)
-            .map_err(|e| e.to_string()),
-        ScenarioName::Pairs => pubsub::run(&pubsub_cfg(Mode::Pairs, cfg.pairs))
-            .await
-            .map(ScenarioReport::Pubsub)
-            .map_err(|e| e.to_string()),
+        ScenarioName::FanIn | ScenarioName::FanInStep => {
+            pubsub::run(&pubsub_cfg(Mode::FanIn, cfg.fan_in_publishers))
+                .await
+                .map(ScenarioReport::Pubsub)
+                .map_err(|e| e.to_string())
+        }
+        ScenarioName::Pairs | ScenarioName::PairsStep => {
+            pubsub::run(&pubsub_cfg(Mode::Pairs, cfg.pairs))
+                .await
+                .map(ScenarioReport::Pubsub)
+                .map_err(|e| e.to_string())
+        }
         ScenarioName::IdleConnections => {
-            let (outcome, rss) = run_idle(cfg, target, broker.pid).await;
+            let (outcome, rss) = run_idle(cfg, target, broker.pid, idle_addrs).await;
             idle_rss = rss;
             outcome.map(ScenarioReport::Conn)
         }
@@ -520,6 +573,7 @@ async fn run_idle(
     cfg: &CompareConfig,
     target: &Target,
     pid: u32,
+    source_addrs: &SourceAddrs,
 ) -> (Result<ConnReport, String>, Option<IdleRss>) {
     let held = Arc::new(Notify::new());
     let conn_cfg = ConnConfig {
@@ -530,7 +584,7 @@ async fn run_idle(
         count: cfg.idle_connections,
         rate: cfg.conn_rate,
         hold: cfg.duration,
-        source_addrs: idle_source_addrs(cfg.idle_connections),
+        source_addrs: Some(source_addrs.clone()),
         connect_timeout: Duration::from_secs(30),
         subscribe: cfg.idle_subscribe,
         held: Some(held.clone()),
@@ -578,6 +632,7 @@ mod tests {
             idle_subscribe: true,
             chat_pairs,
             chat_rate: 100.0,
+            step_rates: Vec::new(),
             paths: BrokerPaths {
                 mosquitto_bin: "mosquitto".into(),
                 rumqttd_bin: "rumqttd".into(),
@@ -609,15 +664,23 @@ mod tests {
     }
 
     #[test]
-    fn idle_connections_spread_over_source_addresses_past_the_threshold() {
-        assert_eq!(idle_source_addrs(1), None);
-        assert_eq!(idle_source_addrs(CONNS_PER_SOURCE_ADDR), None);
-        let addrs = idle_source_addrs(15_000).unwrap();
+    fn idle_connections_of_each_broker_come_from_addresses_of_their_own() {
+        assert_eq!(idle_source_addrs(1, 0, 7).len(), 1);
+        assert_eq!(idle_source_addrs(CONNS_PER_SOURCE_ADDR, 0, 7).len(), 1);
+        let addrs = idle_source_addrs(15_000, 1, 7);
         assert_eq!(addrs.len(), 3);
-        assert_eq!(addrs.for_connection(2).to_string(), "127.0.0.3");
-        assert_eq!(
-            idle_source_addrs(CONNS_PER_SOURCE_ADDR + 1).unwrap().len(),
-            2
+        assert_eq!(addrs.for_connection(2).to_string(), "127.101.7.3");
+        assert_eq!(idle_source_addrs(CONNS_PER_SOURCE_ADDR + 1, 0, 7).len(), 2);
+        let first = idle_source_addrs(15_000, 0, 300);
+        let second = idle_source_addrs(15_000, 1, 300);
+        assert!(
+            first.addrs().iter().all(|a| !second.addrs().contains(a)),
+            "two brokers of one run share no address"
+        );
+        assert_ne!(
+            idle_source_addrs(15_000, 0, 300).addrs(),
+            idle_source_addrs(15_000, 0, 300 + 120).addrs(),
+            "a run two minutes later uses other addresses"
         );
     }
 

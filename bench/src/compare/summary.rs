@@ -374,9 +374,11 @@ mod tests {
                 idle_source_addresses: 0,
                 chat_pairs: 10,
                 chat_rate_per_sender: 100.0,
+                step_rates_per_publisher: Vec::new(),
             },
             brokers,
             summary: Vec::new(),
+            ceilings: Vec::new(),
         };
         r.summary = rows(&r);
         r
