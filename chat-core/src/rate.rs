@@ -1,4 +1,10 @@
 //! Token-bucket rate limiting, pure: the caller passes the clock.
+//!
+//! Besides taking a token when one is there ([`TokenBucket::try_take`]), a
+//! bucket tells how long until the next one ([`TokenBucket::wait_ms`]) and
+//! can take a token ahead of its refill when it is due within a bound
+//! ([`TokenBucket::reserve`]): the caller then waits that long before acting,
+//! and later takes wait for the refill to make up for it.
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -35,6 +41,33 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Milliseconds from `now_ms` until a token is available; 0 when one is
+    /// there now. Rounded up, so a token is always there once it has passed.
+    pub fn wait_ms(&mut self, now_ms: u64) -> u64 {
+        self.refill(now_ms);
+        if self.tokens >= 1.0 {
+            return 0;
+        }
+        // A rate of zero never refills: the division gives infinity, which
+        // saturates to u64::MAX.
+        ((1.0 - self.tokens) / self.rate_per_ms).ceil() as u64
+    }
+
+    /// Takes one token at `now_ms` if one is there or will be within
+    /// `max_wait_ms`. `Ok(wait)`: the token is taken now, and is the caller's
+    /// to use `wait` milliseconds from now (0: at once); the bucket owes it
+    /// to its refill, so every later take waits behind it. `Err(wait)`:
+    /// nothing was taken, as the next token is `wait` milliseconds away,
+    /// past the bound.
+    pub fn reserve(&mut self, now_ms: u64, max_wait_ms: u64) -> Result<u64, u64> {
+        let wait = self.wait_ms(now_ms);
+        if wait > max_wait_ms {
+            return Err(wait);
+        }
+        self.tokens -= 1.0;
+        Ok(wait)
     }
 
     /// Whether the bucket has refilled completely by `now_ms` (it has been idle
@@ -83,6 +116,56 @@ mod tests {
         assert!(b.try_take(0));
         assert!(!b.is_full(50));
         assert!(b.is_full(100));
+    }
+
+    #[test]
+    fn wait_is_the_time_until_the_next_token() {
+        let mut b = TokenBucket::new(10.0, 2, 0);
+        assert_eq!(b.wait_ms(0), 0, "a full bucket has a token now");
+        assert!(b.try_take(0) && b.try_take(0));
+        assert_eq!(b.wait_ms(0), 100, "one token per 100 ms at 10/s");
+        assert_eq!(b.wait_ms(30), 70);
+        assert_eq!(b.wait_ms(100), 0);
+        assert!(b.try_take(100));
+        assert_eq!(b.wait_ms(133), 67, "rounded up: 66.7 ms");
+        assert!(!b.try_take(199));
+        assert!(b.try_take(200), "there once the wait has passed");
+    }
+
+    #[test]
+    fn a_bucket_that_never_refills_has_no_next_token() {
+        let mut b = TokenBucket::new(0.0, 1, 0);
+        assert!(b.try_take(0));
+        assert_eq!(b.wait_ms(1_000_000), u64::MAX);
+        assert_eq!(b.reserve(1_000_000, u64::MAX - 1), Err(u64::MAX));
+    }
+
+    #[test]
+    fn reserve_takes_ahead_within_the_bound_only() {
+        let mut b = TokenBucket::new(10.0, 1, 0);
+        assert_eq!(b.reserve(0, 0), Ok(0), "a token there now");
+        assert_eq!(b.reserve(0, 99), Err(100), "past the bound: nothing taken");
+        assert_eq!(b.wait_ms(0), 100, "the refused reserve took nothing");
+        assert_eq!(b.reserve(0, 100), Ok(100), "taken ahead of the refill");
+        // The taken-ahead token is owed: the next one is another 100 ms on.
+        assert_eq!(b.wait_ms(0), 200);
+        assert!(!b.try_take(150));
+        assert_eq!(b.reserve(150, 1_000), Ok(50));
+        assert!(!b.try_take(250), "still owed");
+        assert!(b.try_take(300));
+        assert_eq!(b.wait_ms(300), 100);
+    }
+
+    #[test]
+    fn reserves_in_turn_are_spaced_by_the_rate() {
+        // Four reserves at once on an empty bucket at 20/s: each waits 50 ms
+        // longer than the one before, so they are used at the sustained rate.
+        let mut b = TokenBucket::new(20.0, 1, 0);
+        assert!(b.try_take(0));
+        let waits: Vec<u64> = (0..4).map(|_| b.reserve(0, 1_000).unwrap()).collect();
+        assert_eq!(waits, vec![50, 100, 150, 200]);
+        assert_eq!(b.reserve(0, 249), Err(250));
+        assert!(b.is_full(250));
     }
 
     #[test]
