@@ -619,6 +619,13 @@ pub struct ChatConfig {
     pub messages_per_sec: f64,
     /// Messages a user may send in a burst.
     pub message_burst: u32,
+    /// Longest a message over `messages_per_sec` / `message_burst` is held
+    /// for its token, in milliseconds. Within it the message waits (the
+    /// connection's later publishes queue behind it, then its socket is not
+    /// read) and is stored and acknowledged as usual; past it the message is
+    /// refused with `RATE_LIMITED` (MQTT 5: PUBACK 0x97; 3.1.1: the
+    /// connection is closed without PUBACK). 0 refuses at once.
+    pub rate_limit_max_wait_ms: u64,
     /// Sustained typing indicators per second per user.
     pub typing_per_sec: f64,
     /// Typing indicators a user may send in a burst.
@@ -643,6 +650,10 @@ pub struct ChatConfig {
     pub max_pipelined_sends: usize,
 }
 
+/// The largest `[chat] rate_limit_max_wait_ms` accepted: a client whose
+/// message is held longer than its keep-alive may give up on the connection.
+pub const MAX_RATE_LIMIT_WAIT_MS: u64 = 60_000;
+
 /// The largest `[chat] max_pipelined_sends` accepted: the MQTT receive
 /// maximum bounds a client's unacknowledged publishes at 65,535 anyway.
 pub const MAX_PIPELINED_SENDS: usize = 65_535;
@@ -655,6 +666,7 @@ impl Default for ChatConfig {
             max_group_size: 1024,
             messages_per_sec: 20.0,
             message_burst: 50,
+            rate_limit_max_wait_ms: 2_000,
             typing_per_sec: 2.0,
             typing_burst: 5,
             requests_per_sec: 20.0,
@@ -930,6 +942,11 @@ impl Config {
             || chat.max_page == 0
         {
             return invalid("chat bursts and max_page must be positive".into());
+        }
+        if chat.rate_limit_max_wait_ms > MAX_RATE_LIMIT_WAIT_MS {
+            return invalid(format!(
+                "chat.rate_limit_max_wait_ms must be at most {MAX_RATE_LIMIT_WAIT_MS}"
+            ));
         }
         if !(1..=MAX_PIPELINED_SENDS).contains(&chat.max_pipelined_sends) {
             return invalid(format!(
@@ -1218,6 +1235,17 @@ mod tests {
     fn bad_listen_address_is_a_clear_error() {
         let err = Config::from_toml_str("[mqtt]\ntcp = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("invalid listen address"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_max_wait_ms_is_read_and_bounded() {
+        assert_eq!(Config::default().chat.rate_limit_max_wait_ms, 2_000);
+        let c = Config::from_toml_str("[chat]\nrate_limit_max_wait_ms = 0\n").unwrap();
+        assert_eq!(c.chat.rate_limit_max_wait_ms, 0);
+        let too_long = MAX_RATE_LIMIT_WAIT_MS + 1;
+        let err = Config::from_toml_str(&format!("[chat]\nrate_limit_max_wait_ms = {too_long}\n"))
+            .unwrap_err();
+        assert!(err.to_string().contains("rate_limit_max_wait_ms"), "{err}");
     }
 
     #[test]

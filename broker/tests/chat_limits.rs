@@ -6,6 +6,7 @@
 mod common;
 
 use common::chat::*;
+use common::raw::{publish, Connect, Props, Raw};
 use common::*;
 use parley_proto::v1::{
     envelope::Kind, response, ChatMessage, Envelope, ErrorCode, Request, Typing,
@@ -138,6 +139,161 @@ async fn sending_faster_than_the_limit_is_refused_as_rate_limited() {
     assert_eq!(history.len(), 4);
     assert_eq!(&history[..3], &sent[..]);
     assert_eq!(history[3], marker);
+}
+
+/// Publishes one text message per id to `topic` back to back at QoS 1 from
+/// a 3.1.1 client (rumqttc) and polls until as many PUBACKs arrived. Returns
+/// their packet ids in arrival order.
+async fn send_back_to_back(node: &TestNode, user: &str, topic: &str, ids: &[String]) -> Vec<u16> {
+    let options = v4::options(node, &format!("{user}-burst"), user, &password_of(user));
+    let (client, mut eventloop) = v4::connect(options).await;
+    for id in ids {
+        let payload = envelope(text_message(id, "in a hurry"));
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queue PUBLISH");
+    }
+    let mut acked = Vec::new();
+    while acked.len() < ids.len() {
+        let pkid = v4::next_matching(&mut eventloop, "a PUBACK", |p| match p {
+            rumqttc::Packet::PubAck(ack) => Some(ack.pkid),
+            _ => None,
+        })
+        .await;
+        acked.push(pkid);
+    }
+    acked
+}
+
+#[tokio::test]
+async fn messages_over_the_rate_are_held_then_stored_and_acknowledged_in_order() {
+    // One message at once, then one per 50 ms: a client sending twelve
+    // back to back is slowed down, and every message waits well within the
+    // bound.
+    let node = start_node(|c| {
+        c.chat.message_burst = 1;
+        c.chat.messages_per_sec = 20.0;
+        c.chat.rate_limit_max_wait_ms = 2_000;
+        c.chat.message_requests = false;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let conv = direct("alice", "bob");
+    let ids: Vec<String> = (1..=12).map(|i| format!("m{i}")).collect();
+
+    let acked = send_back_to_back(&node, "alice", &format!("s/{conv}"), &ids).await;
+    assert_eq!(
+        acked,
+        (1..=12).collect::<Vec<u16>>(),
+        "every message acknowledged, in publish order"
+    );
+
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let stored = bob.fetch_all(&conv).await;
+    assert_contiguous_from_1(&stored);
+    let stored_ids: Vec<&str> = stored
+        .iter()
+        .map(|m| m.client_message_id.as_str())
+        .collect();
+    assert_eq!(stored_ids, ids, "all twelve stored, in order");
+    let held = metric(&node, "parley_chat_messages_held_total ")
+        .await
+        .expect("the held counter is exported");
+    assert!(held >= 1.0, "messages were held: {held}");
+    assert_eq!(
+        metric(&node, "parley_chat_rate_limited_total{kind=\"message\"} ").await,
+        Some(0.0),
+        "none refused"
+    );
+}
+
+#[tokio::test]
+async fn a_message_past_the_wait_bound_is_never_acknowledged() {
+    // Three at once, then one per 1,000 s: far past the 2 s bound.
+    let node = start_node(|c| {
+        c.chat.message_burst = 3;
+        c.chat.messages_per_sec = 0.001;
+        c.chat.rate_limit_max_wait_ms = 2_000;
+        c.chat.message_requests = false;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let conv = direct("alice", "bob");
+    let topic = format!("s/{conv}");
+    let ids: Vec<String> = (1..=5).map(|i| format!("m{i}")).collect();
+
+    // 3.1.1, five back to back in one write (raw packets: a client library
+    // may drop PUBACKs that arrive together with the close): the burst is
+    // stored and acknowledged; the fourth cannot be, and a 3.1.1 PUBACK cannot
+    // refuse, so the connection is closed without one.
+    let (mut raw, _) = Raw::connected(
+        &node,
+        &Connect::v4("alice-burst", "alice", &password_of("alice")),
+    )
+    .await;
+    let mut burst = Vec::new();
+    for (pkid, id) in (1u16..).zip(&ids) {
+        let payload = envelope(text_message(id, "in a hurry"));
+        burst.extend(publish(
+            false,
+            &topic,
+            1,
+            pkid,
+            false,
+            false,
+            &Props::new(),
+            &payload,
+        ));
+    }
+    raw.send(&burst).await;
+    let mut acked = Vec::new();
+    while let Some(frame) = raw.recv().await {
+        assert_eq!(frame.kind, 4, "only PUBACKs before the close: {frame:?}");
+        acked.push(frame.pkid());
+    }
+    assert_eq!(
+        acked,
+        vec![1, 2, 3],
+        "only the stored messages acknowledged"
+    );
+
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let stored = bob.fetch_all(&conv).await;
+    assert_contiguous_from_1(&stored);
+    let stored_ids: Vec<&str> = stored
+        .iter()
+        .map(|m| m.client_message_id.as_str())
+        .collect();
+    assert_eq!(
+        stored_ids,
+        ["m1", "m2", "m3"],
+        "every PUBACKed message stored, nothing else"
+    );
+
+    // MQTT 5 past the bound: PUBACK 0x97 and the Error envelope.
+    let mut alice5 = ChatClient::v5(&node, "alice", "a5").await;
+    assert_eq!(
+        alice5
+            .publish(&topic, 1, envelope(text_message("m6", "still too quick")))
+            .await,
+        Some(Ack::V5(PubAckReason::QuotaExceeded))
+    );
+    let e = alice5.next_error().await;
+    assert_eq!(e.code(), ErrorCode::RateLimited, "{}", e.message);
+    assert_eq!(bob.fetch_all(&conv).await.len(), 3, "nothing more stored");
+    let refused = metric(&node, "parley_chat_rate_limited_total{kind=\"message\"} ")
+        .await
+        .expect("the refusal counter is exported");
+    assert!(
+        refused >= 2.0,
+        "the 3.1.1 and the MQTT 5 refusal: {refused}"
+    );
+    assert_eq!(
+        metric(&node, "parley_chat_messages_held_total ").await,
+        Some(0.0),
+        "nothing was held: every wait was past the bound"
+    );
 }
 
 #[tokio::test]

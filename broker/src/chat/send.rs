@@ -1,5 +1,6 @@
 //! `s/{conv}`: a client's message. Validated, checked against membership and
-//! the rate limit, stored durably with the next sequence number (group
+//! the rate limit (over it, held until its token is due, or refused past
+//! `[chat] rate_limit_max_wait_ms`), stored durably with the next sequence number (group
 //! commit in the store), and only then acknowledged and fanned out to every
 //! member's inbox, the sender's other sessions included. New entries of one
 //! conversation reach the inboxes in `seq` order (see `super::ordering`).
@@ -25,6 +26,7 @@ use persistence::{Amend, AppendRequest, ConversationRecord, PendingAppend, Store
 
 use super::convert::message_proto;
 use super::ordering::Ticket;
+use super::rate::MessagePermit;
 use super::{now_ms, ChatError, ChatService};
 use crate::cluster::{Fanout, Outgoing};
 
@@ -107,11 +109,18 @@ impl ChatService {
         if intent != Intent::New && !alone {
             return Ok(SendStart::AfterEarlier);
         }
-        if !self.rates.message(user.as_str()) {
-            return Err(fail(ChatError::new(
-                ErrorCode::RateLimited,
-                "too many messages; slow down",
-            )));
+        match self.rates.message(user.as_str()) {
+            MessagePermit::Now => {}
+            // Held, not refused: the connection's later publishes queue
+            // behind this one (its chat worker begins them in order), and
+            // past `max_pipelined_sends` its socket is no longer read.
+            MessagePermit::Held(wait) => tokio::time::sleep(wait).await,
+            MessagePermit::Refused => {
+                return Err(fail(ChatError::new(
+                    ErrorCode::RateLimited,
+                    "too many messages; slow down",
+                )))
+            }
         }
         let record = self.open_conversation(user, conv).await.map_err(fail)?;
         let request = self.direct_send(user, &record).await.map_err(fail)? == DirectSend::Request;

@@ -1,7 +1,7 @@
 //! [`LiveCollector`]: metrics read from the node at scrape time rather than
 //! counted as they happen: live connections by transport (from the session
 //! registry), users online (from chat presence) and chat publishes refused by
-//! the chat rate limits.
+//! the chat rate limits, and chat messages those limits held.
 
 use std::sync::Arc;
 
@@ -77,6 +77,15 @@ impl Collector for LiveCollector {
         ] {
             ConstCounter::new(count).encode(family.encode_family(&ChatLimitLabels { kind })?)?;
         }
+        drop(family);
+
+        let held = ConstCounter::new(refused.messages_held);
+        held.encode(encoder.encode_descriptor(
+            "chat_messages_held",
+            "Chat messages over the per-user rate limit held until their token was due (delayed, not refused)",
+            None,
+            held.metric_type(),
+        )?)?;
         Ok(())
     }
 }
