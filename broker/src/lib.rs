@@ -16,4 +16,5 @@ pub mod node_lease;
 pub mod publisher;
 pub mod push;
 pub mod server;
+pub mod session_events;
 pub mod storage;

@@ -175,7 +175,8 @@ impl Node {
             )?
             .with_push(push.clone()),
         );
-        let sessions = Arc::new(SessionRegistry::new());
+        // Chat presence follows the node's connections.
+        let sessions = Arc::new(SessionRegistry::with_listeners(vec![chat.presence.clone()]));
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
         metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
             router.clone(),

@@ -100,8 +100,8 @@ pub struct ChatService {
     /// New entries' fan-outs, released in `seq` order.
     delivery: DeliveryOrder<Outgoing>,
     rates: RateLimits,
-    /// Who is online, driving `p/{user}`.
-    pub presence: PresenceTracker,
+    /// Who is online, driving `p/{user}`; a listener of the node's sessions.
+    pub presence: Arc<PresenceTracker>,
     /// Push notifications to members without a live session; `None` when off.
     push: Option<crate::push::PushService>,
     /// Senders' cursors moved by their own entries, on their way to the store.
@@ -143,7 +143,7 @@ impl ChatService {
             conversations: ConversationCache::new(stores.metadata.clone()),
             delivery: DeliveryOrder::new(move |outgoing| fan_out.send(outgoing)),
             rates: RateLimits::new(&config),
-            presence: PresenceTracker::new(deliveries.clone()),
+            presence: Arc::new(PresenceTracker::new(deliveries.clone())),
             stores,
             publisher,
             deliveries,

@@ -2,6 +2,11 @@
 //! connected. Transitions are published, retained, on `p/{user}`; the topic
 //! ACL lets only the user and those who share a conversation with them read it.
 //! An abrupt disconnect (the case a last will covers) publishes OFFLINE too.
+//!
+//! The tracker follows the node's connections as a [`SessionListener`]
+//! (registered where the server is wired): it counts each user's open
+//! connections, so a take-over, whose new connection opens before the old
+//! one closes, never shows the user offline.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +17,7 @@ use parley_proto::v1::{Envelope, Presence, PresenceState};
 
 use super::now_ms;
 use crate::cluster::{Deliveries, Fanout};
+use crate::session_events::{SessionEnd, SessionListener, SessionRef};
 
 /// Counts live sessions per user and publishes presence changes.
 pub struct PresenceTracker {
@@ -29,7 +35,7 @@ impl PresenceTracker {
     }
 
     /// A session of `user` connected.
-    pub fn connected(&self, user: &UserId) {
+    fn connected(&self, user: &UserId) {
         let first = {
             let mut sessions = self.lock();
             let n = sessions.entry(user.clone()).or_insert(0);
@@ -42,7 +48,7 @@ impl PresenceTracker {
     }
 
     /// A session of `user` ended.
-    pub fn disconnected(&self, user: &UserId) {
+    fn disconnected(&self, user: &UserId) {
         let last = {
             let mut sessions = self.lock();
             match sessions.get_mut(user) {
@@ -90,5 +96,158 @@ impl PresenceTracker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every connection counts, a superseded one included: its successor opened
+/// before it closed, so the count never passes through zero in a take-over.
+impl SessionListener for PresenceTracker {
+    fn opened(&self, session: SessionRef<'_>) {
+        // Connections are of authenticated users, whose ids are valid.
+        if let Ok(user) = UserId::parse(session.user) {
+            self.connected(&user);
+        }
+    }
+
+    fn closed(&self, session: SessionRef<'_>, _end: SessionEnd) {
+        if let Ok(user) = UserId::parse(session.user) {
+            self.disconnected(&user);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use bytes::BytesMut;
+    use parley_engine::codec::{Codec, Version};
+    use parley_engine::message::SubscriptionOptions;
+    use parley_engine::router::{Attachment, ConnectRequest, Router, RouterConfig};
+    use parley_engine::session::ConnectionParams;
+    use parley_proto::v1::envelope::Kind;
+    use rumqttd::protocol::Packet;
+
+    use super::*;
+    use crate::publisher::ServerPublisher;
+
+    /// A tracker publishing into a real engine, told of alice's connections
+    /// as the session registry tells its listeners; and a session of bob's
+    /// subscribed to alice's presence topic.
+    struct Node {
+        router: Arc<Router>,
+        tracker: PresenceTracker,
+        watcher: Attachment,
+    }
+
+    fn node() -> Node {
+        let router = Arc::new(Router::new(RouterConfig::default()));
+        let publisher = ServerPublisher::new(router.clone());
+        let tracker = PresenceTracker::new(Deliveries::Local(publisher));
+        let watcher = router
+            .connect(
+                ConnectRequest {
+                    key: "bob~watcher".into(),
+                    namespace: "bob".into(),
+                    clean_start: true,
+                    session_expiry_secs: 0,
+                    params: ConnectionParams::defaults(Codec::new(Version::V4, 1 << 20)),
+                    will: None,
+                },
+                Instant::now(),
+                &mut BytesMut::new(),
+            )
+            .attachment;
+        let filters = [("p/alice".to_owned(), SubscriptionOptions::default())];
+        let granted = router.subscribe(&watcher, &filters, Instant::now());
+        assert!(granted.is_some_and(|g| g.iter().all(Result::is_ok)));
+        Node {
+            router,
+            tracker,
+            watcher,
+        }
+    }
+
+    impl Node {
+        fn alice(client_id: &str) -> SessionRef<'_> {
+            SessionRef {
+                user: "alice",
+                client_id,
+            }
+        }
+
+        fn opened(&self, client_id: &str) {
+            self.tracker.opened(Node::alice(client_id));
+        }
+
+        fn closed(&self, client_id: &str, end: SessionEnd) {
+            self.tracker.closed(Node::alice(client_id), end);
+        }
+
+        /// The presence states published for alice since the last call.
+        fn published(&self) -> Vec<PresenceState> {
+            let mut out = BytesMut::new();
+            self.router.with_session(&self.watcher, |session| {
+                while session.wants_transmit() {
+                    session.poll_transmit(Instant::now(), &mut out, |_| {});
+                }
+            });
+            let codec = Codec::new(Version::V4, 1 << 20);
+            let mut states = Vec::new();
+            while let Some(incoming) = codec.decode(&mut out).expect("a PUBLISH") {
+                let Packet::Publish(publish, _) = incoming.packet else {
+                    panic!("not a PUBLISH: {:?}", incoming.packet);
+                };
+                assert_eq!(&publish.topic[..], b"p/alice");
+                match parley_proto::decode_envelope(&publish.payload)
+                    .unwrap()
+                    .kind
+                {
+                    Some(Kind::Presence(p)) => states.push(p.state()),
+                    other => panic!("not a presence: {other:?}"),
+                }
+            }
+            states
+        }
+    }
+
+    #[test]
+    fn the_first_connection_shows_the_user_online_and_the_last_offline() {
+        let node = node();
+        let alice = UserId::parse("alice").unwrap();
+        node.opened("phone");
+        assert_eq!(node.published(), [PresenceState::Online]);
+        assert!(node.tracker.is_online(&alice));
+        node.opened("laptop");
+        node.closed("phone", SessionEnd::Ended);
+        assert!(node.published().is_empty(), "still online on her laptop");
+        node.closed("laptop", SessionEnd::Ended);
+        assert_eq!(node.published(), [PresenceState::Offline]);
+        assert!(!node.tracker.is_online(&alice));
+        assert_eq!(node.tracker.online_users(), 0);
+    }
+
+    #[test]
+    fn a_take_over_does_not_flap() {
+        let node = node();
+        node.opened("phone");
+        assert_eq!(node.published(), [PresenceState::Online]);
+        // The same client id again, in the registry's order: the new
+        // connection opens before the old one closes, superseded.
+        node.opened("phone");
+        node.closed("phone", SessionEnd::Superseded);
+        assert!(node.published().is_empty(), "no OFFLINE, no second ONLINE");
+        assert_eq!(node.tracker.online_users(), 1);
+        node.closed("phone", SessionEnd::Ended);
+        assert_eq!(node.published(), [PresenceState::Offline]);
+    }
+
+    #[test]
+    fn a_close_without_an_open_changes_nothing() {
+        let node = node();
+        node.closed("phone", SessionEnd::Ended);
+        assert!(node.published().is_empty());
+        assert_eq!(node.tracker.online_users(), 0);
     }
 }

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::chat_worker::{ChatDone, ChatWorker};
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
-use super::sessions::{SessionHandle, SessionInfo, TransportKind};
+use super::sessions::TransportKind;
 use super::MqttContext;
 use crate::metrics::{DisconnectReason, Limit, OutKind};
 
@@ -96,8 +96,13 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Boxed: the handshake's state is freed once CONNACK is sent.
-    let parts = match Box::pin(handshake(&mut stream, peer, &ctx)).await {
-        Ok(session) => register(stream, session, transport, peer, &ctx),
+    let parts = match Box::pin(handshake(&mut stream, peer, transport, &ctx)).await {
+        Ok(session) => {
+            ctx.metrics.connected(transport);
+            // Boxed: an async fn's arguments stay in its state beside the
+            // locals they are moved into.
+            Box::new(Parts { stream, session })
+        }
         Err(e) => {
             debug!(%peer, error = %e, "handshake ended");
             return;
@@ -108,46 +113,10 @@ pub async fn serve<S>(
     run(parts, &ctx).await;
 }
 
-/// Registers a connection that passed CONNECT and packs what [`run`] starts
-/// from (boxed: an async fn's arguments stay in its state beside the locals
-/// they are moved into).
-fn register<S>(
-    stream: S,
-    session: Session,
-    transport: TransportKind,
-    peer: std::net::SocketAddr,
-    ctx: &MqttContext,
-) -> Box<Parts<S>> {
-    ctx.metrics.connected(transport);
-    let registration = ctx.sessions.register(
-        &ctx.shutdown,
-        SessionInfo {
-            user: session.principal.user.as_str().to_owned(),
-            client_id: session.principal.client_id.clone(),
-            transport,
-            peer,
-            version: session.codec.version(),
-            connected_at_ms: now_ms(),
-        },
-    );
-    Box::new(Parts {
-        stream,
-        session,
-        registration,
-    })
-}
-
 /// What [`run`] starts from.
 struct Parts<S> {
     stream: S,
     session: Session,
-    registration: SessionHandle,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Above this, a write buffer's memory is given back after each write.
@@ -184,8 +153,8 @@ where
                 keep_alive,
                 leftover,
                 resend,
+                registration,
             },
-        registration,
     } = { *parts };
     let mut inbound = InboundState::new(
         principal,
@@ -428,8 +397,8 @@ where
         }
     }
     stream.shutdown().await.ok();
-    ctx.chat.presence.disconnected(&inbound.principal().user);
     ctx.metrics.disconnected(end.metric());
+    // Unregisters the connection and reports it closed to the session listeners.
     drop(registration);
     info!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
 }

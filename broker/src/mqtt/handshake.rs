@@ -15,6 +15,7 @@ use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
+use super::sessions::{SessionHandle, SessionInfo, TransportKind};
 use super::MqttContext;
 use crate::auth::AuthError;
 use crate::metrics::{AuthFailure, AuthVia, HandshakeFailure, Limit};
@@ -35,6 +36,9 @@ pub struct Session {
     pub leftover: BytesMut,
     /// In-flight deliveries of a resumed session, encoded for resending.
     pub resend: BytesMut,
+    /// The connection's entry in the node's session registry; dropping it
+    /// reports the connection closed.
+    pub registration: SessionHandle,
 }
 
 /// Why a connection did not get past CONNECT.
@@ -62,18 +66,20 @@ pub enum Refused {
     },
 }
 
-/// Reads CONNECT from `stream` (a connection from `peer`), applies the
-/// per-address connect rate, authenticates, attaches the engine session and sends
-/// CONNACK. Every refusal is counted in the node's metrics.
+/// Reads CONNECT from `stream` (a connection from `peer` on `transport`),
+/// applies the per-address connect rate, authenticates, registers the
+/// connection, attaches the engine session and sends CONNACK. Every refusal
+/// is counted in the node's metrics.
 pub async fn handshake<S>(
     stream: &mut S,
     peer: std::net::SocketAddr,
+    transport: TransportKind,
     ctx: &MqttContext,
 ) -> Result<Session, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let result = connect(stream, peer, ctx).await;
+    let result = connect(stream, peer, transport, ctx).await;
     match &result {
         Ok(_) => {}
         Err(Refused::Code { code, .. }) => ctx.metrics.refused(*code),
@@ -89,6 +95,7 @@ where
 async fn connect<S>(
     stream: &mut S,
     peer: std::net::SocketAddr,
+    transport: TransportKind,
     ctx: &MqttContext,
 ) -> Result<Session, Refused>
 where
@@ -204,9 +211,20 @@ where
             max_packet_size: props.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX),
             topic_alias_maximum: props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
         };
-        // Counted online before the engine may take an older connection of the
-        // same session over, so that connection's end never shows the user offline.
-        ctx.chat.presence.connected(&principal.user);
+        // Registered (and reported opened to the session listeners) before the
+        // engine may take an older connection of the same session over, so
+        // that connection's end never shows the user gone.
+        let registration = ctx.sessions.register(
+            &ctx.shutdown,
+            SessionInfo {
+                user: principal.user.as_str().to_owned(),
+                client_id: principal.client_id.clone(),
+                transport,
+                peer,
+                version: codec.version(),
+                connected_at_ms: now_ms(),
+            },
+        );
         let mut resend = BytesMut::new();
         let connected = ctx.router.connect(
             ConnectRequest {
@@ -249,7 +267,8 @@ where
             // The client is gone before its session began.
             let detach = Detach { publish_will: false, session_expiry_secs: None };
             ctx.router.detach(&connected.attachment, detach, std::time::Instant::now());
-            ctx.chat.presence.disconnected(&principal.user);
+            // Reports the connection closed.
+            drop(registration);
             return Err(e.into());
         }
         info!(user = %principal.user, client_id = %principal.client_id, version = ?codec.version(), persistent, "connected");
@@ -261,6 +280,7 @@ where
             keep_alive,
             leftover: std::mem::take(&mut buf),
             resend,
+            registration,
         })
     }
     .await;
@@ -364,6 +384,13 @@ fn will_message(
         expires_at: None,
         origin: None,
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn random_client_id() -> String {

@@ -7,6 +7,14 @@
 //! handle carries a cancellation token the connection waits on next to its
 //! socket: cancelling it (a kick) makes the connection send MQTT 5 DISCONNECT
 //! 0x98 (administrative action) and close.
+//!
+//! The registry also reports each connection's lifecycle to the
+//! [`SessionListener`]s it was built with (chat presence, for one):
+//! registering is `opened`, dropping the handle `closed`, with
+//! [`SessionEnd::Superseded`] when a newer connection of the same user and
+//! client id had registered in the meantime (see [`crate::session_events`]).
+//! A connection registers before its engine session is attached, so that
+//! order holds across a take-over.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use parley_engine::codec::Version;
+
+use crate::session_events::{SessionEnd, SessionListener, SessionRef};
 
 /// The transport a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +92,8 @@ type Key = (Arc<str>, Arc<str>);
 pub struct SessionRegistry {
     sessions: Mutex<BTreeMap<Key, Entry>>,
     next_id: AtomicU64,
+    /// Told of every connection's opening and closing; fixed when built.
+    listeners: Vec<Arc<dyn SessionListener>>,
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -93,14 +105,24 @@ impl std::fmt::Debug for SessionRegistry {
 }
 
 impl SessionRegistry {
-    /// An empty registry.
+    /// An empty registry that reports to no one.
     pub fn new() -> SessionRegistry {
         SessionRegistry::default()
     }
 
-    /// Registers a connection that passed CONNECT. A connection with the same
-    /// user and client id that is still listed is replaced (the router is
-    /// taking its session over); its own handle then no longer unregisters anything.
+    /// An empty registry reporting every connection's lifecycle to `listeners`.
+    pub fn with_listeners(listeners: Vec<Arc<dyn SessionListener>>) -> SessionRegistry {
+        SessionRegistry {
+            listeners,
+            ..SessionRegistry::default()
+        }
+    }
+
+    /// Registers a connection that passed CONNECT, and reports it opened.
+    /// Call it before the connection's engine session is attached. A
+    /// connection with the same user and client id that is still listed is
+    /// replaced (the router is taking its session over); its own handle then
+    /// no longer unregisters anything and reports itself superseded.
     /// Its kick token is a child of `shutdown`, so one wait covers both.
     pub fn register(
         self: &Arc<Self>,
@@ -121,6 +143,11 @@ impl SessionRegistry {
                 kick: kick.clone(),
             },
         );
+        let session = SessionRef {
+            user: &key.0,
+            client_id: &key.1,
+        };
+        self.listeners.iter().for_each(|l| l.opened(session));
         SessionHandle {
             registry: self.clone(),
             key,
@@ -185,11 +212,23 @@ impl SessionRegistry {
             .collect()
     }
 
+    /// Unlists the connection `id` under `key` unless a newer one replaced
+    /// it, then reports it closed.
     fn unregister(&self, key: &Key, id: u64) {
-        let mut sessions = self.lock();
-        if sessions.get(key).is_some_and(|e| e.id == id) {
-            sessions.remove(key);
-        }
+        let end = {
+            let mut sessions = self.lock();
+            if sessions.get(key).is_some_and(|e| e.id == id) {
+                sessions.remove(key);
+                SessionEnd::Ended
+            } else {
+                SessionEnd::Superseded
+            }
+        };
+        let session = SessionRef {
+            user: &key.0,
+            client_id: &key.1,
+        };
+        self.listeners.iter().for_each(|l| l.closed(session, end));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
@@ -304,6 +343,77 @@ mod tests {
         shutdown.cancel();
         assert!(phone.kicked().now_or_never().is_some());
         assert!(other.kicked().now_or_never().is_none());
+    }
+
+    /// Writes down what it is told, in order.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl SessionListener for Recorder {
+        fn opened(&self, s: SessionRef<'_>) {
+            let event = format!("opened {}/{}", s.user, s.client_id);
+            self.0.lock().unwrap().push(event);
+        }
+
+        fn closed(&self, s: SessionRef<'_>, end: SessionEnd) {
+            let event = format!("closed {}/{} {end:?}", s.user, s.client_id);
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn listeners_are_told_of_every_open_and_close_in_order() {
+        let recorder = Arc::new(Recorder::default());
+        let second = Arc::new(Recorder::default());
+        let registry = Arc::new(SessionRegistry::with_listeners(vec![
+            recorder.clone(),
+            second.clone(),
+        ]));
+        let shutdown = CancellationToken::new();
+        let phone = registry.register(&shutdown, info("alice", "phone", TransportKind::Tcp));
+        let laptop = registry.register(&shutdown, info("alice", "laptop", TransportKind::Tcp));
+        assert_eq!(
+            recorder.take(),
+            ["opened alice/phone", "opened alice/laptop"]
+        );
+        // A kick does not close anything by itself: the connection does, by
+        // dropping its handle.
+        assert!(registry.kick("alice", "phone"));
+        assert!(recorder.take().is_empty());
+        drop(phone);
+        drop(laptop);
+        assert_eq!(
+            recorder.take(),
+            ["closed alice/phone Ended", "closed alice/laptop Ended"]
+        );
+        assert_eq!(second.take().len(), 4, "every listener is told everything");
+    }
+
+    #[test]
+    fn a_take_over_opens_the_new_connection_before_the_old_one_closes() {
+        let recorder = Arc::new(Recorder::default());
+        let registry = Arc::new(SessionRegistry::with_listeners(vec![recorder.clone()]));
+        let shutdown = CancellationToken::new();
+        let old = registry.register(&shutdown, info("alice", "phone", TransportKind::Tcp));
+        let new = registry.register(&shutdown, info("alice", "phone", TransportKind::Tls));
+        drop(old);
+        assert_eq!(
+            recorder.take(),
+            [
+                "opened alice/phone",
+                "opened alice/phone",
+                "closed alice/phone Superseded"
+            ]
+        );
+        drop(new);
+        assert_eq!(recorder.take(), ["closed alice/phone Ended"]);
+        assert!(registry.is_empty());
     }
 
     #[test]
