@@ -1,7 +1,8 @@
 //! What every listener shares against slow and greedy clients: a cap on the
 //! connections one source address (IPv6 by /64) holds open at once
 //! ([`AddressCaps`]), and the `[listeners]` timeouts (applied by the HTTP
-//! server in [`crate::http::serve`] and by the MQTT accept loops).
+//! server in [`crate::http::serve`] and by the MQTT accept loops); and the
+//! names of the transports connections arrive on ([`TransportKind`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,6 +11,35 @@ use std::time::Duration;
 
 use crate::config::ListenersConfig;
 use crate::limits::limit_key;
+
+/// The transport a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// Every transport.
+    pub const ALL: &'static [TransportKind] = &[
+        TransportKind::Tcp,
+        TransportKind::Tls,
+        TransportKind::WebSocket,
+    ];
+
+    /// Its name in the admin API and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
 
 /// Open connections per source address, capped.
 #[derive(Debug, Clone)]

@@ -3,7 +3,10 @@
 //! end and the HTTP side, which serves it as `GET /metrics`.
 //!
 //! - [`history`]: a history store wrapper timing appends and counting stored messages.
-//! - [`live`]: values read from the node at scrape time (connections, users online).
+//! - Values read from the node at scrape time (connections, users online,
+//!   chat rate limits) are collected by the server's wiring (`server/live.rs`),
+//!   as they come from the MQTT layer and the chat pipeline, which both use
+//!   this module.
 //! - [`kinds`]: what kind of message an outgoing PUBLISH carries.
 //!
 //! Every labelled family is created with all of its label values at zero, so
@@ -12,7 +15,6 @@
 pub mod engine;
 pub mod history;
 pub mod kinds;
-pub mod live;
 pub mod security;
 
 use std::fmt::Write as _;
@@ -28,7 +30,7 @@ use rumqttd::protocol::ConnectReturnCode;
 
 pub use kinds::{InKind, OutKind};
 
-use crate::mqtt::sessions::TransportKind;
+use crate::listeners::TransportKind;
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which
 /// Prometheus scrapes natively).

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+mod live;
+use live::LiveCollector;
+
 use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
 use crate::cluster::{BusPublisher, Deliveries};
@@ -22,7 +25,6 @@ use crate::config::{Config, HistoryBackend, Listen, StorageBackend};
 use crate::http::{self, HttpState};
 use crate::limits::Limits;
 use crate::metrics::history::MeteredHistory;
-use crate::metrics::live::LiveCollector;
 use crate::metrics::Metrics;
 use crate::mqtt::listener::{accept_loop, tls_acceptor, Transport};
 use crate::mqtt::sessions::SessionRegistry;

@@ -34,7 +34,10 @@ pub struct MqttContext {
     pub router: Arc<parley_engine::router::Router>,
     /// Parley's own publishes into the engine.
     pub publisher: ServerPublisher,
-    /// The chat pipeline.
+    /// The chat pipeline. The MQTT layer uses `begin`, `handle` and
+    /// `max_pipelined_sends` (the chat worker) and `shares_conversation`
+    /// (subscription ACL), nothing else; presence follows connections as a
+    /// session listener, wired by the server.
     pub chat: Arc<crate::chat::ChatService>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,

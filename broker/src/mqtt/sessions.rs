@@ -25,36 +25,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use parley_engine::codec::Version;
 
+pub use crate::listeners::TransportKind;
 use crate::session_events::{SessionEnd, SessionListener, SessionRef};
-
-/// The transport a connection arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportKind {
-    /// Plain TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// WebSocket.
-    WebSocket,
-}
-
-impl TransportKind {
-    /// Every transport.
-    pub const ALL: &'static [TransportKind] = &[
-        TransportKind::Tcp,
-        TransportKind::Tls,
-        TransportKind::WebSocket,
-    ];
-
-    /// Its name in the admin API and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Tcp => "tcp",
-            TransportKind::Tls => "tls",
-            TransportKind::WebSocket => "websocket",
-        }
-    }
-}
 
 /// What the registry knows about one live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,9 @@
 //! counted as they happen: live connections by transport (from the session
 //! registry), users online (from chat presence) and chat publishes refused by
 //! the chat rate limits, and chat messages those limits held.
+//!
+//! It reads the MQTT layer and the chat pipeline, so it lives with the
+//! server's wiring rather than in `metrics`, which both of them use.
 
 use std::sync::Arc;
 
@@ -10,8 +13,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::TransportLabels;
 use crate::chat::ChatService;
+use crate::metrics::TransportLabels;
 use crate::mqtt::sessions::SessionRegistry;
 
 /// Reads live values of the node on every scrape.
