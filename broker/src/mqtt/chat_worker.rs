@@ -13,7 +13,10 @@
 //! only once its commit is durable, so PUBACKs leave in publish order. At the
 //! bound the worker takes no more publishes; once [`MAX_PENDING_CHAT`] more
 //! are waiting, [`ChatWorker::submit`] blocks and the connection stops reading
-//! (backpressure; nothing is dropped). Everything other than a message is
+//! (backpressure; nothing is dropped). A message over its sender's rate
+//! limit is held while it is begun (`[chat] rate_limit_max_wait_ms`), so the
+//! ones after it wait their turn and the same backpressure slows the client
+//! instead of refusing it. Everything other than a message is
 //! handled completely when it is begun (after the messages before it were
 //! queued); an edit or delete first waits for the connection's earlier
 //! publishes to finish, as it reads the entry it changes.

@@ -80,7 +80,6 @@ impl Collector for LiveCollector {
         ] {
             ConstCounter::new(count).encode(family.encode_family(&ChatLimitLabels { kind })?)?;
         }
-        drop(family);
 
         let held = ConstCounter::new(refused.messages_held);
         held.encode(encoder.encode_descriptor(
