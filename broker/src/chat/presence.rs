@@ -2,8 +2,13 @@
 //! connected. Transitions are published, retained, on `p/{user}`; the topic
 //! ACL lets only the user and those who share a conversation with them read it.
 //! An abrupt disconnect (the case a last will covers) publishes OFFLINE too.
+//!
+//! In a cluster with a session directory the tracker only counts this
+//! node's sessions; the directory's cluster presence publishes (see
+//! `crate::directory::presence`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use chat_core::ids::UserId;
@@ -17,6 +22,8 @@ use crate::cluster::{Deliveries, Fanout};
 pub struct PresenceTracker {
     publisher: Deliveries,
     sessions: Mutex<HashMap<UserId, usize>>,
+    /// Set when the cluster's presence publishes instead.
+    counting_only: AtomicBool,
 }
 
 impl PresenceTracker {
@@ -25,7 +32,14 @@ impl PresenceTracker {
         PresenceTracker {
             publisher,
             sessions: Mutex::default(),
+            counting_only: AtomicBool::new(false),
         }
+    }
+
+    /// Stops publishing: from now on the cluster's presence, which sees
+    /// every node's sessions, publishes `p/{user}`; this tracker only counts.
+    pub fn leave_publishing_to_cluster(&self) {
+        self.counting_only.store(true, Ordering::Relaxed);
     }
 
     /// A session of `user` connected.
@@ -73,6 +87,9 @@ impl PresenceTracker {
     }
 
     fn publish(&self, user: &UserId, state: PresenceState) {
+        if self.counting_only.load(Ordering::Relaxed) {
+            return;
+        }
         let envelope = Envelope::from(Presence {
             user: user.to_string(),
             state: state as i32,

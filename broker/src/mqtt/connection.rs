@@ -103,6 +103,16 @@ pub async fn serve<S>(
             return;
         }
     };
+    if let Some(directory) = &ctx.directory {
+        let principal = &parts.session.principal;
+        directory
+            .claim(
+                principal.user.as_str(),
+                &principal.client_id,
+                parts.registration.id(),
+            )
+            .await;
+    }
     // Awaited in place: a future held in a local and then awaited would be
     // stored twice in this task's state.
     run(parts, &ctx).await;
@@ -130,6 +140,13 @@ fn register<S>(
             connected_at_ms: now_ms(),
         },
     );
+    if let Some(directory) = &ctx.directory {
+        directory.connected(
+            session.principal.user.as_str(),
+            &session.principal.client_id,
+            registration.id(),
+        );
+    }
     Box::new(Parts {
         stream,
         session,
@@ -353,7 +370,13 @@ where
         tokio::select! {
             // The registration's token is a child of the node's shutdown token.
             _ = registration.kicked() => {
-                break 'conn if ctx.shutdown.is_cancelled() { End::Shutdown } else { End::Kicked };
+                break 'conn if ctx.shutdown.is_cancelled() {
+                    End::Shutdown
+                } else if registration.was_taken_over() {
+                    End::TakenOver
+                } else {
+                    End::Kicked
+                };
             }
             _ = chat_finished(&mut chat, &mut chat_done) => {}
             _ = sleep_until(read_deadline), if pause.is_none() => break 'conn End::KeepAlive,
@@ -429,6 +452,16 @@ where
     }
     stream.shutdown().await.ok();
     ctx.chat.presence.disconnected(&inbound.principal().user);
+    if let Some(directory) = &ctx.directory {
+        let principal = inbound.principal();
+        directory
+            .disconnected(
+                principal.user.as_str(),
+                &principal.client_id,
+                registration.id(),
+            )
+            .await;
+    }
     ctx.metrics.disconnected(end.metric());
     drop(registration);
     info!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
