@@ -162,10 +162,18 @@ impl ClusterDirectory {
     pub async fn leave(&self) {
         match self.store.clear_node(self.node_id).await {
             Ok(entries) => {
+                // Queued together (one bus batch), then awaited.
+                let mut pending = Vec::with_capacity(entries.len());
                 for entry in entries {
                     let event = DirectoryEvent::Left(entry);
-                    let key = event.entry().user.clone();
-                    if let Err(e) = self.deliveries.publish(&key, 1, fanout(&event)).await {
+                    let (outgoing, done) =
+                        self.deliveries
+                            .outgoing(&event.entry().user, 1, fanout(&event));
+                    self.deliveries.send(outgoing);
+                    pending.push(done);
+                }
+                for done in pending {
+                    if let Err(e) = done.wait().await {
                         warn!(error = %e, "could not announce a session's end at shutdown");
                     }
                 }
