@@ -534,3 +534,25 @@ async fn a_node_killed_with_9_loses_its_sessions_when_its_lease_runs_out() {
     );
     assert!(offline.presence.last_seen_ms >= before_last, "{offline:?}");
 }
+
+#[tokio::test]
+async fn a_node_shutting_down_removes_its_sessions_without_waiting_for_its_lease() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    // A lease long enough that only the shutdown can explain the removal.
+    let long_lease = |c: &mut Config| c.cluster.node_lease_ttl_ms = 60_000;
+    let one = cluster.node(1, long_lease).await;
+    let two = cluster.node(2, long_lease).await;
+    sign_up_users(&one, &["alice", "bob"]).await;
+    let _phone = ChatClient::v5(&two, "alice", "phone").await;
+    let _laptop = ChatClient::v4(&two, "alice", "laptop").await;
+    await_sessions(&one, "alice", &[2, 2]).await;
+    two.node.shutdown().await.expect("node 2 shuts down");
+    await_sessions(&one, "alice", &[]).await;
+    assert_eq!(
+        metric(&one, "parley_cluster_sessions_expired_total").await,
+        Some(0.0),
+        "removed by node 2 itself, not expired"
+    );
+}
