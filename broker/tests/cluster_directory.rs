@@ -526,7 +526,15 @@ async fn a_node_killed_with_9_loses_its_sessions_when_its_lease_runs_out() {
     // Alice is still online through her laptop; when it goes, she is offline.
     let before_last = parley::chat::now_ms();
     drop(laptop);
-    let offline = bob.next_presence().await;
+    let offline = within("OFFLINE after the last session", async {
+        loop {
+            let update = bob.next_presence().await;
+            if update.presence.state() != PresenceState::Online {
+                return update;
+            }
+        }
+    })
+    .await;
     assert_eq!(
         offline.presence.state(),
         PresenceState::Offline,

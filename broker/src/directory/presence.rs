@@ -8,9 +8,10 @@
 //! one user's in one order), and carries out the [`Action`]s it returns. Of
 //! all nodes, only one acts on a change:
 //!
-//! - **online**: the node whose session joined publishes ONLINE, unless the
-//!   last presence record it saw already says so (a reconnect within the
-//!   delay publishes nothing);
+//! - **online**: the node whose session is the user's first anywhere
+//!   publishes ONLINE, unless the last presence record it saw already says
+//!   so (a reconnect within the delay publishes nothing); a session joining
+//!   a user last shown offline publishes it too;
 //! - **offline**: the node whose session left last (or that removed a dead
 //!   node's sessions) arms a timer; when it fires with the user still
 //!   without sessions and shown online, it publishes OFFLINE. Any session
@@ -80,7 +81,9 @@ impl PresenceMachine {
         state.epoch += 1;
         state.armed = false;
         state.last_joined_by = Some(by);
-        (by == me && sessions > 0 && state.shown != Some(true)).then(|| Action::Publish {
+        // The first session anywhere, or one joining a user shown offline.
+        let news = (sessions == 1 && state.shown != Some(true)) || state.shown == Some(false);
+        (by == me && sessions > 0 && news).then(|| Action::Publish {
             user: user.to_owned(),
             online: true,
         })
@@ -178,6 +181,14 @@ mod tests {
         };
         assert_eq!(two.offline_due("alice", epoch, 0), publish("alice", false));
         assert_eq!(two.offline_due("alice", epoch, 0), None, "once");
+    }
+
+    #[test]
+    fn a_second_session_publishes_nothing_before_the_first_online_is_seen() {
+        let mut two = PresenceMachine::new(2);
+        assert_eq!(two.joined("dave", 1, 1), None, "node 1 publishes");
+        assert_eq!(two.joined("dave", 2, 2), None, "not the first session");
+        assert_eq!(two.shown("dave", false, 2), publish("dave", true));
     }
 
     #[test]
