@@ -564,3 +564,39 @@ async fn a_node_shutting_down_removes_its_sessions_without_waiting_for_its_lease
         "removed by node 2 itself, not expired"
     );
 }
+
+#[tokio::test]
+async fn quick_reconnects_on_one_node_leave_no_session_behind() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let one = cluster.node(1, |_| {}).await;
+    let two = cluster.node(2, |_| {}).await;
+    sign_up_users(&one, &["alice", "bob"]).await;
+    let store = PostgresStore::connect(PostgresConfig::from_url(&cluster.url).unwrap())
+        .await
+        .expect("the cluster's database");
+    for round in 0..5 {
+        let options = common::v5::options(&one, "phone", "alice", &password_of("alice"));
+        // The second CONNECT follows the first's CONNACK at once, while the
+        // first connection's claim may still be under way.
+        let (_first, mut first_events) = common::v5::connect(options.clone()).await;
+        let (second, second_events) = common::v5::connect(options).await;
+        assert_eq!(
+            common::v5::disconnect_reason(&mut first_events).await,
+            Some(DisconnectReasonCode::SessionTakenOver),
+            "round {round}"
+        );
+        await_sessions(&two, "alice", &[1]).await;
+        drop((second, second_events));
+        await_sessions(&two, "alice", &[]).await;
+        await_sessions(&one, "alice", &[]).await;
+        let left: Vec<_> = SessionDirectory::live(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.user == "alice")
+            .collect();
+        assert_eq!(left, Vec::new(), "round {round}: nothing left in the store");
+    }
+}

@@ -72,9 +72,15 @@ pub struct DirectoryCounts {
     pub store_errors: AtomicU64,
 }
 
+/// How many locks serialise this node's claims (by a hash of the key).
+const CLAIM_LOCKS: usize = 64;
+
 /// A node's view of, and part in, the session directory.
 pub struct ClusterDirectory {
     store: Arc<dyn SessionDirectory>,
+    /// Claims of one key from this node run one at a time, so a quick
+    /// reconnect's claim always commits after the one it replaces.
+    claim_locks: Vec<tokio::sync::Mutex<()>>,
     node_id: u16,
     deliveries: Deliveries,
     sessions: Arc<SessionRegistry>,
@@ -103,6 +109,9 @@ impl ClusterDirectory {
         cache.begin_loading();
         Arc::new_cyclic(|this| ClusterDirectory {
             store,
+            claim_locks: (0..CLAIM_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             node_id,
             deliveries,
             sessions,
@@ -200,6 +209,7 @@ impl ClusterDirectory {
     /// Claims the session in the store and announces it. If a newer claim
     /// on another node is already known, the connection is ended at once.
     pub async fn claim(&self, user: &str, client_id: &str, connection: u64) {
+        let _serialised = self.claim_lock(user, client_id).lock().await;
         let (entry, replaced) = match self.store.claim(user, client_id, self.node_id).await {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -213,23 +223,36 @@ impl ClusterDirectory {
                 info!(%user, %client_id, from_node = replaced.node_id, "session taken over from another node");
             }
         }
-        let superseded = {
+        let (mine, superseded) = {
             let mut state = self.lock();
             let key = (user.to_owned(), client_id.to_owned());
-            match state.local.get_mut(&key) {
+            let mine = match state.local.get_mut(&key) {
                 Some(claim) if claim.connection == connection => {
                     claim.entry = Some(entry.clone());
+                    true
                 }
-                // The connection ended while the claim was under way.
-                _ => {}
-            }
-            state
-                .cache
-                .current(user, client_id)
-                .is_some_and(|(node, generation)| {
-                    node != self.node_id && generation > entry.generation
-                })
+                _ => false,
+            };
+            let superseded =
+                state
+                    .cache
+                    .current(user, client_id)
+                    .is_some_and(|(node, generation)| {
+                        node != self.node_id && generation > entry.generation
+                    });
+            (mine, superseded)
         };
+        if !mine {
+            // A newer connection of the key on this node replaced this one
+            // while the claim was under way; its claim waits for this lock,
+            // so this entry is still the current one: remove it, and the
+            // newer claim starts from an empty row.
+            if let Err(e) = self.store.remove(&entry).await {
+                self.counts.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(%user, %client_id, error = %e, "could not remove a replaced claim");
+            }
+            return;
+        }
         self.announce(DirectoryEvent::Joined(entry));
         if superseded && self.sessions.take_over(user, client_id, connection) {
             self.counts.taken_over.fetch_add(1, Ordering::Relaxed);
@@ -272,10 +295,13 @@ impl ClusterDirectory {
         };
         let (action, take_over) = {
             let mut state = self.lock();
-            state.cache.apply(&event);
+            let changed = state.cache.apply(&event);
             let e = event.entry();
             let sessions = state.cache.sessions_of(&e.user);
             match &event {
+                // A late or repeated announcement: nothing for presence,
+                // and no newer session to hand over to.
+                _ if !changed => (None, None),
                 DirectoryEvent::Joined(e) => {
                     let key = (e.user.clone(), e.client_id.clone());
                     let older_here = state.local.get(&key).and_then(|claim| {
@@ -422,6 +448,13 @@ impl ClusterDirectory {
                 }
             }
         }
+    }
+
+    fn claim_lock(&self, user: &str, client_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (user, client_id).hash(&mut hasher);
+        &self.claim_locks[hasher.finish() as usize % CLAIM_LOCKS]
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
