@@ -278,6 +278,36 @@ fn bus_record(key: String, qos: u8, fanout: Fanout, node_id: u16) -> Option<BusR
 pub trait ClusterEvents: Send + Sync + 'static {
     /// Conversation `id` changed on another node: forget any cached copy.
     fn conversation_changed(&self, id: &str);
+
+    /// A session directory change (see [`crate::directory`]), announced by
+    /// node `origin` (this one included).
+    fn session_directory_changed(&self, _payload: &[u8], _origin: u16) {}
+
+    /// A presence record on `topic` went by (it is published to the router too).
+    fn presence_seen(&self, _topic: &str, _payload: &[u8]) {}
+}
+
+/// The events of a node with a session directory: conversation changes to
+/// the chat service, directory changes and presence records to the directory.
+pub struct WithDirectory {
+    /// The chat service.
+    pub chat: Arc<dyn ClusterEvents>,
+    /// The node's session directory.
+    pub directory: Arc<crate::directory::ClusterDirectory>,
+}
+
+impl ClusterEvents for WithDirectory {
+    fn conversation_changed(&self, id: &str) {
+        self.chat.conversation_changed(id);
+    }
+
+    fn session_directory_changed(&self, payload: &[u8], origin: u16) {
+        self.directory.apply(payload, origin);
+    }
+
+    fn presence_seen(&self, topic: &str, payload: &[u8]) {
+        self.directory.presence_seen(topic, payload);
+    }
 }
 
 /// Subscribes node `node_id` to `bus` (so every record published after this
@@ -338,8 +368,10 @@ async fn consume_loop(
 }
 
 /// What node `node_id` publishes to its router for a consumed `record`: its
-/// payload on each of its topics, in order. The conversation-changed topic
-/// is not published; a change made on another node is passed to `events`.
+/// payload on each of its topics, in order. The conversation-changed and
+/// session directory topics are not published: a conversation change made
+/// on another node and every directory change are passed to `events`, as is
+/// every presence record (which is published).
 fn consumed(
     record: BusRecord,
     node_id: u16,
@@ -352,7 +384,12 @@ fn consumed(
             if record.origin_node != node_id {
                 events.conversation_changed(&String::from_utf8_lossy(&payload));
             }
+        } else if topic == crate::directory::events::DIRECTORY_TOPIC {
+            events.session_directory_changed(&payload, record.origin_node);
         } else {
+            if topic.starts_with("p/") && record.retain {
+                events.presence_seen(&topic, &payload);
+            }
             publishes.push((topic, payload.clone(), record.retain));
         }
     }

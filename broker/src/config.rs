@@ -345,6 +345,10 @@ pub struct ClusterConfig {
     /// killed without shutting down keeps its id from other processes this
     /// long.
     pub node_lease_ttl_ms: u64,
+    /// How long after a user's last session anywhere in the cluster ended
+    /// they are shown offline, in milliseconds; a session that comes back
+    /// within it shows nothing (with a bus; a single node publishes at once).
+    pub presence_offline_delay_ms: u64,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
 }
@@ -354,6 +358,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             bus: BusKind::default(),
             node_lease_ttl_ms: 30_000,
+            presence_offline_delay_ms: 5_000,
             kafka: KafkaBusConfig::default(),
         }
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod chat;
 pub mod cluster;
 pub mod config;
+pub mod directory;
 pub mod hex;
 pub mod http;
 pub mod limits;

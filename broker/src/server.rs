@@ -20,10 +20,12 @@ use live::LiveCollector;
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
-use crate::cluster::{BusPublisher, Deliveries};
+use crate::cluster::{BusPublisher, ClusterEvents, Deliveries, WithDirectory};
 use crate::config::{Config, HistoryBackend, Listen, StorageBackend};
+use crate::directory::ClusterDirectory;
 use crate::http::{self, HttpState};
 use crate::limits::Limits;
+use crate::metrics::directory::DirectoryCollector;
 use crate::metrics::history::MeteredHistory;
 use crate::metrics::Metrics;
 use crate::mqtt::listener::{accept_loop, tls_acceptor, Transport};
@@ -59,6 +61,8 @@ pub struct Node {
     tasks: TaskTracker,
     /// The lease on its node id, on a store shared by several nodes.
     lease: Option<NodeLease>,
+    /// The cluster's session directory, with a bus.
+    directory: Option<Arc<ClusterDirectory>>,
 }
 
 impl Node {
@@ -86,12 +90,13 @@ impl Node {
             None => None,
         };
         match Node::serve(config, bus, opened, shutdown.clone(), &tasks).await {
-            Ok((addrs, store)) => Ok(Node {
+            Ok((addrs, store, directory)) => Ok(Node {
                 addrs,
                 store,
                 shutdown,
                 tasks,
                 lease,
+                directory,
             }),
             Err(e) => {
                 shutdown.cancel();
@@ -111,14 +116,19 @@ impl Node {
     }
 
     /// Everything after the node lease: chat, router, bus consumer,
-    /// listeners. Returns where the node listens and its metadata store.
+    /// listeners. Returns where the node listens, its metadata store and
+    /// its session directory (with a bus).
     async fn serve(
         config: Config,
         bus: Option<Arc<dyn ClusterBus>>,
         opened: crate::storage::Stores,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
-    ) -> anyhow::Result<(BoundAddrs, Arc<dyn MetadataStore>)> {
+    ) -> anyhow::Result<(
+        BoundAddrs,
+        Arc<dyn MetadataStore>,
+        Option<Arc<ClusterDirectory>>,
+    )> {
         let store: Arc<dyn MetadataStore> = opened.metadata.clone();
         let key_directory: Arc<dyn KeyDirectory> = opened.keys.clone();
         let mut metrics = Metrics::new();
@@ -172,13 +182,29 @@ impl Node {
                 config.node_id,
                 stores,
                 publisher.clone(),
-                deliveries,
+                deliveries.clone(),
                 config.chat.clone(),
             )?
             .with_push(push.clone()),
         );
         // Chat presence follows the node's connections.
         let sessions = Arc::new(SessionRegistry::with_listeners(vec![chat.presence.clone()]));
+        let directory = match (&bus, &opened.directory) {
+            (Some(_), Some(store)) => {
+                let directory = ClusterDirectory::new(
+                    store.clone(),
+                    config.node_id,
+                    deliveries.clone(),
+                    sessions.clone(),
+                    Duration::from_millis(config.cluster.presence_offline_delay_ms),
+                );
+                chat.presence.leave_publishing_to_cluster();
+                chat.share_with_cluster(directory.clone());
+                metrics.register_collector(Box::new(DirectoryCollector::new(directory.clone())));
+                Some(directory)
+            }
+            _ => None,
+        };
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
         metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
             router.clone(),
@@ -188,16 +214,32 @@ impl Node {
         }
         let metrics = Arc::new(metrics);
         if let Some(bus) = &bus {
+            let events: Arc<dyn ClusterEvents> = match &directory {
+                Some(directory) => Arc::new(WithDirectory {
+                    chat: chat.clone(),
+                    directory: directory.clone(),
+                }),
+                None => chat.clone(),
+            };
             crate::cluster::spawn_consumer(
                 bus.as_ref(),
                 config.node_id,
                 publisher.clone(),
-                chat.clone(),
+                events,
                 shutdown.clone(),
                 tasks,
             )
             .await
             .context("subscribing to the cluster bus")?;
+        }
+        if let Some(directory) = &directory {
+            let sweep_every = crate::node_lease::renewal::renew_every(Duration::from_millis(
+                config.cluster.node_lease_ttl_ms,
+            ));
+            directory
+                .start(sweep_every, shutdown.clone(), tasks)
+                .await
+                .context("loading the session directory")?;
         }
         let ctx = Arc::new(MqttContext {
             config: config.mqtt.clone(),
@@ -211,6 +253,7 @@ impl Node {
             sessions: sessions.clone(),
             limits: Limits::new(&config.limits).with_listeners(&config.listeners),
             durable,
+            directory: directory.clone(),
         });
 
         let mut addrs = BoundAddrs::default();
@@ -339,7 +382,12 @@ impl Node {
         }
         info!(?addrs, data_dir = %config.data_dir.display(), node_id = config.node_id,
             storage = ?config.storage.backend, bus = ?config.cluster.bus, "parley is up");
-        Ok((addrs, store))
+        Ok((addrs, store, directory))
+    }
+
+    /// The cluster's session directory: `None` without a bus.
+    pub fn directory(&self) -> Option<Arc<ClusterDirectory>> {
+        self.directory.clone()
     }
 
     /// A token that is cancelled when the node begins shutting down.
@@ -370,6 +418,9 @@ impl Node {
             .is_err()
         {
             tracing::warn!("some connections did not close within 10 s");
+        }
+        if let Some(directory) = &self.directory {
+            directory.leave().await;
         }
         let flushed = self.store.flush().await.context("flushing the store");
         if let Some(lease) = self.lease {

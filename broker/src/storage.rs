@@ -14,7 +14,8 @@ use persistence::embedded::EmbeddedStore;
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use persistence::scylla::{ScyllaConfig, ScyllaStore};
 use persistence::{
-    HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue, SessionStore,
+    HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue, SessionDirectory,
+    SessionStore,
 };
 
 use crate::config::{
@@ -37,6 +38,9 @@ pub struct Stores {
     /// (PostgreSQL); `None` for the embedded store, which one process at a
     /// time can open.
     pub leases: Option<Arc<dyn NodeLeases>>,
+    /// Which node holds each live MQTT session, if the store is shared by
+    /// several nodes (PostgreSQL); used with a cluster bus.
+    pub directory: Option<Arc<dyn SessionDirectory>>,
     /// Persistent MQTT sessions, if the backend keeps them (embedded);
     /// `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionStore>>,
@@ -87,6 +91,7 @@ async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
                 })?);
             Ok(Stores {
                 leases: Some(store.clone()),
+                directory: Some(store.clone()),
                 ..Stores::all(store)
             })
         }
@@ -143,6 +148,7 @@ impl Stores {
             offline: store.clone(),
             keys: store,
             leases: None,
+            directory: None,
             sessions: None,
         }
     }

@@ -686,3 +686,80 @@ async fn what_a_group_message_costs_the_bus() {
     eprintln!("one record per inbox: 50 records, {per_inbox} bytes, 150 reads");
     assert!(cost.bytes * 5 < per_inbox);
 }
+
+/// What the bus carries per connection (the session directory's two
+/// changes, each read by every node) and per message, 1:1 and to a
+/// 100-member group, with members spread over three nodes.
+#[tokio::test]
+async fn what_connections_and_messages_cost_the_bus() {
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let bus = SharedBus::default();
+    let nodes = three_nodes(&url, &bus).await;
+    let users: Vec<String> = (0..100).map(|i| format!("member{i:03}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    sign_up_users(&nodes[0], &names).await;
+    let from = bus.0.log.lock().unwrap().len();
+    let mut clients = Vec::new();
+    for (i, user) in names.iter().enumerate() {
+        clients.push(ChatClient::v5(&nodes[i % 3], user, &format!("{user}-client")).await);
+    }
+    for node in &nodes {
+        let directory = node.node.directory().expect("a directory");
+        common::within("every node to know every session", async {
+            directory.wait_until(|d| d.totals().0 == 100).await
+        })
+        .await;
+    }
+    let directory_records = |bus: &SharedBus| {
+        let log = bus.0.log.lock().unwrap();
+        let reads = bus.0.reads.lock().unwrap();
+        let mut records = 0;
+        let mut read = 0;
+        for (index, record) in log.iter().enumerate().skip(from) {
+            if record.topics == [parley::directory::events::DIRECTORY_TOPIC] {
+                records += 1;
+                read += reads.get(&index).copied().unwrap_or(0);
+            }
+        }
+        (records, read)
+    };
+    assert_eq!(
+        directory_records(&bus),
+        (100, 300),
+        "one change per connection, read by each of the three nodes"
+    );
+
+    let direct_conv = direct(names[0], names[1]);
+    let before = bus.0.log.lock().unwrap().len();
+    let sent = clients[0].say(&direct_conv, "d1", "hello").await;
+    assert_eq!(clients[1].next_message().await, sent);
+    let one_to_one = bus.0.cost(&direct_conv, before);
+    eprintln!("one 1:1 message, members on 2 of 3 nodes: {one_to_one:?}");
+    assert_eq!((one_to_one.records, one_to_one.reads), (1, 3));
+
+    let group = clients[0].create_group("hundred", &names[1..]).await;
+    let before = bus.0.log.lock().unwrap().len();
+    let sent = clients[0].say(&group.id, "g1", "hello, hundred").await;
+    for client in &mut clients[1..] {
+        assert_eq!(client.next_message().await, sent);
+    }
+    let to_group = bus.0.cost(&group.id, before);
+    eprintln!("one message to 100 members on 3 nodes: {to_group:?}");
+    assert_eq!((to_group.records, to_group.reads), (1, 3));
+
+    drop(clients);
+    for node in &nodes {
+        let directory = node.node.directory().expect("a directory");
+        common::within("every node to see every session end", async {
+            directory.wait_until(|d| d.totals().0 == 0).await
+        })
+        .await;
+    }
+    assert_eq!(
+        directory_records(&bus),
+        (200, 600),
+        "joined and left per connection, each read by every node"
+    );
+}

@@ -77,6 +77,16 @@ impl TokenBucket {
         self.tokens >= self.burst
     }
 
+    /// Changes the refill rate and the capacity from `now_ms` on, keeping
+    /// the tokens it holds up to the new capacity (a smaller share of a
+    /// budget takes effect at once).
+    pub fn set_limits(&mut self, rate_per_sec: f64, burst: u32, now_ms: u64) {
+        self.refill(now_ms);
+        self.rate_per_ms = rate_per_sec / 1000.0;
+        self.burst = f64::from(burst);
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     fn refill(&mut self, now_ms: u64) {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
         self.last_ms = self.last_ms.max(now_ms);
@@ -87,6 +97,16 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_smaller_share_takes_effect_at_once() {
+        let mut b = TokenBucket::new(10.0, 4, 0);
+        b.set_limits(5.0, 2, 0);
+        assert!(b.try_take(0) && b.try_take(0));
+        assert!(!b.try_take(0), "clamped to the new burst");
+        assert!(!b.try_take(100), "half a token after 100 ms at 5/s");
+        assert!(b.try_take(200));
+    }
 
     #[test]
     fn burst_then_refill() {

@@ -1,6 +1,6 @@
 //! Parley's storage layer: traits for metadata, history, offline queues, the
-//! end-to-end key directory, node leases, the cluster bus and durable MQTT
-//! sessions, and one module per backend.
+//! end-to-end key directory, node leases, the session directory, the cluster bus and
+//! durable MQTT sessions, and one module per backend.
 //!
 //! Every backend of a trait passes the same conformance suite
 //! ([`conformance`]), so the broker can treat them as interchangeable.
@@ -8,6 +8,7 @@
 mod bus;
 pub mod conformance;
 mod conversations;
+mod directory;
 pub mod embedded;
 mod error;
 mod history;
@@ -24,6 +25,7 @@ pub mod sessions;
 
 pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
+pub use directory::{DirectoryEntry, SessionDirectory};
 pub use error::StoreError;
 pub use history::{
     Amend, AppendRequest, Appended, Direction, HistoryStore, PageRequest, PendingAppend,

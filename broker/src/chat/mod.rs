@@ -29,7 +29,7 @@ mod typing;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -112,6 +112,14 @@ pub struct ChatService {
     shared: consent::SharedCache,
     /// Conversations reported by their members.
     reports: consent::Reports,
+    /// Where users are connected across the cluster; unset on a single node.
+    cluster: OnceLock<Arc<dyn UserNodes>>,
+}
+
+/// Where a user is connected across a cluster (the session directory).
+pub trait UserNodes: Send + Sync {
+    /// The number of nodes with a live session of `user` (0 if none is known).
+    fn nodes_of(&self, user: &str) -> usize;
 }
 
 impl ChatService {
@@ -154,6 +162,7 @@ impl ChatService {
             relations: consent::RelationCache::default(),
             shared: consent::SharedCache::default(),
             reports: consent::Reports::default(),
+            cluster: OnceLock::new(),
         })
     }
 
@@ -225,6 +234,23 @@ impl ChatService {
     /// Conversation `id` changed on another node: the next use reloads it.
     pub fn forget_conversation(&self, id: &str) {
         self.conversations.forget(id);
+    }
+
+    /// Joins the cluster's view of where users are connected: a user's rate
+    /// budgets are shared by the nodes their sessions are on, and push skips
+    /// users with a session on any node. Set once, at start-up.
+    pub fn share_with_cluster(&self, nodes: Arc<dyn UserNodes>) {
+        self.rates.share_with(nodes.clone());
+        let _ = self.cluster.set(nodes);
+    }
+
+    /// Whether `user` has a live session on this node or, in a cluster, on any node.
+    pub fn is_online_anywhere(&self, user: &UserId) -> bool {
+        self.presence.is_online(user)
+            || self
+                .cluster
+                .get()
+                .is_some_and(|nodes| nodes.nodes_of(user.as_str()) > 0)
     }
 
     /// Chat publishes refused by the per-user rate limits since the node started.

@@ -7,8 +7,13 @@
 //! (registered where the server is wired): it counts each user's open
 //! connections, so a take-over, whose new connection opens before the old
 //! one closes, never shows the user offline.
+//!
+//! In a cluster with a session directory the tracker only counts this
+//! node's sessions; the directory's cluster presence publishes (see
+//! `crate::directory::presence`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use chat_core::ids::UserId;
@@ -23,6 +28,8 @@ use crate::session_events::{SessionEnd, SessionListener, SessionRef};
 pub struct PresenceTracker {
     publisher: Deliveries,
     sessions: Mutex<HashMap<UserId, usize>>,
+    /// Set when the cluster's presence publishes instead.
+    counting_only: AtomicBool,
 }
 
 impl PresenceTracker {
@@ -31,7 +38,14 @@ impl PresenceTracker {
         PresenceTracker {
             publisher,
             sessions: Mutex::default(),
+            counting_only: AtomicBool::new(false),
         }
+    }
+
+    /// Stops publishing: from now on the cluster's presence, which sees
+    /// every node's sessions, publishes `p/{user}`; this tracker only counts.
+    pub fn leave_publishing_to_cluster(&self) {
+        self.counting_only.store(true, Ordering::Relaxed);
     }
 
     /// A session of `user` connected.
@@ -79,6 +93,9 @@ impl PresenceTracker {
     }
 
     fn publish(&self, user: &UserId, state: PresenceState) {
+        if self.counting_only.load(Ordering::Relaxed) {
+            return;
+        }
         let envelope = Envelope::from(Presence {
             user: user.to_string(),
             state: state as i32,

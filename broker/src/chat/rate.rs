@@ -5,22 +5,37 @@
 //! bucket has its next token within `[chat] rate_limit_max_wait_ms`: the
 //! token is taken ahead of the refill and the sender waits until it is due
 //! ([`MessagePermit::Held`]). Typing indicators and requests are refused at once.
+//!
+//! In a cluster a user's budget is shared by the nodes their sessions are
+//! on: with sessions on `k` nodes (as the session directory knows them),
+//! each node's bucket refills at `rate / k` and holds `ceil(burst / k)`, so
+//! together they allow the configured rate (see `docs/cluster.md`, "Rate
+//! limits").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chat_core::rate::TokenBucket;
 
+use super::UserNodes;
 use crate::config::ChatConfig;
+
+/// A user's bucket and the number of nodes it is a share for.
+struct Share {
+    bucket: TokenBucket,
+    nodes: usize,
+}
 
 /// Token buckets by user, one map per kind of traffic.
 pub struct RateLimits {
     started: Instant,
-    messages: Mutex<HashMap<String, TokenBucket>>,
-    typing: Mutex<HashMap<String, TokenBucket>>,
-    requests: Mutex<HashMap<String, TokenBucket>>,
+    messages: Mutex<HashMap<String, Share>>,
+    typing: Mutex<HashMap<String, Share>>,
+    requests: Mutex<HashMap<String, Share>>,
+    /// Splits budgets between nodes; unset on a single node.
+    share: OnceLock<Arc<dyn UserNodes>>,
     message_rate: (f64, u32),
     typing_rate: (f64, u32),
     request_rate: (f64, u32),
@@ -54,6 +69,7 @@ impl RateLimits {
             messages: Mutex::default(),
             typing: Mutex::default(),
             requests: Mutex::default(),
+            share: OnceLock::new(),
             message_rate: (config.messages_per_sec, config.message_burst),
             typing_rate: (config.typing_per_sec, config.typing_burst),
             request_rate: (config.requests_per_sec, config.request_burst),
@@ -65,18 +81,20 @@ impl RateLimits {
         }
     }
 
+    /// Shares each user's budget between the nodes `share` reports their
+    /// sessions on. Set once, at start-up; later calls are ignored.
+    pub fn share_with(&self, share: Arc<dyn UserNodes>) {
+        let _ = self.share.set(share);
+    }
+
     /// Takes a message token for `user`: one there now, or one due within
     /// `[chat] rate_limit_max_wait_ms` (the message is then held until it is
     /// due). Holds and refusals are counted.
     pub fn message(&self, user: &str) -> MessagePermit {
-        let now = self.now_ms();
-        let (rate, burst) = self.message_rate;
-        let reserved = {
-            let mut map = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(user.to_owned())
-                .or_insert_with(|| TokenBucket::new(rate, burst, now))
-                .reserve(now, self.message_max_wait_ms)
-        };
+        let max_wait = self.message_max_wait_ms;
+        let reserved = self.with_bucket(&self.messages, user, self.message_rate, |b, now| {
+            b.reserve(now, max_wait)
+        });
         match reserved {
             Ok(0) => MessagePermit::Now,
             Ok(wait) => {
@@ -118,21 +136,32 @@ impl RateLimits {
         }
     }
 
-    fn take(
-        &self,
-        map: &Mutex<HashMap<String, TokenBucket>>,
-        user: &str,
-        (rate, burst): (f64, u32),
-    ) -> bool {
-        let now = self.now_ms();
-        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(user.to_owned())
-            .or_insert_with(|| TokenBucket::new(rate, burst, now))
-            .try_take(now)
+    fn take(&self, map: &Mutex<HashMap<String, Share>>, user: &str, rate: (f64, u32)) -> bool {
+        self.with_bucket(map, user, rate, |b, now| b.try_take(now))
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Runs `f` on `user`'s bucket in `map`, sized for this node's share of
+    /// the budget `(rate, burst)`.
+    fn with_bucket<T>(
+        &self,
+        map: &Mutex<HashMap<String, Share>>,
+        user: &str,
+        (rate, burst): (f64, u32),
+        f: impl FnOnce(&mut TokenBucket, u64) -> T,
+    ) -> T {
+        let now = self.started.elapsed().as_millis() as u64;
+        let nodes = self.share.get().map_or(1, |s| s.nodes_of(user).max(1));
+        let (node_rate, node_burst) = share_of(rate, burst, nodes);
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        let share = map.entry(user.to_owned()).or_insert_with(|| Share {
+            bucket: TokenBucket::new(node_rate, node_burst, now),
+            nodes,
+        });
+        if share.nodes != nodes {
+            share.bucket.set_limits(node_rate, node_burst, now);
+            share.nodes = nodes;
+        }
+        f(&mut share.bucket, now)
     }
 }
 
@@ -148,9 +177,49 @@ pub enum MessagePermit {
     Refused,
 }
 
+/// One node's part of a budget of `rate` per second and `burst` shared by
+/// `nodes` nodes: the rate divided, the burst divided rounding up (at least 1).
+fn share_of(rate: f64, burst: u32, nodes: usize) -> (f64, u32) {
+    let nodes = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+    (rate / f64::from(nodes), burst.div_ceil(nodes).max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every user on a fixed number of nodes.
+    struct Nodes(std::sync::atomic::AtomicUsize);
+
+    impl UserNodes for Nodes {
+        fn nodes_of(&self, _user: &str) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn a_budget_is_split_between_the_nodes_of_a_user() {
+        let config = ChatConfig {
+            messages_per_sec: 0.001,
+            message_burst: 5,
+            ..ChatConfig::default()
+        };
+        let limits = RateLimits::new(&config);
+        let nodes = Arc::new(Nodes(1.into()));
+        limits.share_with(nodes.clone());
+        assert_eq!(
+            limits.message("alice"),
+            MessagePermit::Now,
+            "alone on one node: the whole burst"
+        );
+        nodes.0.store(2, Ordering::Relaxed);
+        let taken = (0..5)
+            .filter(|_| limits.message("alice") == MessagePermit::Now)
+            .count();
+        assert_eq!(taken, 3, "on two nodes: what is left, clamped to 3 of 5");
+        assert_eq!(share_of(10.0, 5, 2), (5.0, 3));
+        assert_eq!(share_of(10.0, 1, 3).1, 1, "never a zero burst");
+    }
 
     #[test]
     fn refusals_are_counted_by_kind() {

@@ -108,6 +108,14 @@ pub async fn serve<S>(
             return;
         }
     };
+    if let Some(directory) = &ctx.directory {
+        let principal = &parts.session.principal;
+        let id = parts.session.registration.id();
+        directory.connected(principal.user.as_str(), &principal.client_id, id);
+        directory
+            .claim(principal.user.as_str(), &principal.client_id, id)
+            .await;
+    }
     // Awaited in place: a future held in a local and then awaited would be
     // stored twice in this task's state.
     run(parts, &ctx).await;
@@ -322,7 +330,13 @@ where
         tokio::select! {
             // The registration's token is a child of the node's shutdown token.
             _ = registration.kicked() => {
-                break 'conn if ctx.shutdown.is_cancelled() { End::Shutdown } else { End::Kicked };
+                break 'conn if ctx.shutdown.is_cancelled() {
+                    End::Shutdown
+                } else if registration.was_taken_over() {
+                    End::TakenOver
+                } else {
+                    End::Kicked
+                };
             }
             _ = chat_finished(&mut chat, &mut chat_done) => {}
             _ = sleep_until(read_deadline), if pause.is_none() => break 'conn End::KeepAlive,
@@ -397,6 +411,16 @@ where
         }
     }
     stream.shutdown().await.ok();
+    if let Some(directory) = &ctx.directory {
+        let principal = inbound.principal();
+        directory
+            .disconnected(
+                principal.user.as_str(),
+                &principal.client_id,
+                registration.id(),
+            )
+            .await;
+    }
     ctx.metrics.disconnected(end.metric());
     // Unregisters the connection and reports it closed to the session listeners.
     drop(registration);

@@ -49,4 +49,6 @@ pub struct MqttContext {
     pub limits: Limits,
     /// The journal of persistent sessions, if the store keeps them.
     pub durable: Option<Arc<durable::DurableSessions>>,
+    /// The cluster's session directory; `None` on a single node.
+    pub directory: Option<Arc<crate::directory::ClusterDirectory>>,
 }

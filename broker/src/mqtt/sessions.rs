@@ -6,7 +6,9 @@
 //! [`SessionHandle`] until it ends; dropping the handle unregisters it. A
 //! handle carries a cancellation token the connection waits on next to its
 //! socket: cancelling it (a kick) makes the connection send MQTT 5 DISCONNECT
-//! 0x98 (administrative action) and close.
+//! 0x98 (administrative action) and close. A takeover by a connection on
+//! another node cancels it too, marked so that the connection says 0x8E
+//! (session taken over) instead.
 //!
 //! The registry also reports each connection's lifecycle to the
 //! [`SessionListener`]s it was built with (chat presence, for one):
@@ -18,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -53,6 +55,7 @@ struct Entry {
     version: Version,
     connected_at_ms: i64,
     kick: CancellationToken,
+    taken_over: Arc<AtomicBool>,
 }
 
 /// A connection's key: (user, client id), shared with its handle.
@@ -104,6 +107,7 @@ impl SessionRegistry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = shutdown.child_token();
         let key: Key = (Arc::from(info.user), Arc::from(info.client_id));
+        let taken_over = Arc::new(AtomicBool::new(false));
         self.lock().insert(
             key.clone(),
             Entry {
@@ -113,6 +117,7 @@ impl SessionRegistry {
                 version: info.version,
                 connected_at_ms: info.connected_at_ms,
                 kick: kick.clone(),
+                taken_over: taken_over.clone(),
             },
         );
         let session = SessionRef {
@@ -125,6 +130,7 @@ impl SessionRegistry {
             key,
             id,
             kick,
+            taken_over,
         }
     }
 
@@ -151,6 +157,19 @@ impl SessionRegistry {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Ends connection `id` of `user` with `client_id`, because a connection
+    /// elsewhere took its session over; `false` if it is not live any more.
+    pub fn take_over(&self, user: &str, client_id: &str, id: u64) -> bool {
+        match self.lock().get(&(Arc::from(user), Arc::from(client_id))) {
+            Some(entry) if entry.id == id => {
+                entry.taken_over.store(true, Ordering::Relaxed);
+                entry.kick.cancel();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -214,12 +233,23 @@ pub struct SessionHandle {
     key: Key,
     id: u64,
     kick: CancellationToken,
+    taken_over: Arc<AtomicBool>,
 }
 
 impl SessionHandle {
     /// Completes when the session is kicked or the node shuts down.
     pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
         self.kick.cancelled()
+    }
+
+    /// This connection's id in the registry (unique on the node).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the kick was a takeover by a connection on another node.
+    pub fn was_taken_over(&self) -> bool {
+        self.taken_over.load(Ordering::Relaxed)
     }
 }
 
@@ -386,6 +416,26 @@ mod tests {
         drop(new);
         assert_eq!(recorder.take(), ["closed alice/phone Ended"]);
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_takeover_ends_only_the_connection_it_names() {
+        let registry = Arc::new(SessionRegistry::new());
+        let old = registry.register(
+            &CancellationToken::new(),
+            info("alice", "phone", TransportKind::Tcp),
+        );
+        assert!(!registry.take_over("alice", "phone", old.id() + 1));
+        assert!(old.kicked().now_or_never().is_none());
+        assert!(registry.take_over("alice", "phone", old.id()));
+        assert!(old.kicked().now_or_never().is_some());
+        assert!(old.was_taken_over());
+        let other = registry.register(
+            &CancellationToken::new(),
+            info("bob", "phone", TransportKind::Tcp),
+        );
+        assert!(registry.kick("bob", "phone"));
+        assert!(!other.was_taken_over(), "a kick is not a takeover");
     }
 
     #[test]

@@ -43,10 +43,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "user_relations",
         sql: include_str!("migrations/0003_user_relations.sql"),
     },
+    Migration {
+        version: 4,
+        name: "session_directory",
+        sql: include_str!("migrations/0004_session_directory.sql"),
+    },
 ];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;

@@ -41,6 +41,7 @@ mod pool;
 mod push_targets;
 mod read_cursors;
 mod relations;
+mod session_directory;
 mod users;
 
 use std::future::Future;
