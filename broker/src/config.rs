@@ -253,6 +253,38 @@ impl Default for ScyllaStorageConfig {
     }
 }
 
+impl ScyllaStorageConfig {
+    /// The driver settings these name; an error if one is out of range.
+    pub fn driver_config(&self) -> anyhow::Result<persistence::scylla::ScyllaConfig> {
+        use anyhow::Context;
+        if self.connect_timeout_ms == 0 || self.request_timeout_ms == 0 {
+            anyhow::bail!("connect_timeout_ms and request_timeout_ms must be at least 1");
+        }
+        if self.replication_factor == 0 {
+            anyhow::bail!("replication_factor must be at least 1");
+        }
+        let nodes = self
+            .nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        let mut settings = persistence::scylla::ScyllaConfig::new(nodes)
+            .context("nodes")?
+            .keyspace(&self.keyspace)
+            .context("keyspace")?
+            .replication_factor(self.replication_factor)
+            .connect_timeout(std::time::Duration::from_millis(self.connect_timeout_ms))
+            .request_timeout(std::time::Duration::from_millis(self.request_timeout_ms));
+        if !self.datacenter.is_empty() {
+            settings = settings.datacenter(&self.datacenter);
+        }
+        if !self.username.is_empty() {
+            settings = settings.credentials(&self.username, &self.password);
+        }
+        Ok(settings)
+    }
+}
+
 impl fmt::Debug for ScyllaStorageConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScyllaStorageConfig")
@@ -1032,7 +1064,9 @@ impl Config {
             );
         }
         if self.storage.history == HistoryBackend::Scylla {
-            crate::storage::scylla_config(&self.storage.scylla)
+            self.storage
+                .scylla
+                .driver_config()
                 .map_err(|e| ConfigError::Invalid(format!("storage.scylla: {e:#}")))?;
         }
         if self.cluster.node_lease_ttl_ms < MIN_NODE_LEASE_TTL_MS {

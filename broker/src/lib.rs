@@ -1,6 +1,7 @@
 //! The Parley broker: listeners, authentication, ACL and the chat pipeline,
 //! driving Parley's MQTT engine (`parley_engine`).
 
+pub mod address_key;
 pub mod auth;
 pub mod chat;
 pub mod cluster;

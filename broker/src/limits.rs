@@ -11,6 +11,7 @@ use std::time::Instant;
 use chat_core::ids::UserId;
 use chat_core::rate::TokenBucket;
 
+use crate::address_key::limit_key;
 use crate::config::{LimitsConfig, ListenersConfig};
 use crate::listeners::MqttListenerLimits;
 
@@ -149,22 +150,6 @@ impl Limits {
             bucket: TokenBucket::new(rate as f64, burst.min(u64::from(u32::MAX)) as u32, 0),
             started: Instant::now(),
         })
-    }
-}
-
-/// The key a source address is limited under: IPv4 addresses (also when
-/// mapped into IPv6) as they are, IPv6 addresses by their /64 prefix, which
-/// is what one host or subscriber normally gets.
-pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
     }
 }
 

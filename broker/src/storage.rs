@@ -12,15 +12,13 @@ use std::time::Duration;
 use anyhow::Context;
 use persistence::embedded::EmbeddedStore;
 use persistence::postgres::{PostgresConfig, PostgresStore};
-use persistence::scylla::{ScyllaConfig, ScyllaStore};
+use persistence::scylla::ScyllaStore;
 use persistence::{
     HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue, SessionDirectory,
     SessionStore,
 };
 
-use crate::config::{
-    Config, HistoryBackend, PostgresStorageConfig, ScyllaStorageConfig, StorageBackend,
-};
+use crate::config::{Config, HistoryBackend, PostgresStorageConfig, StorageBackend};
 
 /// One node's handles on its store; every field is the same store behind a
 /// different trait.
@@ -51,7 +49,7 @@ pub struct Stores {
 pub async fn open(config: &Config) -> anyhow::Result<Stores> {
     let mut stores = open_backend(config).await?;
     if config.storage.history == HistoryBackend::Scylla {
-        let settings = scylla_config(&config.storage.scylla)?;
+        let settings = config.storage.scylla.driver_config()?;
         let store = ScyllaStore::connect(settings).await.with_context(|| {
             format!(
                 "opening the Scylla history store at {}, keyspace {}",
@@ -105,35 +103,6 @@ pub fn postgres_config(pg: &PostgresStorageConfig) -> anyhow::Result<PostgresCon
         .max_connections(pg.max_connections)
         .connect_timeout(Duration::from_millis(pg.connect_timeout_ms))
         .operation_timeout(Duration::from_millis(pg.operation_timeout_ms)))
-}
-
-/// The driver settings of `[storage.scylla]`.
-pub fn scylla_config(scylla: &ScyllaStorageConfig) -> anyhow::Result<ScyllaConfig> {
-    if scylla.connect_timeout_ms == 0 || scylla.request_timeout_ms == 0 {
-        anyhow::bail!("connect_timeout_ms and request_timeout_ms must be at least 1");
-    }
-    if scylla.replication_factor == 0 {
-        anyhow::bail!("replication_factor must be at least 1");
-    }
-    let nodes = scylla
-        .nodes
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty());
-    let mut settings = ScyllaConfig::new(nodes)
-        .context("nodes")?
-        .keyspace(&scylla.keyspace)
-        .context("keyspace")?
-        .replication_factor(scylla.replication_factor)
-        .connect_timeout(Duration::from_millis(scylla.connect_timeout_ms))
-        .request_timeout(Duration::from_millis(scylla.request_timeout_ms));
-    if !scylla.datacenter.is_empty() {
-        settings = settings.datacenter(&scylla.datacenter);
-    }
-    if !scylla.username.is_empty() {
-        settings = settings.credentials(&scylla.username, &scylla.password);
-    }
-    Ok(settings)
 }
 
 impl Stores {

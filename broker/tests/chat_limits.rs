@@ -6,7 +6,7 @@
 mod common;
 
 use common::chat::*;
-use common::raw::{publish, Connect, Props, Raw};
+use common::raw::{packet, publish, Connect, Props, Raw, PINGREQ, PINGRESP, PUBACK};
 use common::*;
 use parley_proto::v1::{
     envelope::Kind, response, ChatMessage, Envelope, ErrorCode, Request, Typing,
@@ -45,6 +45,26 @@ async fn assert_refused(
 
 fn envelope(kind: impl Into<Envelope>) -> Vec<u8> {
     parley_proto::encode_envelope(&kind.into())
+}
+
+/// QoS 1 PUBLISHes of `payloads` to `topic`, packet ids from 1, back to back
+/// in one buffer (for one write: a client library may drop PUBACKs that
+/// arrive together with a close).
+fn qos1_burst(v5: bool, topic: &str, payloads: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut burst = Vec::new();
+    for (pkid, payload) in (1u16..).zip(payloads) {
+        burst.extend(publish(
+            v5,
+            topic,
+            1,
+            pkid,
+            false,
+            false,
+            &Props::new(),
+            &payload,
+        ));
+    }
+    burst
 }
 
 #[tokio::test]
@@ -232,21 +252,10 @@ async fn a_message_past_the_wait_bound_is_never_acknowledged() {
         &Connect::v4("alice-burst", "alice", &password_of("alice")),
     )
     .await;
-    let mut burst = Vec::new();
-    for (pkid, id) in (1u16..).zip(&ids) {
-        let payload = envelope(text_message(id, "in a hurry"));
-        burst.extend(publish(
-            false,
-            &topic,
-            1,
-            pkid,
-            false,
-            false,
-            &Props::new(),
-            &payload,
-        ));
-    }
-    raw.send(&burst).await;
+    let payloads = ids
+        .iter()
+        .map(|id| envelope(text_message(id, "in a hurry")));
+    raw.send(&qos1_burst(false, &topic, payloads)).await;
     let mut acked = Vec::new();
     while let Some(frame) = raw.recv().await {
         assert_eq!(frame.kind, 4, "only PUBACKs before the close: {frame:?}");
@@ -293,6 +302,67 @@ async fn a_message_past_the_wait_bound_is_never_acknowledged() {
         metric(&node, "parley_chat_messages_held_total ").await,
         Some(0.0),
         "nothing was held: every wait was past the bound"
+    );
+}
+
+#[tokio::test]
+async fn typing_over_the_rate_is_dropped_yet_acknowledged_on_both_versions() {
+    // Two indicators at once, then one per 1,000 s.
+    let node = start_node(|c| {
+        c.chat.typing_burst = 2;
+        c.chat.typing_per_sec = 0.001;
+    })
+    .await;
+    sign_up_users(&node, &["alice", "bob"]).await;
+    let mut alice = ChatClient::v4(&node, "alice", "a").await;
+    let group = alice.create_group("g", &["bob"]).await.id;
+    let topic = format!("t/{group}");
+
+    // Five QoS 1 indicators back to back in one write, on 3.1.1 (two within
+    // the burst, three over it) and then on MQTT 5 (all five over it): each
+    // is acknowledged with success, and the connection stays open.
+    for (v5, client_id) in [(false, "alice-typing4"), (true, "alice-typing5")] {
+        let connect = if v5 {
+            Connect::v5(client_id, "alice", &password_of("alice"))
+        } else {
+            Connect::v4(client_id, "alice", &password_of("alice"))
+        };
+        let (mut raw, _) = Raw::connected(&node, &connect).await;
+        let payloads = [true, false, true, false, true].map(|active| {
+            envelope(Typing {
+                active,
+                ..Typing::default()
+            })
+        });
+        raw.send(&qos1_burst(v5, &topic, payloads)).await;
+        let mut acked = Vec::new();
+        while acked.len() < 5 {
+            let frame = raw
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("v5 {v5}: closed after PUBACKs {acked:?}"));
+            assert_eq!(frame.kind, PUBACK, "v5 {v5}: only PUBACKs: {frame:?}");
+            assert_eq!(frame.ack_reason(), 0, "v5 {v5}: success: {frame:?}");
+            acked.push(frame.pkid());
+        }
+        assert_eq!(
+            acked,
+            [1, 2, 3, 4, 5],
+            "v5 {v5}: every indicator acknowledged"
+        );
+        raw.send(&packet(PINGREQ << 4, &[])).await;
+        let pong = raw.recv().await.expect("the connection is still open");
+        assert_eq!(pong.kind, PINGRESP, "v5 {v5}: {pong:?}");
+    }
+
+    // Messages still flow, and every dropped indicator was counted.
+    let mut bob = ChatClient::v4(&node, "bob", "b").await;
+    let m = alice.say(&group, "a-1", "still here").await;
+    assert_eq!(bob.fetch_all(&group).await.last(), Some(&m));
+    assert_eq!(
+        metric(&node, "parley_chat_rate_limited_total{kind=\"typing\"} ").await,
+        Some(8.0),
+        "three dropped on 3.1.1, five on MQTT 5"
     );
 }
 

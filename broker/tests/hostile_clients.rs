@@ -99,16 +99,9 @@ async fn shared_subscription_dropped_without_puback_keeps_mqtt_up() {
     let node = node_with(|_| {}).await;
     let mut c = Connect::v4("dev", ALICE, ALICE_PW);
     c.clean = false;
-    let (mut sub, present) = Raw::connected(&node, &c).await;
+    let (mut sub, present, codes) = Raw::subscribed(&node, &c, "$share/g/devices/alice/#", 1).await;
     assert!(!present);
-    sub.send(&subscribe(
-        false,
-        1,
-        &[("$share/g/devices/alice/#", 1)],
-        &Props::new(),
-    ))
-    .await;
-    assert_eq!(sub.expect(SUBACK).await.codes(false), vec![1]);
+    assert_eq!(codes, vec![1]);
 
     let (mut publisher, _) = Raw::connected(&node, &Connect::v4("pub", ALICE, ALICE_PW)).await;
     publisher
@@ -151,11 +144,8 @@ async fn server_only_packets_from_a_client_are_protocol_errors() {
         ("AUTH", packet(0xF0, &[0x18, 0])),
     ];
     // The will of each broken connection shows its task ended cleanly.
-    let (mut watcher, _) = Raw::connected(&node, &Connect::v5("watch", BOB, BOB_PW)).await;
-    watcher
-        .send(&subscribe(true, 1, &[("public/will", 1)], &Props::new()))
-        .await;
-    watcher.expect(SUBACK).await;
+    let (mut watcher, _, _) =
+        Raw::subscribed(&node, &Connect::v5("watch", BOB, BOB_PW), "public/will", 1).await;
     for (name, bytes) in hostile {
         let mut c = Connect::v5(name, ALICE, ALICE_PW);
         c.will = Some(Will {
@@ -186,10 +176,9 @@ async fn shared_group_names_do_not_collide_across_users() {
     let filter = "$share/g/public/t";
     let mut subs = Vec::new();
     for (user, pw) in [(ALICE, ALICE_PW), (BOB, BOB_PW)] {
-        let (mut s, _) = Raw::connected(&node, &Connect::v5("member", user, pw)).await;
-        s.send(&subscribe(true, 1, &[(filter, 1)], &Props::new()))
-            .await;
-        assert_eq!(s.expect(SUBACK).await.codes(true), vec![1]);
+        let (s, _, codes) =
+            Raw::subscribed(&node, &Connect::v5("member", user, pw), filter, 1).await;
+        assert_eq!(codes, vec![1]);
         subs.push(s);
     }
     let (mut publisher, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
@@ -273,15 +262,14 @@ async fn ten_thousand_filters_do_not_stall_another_user() {
 #[tokio::test]
 async fn pubrel_releases_only_its_own_packet_id() {
     let node = node_with(|_| {}).await;
-    let (mut sub, _) = Raw::connected(&node, &Connect::v5("sub", ALICE, ALICE_PW)).await;
-    sub.send(&subscribe(
-        true,
-        1,
-        &[("devices/alice/q2", 2)],
-        &Props::new(),
-    ))
+    let (mut sub, _, codes) = Raw::subscribed(
+        &node,
+        &Connect::v5("sub", ALICE, ALICE_PW),
+        "devices/alice/q2",
+        2,
+    )
     .await;
-    assert_eq!(sub.expect(SUBACK).await.codes(true), vec![2]);
+    assert_eq!(codes, vec![2]);
 
     let (mut p, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
     for id in [20u16, 21] {
@@ -359,15 +347,13 @@ async fn pubrel_releases_only_its_own_packet_id() {
 #[tokio::test]
 async fn v5_pubrel_with_a_reason_string_completes_the_flow() {
     let node = node_with(|_| {}).await;
-    let (mut sub, _) = Raw::connected(&node, &Connect::v5("sub", ALICE, ALICE_PW)).await;
-    sub.send(&subscribe(
-        true,
+    let (mut sub, _, _) = Raw::subscribed(
+        &node,
+        &Connect::v5("sub", ALICE, ALICE_PW),
+        "devices/alice/q2",
         1,
-        &[("devices/alice/q2", 1)],
-        &Props::new(),
-    ))
+    )
     .await;
-    sub.expect(SUBACK).await;
     let (mut p, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
     p.send(&publish(
         true,
@@ -447,16 +433,13 @@ async fn a_server_initiated_close_sends_exactly_one_disconnect() {
 #[tokio::test]
 async fn disconnect_reason_0_suppresses_the_will_and_4_publishes_it() {
     let node = node_with(|_| {}).await;
-    let (mut watcher, _) = Raw::connected(&node, &Connect::v5("watch", ALICE, ALICE_PW)).await;
-    watcher
-        .send(&subscribe(
-            true,
-            1,
-            &[("devices/alice/will", 1)],
-            &Props::new(),
-        ))
-        .await;
-    watcher.expect(SUBACK).await;
+    let (mut watcher, _, _) = Raw::subscribed(
+        &node,
+        &Connect::v5("watch", ALICE, ALICE_PW),
+        "devices/alice/will",
+        1,
+    )
+    .await;
     for (id, reason) in [("normal", 0u8), ("with-will", 4)] {
         let mut c = Connect::v5(id, ALICE, ALICE_PW);
         c.will = Some(Will {
@@ -678,15 +661,7 @@ async fn client_ids_with_spaces_colons_and_unicode_are_accepted() {
             Connect::v5(id, ALICE, ALICE_PW),
             Connect::v4(id, ALICE, ALICE_PW),
         ] {
-            let (mut raw, _) = Raw::connected(&node, &c).await;
-            raw.send(&subscribe(
-                c.v5,
-                1,
-                &[("devices/alice/id", 1)],
-                &Props::new(),
-            ))
-            .await;
-            raw.expect(SUBACK).await;
+            let (mut raw, _, _) = Raw::subscribed(&node, &c, "devices/alice/id", 1).await;
             raw.send(&publish(
                 c.v5,
                 "devices/alice/id",
@@ -778,18 +753,8 @@ async fn persistent_subscriber_case(max_queued: usize, published: usize) -> (usi
         c.mqtt.max_publisher_pause_ms = 300;
     })
     .await;
-    let mut c = Connect::v5("sleepy", ALICE, ALICE_PW);
-    c.clean = false;
-    c.props = Props::new().u32(0x11, 3600);
-    let (mut sub, _) = Raw::connected(&node, &c).await;
-    sub.send(&subscribe(
-        true,
-        1,
-        &[("devices/alice/q/#", 1)],
-        &Props::new(),
-    ))
-    .await;
-    sub.expect(SUBACK).await;
+    let mut c = Connect::v5("sleepy", ALICE, ALICE_PW).persistent(3600);
+    let (sub, _, _) = Raw::subscribed(&node, &c, "devices/alice/q/#", 1).await;
     // From here the subscriber reads nothing until it reconnects.
     let (p, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
     let acked = publish_qos1(p, "devices/alice/q/x", "m", published, 20).await;
@@ -861,10 +826,8 @@ async fn fan_in_to_a_slow_subscriber_loses_nothing_uncounted() {
     const PUBLISHERS: usize = 4;
     const EACH: usize = 5_000;
     let node = node_with(|_| {}).await;
-    let (mut sub, _) = Raw::connected(&node, &Connect::v4("slow", BOB, BOB_PW)).await;
-    sub.send(&subscribe(false, 1, &[("public/load/#", 1)], &Props::new()))
-        .await;
-    sub.expect(SUBACK).await;
+    let (mut sub, _, _) =
+        Raw::subscribed(&node, &Connect::v4("slow", BOB, BOB_PW), "public/load/#", 1).await;
 
     let mut publishers = Vec::new();
     for n in 0..PUBLISHERS {

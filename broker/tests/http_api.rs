@@ -1,21 +1,21 @@
 //! The HTTP API over real HTTP: `parley::http::serve` on an ephemeral port,
 //! backed by a real embedded store in a temporary directory.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_core::ids::UserId;
-use parley::auth::{AuthError, AuthSettings, Authenticator};
-use parley::http::{self, HttpState};
+use common::http_server::{authenticator, bare_state, serve_state, TOKEN_TTL};
+use parley::auth::{AuthError, Authenticator};
+use parley::http;
 use persistence::embedded::EmbeddedStore;
 use persistence::MetadataStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-const TOKEN_TTL: Duration = Duration::from_secs(900);
 
 /// A running HTTP API and the parts behind it.
 struct Api {
@@ -33,45 +33,14 @@ impl Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn MetadataStore> =
             Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
-        let auth = Arc::new(
-            Authenticator::new(
-                store.clone(),
-                AuthSettings {
-                    jwt_secret: "http-api-test-secret-http-api-test-secret".into(),
-                    token_ttl: TOKEN_TTL,
-                    pbkdf2_iterations: 100_000,
-                    verified_cache_ttl: Duration::ZERO,
-                },
-            )
-            .expect("authenticator"),
-        );
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+        let auth = authenticator(store.clone(), TOKEN_TTL);
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = HttpState {
-            auth: auth.clone(),
-            metrics: Arc::new(parley::metrics::Metrics::new()),
-            admin: None,
-            push: None,
-            media: None,
-            keys: None,
-            storage: None,
-            metrics_access: Default::default(),
-            signup: Default::default(),
-            web: None,
-        };
-        let server = tokio::spawn(http::serve(
-            listener,
-            state,
-            Default::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (base, server) = serve_state(bare_state(auth.clone()), async move {
+            let _ = stopped.await;
+        })
+        .await;
         Api {
-            base: format!("http://{addr}"),
+            base,
             client: reqwest::Client::new(),
             auth,
             store,

@@ -2,57 +2,13 @@
 //! bundle built from `web/`), its settings at `/client-config.json`, and the
 //! page that says how to build the client when there is none.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use parley::auth::{AuthSettings, Authenticator};
+use common::http_server::serve_bare;
 use parley::http::web::{ClientConfig, WebState};
-use parley::http::{self, HttpState};
-use persistence::embedded::EmbeddedStore;
-use persistence::MetadataStore;
 use reqwest::StatusCode;
-
-/// Serves the HTTP API with `web` on an ephemeral port; returns its base URL.
-async fn serve(dir: &Path, web: Option<WebState>) -> String {
-    let store: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(dir).expect("open store"));
-    let auth = Arc::new(
-        Authenticator::new(
-            store,
-            AuthSettings {
-                jwt_secret: "http-web-test-secret-http-web-test-secret".into(),
-                token_ttl: Duration::from_secs(900),
-                pbkdf2_iterations: 100_000,
-                verified_cache_ttl: Duration::ZERO,
-            },
-        )
-        .expect("authenticator"),
-    );
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let state = HttpState {
-        auth,
-        metrics: Arc::new(parley::metrics::Metrics::new()),
-        admin: None,
-        push: None,
-        media: None,
-        keys: None,
-        storage: None,
-        web: web.map(Arc::new),
-        metrics_access: Default::default(),
-        signup: Default::default(),
-    };
-    tokio::spawn(http::serve(
-        listener,
-        state,
-        Default::default(),
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
-}
 
 async fn get(url: &str) -> (StatusCode, String, String) {
     let response = reqwest::get(url).await.expect("request");
@@ -83,7 +39,7 @@ async fn the_built_client_is_served_at_the_root() {
     std::fs::create_dir(bundle.path().join("assets")).expect("assets");
     std::fs::write(bundle.path().join("index.html"), "<title>Parley</title>").expect("index");
     std::fs::write(bundle.path().join("assets/app.js"), "console.log(1)").expect("app.js");
-    let base = serve(store.path(), Some(web_state(bundle.path()))).await;
+    let base = serve_bare(store.path(), Some(web_state(bundle.path()))).await;
 
     let (status, content_type, body) = get(&format!("{base}/")).await;
     assert_eq!(status, StatusCode::OK);
@@ -113,7 +69,7 @@ async fn without_a_built_client_the_root_says_how_to_build_it() {
     let empty = tempfile::tempdir().expect("tempdir");
     for web in [Some(web_state(&empty.path().join("dist"))), None] {
         let store = tempfile::tempdir().expect("tempdir");
-        let base = serve(store.path(), web).await;
+        let base = serve_bare(store.path(), web).await;
         let (status, content_type, body) = get(&format!("{base}/")).await;
         assert_eq!(status, StatusCode::OK);
         assert!(content_type.starts_with("text/html"), "{content_type}");

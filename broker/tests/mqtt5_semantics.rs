@@ -294,15 +294,7 @@ async fn the_clients_maximum_packet_size_is_honoured() {
     let node = node().await;
     let mut c = Connect::v5("small", ALICE, ALICE_PW);
     c.props = Props::new().u32(0x27, 200);
-    let (mut sub, _) = Raw::connected(&node, &c).await;
-    sub.send(&subscribe(
-        true,
-        1,
-        &[("devices/alice/mps", 1)],
-        &Props::new(),
-    ))
-    .await;
-    sub.expect(SUBACK).await;
+    let (mut sub, _, _) = Raw::subscribed(&node, &c, "devices/alice/mps", 1).await;
     let (mut p, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
     raw_publish(
         &mut p,
@@ -328,18 +320,8 @@ async fn the_clients_maximum_packet_size_is_honoured() {
 #[tokio::test]
 async fn expired_messages_are_dropped_and_the_remaining_interval_forwarded() {
     let node = node().await;
-    let mut c = Connect::v5("later", ALICE, ALICE_PW);
-    c.clean = false;
-    c.props = Props::new().u32(0x11, 600);
-    let (mut sub, _) = Raw::connected(&node, &c).await;
-    sub.send(&subscribe(
-        true,
-        1,
-        &[("devices/alice/exp", 1)],
-        &Props::new(),
-    ))
-    .await;
-    sub.expect(SUBACK).await;
+    let c = Connect::v5("later", ALICE, ALICE_PW).persistent(600);
+    let (mut sub, _, _) = Raw::subscribed(&node, &c, "devices/alice/exp", 1).await;
     sub.send(&disconnect5(0)).await;
     assert!(sub.until_closed().await.is_empty());
 
@@ -383,9 +365,7 @@ async fn expired_messages_are_dropped_and_the_remaining_interval_forwarded() {
 #[tokio::test]
 async fn a_session_is_gone_after_its_expiry() {
     let node = node().await;
-    let mut c = Connect::v5("brief", ALICE, ALICE_PW);
-    c.clean = false;
-    c.props = Props::new().u32(0x11, 2);
+    let c = Connect::v5("brief", ALICE, ALICE_PW).persistent(2);
     let (mut s, present) = Raw::connected(&node, &c).await;
     assert!(!present);
     s.send(&disconnect5(0)).await;
@@ -413,15 +393,7 @@ async fn clean_start_with_session_expiry_keeps_the_session() {
     let mut c = Connect::v5("keeper", ALICE, ALICE_PW);
     c.clean = true;
     c.props = Props::new().u32(0x11, 99_999);
-    let (mut s, _) = Raw::connected(&node, &c).await;
-    s.send(&subscribe(
-        true,
-        1,
-        &[("devices/alice/keep", 1)],
-        &Props::new(),
-    ))
-    .await;
-    s.expect(SUBACK).await;
+    let (mut s, _, _) = Raw::subscribed(&node, &c, "devices/alice/keep", 1).await;
     s.send(&disconnect5(0)).await;
     assert!(s.until_closed().await.is_empty());
     let (mut p, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
@@ -446,9 +418,7 @@ async fn clean_start_with_session_expiry_keeps_the_session() {
 }
 
 fn will_connect(id: &str, delay: u32, session_expiry: u32, payload: &str) -> Connect {
-    let mut c = Connect::v5(id, ALICE, ALICE_PW);
-    c.clean = false;
-    c.props = Props::new().u32(0x11, session_expiry);
+    let mut c = Connect::v5(id, ALICE, ALICE_PW).persistent(session_expiry);
     c.will = Some(Will {
         topic: "devices/alice/will".into(),
         payload: payload.as_bytes().to_vec(),
@@ -538,15 +508,7 @@ async fn topic_aliases_to_the_client_are_used_when_announced() {
     let node = node().await;
     let mut c = Connect::v5("sub", ALICE, ALICE_PW);
     c.props = Props::new().u16(0x22, 5);
-    let (mut sub, _) = Raw::connected(&node, &c).await;
-    sub.send(&subscribe(
-        true,
-        1,
-        &[("devices/alice/alias", 1)],
-        &Props::new(),
-    ))
-    .await;
-    sub.expect(SUBACK).await;
+    let (mut sub, _, _) = Raw::subscribed(&node, &c, "devices/alice/alias", 1).await;
     let (mut p, _) = Raw::connected(&node, &Connect::v5("pub", ALICE, ALICE_PW)).await;
     raw_publish(&mut p, "devices/alice/alias", false, &Props::new(), b"1").await;
     raw_publish(&mut p, "devices/alice/alias", false, &Props::new(), b"2").await;

@@ -4,16 +4,13 @@
 //! every documented path is routed (another method gets 405, not 404), and
 //! every error code the API can answer is documented.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use parley::auth::{AuthSettings, Authenticator};
-use parley::http::{self, HttpState};
-use persistence::embedded::EmbeddedStore;
-use persistence::MetadataStore;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::http_server::serve_bare;
+use parley::http;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -143,50 +140,10 @@ fn every_operation_documents_its_statuses_and_every_error_code_is_documented() {
     assert!(codes > 20, "found only {codes} error codes");
 }
 
-/// A router with every optional part off, on an ephemeral port.
-async fn serve(dir: &Path) -> String {
-    let store: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(dir).expect("store"));
-    let auth = Arc::new(
-        Authenticator::new(
-            store,
-            AuthSettings {
-                jwt_secret: "openapi-test-secret-openapi-test-secret".into(),
-                token_ttl: Duration::from_secs(900),
-                pbkdf2_iterations: 100_000,
-                verified_cache_ttl: Duration::ZERO,
-            },
-        )
-        .expect("authenticator"),
-    );
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let state = HttpState {
-        auth,
-        metrics: Arc::new(parley::metrics::Metrics::new()),
-        admin: None,
-        push: None,
-        media: None,
-        keys: None,
-        storage: None,
-        web: None,
-        metrics_access: Default::default(),
-        signup: Default::default(),
-    };
-    tokio::spawn(http::serve(
-        listener,
-        state,
-        Default::default(),
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn the_served_document_matches_the_running_router() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = serve(dir.path()).await;
+    let base = serve_bare(dir.path(), None).await;
     let client = reqwest::Client::new();
 
     let served = client

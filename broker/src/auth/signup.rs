@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::address_key::limit_key;
 use crate::config::{AccountsConfig, SignUpMode};
-use crate::limits::{limit_key, KeyedLimiter};
+use crate::limits::KeyedLimiter;
 
 /// The prefix of every invite token.
 const PREFIX: &str = "pinv1";

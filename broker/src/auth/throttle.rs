@@ -23,8 +23,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::address_key::limit_key;
 use crate::config::LoginConfig;
-use crate::limits::limit_key;
 
 /// Failed passwords of one account or address.
 #[derive(Debug, Clone, Copy)]

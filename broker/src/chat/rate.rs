@@ -4,7 +4,8 @@
 //! A message over the limit is held rather than refused when the user's
 //! bucket has its next token within `[chat] rate_limit_max_wait_ms`: the
 //! token is taken ahead of the refill and the sender waits until it is due
-//! ([`MessagePermit::Held`]). Typing indicators and requests are refused at once.
+//! ([`MessagePermit::Held`]). Requests over the limit are refused at once,
+//! typing indicators dropped at once.
 //!
 //! In a cluster a user's budget is shared by the nodes their sessions are
 //! on: with sessions on `k` nodes (as the session directory knows them),

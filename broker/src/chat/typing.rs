@@ -1,9 +1,11 @@
 //! `t/{conv}`: typing indicators. Relayed at QoS 0 to the other members'
-//! `u/{user}/t`, rate limited, never stored.
+//! `u/{user}/t`, rate limited, never stored. An indicator is ephemeral: one
+//! over the typing rate limit is dropped (and counted), not refused, so it is
+//! acknowledged like any other on 3.1.1 and MQTT 5 alike.
 
 use chat_core::ids::{ConversationId, UserId};
 use chat_core::topics::typing_feed_topic;
-use parley_proto::v1::{envelope::Kind, ErrorCode, Typing};
+use parley_proto::v1::{envelope::Kind, Typing};
 use parley_proto::{decode_envelope, encode_envelope};
 
 use super::{ChatError, ChatService};
@@ -24,10 +26,9 @@ impl ChatService {
             ));
         };
         if !self.rates.typing(user.as_str()) {
-            return Err(ChatError::new(
-                ErrorCode::RateLimited,
-                "too many typing indicators",
-            ));
+            // Dropped, counted by the limiter; acknowledged as handled.
+            tracing::debug!(%user, conversation = %conv, "typing indicator over the rate limit dropped");
+            return Ok(());
         }
         let record = self.member_conversation(user, conv).await?;
         if !self.activity_flows(user, &record).await? {

@@ -11,6 +11,7 @@ use parley::config::{Config, Listen};
 use parley::server::Node;
 
 pub mod chat;
+pub mod http_server;
 #[path = "../../../persistence/tests/postgres_support/mod.rs"]
 pub mod postgres_support;
 #[allow(unused_imports)]

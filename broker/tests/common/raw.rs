@@ -148,6 +148,15 @@ impl Connect {
             ..Connect::v5(client_id, user, password)
         }
     }
+    /// The same CONNECT asking for a persistent session: no clean start and,
+    /// on MQTT 5, a session expiry of `expiry_secs`.
+    pub fn persistent(mut self, expiry_secs: u32) -> Self {
+        self.clean = false;
+        if self.v5 {
+            self.props = self.props.u32(0x11, expiry_secs);
+        }
+        self
+    }
     pub fn bytes(&self) -> Vec<u8> {
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', if self.v5 { 5 } else { 4 }];
         let mut flags = 0b1100_0000 | self.extra_flags;
@@ -465,6 +474,27 @@ impl Raw {
         let (present, code, _) = ack.connack(connect.v5);
         assert_eq!(code, 0, "CONNECT of {:?} accepted", connect.client_id);
         (raw, present)
+    }
+
+    /// Connects, subscribes to `filter` at `qos` and waits for the SUBACK;
+    /// returns the socket, session present and the SUBACK's reason codes.
+    pub async fn subscribed(
+        node: &TestNode,
+        connect: &Connect,
+        filter: &str,
+        qos: u8,
+    ) -> (Raw, bool, Vec<u8>) {
+        let (mut raw, present) = Raw::connected(node, connect).await;
+        let codes = raw.subscribe_to(filter, qos).await;
+        (raw, present, codes)
+    }
+
+    /// Subscribes to `filter` at `qos` (packet id 1, no properties) and
+    /// waits for the SUBACK; returns its reason codes.
+    pub async fn subscribe_to(&mut self, filter: &str, qos: u8) -> Vec<u8> {
+        self.send(&subscribe(self.v5, 1, &[(filter, qos)], &Props::new()))
+            .await;
+        self.expect(SUBACK).await.codes(self.v5)
     }
 
     /// Writes bytes (ignoring errors: the server may have closed).
