@@ -1,4 +1,4 @@
-//! Short smoke runs of the scenarios and the comparison runner against a real
+//! Short smoke runs of the scenarios (persistent sessions included) and the comparison runner against a real
 //! Mosquitto that each test starts on a free loopback port (one test uses a
 //! stub broker that refuses subscriptions). Without /usr/sbin/mosquitto the
 //! tests fail when `CI` is set and skip otherwise.
@@ -14,6 +14,7 @@ use parley_bench::mqtt::{MqttVersion, Qos};
 use parley_bench::scenario::conn::{self, ConnConfig};
 use parley_bench::scenario::plan::Mode;
 use parley_bench::scenario::pubsub::{self, PubsubConfig, PubsubError};
+use parley_bench::scenario::sessions::{self, SessionLayout, SessionsConfig};
 use parley_bench::scenario::Target;
 use tempfile::TempDir;
 
@@ -255,6 +256,42 @@ async fn refused_subscription_fails_the_connection() {
         "{:?}",
         report.errors
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_queue_for_offline_sessions_and_drain_on_resume() {
+    let Some((broker, _dir)) = mosquitto("").await else {
+        return;
+    };
+    for (layout, messages, per_session) in [
+        (SessionLayout::Shared, 20, 20u64),
+        (SessionLayout::Own, 25, 5),
+    ] {
+        let cfg = SessionsConfig {
+            target: target(broker.mqtt_port, MqttVersion::V4),
+            sessions: 5,
+            messages,
+            payload_size: 16,
+            layout,
+            inflight: 10,
+            concurrency: 2,
+            resume_concurrency: 5,
+            source_addrs: None,
+            timeout: Duration::from_secs(10),
+            broker_pid: Some(broker.pid),
+            no_resume: false,
+        };
+        let report = sessions::run(&cfg).await.expect("sessions run");
+        assert_eq!(report.set_up, 5, "{report:#?}");
+        assert_eq!(report.deliveries_expected, 5 * per_session);
+        assert_eq!(report.resumed, 5, "{report:#?}");
+        assert_eq!(report.session_present, 5, "{report:#?}");
+        assert_eq!(report.drained, report.deliveries_expected, "{report:#?}");
+        assert!(report.errors.is_empty(), "{report:#?}");
+        assert_eq!(report.resume_connack_us.count, 5);
+        assert!(report.rss_idle_mib.is_some_and(|m| m > 0.0));
+    }
+    broker.stop().await.expect("stop mosquitto");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
