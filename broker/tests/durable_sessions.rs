@@ -11,7 +11,9 @@
 //! - a session whose expiry passes while the node is down is gone at start-up
 //!   with its queue (and counted), one with a longer expiry is not and gets
 //!   its queue back from the store;
-//! - the per-session queue bound still applies and its drops are counted.
+//! - the per-session queue bound still applies and its drops are counted;
+//! - a long offline queue is read back from the store in pages, in order,
+//!   with messages published meanwhile behind it.
 
 mod common;
 
@@ -341,6 +343,42 @@ async fn qos2_messages_arrive_exactly_once_across_kill_9() {
     let missing: Vec<&u32> = acked.iter().filter(|i| !have.contains(*i)).collect();
     assert!(missing.is_empty(), "PUBRECed but lost: {missing:?}");
     publishing.abort();
+}
+
+/// A long offline queue comes back from the store in pages, in order, and
+/// messages published while it is being read back follow it.
+#[tokio::test]
+async fn a_long_offline_queue_is_read_back_in_order_with_live_messages_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports();
+    let _parley = start(dir.path(), &ports, 1_000).await;
+    sign_up(ports.http).await;
+    persistent_subscriber(ports.mqtt, "sub-long", "devices/dev/long", QoS::AtLeastOnce).await;
+    // Several pages' worth, queued while the subscriber is away.
+    publish_acked(ports.mqtt, "devices/dev/long", 0..600).await;
+    let (_client, mut eventloop, present) = connect(ports.mqtt, "sub-long", false).await;
+    assert!(present);
+    let mut got = Vec::new();
+    let mut published_live = false;
+    within("the queue and the live messages", async {
+        while got.len() < 700 {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    got.push(index_of(&p.payload));
+                    if !published_live {
+                        // From a task: the publisher may be paused until this
+                        // subscriber drains, so the subscriber keeps reading.
+                        published_live = true;
+                        tokio::spawn(publish_acked(ports.mqtt, "devices/dev/long", 600..700));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("subscriber connection failed: {e:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, (0..700).collect::<Vec<u32>>());
 }
 
 #[tokio::test]
