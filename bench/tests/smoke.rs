@@ -433,6 +433,7 @@ async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
         idle_subscribe: true,
         chat_pairs: 2,
         chat_rate: 20.0,
+        step_rates: Vec::new(),
         paths: BrokerPaths {
             mosquitto_bin: bin,
             rumqttd_bin: dir.path().join("no-rumqttd"),
