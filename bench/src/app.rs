@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::{
-    BrokerArgs, ChatArgs, Cli, Command, CompareArgs, ConnArgs, OutputArgs, PubsubArgs,
+    BrokerArgs, ChatArgs, Cli, Command, CompareArgs, ConnArgs, OutputArgs, PubsubArgs, SessionsArgs,
 };
 use crate::compare::brokers::{self, BrokerPaths};
 use crate::compare::{self, steps, summary, CompareConfig};
@@ -19,6 +19,7 @@ use crate::scenario::chat::{self, layout, ChatConfig};
 use crate::scenario::conn::{self, ConnConfig};
 use crate::scenario::plan;
 use crate::scenario::pubsub::{self, PubsubConfig};
+use crate::scenario::sessions::{self, SessionsConfig};
 use crate::scenario::Target;
 
 /// Runs the command.
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Conn(args) => run_conn(args).await,
         Command::Pubsub(args) => run_pubsub(args).await,
         Command::Chat(args) => run_chat(args).await,
+        Command::Sessions(args) => run_sessions(args).await,
         Command::Compare(args) => run_compare(args).await,
     }
 }
@@ -120,6 +122,37 @@ async fn run_pubsub(args: PubsubArgs) -> Result<()> {
         progress: !args.output.quiet,
     };
     let report = pubsub::run(&cfg).await?;
+    print(&args.output, &report, || report.table())
+}
+
+async fn run_sessions(args: SessionsArgs) -> Result<()> {
+    let (target, signup) = target(&args.broker)?;
+    let open_at_once = args.concurrency.max(args.resume_concurrency);
+    if let Some(warning) = limits::connection_warning(open_at_once) {
+        eprintln!("parley-bench: warning: {warning}");
+    }
+    sign_up(
+        signup.as_ref(),
+        &target,
+        args.sessions + 2,
+        args.output.quiet,
+    )
+    .await?;
+    let cfg = SessionsConfig {
+        target,
+        sessions: args.sessions,
+        messages: args.messages,
+        payload_size: args.payload_size,
+        layout: args.layout,
+        inflight: args.inflight,
+        concurrency: args.concurrency,
+        resume_concurrency: args.resume_concurrency,
+        source_addrs: args.source_ips,
+        timeout: args.broker.connect_timeout,
+        broker_pid: args.broker_pid,
+        no_resume: args.no_resume,
+    };
+    let report = sessions::run(&cfg).await?;
     print(&args.output, &report, || report.table())
 }
 

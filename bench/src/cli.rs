@@ -10,6 +10,7 @@ use crate::compare::brokers::BrokerKind;
 use crate::mqtt::{MqttVersion, Qos};
 use crate::scenario::chat::layout::Layout;
 use crate::scenario::plan::Mode;
+use crate::scenario::sessions::SessionLayout;
 use crate::source_addr::SourceAddrs;
 
 /// An MQTT load generator for any broker, and Parley's comparison runner.
@@ -30,6 +31,9 @@ pub enum Command {
     Pubsub(PubsubArgs),
     /// Parley chat load: users in 1:1 pairs or groups sending durable messages.
     Chat(ChatArgs),
+    /// Persistent sessions: set up N offline sessions, queue QoS 1 messages
+    /// for them, then resume them all at once and drain.
+    Sessions(SessionsArgs),
     /// Run the same scenarios against Mosquitto, rumqttd and Parley, one at a
     /// time on loopback ports, sampling each broker's memory and CPU.
     Compare(CompareArgs),
@@ -153,6 +157,48 @@ pub struct PubsubArgs {
     /// How long to wait for outstanding acks and deliveries after publishing.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Output flags.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Flags of `parley-bench sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    /// Broker and login flags.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Persistent sessions (clean session 0, MQTT 3.1.1).
+    #[arg(short = 'n', long, default_value_t = 1_000, value_parser = parse_count)]
+    pub sessions: usize,
+    /// QoS 1 messages published while the sessions are offline (0: none).
+    #[arg(short = 'M', long, default_value_t = 100)]
+    pub messages: usize,
+    /// shared: every session subscribes to one topic (each message queued N
+    /// times); own: each to its own topic (message i to session i mod N).
+    #[arg(long, value_enum, default_value_t = SessionLayout::Shared)]
+    pub layout: SessionLayout,
+    /// Payload size in bytes.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub payload_size: usize,
+    /// Publishes awaiting PUBACK at once.
+    #[arg(long, default_value_t = 100, value_parser = parse_count)]
+    pub inflight: usize,
+    /// Connections open at once while setting the sessions up.
+    #[arg(long, default_value_t = 1_000, value_parser = parse_count)]
+    pub concurrency: usize,
+    /// Sessions resuming at once (the reconnect storm).
+    #[arg(long, default_value_t = 10_000, value_parser = parse_count)]
+    pub resume_concurrency: usize,
+    /// Source addresses to bind, round-robin (e.g. 127.0.1.1-127.0.1.250).
+    #[arg(long, value_name = "ADDRS")]
+    pub source_ips: Option<SourceAddrs>,
+    /// The broker's process id: its RSS is sampled between the phases.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Stop after storing (the sessions stay offline).
+    #[arg(long)]
+    pub no_resume: bool,
     /// Output flags.
     #[command(flatten)]
     pub output: OutputArgs,

@@ -1,4 +1,4 @@
-//! Short smoke runs of the scenarios and the comparison runner against a real
+//! Short smoke runs of the scenarios (persistent sessions included) and the comparison runner against a real
 //! Mosquitto that each test starts on a free loopback port (one test uses a
 //! stub broker that refuses subscriptions). Without /usr/sbin/mosquitto the
 //! tests fail when `CI` is set and skip otherwise.
@@ -14,6 +14,7 @@ use parley_bench::mqtt::{MqttVersion, Qos};
 use parley_bench::scenario::conn::{self, ConnConfig};
 use parley_bench::scenario::plan::Mode;
 use parley_bench::scenario::pubsub::{self, PubsubConfig, PubsubError};
+use parley_bench::scenario::sessions::{self, SessionLayout, SessionsConfig};
 use parley_bench::scenario::Target;
 use tempfile::TempDir;
 
@@ -258,6 +259,42 @@ async fn refused_subscription_fails_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_queue_for_offline_sessions_and_drain_on_resume() {
+    let Some((broker, _dir)) = mosquitto("").await else {
+        return;
+    };
+    for (layout, messages, per_session) in [
+        (SessionLayout::Shared, 20, 20u64),
+        (SessionLayout::Own, 25, 5),
+    ] {
+        let cfg = SessionsConfig {
+            target: target(broker.mqtt_port, MqttVersion::V4),
+            sessions: 5,
+            messages,
+            payload_size: 16,
+            layout,
+            inflight: 10,
+            concurrency: 2,
+            resume_concurrency: 5,
+            source_addrs: None,
+            timeout: Duration::from_secs(10),
+            broker_pid: Some(broker.pid),
+            no_resume: false,
+        };
+        let report = sessions::run(&cfg).await.expect("sessions run");
+        assert_eq!(report.set_up, 5, "{report:#?}");
+        assert_eq!(report.deliveries_expected, 5 * per_session);
+        assert_eq!(report.resumed, 5, "{report:#?}");
+        assert_eq!(report.session_present, 5, "{report:#?}");
+        assert_eq!(report.drained, report.deliveries_expected, "{report:#?}");
+        assert!(report.errors.is_empty(), "{report:#?}");
+        assert_eq!(report.resume_connack_us.count, 5);
+        assert!(report.rss_idle_mib.is_some_and(|m| m > 0.0));
+    }
+    broker.stop().await.expect("stop mosquitto");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_in_qos1_delivers_everything() {
     let Some((broker, _dir)) = mosquitto("").await else {
         return;
@@ -396,6 +433,7 @@ async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
         idle_subscribe: true,
         chat_pairs: 2,
         chat_rate: 20.0,
+        step_rates: Vec::new(),
         paths: BrokerPaths {
             mosquitto_bin: bin,
             rumqttd_bin: dir.path().join("no-rumqttd"),
@@ -442,7 +480,10 @@ async fn compare_runs_mosquitto_and_skips_a_missing_parley() {
     assert!(rss.before_kib > 0 && rss.after_kib > 0, "{rss:?}");
     assert!(rss.per_connection_kib.is_some_and(|k| k >= 0.0), "{rss:?}");
     assert!(report.settings.idle_subscribe);
-    assert_eq!(report.settings.idle_source_addresses, 0);
+    assert_eq!(
+        report.settings.idle_source_addresses, 1,
+        "20 connections come from one address of the broker's own"
+    );
     let subscribed = report
         .summary
         .iter()

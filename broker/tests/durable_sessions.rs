@@ -9,8 +9,11 @@
 //!   also when the publisher's own persistent session resends after the restart;
 //! - subscriptions are restored (CONNACK session present 1);
 //! - a session whose expiry passes while the node is down is gone at start-up
-//!   (and counted), one with a longer expiry is not;
-//! - the per-session queue bound still applies and its drops are counted.
+//!   with its queue (and counted), one with a longer expiry is not and gets
+//!   its queue back from the store;
+//! - the per-session queue bound still applies and its drops are counted;
+//! - a long offline queue is read back from the store in pages, in order,
+//!   with messages published meanwhile behind it.
 
 mod common;
 
@@ -342,6 +345,42 @@ async fn qos2_messages_arrive_exactly_once_across_kill_9() {
     publishing.abort();
 }
 
+/// A long offline queue comes back from the store in pages, in order, and
+/// messages published while it is being read back follow it.
+#[tokio::test]
+async fn a_long_offline_queue_is_read_back_in_order_with_live_messages_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports();
+    let _parley = start(dir.path(), &ports, 1_000).await;
+    sign_up(ports.http).await;
+    persistent_subscriber(ports.mqtt, "sub-long", "devices/dev/long", QoS::AtLeastOnce).await;
+    // Several pages' worth, queued while the subscriber is away.
+    publish_acked(ports.mqtt, "devices/dev/long", 0..600).await;
+    let (_client, mut eventloop, present) = connect(ports.mqtt, "sub-long", false).await;
+    assert!(present);
+    let mut got = Vec::new();
+    let mut published_live = false;
+    within("the queue and the live messages", async {
+        while got.len() < 700 {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    got.push(index_of(&p.payload));
+                    if !published_live {
+                        // From a task: the publisher may be paused until this
+                        // subscriber drains, so the subscriber keeps reading.
+                        published_live = true;
+                        tokio::spawn(publish_acked(ports.mqtt, "devices/dev/long", 600..700));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("subscriber connection failed: {e:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, (0..700).collect::<Vec<u32>>());
+}
+
 #[tokio::test]
 async fn subscriptions_and_queue_survive_a_restart_and_the_bound_still_applies() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,6 +542,8 @@ async fn a_session_that_expired_while_the_node_was_down_is_gone() {
             "the node closes after DISCONNECT"
         );
     }
+    // Five QoS 1 messages queued for every session while they are offline.
+    publish_acked(ports.mqtt, "devices/dev/x", 0..5).await;
     let disconnected = std::time::Instant::now();
     parley.start_kill().expect("SIGKILL");
     parley.wait().await.unwrap();
@@ -526,10 +567,82 @@ async fn a_session_that_expired_while_the_node_was_down_is_gone() {
         Some(2.0),
         "the start-up counted the expired sessions"
     );
-    let (_c, _l, present) = connect5(ports.mqtt, "short", 60).await;
+    let (short, mut short_loop, present) = connect5(ports.mqtt, "short", 60).await;
     assert!(!present, "the expired session is gone");
+    // ... and so is its queue: a new session under the same key, resumed
+    // from the store, gets only what was queued for it, then live messages.
+    short
+        .subscribe("devices/dev/x", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    within("SUBACK", async {
+        loop {
+            if let Event5::Incoming(P5::SubAck(_)) = short_loop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await;
+    short.disconnect().await.unwrap();
+    while short_loop.poll().await.is_ok() {}
+    publish_acked(ports.mqtt, "devices/dev/x", 99..100).await;
+    let (short, mut short_loop, present) = connect5(ports.mqtt, "short", 60).await;
+    assert!(present);
+    let mut got = Vec::new();
+    let mut published_live = false;
+    within("the new session's messages", async {
+        while got.last() != Some(&100) {
+            if let Event5::Incoming(P5::Publish(p)) = short_loop.poll().await.unwrap() {
+                got.push(index_of(&p.payload));
+                if !published_live {
+                    published_live = true;
+                    publish_acked(ports.mqtt, "devices/dev/x", 100..101).await;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, vec![99, 100], "nothing of the expired session's queue");
+    drop(short);
     let (_c, _l, present) = connect5(ports.mqtt, "shortened", 60).await;
     assert!(!present, "the session shortened at DISCONNECT is gone");
-    let (_c, _l, present) = connect5(ports.mqtt, "long", 3600).await;
+    let (_c, mut long_loop, present) = connect5(ports.mqtt, "long", 3600).await;
     assert!(present, "the long session is resumed");
+    let mut got = Vec::new();
+    within(
+        "the long session's queue, read back from the store",
+        async {
+            while got.len() < 5 {
+                if let Event5::Incoming(P5::Publish(p)) = long_loop.poll().await.unwrap() {
+                    got.push(index_of(&p.payload));
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+}
+
+/// Publishes the indexes in `range` on `topic` at QoS 1 from a clean
+/// 3.1.1 session and returns once every one was PUBACKed.
+async fn publish_acked(port: u16, topic: &str, range: std::ops::Range<u32>) {
+    let (client, mut eventloop, _) = connect(port, "publisher", true).await;
+    let count = range.len();
+    for i in range {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    within("the PUBACKs", async {
+        while acked < count {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    })
+    .await;
+    client.disconnect().await.unwrap();
+    while eventloop.poll().await.is_ok() {}
 }

@@ -83,7 +83,7 @@ pub trait Journal: Send + Sync {
     fn record(&self, key: &Arc<str>, change: Change) -> u64;
 }
 
-/// One queued delivery of a session being restored.
+/// One queued delivery read back from a store.
 #[derive(Debug, Clone)]
 pub struct RestoredDelivery {
     /// Its sequence number.
@@ -94,7 +94,22 @@ pub struct RestoredDelivery {
     pub released: bool,
 }
 
-/// A persistent session as stored, to put back into the router.
+/// What a store holds of a session's queue, without the messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSummary {
+    /// The lowest sequence number queued (meaningless when `messages` is 0).
+    pub first_seq: u64,
+    /// One above the highest sequence number ever queued (0 if unknown).
+    pub next_seq: u64,
+    /// QoS 1/2 messages queued, not counting those awaiting PUBCOMP.
+    pub messages: usize,
+    /// Their size (topic, payload and properties, as [`crate::message::Message::size`]).
+    pub bytes: usize,
+}
+
+/// A persistent session as stored, to put back into the router. Its queue
+/// stays in the store: the session reads it back in pages once a client
+/// resumes it ([`crate::session::Session::take_page_request`]).
 #[derive(Debug, Clone)]
 pub struct RestoredSession {
     /// The session key.
@@ -104,8 +119,10 @@ pub struct RestoredSession {
     /// How long ago its connection ended (zero if it was connected when the
     /// node stopped: its expiry counts from the restore).
     pub detached_for: Duration,
-    /// Its queued deliveries, ascending by sequence number.
-    pub queued: Vec<RestoredDelivery>,
+    /// Its queue in the store.
+    pub queue: QueueSummary,
+    /// Sequence numbers of QoS 2 deliveries PUBRECed, awaiting PUBCOMP.
+    pub released: Vec<u64>,
     /// QoS 2 packet ids of its client awaiting PUBREL.
     pub incoming_qos2: Vec<u16>,
 }

@@ -310,6 +310,7 @@ impl Future for Ready<'_> {
         if state.generation != self.attachment.generation
             || state.ended
             || state.session.wants_transmit()
+            || state.session.wants_page()
         {
             return Poll::Ready(());
         }
@@ -547,6 +548,10 @@ impl Router {
         if !ends {
             state.detached_at = Some(now);
             self.describe(slot, &mut state, true);
+            let dropped = state.session.page_out();
+            self.counters
+                .dropped_qos0
+                .fetch_add(dropped as u64, Ordering::Relaxed);
             state.session.shrink();
         }
         slot.wake_ready(state);
@@ -917,7 +922,8 @@ impl Router {
             state: Mutex::new(SlotState {
                 session: Session::restore(
                     self.config.session,
-                    restored.queued,
+                    restored.queue,
+                    restored.released,
                     restored.incoming_qos2,
                 ),
                 generation: 1,
@@ -952,7 +958,9 @@ impl Router {
         let Some(journal) = self.journal.get() else {
             return;
         };
-        let durable = state.expiry_secs > 0;
+        // A session whose queue is still in the store stays durable until it
+        // ends, so that queue is read back, not lost.
+        let durable = state.expiry_secs > 0 || state.session.is_paged();
         if state.session.is_durable() && !durable {
             state.ticket = journal.record(&slot.key, Change::Ended);
         }

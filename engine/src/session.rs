@@ -12,8 +12,15 @@
 //! the caller's buffer. Nothing here blocks, allocates per idle session, or
 //! knows about sockets.
 //!
-//! Bounds: the queue holds at most `max_queued_messages` and
-//! `max_queued_bytes`; past them QoS 0 messages go first (the oldest queued
+//! A persistent session whose connection ended keeps its QoS 1/2 queue in
+//! the store only ([`Session::page_out`]): in memory it holds counters, and
+//! messages queued meanwhile are only reported to the journal. Once a client
+//! resumes it, the connection asks for the queue back in pages of
+//! [`PAGE_MESSAGES`] ([`Session::take_page_request`], [`Session::page_in`]),
+//! in sequence order, while new messages keep going to the store behind them.
+//!
+//! Bounds: the queue (in memory and in the store together) holds at most
+//! `max_queued_messages` and `max_queued_bytes`; past them QoS 0 messages go first (the oldest queued
 //! QoS 0, else the new one), and a QoS 1/2 message is refused only when no
 //! QoS 0 is left to drop. Every drop is counted in [`SessionStats`].
 
@@ -26,7 +33,7 @@ use rumqttd::protocol::{Packet, PubRel, PubRelReason, PublishProperties};
 
 use crate::codec::{Codec, OutgoingPublish, Version};
 use crate::message::{Message, QoS};
-use crate::persist::{pkid_of, Change, RestoredDelivery};
+use crate::persist::{pkid_of, Change, QueueSummary, RestoredDelivery};
 
 /// Bounds of one session, from the engine's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +224,38 @@ pub struct Session {
     next_seq: u64,
     /// Changes not yet handed to the journal.
     changes: Vec<Change>,
+    /// The part of the queue in the store only, if any.
+    paged: Option<Paged>,
+}
+
+/// Most queued messages a persistent session reads back from the store at once.
+pub const PAGE_MESSAGES: usize = 256;
+
+/// The part of a persistent session's queue that is in the store only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Paged {
+    /// The lowest sequence number not read back yet.
+    from_seq: u64,
+    /// QoS 1/2 messages in the store only (not awaiting PUBCOMP).
+    messages: usize,
+    /// Their size (see [`Message::size`]).
+    bytes: usize,
+    /// A page was asked for and has not arrived yet.
+    pending: bool,
+}
+
+/// A page of a persistent session's queue to read from the store: up to
+/// `limit` messages with sequence numbers from `from_seq` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The first sequence number wanted.
+    pub from_seq: u64,
+    /// Most messages wanted.
+    pub limit: usize,
+    /// Every message below this sequence number was reported to the journal
+    /// before the request: a page read once the session's ticket is durable
+    /// that holds fewer than `limit` messages holds all of them.
+    pub upto_seq: u64,
 }
 
 /// Bytes [`Session::poll_transmit`] writes before it returns, so the
@@ -241,41 +280,191 @@ impl Session {
             seqs: VecDeque::new(),
             next_seq: 1,
             changes: Vec::new(),
+            paged: None,
         }
     }
 
-    /// A detached persistent session put back from a store: `queued` in
-    /// sequence order (released ones in flight awaiting PUBCOMP), and the
-    /// client's QoS 2 packet ids awaiting PUBREL.
+    /// A detached persistent session put back from a store, its queue left
+    /// there (read back in pages once a client resumes it): `released` are
+    /// the sequence numbers of QoS 2 deliveries awaiting PUBCOMP, and
+    /// `incoming_qos2` the client's QoS 2 packet ids awaiting PUBREL.
     pub fn restore(
         limits: SessionLimits,
-        queued: Vec<RestoredDelivery>,
+        queue: QueueSummary,
+        released: Vec<u64>,
         incoming_qos2: Vec<u16>,
     ) -> Session {
         let mut session = Session::new(limits);
         session.durable = true;
-        for item in queued {
-            session.next_seq = session.next_seq.max(item.seq + 1);
-            if item.released {
-                let order = session.next_order;
-                session.next_order += 1;
-                session.inflight.insert(
-                    pkid_of(item.seq),
-                    Inflight {
-                        delivery: item.delivery,
-                        stage: Stage::Comp,
-                        order,
-                        seq: Some(item.seq),
-                    },
-                );
-                continue;
-            }
-            session.queued_bytes += item.delivery.message.size();
-            session.seqs.push_back(item.seq);
-            session.queue.push_back(item.delivery);
+        session.next_seq = queue.next_seq.max(1);
+        for seq in released {
+            session.next_seq = session.next_seq.max(seq + 1);
+            let order = session.next_order;
+            session.next_order += 1;
+            session.inflight.insert(
+                pkid_of(seq),
+                Inflight {
+                    delivery: released_placeholder(),
+                    stage: Stage::Comp,
+                    order,
+                    seq: Some(seq),
+                },
+            );
         }
+        session.paged = Some(Paged {
+            from_seq: if queue.messages > 0 {
+                queue.first_seq
+            } else {
+                session.next_seq
+            },
+            messages: queue.messages,
+            bytes: queue.bytes,
+            pending: false,
+        });
         session.incoming_qos2 = incoming_qos2.into_iter().collect();
         session
+    }
+
+    /// Moves a detached persistent session's queue out of memory: QoS 1/2
+    /// deliveries queued or in flight (not yet PUBRECed) are left to the
+    /// store, where the journal already has them, and read back in pages
+    /// when a client resumes the session. Queued QoS 0 messages are dropped
+    /// (and counted); returns how many. A no-op for a session that is not
+    /// durable or still attached.
+    pub fn page_out(&mut self) -> usize {
+        if !self.durable || self.link.is_some() || self.inflight.values().any(|f| f.seq.is_none()) {
+            return 0;
+        }
+        let (mut from_seq, mut messages, mut bytes) = (self.next_seq, 0, 0);
+        if let Some(p) = self.paged {
+            (from_seq, messages, bytes) = (p.from_seq, p.messages, p.bytes);
+        }
+        for (pkid, flight) in std::mem::take(&mut self.inflight) {
+            match flight.seq {
+                Some(seq) if flight.stage != Stage::Comp => {
+                    from_seq = from_seq.min(seq);
+                    messages += 1;
+                    bytes += flight.delivery.message.size();
+                }
+                // Awaiting PUBCOMP: only the packet id is needed.
+                _ => {
+                    self.inflight.insert(
+                        pkid,
+                        Inflight {
+                            delivery: released_placeholder(),
+                            ..flight
+                        },
+                    );
+                }
+            }
+        }
+        let mut seqs = std::mem::take(&mut self.seqs).into_iter();
+        let mut dropped = 0;
+        for delivery in std::mem::take(&mut self.queue) {
+            if delivery.qos == QoS::AtMostOnce {
+                dropped += 1;
+                continue;
+            }
+            if let Some(seq) = seqs.next() {
+                from_seq = from_seq.min(seq);
+                messages += 1;
+                bytes += delivery.message.size();
+            }
+        }
+        self.queued_bytes = 0;
+        self.queued_qos0 = 0;
+        self.stats.dropped_qos0 += dropped as u64;
+        self.paged = Some(Paged {
+            from_seq,
+            messages,
+            bytes,
+            pending: false,
+        });
+        dropped
+    }
+
+    /// Whether part of the queue is in the store only.
+    pub fn is_paged(&self) -> bool {
+        self.paged.is_some()
+    }
+
+    /// Whether the attached connection should read the next page of the
+    /// queue from the store ([`Session::take_page_request`]).
+    pub fn wants_page(&self) -> bool {
+        self.link.is_some()
+            && self.paged.is_some_and(|p| !p.pending)
+            && self.seqs.len() < PAGE_MESSAGES / 2
+    }
+
+    /// The next page to read back from the store, if one is wanted now; the
+    /// session then waits for [`Session::page_in`] (or [`Session::page_failed`]).
+    pub fn take_page_request(&mut self) -> Option<PageRequest> {
+        if !self.wants_page() {
+            return None;
+        }
+        let upto_seq = self.next_seq;
+        let paged = self.paged.as_mut()?;
+        paged.pending = true;
+        Some(PageRequest {
+            from_seq: paged.from_seq,
+            limit: PAGE_MESSAGES,
+            upto_seq,
+        })
+    }
+
+    /// Reading the page of `request` failed: it may be asked for again.
+    pub fn page_failed(&mut self, request: PageRequest) {
+        if let Some(p) = self
+            .paged
+            .as_mut()
+            .filter(|p| p.from_seq == request.from_seq)
+        {
+            p.pending = false;
+        }
+    }
+
+    /// Appends a page read from the store for `request` (ascending sequence
+    /// numbers) to the queue. Messages awaiting PUBCOMP, or already read back,
+    /// are skipped. Once everything the store holds is back in memory, the
+    /// session queues in memory again.
+    pub fn page_in(&mut self, request: PageRequest, page: Vec<RestoredDelivery>) {
+        let Some(mut paged) = self
+            .paged
+            .filter(|p| p.pending && p.from_seq == request.from_seq)
+        else {
+            return;
+        };
+        paged.pending = false;
+        let complete = page.len() < request.limit;
+        for item in page {
+            if item.seq < paged.from_seq || item.seq >= self.next_seq {
+                continue;
+            }
+            paged.from_seq = item.seq + 1;
+            if item.released {
+                continue;
+            }
+            let size = item.delivery.message.size();
+            paged.messages = paged.messages.saturating_sub(1);
+            paged.bytes = paged.bytes.saturating_sub(size);
+            self.queued_bytes += size;
+            self.seqs.push_back(item.seq);
+            self.queue.push_back(item.delivery);
+        }
+        let more = if complete {
+            // Everything below `upto_seq` is back; what is left came later.
+            paged.from_seq = paged.from_seq.max(request.upto_seq);
+            paged.from_seq < self.next_seq && paged.messages > 0
+        } else {
+            true
+        };
+        self.paged = more.then_some(paged);
+    }
+
+    /// Messages and bytes queued, in memory and in the store only.
+    fn held(&self) -> (usize, usize) {
+        let (messages, bytes) = self.paged.map_or((0, 0), |p| (p.messages, p.bytes));
+        (self.queue.len() + messages, self.queued_bytes + bytes)
     }
 
     /// Starts or stops reporting changes (the session became persistent, or
@@ -334,6 +523,14 @@ impl Session {
     /// `out` (PUBLISH with DUP set, or PUBREL), in their original order, as
     /// MQTT requires when a session resumes.
     pub fn attach(&mut self, params: ConnectionParams, out: &mut BytesMut) {
+        if let Some(p) = self.paged.as_mut() {
+            // A page asked for by a connection that was taken over never lands.
+            p.pending = false;
+            if p.messages == 0 {
+                // Nothing in the store to read back: queue in memory again.
+                self.paged = None;
+            }
+        }
         self.link = Some(Link {
             params,
             inbound_aliases: BTreeMap::new(),
@@ -401,14 +598,14 @@ impl Session {
 
     /// Whether the queue is past half its bound (publishers should slow down).
     pub fn is_congested(&self) -> bool {
-        self.queue.len() * 2 > self.limits.max_queued_messages
-            || self.queued_bytes * 2 > self.limits.max_queued_bytes
+        let (messages, bytes) = self.held();
+        messages * 2 > self.limits.max_queued_messages || bytes * 2 > self.limits.max_queued_bytes
     }
 
     /// Whether the queue is back under a quarter of its bound.
     pub fn is_drained(&self) -> bool {
-        self.queue.len() * 4 <= self.limits.max_queued_messages
-            && self.queued_bytes * 4 <= self.limits.max_queued_bytes
+        let (messages, bytes) = self.held();
+        messages * 4 <= self.limits.max_queued_messages && bytes * 4 <= self.limits.max_queued_bytes
     }
 
     /// Whether [`Session::poll_transmit`] would write something now.
@@ -438,10 +635,19 @@ impl Session {
             self.stats.expired += 1;
             return Enqueued::Expired;
         }
+        if delivery.qos == QoS::AtMostOnce && self.paged.is_some() && self.link.is_none() {
+            // An offline persistent session keeps no QoS 0 messages.
+            self.stats.dropped_qos0 += 1;
+            return Enqueued::DroppedQos0;
+        }
         let size = delivery.message.size();
-        while self.queue.len() >= self.limits.max_queued_messages
-            || (self.queued_bytes + size > self.limits.max_queued_bytes && !self.queue.is_empty())
-        {
+        loop {
+            let (messages, bytes) = self.held();
+            if messages < self.limits.max_queued_messages
+                && (bytes + size <= self.limits.max_queued_bytes || messages == 0)
+            {
+                break;
+            }
             if delivery.qos == QoS::AtMostOnce || self.queued_qos0 == 0 {
                 if delivery.qos == QoS::AtMostOnce {
                     self.stats.dropped_qos0 += 1;
@@ -452,18 +658,25 @@ impl Session {
             }
             self.drop_oldest_qos0();
         }
-        self.queued_bytes += size;
         if delivery.qos == QoS::AtMostOnce {
             self.queued_qos0 += 1;
         } else if self.durable {
             let seq = self.next_seq;
             self.next_seq += 1;
+            if let Some(paged) = self.paged.as_mut() {
+                // Behind what the store holds: only the store gets it.
+                paged.messages += 1;
+                paged.bytes += size;
+                self.changes.push(Change::Queued { seq, delivery });
+                return Enqueued::Queued;
+            }
             self.seqs.push_back(seq);
             self.changes.push(Change::Queued {
                 seq,
                 delivery: delivery.clone(),
             });
         }
+        self.queued_bytes += size;
         self.queue.push_back(delivery);
         Enqueued::Queued
     }
@@ -718,7 +931,9 @@ impl Session {
                 .inflight
                 .values()
                 .filter(|f| f.stage != Stage::Comp)
-                .count();
+                .count()
+            + self.paged.map_or(0, |p| p.messages);
+        self.paged = None;
         self.queue = VecDeque::new();
         self.inflight = BTreeMap::new();
         self.incoming_qos2 = BTreeSet::new();
@@ -742,6 +957,25 @@ impl Session {
         if self.seqs.is_empty() {
             self.seqs = VecDeque::new();
         }
+    }
+}
+
+/// What an in-flight QoS 2 delivery awaiting PUBCOMP keeps instead of its
+/// message: only its packet id matters from then on.
+fn released_placeholder() -> Delivery {
+    Delivery {
+        message: Arc::new(Message {
+            topic: Arc::from(""),
+            payload: Bytes::new(),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            origin: None,
+        }),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
     }
 }
 

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parley_engine::message::{QoS, SubscriptionOptions};
-use parley_engine::persist::{pkid_of, Change, Journal, RestoredDelivery, RestoredSession};
+use parley_engine::persist::{
+    pkid_of, Change, Journal, QueueSummary, RestoredDelivery, RestoredSession,
+};
 use parley_engine::router::{Attachment, ConnectRequest, Detach, Router, RouterConfig};
-use parley_engine::session::{ConnectionParams, PubRecOutcome};
+use parley_engine::session::{ConnectionParams, PageRequest, PubRecOutcome, SessionLimits};
 use support::*;
 
 /// A journal that keeps every change in memory.
@@ -264,18 +266,26 @@ fn a_restored_session_resumes_with_its_subscriptions_queue_and_packet_ids() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    let page: Vec<RestoredDelivery> = queued
+        .into_iter()
+        .map(|(seq, delivery)| RestoredDelivery {
+            seq,
+            released: released.contains(&seq),
+            delivery,
+        })
+        .collect();
+    let waiting: Vec<&RestoredDelivery> = page.iter().filter(|d| !d.released).collect();
     let (fresh, fresh_recorder) = router_with_restored(RestoredSession {
         key: "r".into(),
         image: image.expect("described"),
         detached_for: Duration::ZERO,
-        queued: queued
-            .into_iter()
-            .map(|(seq, delivery)| RestoredDelivery {
-                seq,
-                released: released.contains(&seq),
-                delivery,
-            })
-            .collect(),
+        queue: QueueSummary {
+            first_seq: waiting[0].seq,
+            next_seq: page.last().map_or(0, |d| d.seq + 1),
+            messages: waiting.len(),
+            bytes: waiting.iter().map(|d| d.delivery.message.size()).sum(),
+        },
+        released: released.clone(),
         incoming_qos2: incoming,
     });
     assert_eq!(fresh.session_count(), 1);
@@ -293,9 +303,19 @@ fn a_restored_session_resumes_with_its_subscriptions_queue_and_packet_ids() {
         &mut BytesMut::new(),
     );
     assert!(c.session_present);
-    // The released one is only PUBRELed (on attach); the others are sent
+    // The queue is read back from the store; the released one is only
+    // PUBRELed (on attach, and skipped in the page); the others are sent
     // again with the same packet ids.
+    assert!(sent_pkids(&fresh, &c.attachment).is_empty());
+    let request = fresh
+        .with_session(&c.attachment, |s| s.take_page_request())
+        .unwrap()
+        .expect("a page is wanted");
+    fresh
+        .with_session(&c.attachment, |s| s.page_in(request, page))
+        .unwrap();
     assert_eq!(sent_pkids(&fresh, &c.attachment), pkids[1..].to_vec());
+    assert!(!fresh.with_session(&c.attachment, |s| s.is_paged()).unwrap());
     assert!(fresh
         .with_session(&c.attachment, |s| s.is_qos2_pending(5))
         .unwrap());
@@ -331,7 +351,8 @@ fn a_session_restored_past_its_expiry_ends_at_the_next_tick() {
             will: None,
         },
         detached_for: Duration::from_secs(11),
-        queued: Vec::new(),
+        queue: QueueSummary::default(),
+        released: Vec::new(),
         incoming_qos2: Vec::new(),
     });
     assert_eq!(fresh.session_count(), 1);
@@ -346,4 +367,216 @@ fn router_with_restored(session: RestoredSession) -> (Router, Arc<Recorder>) {
     let (router, recorder) = router();
     assert!(router.restore(session, now()));
     (router, recorder)
+}
+
+fn queued_changes(changes: Vec<(String, Change)>) -> Vec<(u64, parley_engine::session::Delivery)> {
+    changes
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Change::Queued { seq, delivery } => Some((seq, delivery)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn as_page(queued: &[(u64, parley_engine::session::Delivery)]) -> Vec<RestoredDelivery> {
+    queued
+        .iter()
+        .map(|(seq, delivery)| RestoredDelivery {
+            seq: *seq,
+            released: false,
+            delivery: delivery.clone(),
+        })
+        .collect()
+}
+
+fn resume(router: &Router, key: &str) -> Attachment {
+    let c = router.connect(
+        ConnectRequest {
+            key: key.into(),
+            namespace: "ns".into(),
+            clean_start: false,
+            session_expiry_secs: 60,
+            params: v5(100),
+            will: None,
+        },
+        now(),
+        &mut BytesMut::new(),
+    );
+    assert!(c.session_present);
+    c.attachment
+}
+
+fn take_page(router: &Router, a: &Attachment) -> PageRequest {
+    router
+        .with_session(a, |s| s.take_page_request())
+        .unwrap()
+        .expect("a page is wanted")
+}
+
+#[test]
+fn a_detached_persistent_session_keeps_its_queue_in_the_store_only() {
+    let (router, recorder) = router();
+    let a = connect(&router, "idle", 60, v5(100));
+    subscribe(&router, &a, "t", QoS::AtLeastOnce);
+    router
+        .publish(message("t", "before", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    router
+        .publish(message("t", "q0", QoS::AtMostOnce), "ns", now())
+        .unwrap();
+    router.detach(
+        &a,
+        Detach {
+            publish_will: false,
+            session_expiry_secs: None,
+        },
+        now(),
+    );
+    let dropped_at_detach = router
+        .counters()
+        .dropped_qos0
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        dropped_at_detach, 1,
+        "the queued QoS 0 message is dropped at detach"
+    );
+    // While offline: QoS 1 goes to the journal only, QoS 0 is dropped.
+    for i in 0..3 {
+        let r = router
+            .publish(
+                message("t", &format!("m{i}"), QoS::AtLeastOnce),
+                "ns",
+                now(),
+            )
+            .unwrap();
+        assert_eq!(r.delivered, 1);
+        assert!(r.ticket > 0, "the publisher waits for the store");
+    }
+    let r = router
+        .publish(message("t", "late-q0", QoS::AtMostOnce), "ns", now())
+        .unwrap();
+    assert_eq!(r.dropped.len(), 1);
+    let queued = queued_changes(recorder.take());
+    assert_eq!(
+        queued.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+
+    // Resumed: nothing is in memory until the page is read back.
+    let b = resume(&router, "idle");
+    assert!(sent_pkids(&router, &b).is_empty());
+    let request = take_page(&router, &b);
+    assert_eq!((request.from_seq, request.upto_seq), (1, 5));
+    assert!(
+        router
+            .with_session(&b, |s| s.take_page_request())
+            .unwrap()
+            .is_none(),
+        "one page at a time"
+    );
+    router
+        .with_session(&b, |s| s.page_in(request, as_page(&queued)))
+        .unwrap();
+    assert_eq!(
+        sent_pkids(&router, &b),
+        (1..=4).map(pkid_of).collect::<Vec<_>>(),
+        "in order, with the packet ids of their sequence numbers"
+    );
+    assert!(
+        !router.with_session(&b, |s| s.is_paged()).unwrap(),
+        "back in memory"
+    );
+}
+
+#[test]
+fn messages_queued_while_a_page_is_read_follow_it_from_the_store() {
+    let (router, recorder) = router();
+    let a = connect(&router, "busy", 60, v5(100));
+    subscribe(&router, &a, "t", QoS::AtLeastOnce);
+    router.detach(
+        &a,
+        Detach {
+            publish_will: false,
+            session_expiry_secs: None,
+        },
+        now(),
+    );
+    router
+        .publish(message("t", "m1", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    let b = resume(&router, "busy");
+    recorder.take();
+    let request = take_page(&router, &b);
+    // Arrives while the page is being read: the store has it, not memory.
+    router
+        .publish(message("t", "m2", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    let later = queued_changes(recorder.take());
+    assert_eq!(later.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2]);
+    let first = RestoredDelivery {
+        seq: 1,
+        released: false,
+        delivery: later[0].1.clone(),
+    };
+    router
+        .with_session(&b, |s| s.page_in(request, vec![first]))
+        .unwrap();
+    assert_eq!(sent_pkids(&router, &b), vec![pkid_of(1)]);
+    let next = take_page(&router, &b);
+    assert_eq!(next.from_seq, 2);
+    router
+        .with_session(&b, |s| s.page_in(next, as_page(&later)))
+        .unwrap();
+    assert_eq!(sent_pkids(&router, &b), vec![pkid_of(2)]);
+    assert!(!router.with_session(&b, |s| s.is_paged()).unwrap());
+}
+
+#[test]
+fn the_queue_bound_counts_what_is_in_the_store() {
+    let config = RouterConfig {
+        session: SessionLimits {
+            max_queued_messages: 2,
+            ..SessionLimits::default()
+        },
+        ..RouterConfig::default()
+    };
+    let router = Router::new(config);
+    let recorder = Arc::new(Recorder::default());
+    router.set_journal(recorder.clone());
+    let a = connect(&router, "bounded", 60, v5(100));
+    subscribe(&router, &a, "t", QoS::AtLeastOnce);
+    router.detach(
+        &a,
+        Detach {
+            publish_will: false,
+            session_expiry_secs: None,
+        },
+        now(),
+    );
+    let mut refused = 0;
+    for i in 0..5 {
+        let r = router
+            .publish(
+                message("t", &format!("m{i}"), QoS::AtLeastOnce),
+                "ns",
+                now(),
+            )
+            .unwrap();
+        refused += r
+            .dropped
+            .iter()
+            .filter(|(_, q)| *q == QoS::AtLeastOnce)
+            .count();
+    }
+    assert_eq!(refused, 3);
+    assert_eq!(
+        router
+            .counters()
+            .dropped_qos12
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(router.sessions_with_losses().len(), 1, "counted per client");
+    assert_eq!(queued_changes(recorder.take()).len(), 2, "only two stored");
 }

@@ -183,6 +183,27 @@ pub struct StoredSession {
     pub incoming_qos2: Vec<u16>,
 }
 
+/// A stored session's description and what its queue holds, without the
+/// messages: what a node loads at start-up (queues are read back in pages,
+/// [`SessionStore::load_queue`], once a client resumes its session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSessionIndex {
+    /// Its description.
+    pub record: SessionRecord,
+    /// Queued messages not awaiting PUBCOMP.
+    pub queued_messages: u64,
+    /// Their stored size in bytes (an approximation of their size in memory).
+    pub queued_bytes: u64,
+    /// The lowest queued sequence number (0 if none is queued).
+    pub first_seq: u64,
+    /// One above the highest queued sequence number (0 if none is queued).
+    pub next_seq: u64,
+    /// Sequence numbers of queued messages awaiting PUBCOMP, ascending.
+    pub released: Vec<u64>,
+    /// QoS 2 packet ids awaiting PUBREL, ascending.
+    pub incoming_qos2: Vec<u16>,
+}
+
 /// Where persistent MQTT sessions are kept.
 ///
 /// Operations on a key without a stored description ([`SessionOp::Put`]) are
@@ -195,6 +216,20 @@ pub trait SessionStore: Send + Sync + 'static {
     /// every op is idempotent).
     async fn apply(&self, ops: Vec<SessionOp>) -> Result<(), StoreError>;
 
-    /// Every stored session, ordered by key.
+    /// Every stored session with all its messages, ordered by key (for
+    /// tools and tests: a node loads [`SessionStore::load_index`]).
     async fn load(&self) -> Result<Vec<StoredSession>, StoreError>;
+
+    /// Every stored session without its messages, ordered by key.
+    async fn load_index(&self) -> Result<Vec<StoredSessionIndex>, StoreError>;
+
+    /// Up to `limit` queued messages of session `key` with a sequence number
+    /// of at least `from_seq`, ascending, with their in-flight state. Sees
+    /// every [`SessionStore::apply`] that returned before it was called.
+    async fn load_queue(
+        &self,
+        key: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredQueued>, StoreError>;
 }

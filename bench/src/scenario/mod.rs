@@ -1,7 +1,8 @@
 //! Load scenarios, each a plain async function returning a report:
 //! [`conn::run`] (connection load), [`pubsub::run`] (message load on plain
 //! topics, any broker) and [`chat::run`] (Parley's chat topics: durable
-//! messages between users).
+//! messages between users) and [`sessions::run`] (persistent sessions
+//! queued for while offline, then resumed).
 //!
 //! A new scenario is one more module here that takes a [`Target`] plus its
 //! own settings and returns its own report, and one more subcommand in
@@ -11,6 +12,7 @@ pub mod chat;
 pub mod conn;
 pub mod plan;
 pub mod pubsub;
+pub mod sessions;
 pub mod tracker;
 
 use std::net::SocketAddr;

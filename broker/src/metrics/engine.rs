@@ -81,7 +81,7 @@ impl Collector for EngineCollector {
         let dropped = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "mqtt_dropped",
-            "Deliveries dropped because the session's queue was full (mqtt.max_queued_messages / _bytes), by delivered QoS; qos=\"1+\" are losses",
+            "Deliveries dropped because the session's queue was full (mqtt.max_queued_messages / _bytes), or QoS 0 ones for a persistent session whose client is away, by delivered QoS; qos=\"1+\" are losses",
             None,
             dropped.metric_type(),
         )?;

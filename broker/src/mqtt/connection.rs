@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::chat_worker::{ChatDone, ChatWorker};
+use super::durable::DurableSessions;
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
 use super::sessions::TransportKind;
@@ -135,6 +136,9 @@ const CHAT_WORKER_IDLE: Duration = Duration::from_secs(10);
 
 /// How long a closing connection waits for its session's state to be stored.
 const DETACH_STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a connection waits before asking the store for a queue page again after a failure.
+const PAGE_RETRY: Duration = Duration::from_secs(1);
 
 /// Room made for the next read of a busy connection.
 const READ_CHUNK: usize = 8 * 1024;
@@ -258,6 +262,10 @@ where
             if codec.encode(packet, &mut wbuf).is_err() {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
+        }
+        if let Some(durable) = &ctx.durable {
+            // Boxed: its state exists only while a page is read.
+            Box::pin(page_in(ctx, durable, &attachment)).await;
         }
         if !transmit(ctx, &attachment, &mut wbuf) {
             break 'conn End::TakenOver;
@@ -425,6 +433,31 @@ where
     // Unregisters the connection and reports it closed to the session listeners.
     drop(registration);
     info!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
+}
+
+/// Reads the next page of a resumed persistent session's queue back from
+/// the store, if the session wants one (see `parley_engine::session`).
+async fn page_in(ctx: &MqttContext, durable: &DurableSessions, attachment: &Attachment) {
+    let Some(request) = ctx
+        .router
+        .with_session(attachment, |s| s.take_page_request())
+        .flatten()
+    else {
+        return;
+    };
+    let ticket = ctx.router.ticket(attachment);
+    match durable.page(attachment.slot().key(), request, ticket).await {
+        Ok(page) => {
+            ctx.router
+                .with_session(attachment, |s| s.page_in(request, page));
+        }
+        Err(error) => {
+            warn!(session = %attachment.slot().key(), %error, "reading a session's queue failed; retrying");
+            tokio::time::sleep(PAGE_RETRY).await;
+            ctx.router
+                .with_session(attachment, |s| s.page_failed(request));
+        }
+    }
 }
 
 /// Moves what the session has due into `wbuf`; `false` if the attachment

@@ -14,6 +14,11 @@
 //!
 //! A failed commit is retried (every op is idempotent) once a second:
 //! answers wait meanwhile, so nothing is acknowledged that is not stored.
+//!
+//! Queues live in the store: a detached session keeps only counters in
+//! memory, and at start-up only the sessions' descriptions and queue
+//! summaries are loaded ([`load`]). A resumed session's connection reads its
+//! queue back in pages ([`DurableSessions::page`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,14 +27,16 @@ use bytes::Bytes;
 use parley_engine::message::{
     ForwardedProperties, Message, QoS, RetainHandling, SubscriptionOptions,
 };
-use parley_engine::persist::{Change, Journal, RestoredDelivery, RestoredSession, SessionImage};
+use parley_engine::persist::{
+    Change, Journal, QueueSummary, RestoredDelivery, RestoredSession, SessionImage,
+};
 use parley_engine::router::{Router, Will};
-use parley_engine::session::Delivery;
+use parley_engine::session::{Delivery, PageRequest};
 use persistence::sessions::{
     Inflight, InflightStage, QueuedMessage, SessionOp, SessionRecord, StoredProperties,
-    StoredSession, StoredSubscription, StoredWill,
+    StoredQueued, StoredSessionIndex, StoredSubscription, StoredWill,
 };
-use persistence::SessionStore;
+use persistence::{SessionStore, StoreError};
 use tokio::sync::{mpsc, watch};
 
 /// Most changes one store call takes.
@@ -45,6 +52,8 @@ pub struct DurableSessions {
     queue: Mutex<(u64, mpsc::UnboundedSender<Entry>)>,
     /// The highest ticket durable in the store.
     durable: watch::Receiver<u64>,
+    /// Where queues are read back from.
+    store: Arc<dyn SessionStore>,
 }
 
 impl std::fmt::Debug for DurableSessions {
@@ -60,11 +69,33 @@ impl DurableSessions {
     pub fn start(store: Arc<dyn SessionStore>) -> Arc<DurableSessions> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (announce, durable) = watch::channel(0);
-        tokio::spawn(write_loop(store, receiver, announce));
+        tokio::spawn(write_loop(store.clone(), receiver, announce));
         Arc::new(DurableSessions {
             queue: Mutex::new((0, sender)),
             durable,
+            store,
         })
+    }
+
+    /// Reads the page `request` asks for of session `key`'s queue, once
+    /// `ticket` (the session's latest change) is durable, so the page holds
+    /// every message queued before the request and none already done.
+    pub async fn page(
+        &self,
+        key: &str,
+        request: PageRequest,
+        ticket: u64,
+    ) -> Result<Vec<RestoredDelivery>, StoreError> {
+        self.wait(ticket).await;
+        let stored = self
+            .store
+            .load_queue(key, request.from_seq, request.limit)
+            .await?;
+        let (now, now_ms) = (Instant::now(), now_ms());
+        Ok(stored
+            .into_iter()
+            .map(|q| restored_delivery(q, now, now_ms))
+            .collect())
     }
 
     /// Returns once every change up to `ticket` is durable (at once for 0).
@@ -215,9 +246,10 @@ fn stored_message(message: &Message, qos: QoS, retain: bool, ids: &[u32]) -> Que
 /// Loads every stored session into `router` (which must already have this
 /// journal installed, so sessions that expired while the node was down are
 /// deleted from the store), then runs one tick so those expiries and due
-/// wills happen now. Returns how many sessions were loaded.
+/// wills happen now. Only descriptions and queue summaries are loaded: the
+/// queues stay in the store. Returns how many sessions were loaded.
 pub async fn load(store: &dyn SessionStore, router: &Router) -> anyhow::Result<usize> {
-    let stored = store.load().await?;
+    let stored = store.load_index().await?;
     let (now, now_ms) = (Instant::now(), now_ms());
     let count = stored.len();
     for session in stored {
@@ -232,7 +264,7 @@ pub async fn load(store: &dyn SessionStore, router: &Router) -> anyhow::Result<u
     Ok(count)
 }
 
-fn restored_of(session: StoredSession, now: Instant, now_ms: i64) -> RestoredSession {
+fn restored_of(session: StoredSessionIndex, now: Instant, now_ms: i64) -> RestoredSession {
     let record = session.record;
     let detached_for = record.disconnected_at_ms.map_or(Duration::ZERO, |at| {
         Duration::from_millis(now_ms.saturating_sub(at).max(0) as u64)
@@ -267,27 +299,31 @@ fn restored_of(session: StoredSession, now: Instant, now_ms: i64) -> RestoredSes
             }),
         },
         detached_for,
-        queued: session
-            .queued
-            .into_iter()
-            .map(|q| {
-                let ids = q.message.subscription_ids.clone();
-                let message = message_of(q.message, now, now_ms);
-                RestoredDelivery {
-                    seq: q.seq,
-                    released: q
-                        .inflight
-                        .is_some_and(|i| i.stage == InflightStage::AwaitingPubcomp),
-                    delivery: Delivery {
-                        qos: message.qos,
-                        retain: message.retain,
-                        message: Arc::new(message),
-                        subscription_ids: ids,
-                    },
-                }
-            })
-            .collect(),
+        queue: QueueSummary {
+            first_seq: session.first_seq,
+            next_seq: session.next_seq,
+            messages: usize::try_from(session.queued_messages).unwrap_or(usize::MAX),
+            bytes: usize::try_from(session.queued_bytes).unwrap_or(usize::MAX),
+        },
+        released: session.released,
         incoming_qos2: session.incoming_qos2,
+    }
+}
+
+fn restored_delivery(q: StoredQueued, now: Instant, now_ms: i64) -> RestoredDelivery {
+    let ids = q.message.subscription_ids.clone();
+    let message = message_of(q.message, now, now_ms);
+    RestoredDelivery {
+        seq: q.seq,
+        released: q
+            .inflight
+            .is_some_and(|i| i.stage == InflightStage::AwaitingPubcomp),
+        delivery: Delivery {
+            qos: message.qos,
+            retain: message.retain,
+            message: Arc::new(message),
+            subscription_ids: ids,
+        },
     }
 }
 

@@ -374,6 +374,113 @@ pub async fn concurrent_applies_all_land(store: Arc<dyn SessionStore>) {
     apply(&store, vec![SessionOp::Delete { key }]).await;
 }
 
+/// The start-up index gives each session's description and queue summary:
+/// counts, sequence bounds, deliveries awaiting PUBCOMP and QoS 2 ids.
+pub async fn the_index_summarises_queues_without_messages(store: Arc<dyn SessionStore>) {
+    let (busy, idle) = (key(), key());
+    let mut ops = vec![SessionOp::Put(record(&busy)), SessionOp::Put(record(&idle))];
+    for seq in [4u64, 5, 6, 9] {
+        ops.push(SessionOp::Enqueue {
+            key: busy.clone(),
+            seq,
+            message: message(seq as u8),
+        });
+    }
+    ops.push(SessionOp::SetInflight {
+        key: busy.clone(),
+        seq: 5,
+        inflight: Inflight {
+            pkid: 6,
+            stage: InflightStage::AwaitingPubcomp,
+        },
+    });
+    ops.push(SessionOp::Remove {
+        key: busy.clone(),
+        seq: 6,
+    });
+    ops.push(SessionOp::IncomingQos2 {
+        key: busy.clone(),
+        pkid: 11,
+        pending: true,
+    });
+    apply(&store, ops).await;
+    let index = store.load_index().await.expect("load_index must succeed");
+    let find = |k: &str| index.iter().find(|i| i.record.key == k).cloned();
+    let b = find(&busy).expect("the busy session is indexed");
+    assert_eq!(b.record, record(&busy));
+    assert_eq!(b.queued_messages, 2, "4 and 9; 5 awaits PUBCOMP, 6 is gone");
+    assert!(b.queued_bytes > 0);
+    assert_eq!((b.first_seq, b.next_seq), (4, 10));
+    assert_eq!(b.released, vec![5]);
+    assert_eq!(b.incoming_qos2, vec![11]);
+    let i = find(&idle).expect("the idle session is indexed");
+    assert_eq!((i.queued_messages, i.queued_bytes, i.next_seq), (0, 0, 0));
+    assert!(i.released.is_empty() && i.incoming_qos2.is_empty());
+    let keys: Vec<&str> = index.iter().map(|i| i.record.key.as_str()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "ordered by key");
+}
+
+/// A queue is read back in pages: from a sequence number on, ascending, at
+/// most `limit` at a time, other sessions' messages never mixed in.
+pub async fn queue_pages_come_back_in_order(store: Arc<dyn SessionStore>) {
+    let (a, b) = (key(), key());
+    let mut ops = vec![SessionOp::Put(record(&a)), SessionOp::Put(record(&b))];
+    for seq in 1..=10u64 {
+        for k in [&a, &b] {
+            ops.push(SessionOp::Enqueue {
+                key: k.clone(),
+                seq,
+                message: message(seq as u8),
+            });
+        }
+    }
+    ops.push(SessionOp::SetInflight {
+        key: a.clone(),
+        seq: 2,
+        inflight: Inflight {
+            pkid: 3,
+            stage: InflightStage::AwaitingPuback,
+        },
+    });
+    apply(&store, ops).await;
+    let page = |from, limit| {
+        let store = store.clone();
+        let a = a.clone();
+        async move {
+            store
+                .load_queue(&a, from, limit)
+                .await
+                .expect("load_queue must succeed")
+        }
+    };
+    let first = page(0, 4).await;
+    assert_eq!(
+        first.iter().map(|q| q.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(first[2].message, message(3));
+    assert_eq!(
+        first[1].inflight,
+        Some(Inflight {
+            pkid: 3,
+            stage: InflightStage::AwaitingPuback
+        })
+    );
+    let rest = page(5, 100).await;
+    assert_eq!(
+        rest.iter().map(|q| q.seq).collect::<Vec<_>>(),
+        (5..=10).collect::<Vec<_>>()
+    );
+    assert!(page(11, 100).await.is_empty());
+    assert!(store
+        .load_queue(&key(), 0, 100)
+        .await
+        .expect("load_queue must succeed")
+        .is_empty());
+}
+
 /// Defines one `#[tokio::test]` per [`SessionStore`] conformance check,
 /// each on the store `$fixture` (an `async` expression) yields.
 #[macro_export]
@@ -396,6 +503,8 @@ macro_rules! session_store_conformance_tests {
             delete_removes_the_session_and_its_queue,
             put_replaces_the_description_only,
             concurrent_applies_all_land,
+            the_index_summarises_queues_without_messages,
+            queue_pages_come_back_in_order,
         );
     };
 }

@@ -6,13 +6,16 @@
 //! - `mqtt_incoming_qos2`: `(session key, packet id)` -> `0`.
 //!
 //! Writes go through [`apply`] inside the session writer's transaction; a
-//! load is one read transaction over all four tables.
+//! load (everything, the index without messages, or one page of a queue) is
+//! one read transaction.
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::session_codec;
 use super::Failure;
-use crate::sessions::{Inflight, InflightStage, SessionOp, StoredQueued, StoredSession};
+use crate::sessions::{
+    Inflight, InflightStage, SessionOp, StoredQueued, StoredSession, StoredSessionIndex,
+};
 
 /// Session descriptions by key.
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("mqtt_sessions");
@@ -159,6 +162,89 @@ pub(super) fn load(db: &Database) -> Result<Vec<StoredSession>, Failure> {
             record,
             queued,
             incoming_qos2,
+        });
+    }
+    Ok(out)
+}
+
+/// The in-flight state of `(key, seq)`, if it has one.
+fn inflight_of(
+    inflight: &redb::ReadOnlyTable<(&'static str, u64), (u16, u8)>,
+    key: &str,
+    seq: u64,
+) -> Result<Option<Inflight>, Failure> {
+    Ok(match inflight.get((key, seq))? {
+        Some(guard) => {
+            let (pkid, code) = guard.value();
+            stage_of(code).map(|stage| Inflight { pkid, stage })
+        }
+        None => None,
+    })
+}
+
+/// Every stored session without its messages, ordered by key.
+pub(super) fn load_index(db: &Database) -> Result<Vec<StoredSessionIndex>, Failure> {
+    let tx = db.begin_read()?;
+    let sessions = tx.open_table(SESSIONS)?;
+    let queue = tx.open_table(QUEUE)?;
+    let inflight = tx.open_table(INFLIGHT)?;
+    let incoming = tx.open_table(INCOMING)?;
+    let mut out = Vec::new();
+    for entry in sessions.iter()? {
+        let (key, value) = entry?;
+        let key = key.value();
+        let mut index = StoredSessionIndex {
+            record: session_codec::decode_record(key, value.value())?,
+            queued_messages: 0,
+            queued_bytes: 0,
+            first_seq: 0,
+            next_seq: 0,
+            released: Vec::new(),
+            incoming_qos2: Vec::new(),
+        };
+        for entry in queue.range((key, 0)..=(key, u64::MAX))? {
+            let (k, v) = entry?;
+            let seq = k.value().1;
+            if index.next_seq == 0 {
+                index.first_seq = seq;
+            }
+            index.next_seq = seq + 1;
+            let released = inflight_of(&inflight, key, seq)?
+                .is_some_and(|i| i.stage == InflightStage::AwaitingPubcomp);
+            if released {
+                index.released.push(seq);
+            } else {
+                index.queued_messages += 1;
+                index.queued_bytes += v.value().len() as u64;
+            }
+        }
+        index.incoming_qos2 = incoming
+            .range((key, 0)..=(key, u16::MAX))?
+            .map(|entry| entry.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        out.push(index);
+    }
+    Ok(out)
+}
+
+/// Up to `limit` queued messages of `key` from `from_seq` on, ascending.
+pub(super) fn load_queue(
+    db: &Database,
+    key: &str,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<StoredQueued>, Failure> {
+    let tx = db.begin_read()?;
+    let queue = tx.open_table(QUEUE)?;
+    let inflight = tx.open_table(INFLIGHT)?;
+    let mut out = Vec::new();
+    for entry in queue.range((key, from_seq)..=(key, u64::MAX))?.take(limit) {
+        let (k, v) = entry?;
+        let seq = k.value().1;
+        out.push(StoredQueued {
+            seq,
+            message: session_codec::decode_message(key, seq, v.value())?,
+            inflight: inflight_of(&inflight, key, seq)?,
         });
     }
     Ok(out)
