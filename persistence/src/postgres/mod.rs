@@ -24,6 +24,8 @@
 //! opens new ones once the server is back, so the store needs no rebuild.
 //! `docs/storage.md` describes the schema and how sequence numbers are assigned.
 
+mod append_queue;
+mod batched_appends;
 mod codec;
 mod conversations;
 mod delivered;
@@ -44,12 +46,14 @@ mod relations;
 mod users;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
 use crate::StoreError;
 
+pub use append_queue::{AppendBatchStats, MAX_BATCH as MAX_APPEND_BATCH};
 pub use migrate::SCHEMA_VERSION;
 pub use pool::PostgresConfig;
 
@@ -63,6 +67,9 @@ pub struct PostgresStore {
     pool: Pool,
     /// Longest one store call may take (see [`PostgresStore::timed`]).
     operation_timeout: Duration,
+    /// The history's group-commit lanes, shared by every clone; `None` when
+    /// configured off (each append is then its own transaction).
+    appends: Option<Arc<append_queue::AppendQueue>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -88,9 +95,17 @@ impl PostgresStore {
     pub async fn connect(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
         let operation_timeout = config.operation_timeout;
         let pool = pool::build(&config)?;
+        let appends = (config.history_writers > 0).then(|| {
+            Arc::new(append_queue::AppendQueue::start(
+                &pool,
+                config.history_writers,
+                operation_timeout,
+            ))
+        });
         let store = PostgresStore {
             pool,
             operation_timeout,
+            appends,
         };
         store
             .timed("applying migrations", async {
@@ -116,6 +131,14 @@ impl PostgresStore {
             migrate::current_version(&client).await
         })
         .await
+    }
+
+    /// How many appends the history writers have applied in batches so far.
+    pub fn append_batch_stats(&self) -> AppendBatchStats {
+        self.appends
+            .as_ref()
+            .map(|appends| appends.stats())
+            .unwrap_or_default()
     }
 
     /// A connection from the pool (opening one if needed).
