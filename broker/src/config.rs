@@ -332,6 +332,10 @@ pub struct PostgresStorageConfig {
     /// Longest one store operation may take (waiting for a connection
     /// included), in milliseconds; slower ones fail as unavailable.
     pub operation_timeout_ms: u64,
+    /// History writers appending batches in parallel, each for its share
+    /// of the conversations (one transaction per batch of queued messages);
+    /// 0 turns batching off (one transaction per message).
+    pub history_writers: usize,
 }
 
 impl Default for PostgresStorageConfig {
@@ -341,6 +345,7 @@ impl Default for PostgresStorageConfig {
             max_connections: 16,
             connect_timeout_ms: 5_000,
             operation_timeout_ms: 30_000,
+            history_writers: 4,
         }
     }
 }
@@ -360,6 +365,7 @@ impl fmt::Debug for PostgresStorageConfig {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("operation_timeout_ms", &self.operation_timeout_ms)
+            .field("history_writers", &self.history_writers)
             .finish()
     }
 }

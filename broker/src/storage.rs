@@ -101,6 +101,7 @@ pub fn postgres_config(pg: &PostgresStorageConfig) -> anyhow::Result<PostgresCon
     Ok(PostgresConfig::from_url(&pg.url)
         .context("storage.postgres.url")?
         .max_connections(pg.max_connections)
+        .history_writers(pg.history_writers)
         .connect_timeout(Duration::from_millis(pg.connect_timeout_ms))
         .operation_timeout(Duration::from_millis(pg.operation_timeout_ms)))
 }

@@ -2,7 +2,8 @@
 //! and delivered cursors is a store write of its own, so it stays off the
 //! send path: each stored entry only records `(conversation, sender) -> seq`
 //! here, and one task at a time writes the newest seq of each pair to the
-//! stores, however many entries a busy sender stored meanwhile. Until a
+//! stores, however many entries a busy sender stored meanwhile, all pairs'
+//! writes at once (the embedded store applies them in one commit). Until a
 //! cursor is written, [`OwnReads::pending`] supplies it to
 //! `SyncConversations`. The task runs only while there is something to
 //! write, so it holds no store after the writes are done.
@@ -63,17 +64,20 @@ impl OwnReads {
                 }
                 state.pending.iter().map(|(k, v)| (k.clone(), *v)).collect()
             };
-            for ((conversation, user), seq) in batch {
-                let delivered = stores
-                    .offline
-                    .mark_delivered(&user, &conversation, seq)
-                    .await;
-                let read = stores.metadata.mark_read(&conversation, &user, seq).await;
+            // All at once: a store with group commit writes them together.
+            let writes = batch.iter().map(|((conversation, user), seq)| {
+                let delivered = stores.offline.mark_delivered(user, conversation, *seq);
+                let read = stores.metadata.mark_read(conversation, user, *seq);
+                futures::future::join(delivered, read)
+            });
+            let outcomes = futures::future::join_all(writes).await;
+            let mut state = self.lock();
+            for (((conversation, user), seq), (delivered, read)) in batch.into_iter().zip(outcomes)
+            {
                 if let Err(e) = delivered.and(read) {
                     tracing::warn!(%conversation, %user, seq, error = %e, "sender's read cursor not moved");
                 }
                 // Written (or given up on): forget it unless a newer seq came.
-                let mut state = self.lock();
                 let key = (conversation, user);
                 if state.pending.get(&key) == Some(&seq) {
                     state.pending.remove(&key);

@@ -2,12 +2,17 @@
 //! forward. Read cursors and delivered cursors are both kept this way.
 //!
 //! A cursor that was never advanced has no entry and reads as 0, so storing
-//! one costs nothing until it first moves. These are blocking functions over
-//! an open [`Database`]; the store calls them on Tokio's blocking pool.
+//! one costs nothing until it first moves. Advances are applied by the
+//! group-commit writer inside its transactions ([`advance_in`]); reads are
+//! blocking functions over an open [`Database`], which the store calls on
+//! Tokio's blocking pool.
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
-use super::{begin_durable_write, Failure};
+use super::Failure;
 
 /// The layout every cursor table shares: key `(scope, name)`, value the cursor.
 pub(super) type CursorTable = TableDefinition<'static, (&'static str, &'static str), u64>;
@@ -18,29 +23,52 @@ pub(super) fn create_table(tx: &WriteTransaction, table: CursorTable) -> Result<
     Ok(())
 }
 
-/// Moves the cursor at `(scope, name)` up to `seq`, leaving it alone if it is
-/// already there or beyond; returns the cursor after the call.
+/// One cursor table open in a write transaction.
+pub(super) type OpenCursorTable<'txn> = Table<'txn, (&'static str, &'static str), u64>;
+
+/// The cursor tables a write transaction has opened so far (redb lets a
+/// transaction hold each table open once).
+#[derive(Default)]
+pub(super) struct OpenCursorTables<'txn> {
+    open: Vec<(String, OpenCursorTable<'txn>)>,
+}
+
+impl<'txn> OpenCursorTables<'txn> {
+    /// `table`, opened in `tx` on first use.
+    pub(super) fn open(
+        &mut self,
+        tx: &'txn WriteTransaction,
+        table: CursorTable,
+    ) -> Result<&mut OpenCursorTable<'txn>, redb::Error> {
+        let index = match self.open.iter().position(|(open, _)| open == table.name()) {
+            Some(index) => index,
+            None => {
+                self.open
+                    .push((table.name().to_owned(), tx.open_table(table)?));
+                self.open.len() - 1
+            }
+        };
+        Ok(&mut self.open[index].1)
+    }
+}
+
+/// Moves the cursor at `(scope, name)` of an open table up to `seq`, leaving
+/// it alone if it is already there or beyond; returns the cursor after the
+/// call and whether it moved.
 ///
-/// Redb admits one write transaction at a time, so the read-compare-write is atomic.
-pub(super) fn advance(
-    db: &Database,
-    table: CursorTable,
+/// Inside one write transaction, so the read-compare-write is atomic.
+pub(super) fn advance_in(
+    cursors: &mut OpenCursorTable<'_>,
     scope: &str,
     name: &str,
     seq: u64,
-) -> Result<u64, Failure> {
-    let tx = begin_durable_write(db)?;
-    {
-        let mut cursors = tx.open_table(table)?;
-        let current = cursors.get((scope, name))?.map_or(0, |v| v.value());
-        if seq <= current {
-            // Nothing to change; dropping the transaction leaves the file untouched.
-            return Ok(current);
-        }
-        cursors.insert((scope, name), seq)?;
+) -> Result<(u64, bool), redb::Error> {
+    let current = cursors.get((scope, name))?.map_or(0, |v| v.value());
+    if seq <= current {
+        return Ok((current, false));
     }
-    tx.commit()?;
-    Ok(seq)
+    cursors.insert((scope, name), seq)?;
+    Ok((seq, true))
 }
 
 /// The cursor at `(scope, name)`; 0 if it was never advanced.

@@ -1,6 +1,11 @@
 //! Group commit for history appends: one writer thread turns every append that
 //! is waiting at the same moment into a single durable commit.
 //!
+//! Read and delivered cursor advances ride along: they are queued on the same
+//! channel and applied in the same transaction, so moving a cursor costs no
+//! commit (and no fsync) of its own and never holds the database's write lock
+//! between two history commits.
+//!
 //! A durable commit costs an fsync, which takes far longer than applying a
 //! message, so committing each append on its own caps the store at one append
 //! per fsync. Instead, `append` queues its request on a channel and awaits its
@@ -43,6 +48,7 @@ use std::thread::JoinHandle;
 use redb::Database;
 use tokio::sync::oneshot;
 
+use super::cursor_table::{self, CursorTable, OpenCursorTables};
 use super::messages::HistoryTables;
 use super::{begin_durable_write, Failure};
 use crate::{AppendRequest, Appended, PendingAppend, StoreError};
@@ -63,10 +69,30 @@ pub struct GroupCommitStats {
     pub requests: u64,
 }
 
-/// One queued append and where its answer goes.
-struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
+/// A cursor to move forward (never back) in one of the cursor tables.
+pub(super) struct CursorAdvance {
+    /// The cursor table.
+    pub(super) table: CursorTable,
+    /// The first part of the cursor's key.
+    pub(super) scope: String,
+    /// The second part of the cursor's key.
+    pub(super) name: String,
+    /// Where the cursor moves to, unless it is already there or beyond.
+    pub(super) seq: u64,
+}
+
+/// One queued write and where its answer goes.
+enum Job {
+    /// A history append.
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    /// A cursor advance; the answer is the cursor after it.
+    Cursor {
+        advance: CursorAdvance,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
 }
 
 /// The counters behind [`GroupCommitStats`], shared with the writer thread.
@@ -113,16 +139,30 @@ impl GroupCommitter {
     /// once; the answer resolves when the commit holding it is durable.
     pub(super) fn enqueue(&self, request: AppendRequest) -> PendingAppend {
         let (reply, answer) = oneshot::channel();
-        let queued = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(Job { request, reply }).is_ok());
+        let queued = self.queue(Job::Append { request, reply });
         Box::pin(async move {
             if !queued {
                 return Err(writer_stopped());
             }
             answer.await.map_err(|_| writer_stopped())?
         })
+    }
+
+    /// Moves a cursor forward in the next commit and waits until it is
+    /// durable; answers the cursor after the call.
+    pub(super) async fn advance_cursor(&self, advance: CursorAdvance) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.queue(Job::Cursor { advance, reply }) {
+            return Err(writer_stopped());
+        }
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Puts `job` on the writer's queue; `false` if the writer has stopped.
+    fn queue(&self, job: Job) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok())
     }
 
     /// The writer's counters so far.
@@ -158,8 +198,7 @@ fn run_writer(db: &Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
         // Whatever queued while the transaction was being begun joins this batch.
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-        let requests: Vec<&AppendRequest> = batch.iter().map(|job| &job.request).collect();
-        match tx.and_then(|tx| apply_batch(tx, &requests)) {
+        match tx.and_then(|tx| apply_batch(tx, &batch)) {
             Ok((outcomes, committed)) => {
                 if committed {
                     counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -168,37 +207,84 @@ fn run_writer(db: &Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    // The caller may have given up waiting; the append stands regardless.
-                    let _ = job.reply.send(outcome);
+                    // The caller may have given up waiting; the write stands regardless.
+                    match (job, outcome) {
+                        (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
+                            let _ = reply.send(outcome);
+                        }
+                        (Job::Cursor { reply, .. }, Outcome::Cursor(cursor)) => {
+                            let _ = reply.send(Ok(cursor));
+                        }
+                        (job, _) => job.fail(writer_stopped()),
+                    }
                 }
             }
             Err(failure) => {
                 let error = StoreError::from(failure);
                 tracing::error!(%error, requests = batch.len(), "history batch failed");
                 for job in batch {
-                    let _ = job.reply.send(Err(same_error(&error)));
+                    job.fail(same_error(&error));
                 }
             }
         }
     }
 }
 
-/// Applies `requests` in order inside `tx` and commits it if anything was written;
-/// returns each request's outcome and whether a commit happened.
-fn apply_batch(
-    tx: redb::WriteTransaction,
-    requests: &[&AppendRequest],
-) -> Result<(Vec<Result<Appended, StoreError>>, bool), Failure> {
-    let mut outcomes = Vec::with_capacity(requests.len());
-    {
-        let mut tables = HistoryTables::open(&tx)?;
-        for request in requests {
-            outcomes.push(tables.append(request)?);
+impl Job {
+    /// Answers the job with `error`.
+    fn fail(self, error: StoreError) {
+        match self {
+            Job::Append { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Job::Cursor { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
         }
     }
-    let wrote = outcomes
-        .iter()
-        .any(|outcome| matches!(outcome, Ok(appended) if !appended.duplicate));
+}
+
+/// What applying one job gave.
+enum Outcome {
+    /// An append's own outcome.
+    Append(Result<Appended, StoreError>),
+    /// The cursor after an advance.
+    Cursor(u64),
+}
+
+/// Applies `jobs` in order inside `tx` and commits it if anything was written;
+/// returns each job's outcome and whether a commit happened.
+fn apply_batch(tx: redb::WriteTransaction, jobs: &[Job]) -> Result<(Vec<Outcome>, bool), Failure> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut wrote = false;
+    {
+        let mut history: Option<HistoryTables<'_>> = None;
+        let mut cursors = OpenCursorTables::default();
+        for job in jobs {
+            match job {
+                Job::Append { request, .. } => {
+                    let tables = match &mut history {
+                        Some(tables) => tables,
+                        None => history.insert(HistoryTables::open(&tx)?),
+                    };
+                    let outcome = tables.append(request)?;
+                    wrote |= matches!(&outcome, Ok(appended) if !appended.duplicate);
+                    outcomes.push(Outcome::Append(outcome));
+                }
+                Job::Cursor { advance, .. } => {
+                    let table = cursors.open(&tx, advance.table)?;
+                    let (cursor, moved) = cursor_table::advance_in(
+                        table,
+                        &advance.scope,
+                        &advance.name,
+                        advance.seq,
+                    )?;
+                    wrote |= moved;
+                    outcomes.push(Outcome::Cursor(cursor));
+                }
+            }
+        }
+    }
     if wrote {
         tx.commit()?;
     } else {
@@ -416,6 +502,44 @@ mod tests {
             },
             "only the first append needed a commit"
         );
+    }
+
+    #[tokio::test]
+    async fn cursor_advances_share_the_appends_commit() {
+        use crate::{MetadataStore, OfflineQueue};
+
+        let (store, _dir) = open();
+        let lock = store.inner.db.begin_write().expect("hold the write lock");
+        let mut append = store.append(request("f", "alice", "m1", b"x"));
+        let mut read = store.mark_read("f", "bob", 1);
+        let mut delivered = store.mark_delivered("bob", "f", 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(append.as_mut().poll(&mut cx).is_pending());
+        assert!(read.as_mut().poll(&mut cx).is_pending());
+        assert!(delivered.as_mut().poll(&mut cx).is_pending());
+        drop(lock);
+        assert_eq!(append.await.expect("append").seq, 1);
+        assert_eq!(read.await.expect("read cursor"), 1);
+        assert_eq!(delivered.await.expect("delivered cursor"), 1);
+        assert_eq!(
+            store.group_commit_stats(),
+            GroupCommitStats {
+                commits: 1,
+                requests: 3
+            },
+            "the cursors must move in the append's commit"
+        );
+
+        // A cursor that stays where it is writes nothing and commits nothing.
+        assert_eq!(store.mark_read("f", "bob", 0).await.expect("no move"), 1);
+        assert_eq!(store.group_commit_stats().commits, 1);
+        let cursors = store.read_cursors("f").await.expect("read cursors");
+        assert_eq!(cursors.len(), 1);
+        assert_eq!(
+            (cursors[0].user.as_str(), cursors[0].read_up_to),
+            ("bob", 1)
+        );
+        assert_eq!(store.delivered("bob", "f").await.expect("delivered"), 1);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! [`MetadataStore`] for [`EmbeddedStore`]: each method runs one table operation
 //! (users, conversations, read cursors or push targets) on the blocking pool;
-//! looking a user up is a point read done in place.
+//! looking a user up is a point read done in place, and a read cursor moves
+//! in the group-commit writer's next commit.
 
 use async_trait::async_trait;
 
@@ -68,8 +69,9 @@ impl MetadataStore for EmbeddedStore {
         user: &str,
         seq: u64,
     ) -> Result<u64, StoreError> {
-        let (conversation_id, user) = (conversation_id.to_owned(), user.to_owned());
-        self.run_blocking(move |db| read_cursors::mark_read(db, &conversation_id, &user, seq))
+        self.inner
+            .committer
+            .advance_cursor(read_cursors::mark_read(conversation_id, user, seq))
             .await
     }
 

@@ -1,5 +1,6 @@
 //! [`OfflineQueue`] for [`EmbeddedStore`]: delivered cursors in the
-//! `delivered_cursors` table, each call one operation on the blocking pool.
+//! `delivered_cursors` table, advanced in the group-commit writer's next
+//! commit and read on the blocking pool.
 
 use async_trait::async_trait;
 
@@ -14,8 +15,9 @@ impl OfflineQueue for EmbeddedStore {
         conversation_id: &str,
         seq: u64,
     ) -> Result<u64, StoreError> {
-        let (user, conversation_id) = (user.to_owned(), conversation_id.to_owned());
-        self.run_blocking(move |db| delivered::mark(db, &user, &conversation_id, seq))
+        self.inner
+            .committer
+            .advance_cursor(delivered::mark(user, conversation_id, seq))
             .await
     }
 

@@ -4,6 +4,7 @@
 use redb::{Database, WriteTransaction};
 
 use super::cursor_table::{self, CursorTable};
+use super::group_commit::CursorAdvance;
 use super::Failure;
 use crate::ReadCursor;
 
@@ -15,14 +16,15 @@ pub(super) fn create_table(tx: &WriteTransaction) -> Result<(), Failure> {
     cursor_table::create_table(tx, READ_CURSORS)
 }
 
-/// Advances `user`'s read cursor in `conversation_id` to `seq`; returns the cursor after.
-pub(super) fn mark_read(
-    db: &Database,
-    conversation_id: &str,
-    user: &str,
-    seq: u64,
-) -> Result<u64, Failure> {
-    cursor_table::advance(db, READ_CURSORS, conversation_id, user, seq)
+/// The advance of `user`'s read cursor in `conversation_id` to `seq`, for
+/// the group-commit writer.
+pub(super) fn mark_read(conversation_id: &str, user: &str, seq: u64) -> CursorAdvance {
+    CursorAdvance {
+        table: READ_CURSORS,
+        scope: conversation_id.to_owned(),
+        name: user.to_owned(),
+        seq,
+    }
 }
 
 /// Every non-zero read cursor of `conversation_id`, in user order.

@@ -1,21 +1,38 @@
 //! [`HistoryStore`] for [`PostgresStore`]: the message log, in `messages`.
 //!
-//! PostgreSQL groups concurrent commits into shared WAL flushes by itself, so
-//! each append is its own short transaction; `append` returns once the commit
-//! is durable (with the server's default `synchronous_commit = on`).
+//! Appends go through the group-commit lanes (`append_queue`): whatever is
+//! queued at the same moment is written in one transaction, and `append`
+//! returns once that commit is durable (with the server's default
+//! `synchronous_commit = on`). [`HistoryStore::enqueue`] is the queueing
+//! step alone. With `history_writers(0)` each append is its own
+//! transaction instead, run by its caller.
 
 use async_trait::async_trait;
 
 use super::{messages, PostgresStore};
-use crate::{AppendRequest, Appended, HistoryStore, PageRequest, StoreError, StoredMessage};
+use crate::{
+    AppendRequest, Appended, HistoryStore, PageRequest, PendingAppend, StoreError, StoredMessage,
+};
 
 #[async_trait]
 impl HistoryStore for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        self.timed("appending a message", async {
-            messages::append(&mut self.client().await?, request).await
-        })
-        .await
+        match &self.appends {
+            Some(appends) => appends.enqueue(request).await,
+            None => {
+                self.timed("appending a message", async {
+                    messages::append(&mut self.client().await?, request).await
+                })
+                .await
+            }
+        }
+    }
+
+    async fn enqueue(&self, request: AppendRequest) -> PendingAppend {
+        match &self.appends {
+            Some(appends) => appends.enqueue(request),
+            None => Box::pin(std::future::ready(self.append(request).await)),
+        }
     }
 
     async fn fetch(

@@ -24,6 +24,8 @@
 //! opens new ones once the server is back, so the store needs no rebuild.
 //! `docs/storage.md` describes the schema and how sequence numbers are assigned.
 
+mod append_queue;
+mod batched_appends;
 mod codec;
 mod conversations;
 mod delivered;
@@ -45,12 +47,14 @@ mod session_directory;
 mod users;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
 use crate::StoreError;
 
+pub use append_queue::{AppendBatchStats, MAX_BATCH as MAX_APPEND_BATCH};
 pub use migrate::SCHEMA_VERSION;
 pub use pool::PostgresConfig;
 
@@ -64,6 +68,9 @@ pub struct PostgresStore {
     pool: Pool,
     /// Longest one store call may take (see [`PostgresStore::timed`]).
     operation_timeout: Duration,
+    /// The history's group-commit lanes, shared by every clone; `None` when
+    /// configured off (each append is then its own transaction).
+    appends: Option<Arc<append_queue::AppendQueue>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -89,9 +96,17 @@ impl PostgresStore {
     pub async fn connect(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
         let operation_timeout = config.operation_timeout;
         let pool = pool::build(&config)?;
+        let appends = (config.history_writers > 0).then(|| {
+            Arc::new(append_queue::AppendQueue::start(
+                &pool,
+                config.history_writers,
+                operation_timeout,
+            ))
+        });
         let store = PostgresStore {
             pool,
             operation_timeout,
+            appends,
         };
         store
             .timed("applying migrations", async {
@@ -117,6 +132,14 @@ impl PostgresStore {
             migrate::current_version(&client).await
         })
         .await
+    }
+
+    /// How many appends the history writers have applied in batches so far.
+    pub fn append_batch_stats(&self) -> AppendBatchStats {
+        self.appends
+            .as_ref()
+            .map(|appends| appends.stats())
+            .unwrap_or_default()
     }
 
     /// A connection from the pool (opening one if needed).

@@ -24,6 +24,8 @@ pub struct PostgresConfig {
     pub(crate) operation_timeout: Duration,
     /// Longest opening one connection may take.
     pub(crate) connect_timeout: Duration,
+    /// How many history writers (group-commit lanes) append in parallel.
+    pub(crate) history_writers: usize,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -34,6 +36,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("max_connections", &self.max_connections)
             .field("operation_timeout", &self.operation_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("history_writers", &self.history_writers)
             .finish()
     }
 }
@@ -45,6 +48,8 @@ impl PostgresConfig {
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default for [`PostgresConfig::connect_timeout`].
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default for [`PostgresConfig::history_writers`].
+    pub const DEFAULT_HISTORY_WRITERS: usize = 4;
 
     /// Parses a connection string, either a URL
     /// (`postgres://user:password@host:port/database`) or libpq's
@@ -62,6 +67,7 @@ impl PostgresConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            history_writers: Self::DEFAULT_HISTORY_WRITERS,
         })
     }
 
@@ -94,6 +100,16 @@ impl PostgresConfig {
     /// [`StoreError::Unavailable`].
     pub fn operation_timeout(mut self, timeout: Duration) -> PostgresConfig {
         self.operation_timeout = timeout;
+        self
+    }
+
+    /// Sets how many history writers append in parallel. Each writes
+    /// batches of queued appends, one transaction per batch, for its share
+    /// of the conversations, and uses one pooled connection while it writes.
+    /// 0 turns batching off: every append is then its own transaction, run
+    /// by its caller.
+    pub fn history_writers(mut self, writers: usize) -> PostgresConfig {
+        self.history_writers = writers;
         self
     }
 
