@@ -226,6 +226,10 @@ pub struct Session {
     changes: Vec<Change>,
     /// The part of the queue in the store only, if any.
     paged: Option<Paged>,
+    /// Deliveries with a lower sequence number were sent to an earlier
+    /// connection before they left memory: read back, they go out again
+    /// with DUP set, as a resumed session's unacknowledged PUBLISHes must.
+    dup_below_seq: u64,
 }
 
 /// Most queued messages a persistent session reads back from the store at once.
@@ -281,6 +285,7 @@ impl Session {
             next_seq: 1,
             changes: Vec::new(),
             paged: None,
+            dup_below_seq: 0,
         }
     }
 
@@ -342,6 +347,7 @@ impl Session {
         for (pkid, flight) in std::mem::take(&mut self.inflight) {
             match flight.seq {
                 Some(seq) if flight.stage != Stage::Comp => {
+                    self.dup_below_seq = self.dup_below_seq.max(seq + 1);
                     from_seq = from_seq.min(seq);
                     messages += 1;
                     bytes += flight.delivery.message.size();
@@ -757,7 +763,8 @@ impl Session {
                 (_, Some(seq)) => pkid_of(seq),
                 (_, None) => self.allocate_pkid(),
             };
-            encode_delivery(codec, &delivery, pkid, false, alias, now, out);
+            let dup = seq.is_some_and(|s| s < self.dup_below_seq);
+            encode_delivery(codec, &delivery, pkid, dup, alias, now, out);
             on_sent(&delivery.message);
             written += 1;
             self.stats.sent += 1;

@@ -580,3 +580,52 @@ fn the_queue_bound_counts_what_is_in_the_store() {
     assert_eq!(router.sessions_with_losses().len(), 1, "counted per client");
     assert_eq!(queued_changes(recorder.take()).len(), 2, "only two stored");
 }
+
+/// (packet id, DUP) of each PUBLISH the session writes now.
+fn sent_pkids_and_dup(router: &Router, a: &Attachment) -> Vec<(u16, bool)> {
+    let mut out = BytesMut::new();
+    router
+        .with_session(a, |s| {
+            while s.wants_transmit() {
+                s.poll_transmit(now(), &mut out, |_| {});
+            }
+        })
+        .unwrap();
+    publishes_v5(&decode_v5(&out))
+        .iter()
+        .map(|p| (p.pkid, p.dup))
+        .collect()
+}
+
+#[test]
+fn a_delivery_sent_before_the_session_left_memory_comes_back_with_dup() {
+    let (router, recorder) = router();
+    let a = connect(&router, "dup", 60, v5(100));
+    subscribe(&router, &a, "t", QoS::AtLeastOnce);
+    router
+        .publish(message("t", "sent", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    assert_eq!(sent_pkids_and_dup(&router, &a), vec![(pkid_of(1), false)]);
+    router.detach(
+        &a,
+        Detach {
+            publish_will: false,
+            session_expiry_secs: None,
+        },
+        now(),
+    );
+    router
+        .publish(message("t", "queued", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    let queued = queued_changes(recorder.take());
+    let b = resume(&router, "dup");
+    let request = take_page(&router, &b);
+    router
+        .with_session(&b, |s| s.page_in(request, as_page(&queued)))
+        .unwrap();
+    assert_eq!(
+        sent_pkids_and_dup(&router, &b),
+        vec![(pkid_of(1), true), (pkid_of(2), false)],
+        "the unacknowledged one again with DUP, the one never sent without"
+    );
+}
