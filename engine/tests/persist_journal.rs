@@ -74,17 +74,9 @@ fn subscribe(router: &Router, a: &Attachment, filter: &str, qos: QoS) {
 }
 
 fn sent_pkids(router: &Router, a: &Attachment) -> Vec<u16> {
-    let mut out = BytesMut::new();
-    router
-        .with_session(a, |s| {
-            while s.wants_transmit() {
-                s.poll_transmit(now(), &mut out, |_| {});
-            }
-        })
-        .unwrap();
-    publishes_v5(&decode_v5(&out))
-        .iter()
-        .map(|p| p.pkid)
+    sent_pkids_and_dup(router, a)
+        .into_iter()
+        .map(|(pkid, _)| pkid)
         .collect()
 }
 

@@ -55,20 +55,32 @@ pub async fn spawn_parley_with_mqtt(
         .env("PARLEY_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn parley");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
     within("parley to start", async {
+        let mut log = Vec::new();
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.contains("parley is up") {
                 return;
             }
+            log.push(line);
         }
-        panic!("parley exited before it was up");
+        while let Ok(Some(line)) = errors.next_line().await {
+            log.push(line);
+        }
+        let tail = log[log.len().saturating_sub(20)..].join("\n");
+        panic!("parley exited before it was up; the end of its output:\n{tail}");
     })
     .await;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = errors.next_line().await {
+            eprintln!("parley (stderr): {line}");
+        }
+    });
     // Keep draining the log so the child never blocks on a full pipe.
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
