@@ -14,9 +14,10 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4 as p4;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{dial, DialError};
 use super::{MqttVersion, MAX_INCOMING_PACKET};
 use crate::credentials::Login;
 
@@ -58,17 +59,9 @@ pub struct HandshakeTimes {
 /// Opening or holding a session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IdleError {
-    /// The socket could not be bound to the source address.
-    #[error("bind {addr}: {source}")]
-    Bind {
-        /// The source address.
-        addr: IpAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// TCP connect failed.
-    #[error("tcp connect: {0}")]
-    Connect(#[source] std::io::Error),
+    /// The TCP connection could not be opened.
+    #[error(transparent)]
+    Dial(#[from] DialError),
     /// Reading or writing the socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -112,21 +105,8 @@ enum Incoming {
 
 /// Binds, connects and performs the MQTT handshake.
 pub async fn open(spec: &IdleSpec<'_>) -> Result<(IdleSession, HandshakeTimes), IdleError> {
-    let socket = match spec.target {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    if let Some(addr) = spec.source {
-        socket
-            .bind(SocketAddr::new(addr, 0))
-            .map_err(|source| IdleError::Bind { addr, source })?;
-    }
-    socket.set_nodelay(true)?;
     let tcp_started = Instant::now();
-    let stream = socket
-        .connect(spec.target)
-        .await
-        .map_err(IdleError::Connect)?;
+    let stream = dial(spec.target, spec.source).await?;
     let tcp = tcp_started.elapsed();
 
     let mut session = IdleSession {

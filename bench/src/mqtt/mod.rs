@@ -1,9 +1,11 @@
 //! MQTT clients used by the scenarios: [`client`] wraps rumqttc (3.1.1 and 5)
 //! for publish/subscribe load, [`idle`] is a minimal connect-and-hold session
 //! on a socket the bench binds itself (rumqttc can't choose a source address),
-//! [`persistent`] a clean-session-0 client that subscribes, drains and resumes.
+//! [`persistent`] a clean-session-0 client that subscribes, drains and resumes;
+//! both open their sockets with [`dial`].
 
 pub mod client;
+pub mod dial;
 pub mod idle;
 pub mod persistent;
 

@@ -13,8 +13,9 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4 as p4;
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
+use super::dial::{dial, DialError};
 use super::MAX_INCOMING_PACKET;
 use crate::credentials::Login;
 
@@ -38,17 +39,9 @@ pub struct PersistentSpec<'a> {
 /// A persistent-session client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistentError {
-    /// The socket could not be bound to the source address.
-    #[error("bind {addr}: {source}")]
-    Bind {
-        /// The source address.
-        addr: IpAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// TCP connect failed.
-    #[error("tcp connect: {0}")]
-    Connect(#[source] std::io::Error),
+    /// The TCP connection could not be opened.
+    #[error(transparent)]
+    Dial(#[from] DialError),
     /// Reading or writing the socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -92,21 +85,8 @@ fn codec_error(e: impl std::fmt::Debug) -> PersistentError {
 pub async fn connect(
     spec: &PersistentSpec<'_>,
 ) -> Result<(PersistentClient, Connected), PersistentError> {
-    let socket = match spec.target {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    if let Some(addr) = spec.source {
-        socket
-            .bind(SocketAddr::new(addr, 0))
-            .map_err(|source| PersistentError::Bind { addr, source })?;
-    }
-    socket.set_nodelay(true)?;
     let started = Instant::now();
-    let stream = socket
-        .connect(spec.target)
-        .await
-        .map_err(PersistentError::Connect)?;
+    let stream = dial(spec.target, spec.source).await?;
     let mut client = PersistentClient {
         stream,
         buf: BytesMut::with_capacity(256),
