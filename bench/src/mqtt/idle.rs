@@ -48,7 +48,8 @@ pub fn subscription_topic(client_id: &str) -> String {
 /// How long the two steps of opening a session took.
 #[derive(Debug, Clone, Copy)]
 pub struct HandshakeTimes {
-    /// TCP connect (SYN to established).
+    /// Opening the socket: bind to the source address and TCP connect (SYN
+    /// to established).
     pub tcp: Duration,
     /// CONNECT written to CONNACK read.
     pub connack: Duration,
