@@ -1009,7 +1009,14 @@ impl Router {
             retained_expired: write(&self.retained).purge_expired(now),
             ..TickReport::default()
         };
-        let slots: Vec<Arc<SessionSlot>> = self.lock_sessions().values().cloned().collect();
+        // Only detached sessions can expire or owe a will: attached ones are
+        // skipped under the map's lock without touching their reference count.
+        let slots: Vec<Arc<SessionSlot>> = self
+            .lock_sessions()
+            .values()
+            .filter(|slot| !slot.attached.load(Ordering::Acquire))
+            .cloned()
+            .collect();
         for slot in slots {
             let mut state = slot.lock();
             if state.ended || slot.attached.load(Ordering::Acquire) {
