@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -20,7 +20,6 @@ use tracing::{debug, error, info};
 use ws_stream_tungstenite::WsStream;
 
 use super::connection::serve;
-use super::eager_tcp::EagerTcp;
 use super::sessions::TransportKind;
 use super::MqttContext;
 use crate::metrics::security::Refusal;
@@ -70,7 +69,6 @@ pub async fn accept_loop(
             continue;
         };
         tcp.set_nodelay(true).ok();
-        let tcp = EagerTcp::new(tcp);
         let ctx = ctx.clone();
         let transport = transport.clone();
         // One task type per transport, so a TCP connection's task is sized
@@ -101,7 +99,7 @@ pub async fn accept_loop(
 
 /// Serves a TLS connection once its handshake completes in time.
 async fn serve_tls(
-    tcp: EagerTcp,
+    tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
@@ -125,7 +123,7 @@ async fn serve_tls(
 
 /// Serves a WebSocket connection once its upgrade on `path` completes in time.
 async fn serve_websocket(
-    tcp: EagerTcp,
+    tcp: TcpStream,
     peer: SocketAddr,
     path: &str,
     upgrade_timeout: Duration,
@@ -147,13 +145,13 @@ async fn serve_websocket(
     serve(ws, peer, TransportKind::WebSocket, ctx).await
 }
 
-type WsTransport = WsStream<async_tungstenite::tokio::TokioAdapter<EagerTcp>>;
+type WsTransport = WsStream<async_tungstenite::tokio::TokioAdapter<TcpStream>>;
 
 /// Upgrades an HTTP request on `path` to a WebSocket speaking the `mqtt` sub-protocol.
 // The handshake callback's error type is tungstenite's HTTP response.
 #[allow(clippy::result_large_err)]
 async fn accept_websocket(
-    tcp: EagerTcp,
+    tcp: TcpStream,
     path: &str,
 ) -> Result<WsTransport, async_tungstenite::tungstenite::Error> {
     let check = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {

@@ -4,7 +4,6 @@
 pub mod chat_worker;
 pub mod connection;
 pub mod durable;
-pub mod eager_tcp;
 pub mod handshake;
 pub mod inbound;
 pub mod listener;
