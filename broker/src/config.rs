@@ -691,6 +691,12 @@ pub struct ChatConfig {
     /// (in order). Beyond it the connection is not read until one is
     /// durable. 1 stores a connection's messages one commit at a time.
     pub max_pipelined_sends: usize,
+    /// How long the cursors a sender's own messages move (read and
+    /// delivered) are gathered before they are written, in milliseconds:
+    /// one write per interval carries every sender's newest seq instead of
+    /// one per commit. They are served from memory meanwhile. 0 writes as
+    /// soon as the previous write is done.
+    pub own_read_interval_ms: u64,
 }
 
 /// The largest `[chat] rate_limit_max_wait_ms` accepted: a client whose
@@ -700,6 +706,10 @@ pub const MAX_RATE_LIMIT_WAIT_MS: u64 = 60_000;
 /// The largest `[chat] max_pipelined_sends` accepted: the MQTT receive
 /// maximum bounds a client's unacknowledged publishes at 65,535 anyway.
 pub const MAX_PIPELINED_SENDS: usize = 65_535;
+
+/// The largest `[chat] own_read_interval_ms` accepted: a sender's own
+/// cursors lag the store at most this long (and are lost with the process).
+pub const MAX_OWN_READ_INTERVAL_MS: u64 = 10_000;
 
 impl Default for ChatConfig {
     fn default() -> Self {
@@ -717,6 +727,7 @@ impl Default for ChatConfig {
             max_page: 500,
             message_requests: true,
             max_pipelined_sends: 32,
+            own_read_interval_ms: 50,
         }
     }
 }
@@ -994,6 +1005,11 @@ impl Config {
         if !(1..=MAX_PIPELINED_SENDS).contains(&chat.max_pipelined_sends) {
             return invalid(format!(
                 "chat.max_pipelined_sends must be between 1 and {MAX_PIPELINED_SENDS}"
+            ));
+        }
+        if chat.own_read_interval_ms > MAX_OWN_READ_INTERVAL_MS {
+            return invalid(format!(
+                "chat.own_read_interval_ms must be at most {MAX_OWN_READ_INTERVAL_MS}"
             ));
         }
         if self.mqtt.max_client_id_bytes < 23 {
@@ -1291,6 +1307,16 @@ mod tests {
         let err = Config::from_toml_str(&format!("[chat]\nrate_limit_max_wait_ms = {too_long}\n"))
             .unwrap_err();
         assert!(err.to_string().contains("rate_limit_max_wait_ms"), "{err}");
+    }
+
+    #[test]
+    fn own_read_interval_is_read_and_bounded() {
+        assert_eq!(Config::default().chat.own_read_interval_ms, 50);
+        let c = Config::from_toml_str("[chat]\nown_read_interval_ms = 0\n").unwrap();
+        assert_eq!(c.chat.own_read_interval_ms, 0);
+        let err = Config::from_toml_str("[chat]\nown_read_interval_ms = 10001\n")
+            .expect_err("over the bound");
+        assert!(err.to_string().contains("own_read_interval_ms"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod typing;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chat_core::ids::UserId;
@@ -147,6 +147,9 @@ impl ChatService {
             anyhow::anyhow!("node_id {node_id} is too large for message ids (max 1023)")
         })?;
         let fan_out = deliveries.clone();
+        let own_reads = Arc::new(own_reads::OwnReads::new(Duration::from_millis(
+            config.own_read_interval_ms,
+        )));
         Ok(ChatService {
             conversations: ConversationCache::new(stores.metadata.clone()),
             delivery: DeliveryOrder::new(move |outgoing| fan_out.send(outgoing)),
@@ -158,7 +161,7 @@ impl ChatService {
             config,
             ids: Mutex::new(ids),
             push: None,
-            own_reads: Arc::default(),
+            own_reads,
             relations: consent::RelationCache::default(),
             shared: consent::SharedCache::default(),
             reports: consent::Reports::default(),

@@ -3,20 +3,25 @@
 //! send path: each stored entry only records `(conversation, sender) -> seq`
 //! here, and one task at a time writes the newest seq of each pair to the
 //! stores, however many entries a busy sender stored meanwhile, all pairs'
-//! writes at once (the embedded store applies them in one commit). Until a
-//! cursor is written, [`OwnReads::pending`] supplies it to
+//! writes at once (the embedded store applies them in one commit). Each
+//! write first waits `[chat] own_read_interval_ms`, gathering what more
+//! senders store meanwhile, so under load the cursors cost one write per
+//! interval rather than two history-writer jobs per sender and commit.
+//! Until a cursor is written, [`OwnReads::pending`] supplies it to
 //! `SyncConversations`. The task runs only while there is something to
 //! write, so it holds no store after the writes are done.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::ChatStores;
 
 /// Cursors of senders' own entries, not yet written to the stores.
-#[derive(Default)]
 pub struct OwnReads {
     state: Mutex<State>,
+    /// How long a write waits to gather more cursors.
+    interval: Duration,
 }
 
 #[derive(Default)]
@@ -28,6 +33,15 @@ struct State {
 }
 
 impl OwnReads {
+    /// Cursors written at most once per `interval` (zero: one write as
+    /// soon as the previous one is done).
+    pub fn new(interval: Duration) -> OwnReads {
+        OwnReads {
+            state: Mutex::default(),
+            interval,
+        }
+    }
+
     /// `user` stored the entry `seq` of `conversation`: their cursors move
     /// to it (soon, in the store; at once, for [`OwnReads::pending`]).
     pub fn record(self: &Arc<Self>, stores: &ChatStores, conversation: &str, user: &str, seq: u64) {
@@ -56,6 +70,9 @@ impl OwnReads {
     /// Writes pending cursors until none is left.
     async fn write(self: Arc<Self>, stores: ChatStores) {
         loop {
+            if !self.interval.is_zero() {
+                tokio::time::sleep(self.interval).await;
+            }
             let batch: Vec<((String, String), u64)> = {
                 let mut state = self.lock();
                 if state.pending.is_empty() {

@@ -20,7 +20,7 @@ use chat_core::message::{
 };
 use chat_core::topics::inbox_topic;
 use parley_proto::v1::ChatMessage;
-use parley_proto::v1::{envelope::Kind, ErrorCode};
+use parley_proto::v1::{envelope::Kind, Envelope, ErrorCode};
 use parley_proto::{decode_envelope, encode_envelope, prost::Message};
 use persistence::{Amend, AppendRequest, ConversationRecord, PendingAppend, StoreError};
 
@@ -127,7 +127,10 @@ impl ChatService {
 
         let message_id = self.next_message_id();
         let server_time_ms = now_ms();
-        let new_body = client.body.clone();
+        // Only an edit needs the body again, after `client` is used up.
+        let new_body = (intent != Intent::New)
+            .then(|| client.body.clone())
+            .flatten();
         let message = server_message(
             client,
             user.as_str(),
@@ -327,12 +330,14 @@ impl QueuedSend<'_> {
             ticket,
             appended,
         } = self;
-        let client_message_id = message.client_message_id.clone();
-        let fail = |e: ChatError| {
+        let fail = |e: ChatError, client_message_id: &str| {
             e.in_conversation(conv.as_str())
-                .for_message(&client_message_id)
+                .for_message(client_message_id)
         };
-        let appended = appended.await.map_err(|e| fail(e.into()))?;
+        let appended = match appended.await {
+            Ok(appended) => appended,
+            Err(e) => return Err(fail(e.into(), &message.client_message_id)),
+        };
 
         // Durable: deliver. A retry of a stored message is delivered again as
         // stored (clients drop duplicates by message id), in case the first
@@ -352,7 +357,8 @@ impl QueuedSend<'_> {
             (chat.push.is_some() && intent == Intent::New && (!request || appended.seq == 1))
                 .then(|| delivered.clone());
         // Encoded once for every member.
-        let fanout = inbox_fanout(&record, encode_envelope(&delivered.into()));
+        let envelope: Envelope = delivered.into();
+        let fanout = inbox_fanout(&record, encode_envelope(&envelope));
         let (outgoing, pending) = chat.deliveries.outgoing(conv.as_str(), 1, fanout);
         ticket.stored(appended.seq, outgoing);
         // Stored and handed to delivery: members without a live session
@@ -363,10 +369,17 @@ impl QueuedSend<'_> {
         }
         chat.mark_own_entry_read(conv.as_str(), &user, appended.seq);
         pending.wait().await.map_err(|e| {
-            fail(ChatError::new(
-                ErrorCode::Unavailable,
-                format!("stored as {} but not delivered ({e}); retry", appended.seq),
-            ))
+            let client_message_id = match &envelope.kind {
+                Some(Kind::Message(message)) => message.client_message_id.as_str(),
+                _ => "",
+            };
+            fail(
+                ChatError::new(
+                    ErrorCode::Unavailable,
+                    format!("stored as {} but not delivered ({e}); retry", appended.seq),
+                ),
+                client_message_id,
+            )
         })
     }
 }

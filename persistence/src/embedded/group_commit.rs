@@ -284,6 +284,9 @@ fn apply_batch(tx: redb::WriteTransaction, jobs: &[Job]) -> Result<(Vec<Outcome>
                 }
             }
         }
+        if let Some(tables) = history {
+            tables.finish()?;
+        }
     }
     if wrote {
         tx.commit()?;

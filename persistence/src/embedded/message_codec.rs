@@ -46,8 +46,18 @@ impl<'a> MessageBody<'a> {
 }
 
 /// Encodes `body` in the current layout.
+#[cfg(test)]
 pub(crate) fn encode(body: &MessageBody<'_>) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(
+    let mut bytes = Vec::new();
+    encode_into(body, &mut bytes);
+    bytes
+}
+
+/// Encodes `body` in the current layout into `bytes`, replacing what it held
+/// (its allocation is reused).
+pub(crate) fn encode_into(body: &MessageBody<'_>, bytes: &mut Vec<u8>) {
+    bytes.clear();
+    bytes.reserve(
         1 + 8 + 8 + 8 + body.sender.len() + 8 + body.client_message_id.len() + body.payload.len(),
     );
     bytes.push(VERSION_1);
@@ -59,7 +69,6 @@ pub(crate) fn encode(body: &MessageBody<'_>) -> Vec<u8> {
         bytes.extend_from_slice(text.as_bytes());
     }
     bytes.extend_from_slice(body.payload);
-    bytes
 }
 
 /// Decodes the value stored under `(conversation_id, seq)`.

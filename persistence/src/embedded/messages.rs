@@ -7,8 +7,12 @@
 //!
 //! Appends go through [`HistoryTables`], which the group-commit writer opens once
 //! per batch inside its write transaction; reads are blocking functions over an
-//! open [`Database`] that the store runs on Tokio's blocking pool.
+//! open [`Database`] that the store runs on Tokio's blocking pool. Within a
+//! batch the seqs assigned are kept in memory and `last_seqs` is written once
+//! per conversation when the batch is finished ([`HistoryTables::finish`]),
+//! not once per message.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use redb::{
@@ -52,6 +56,11 @@ pub(super) struct HistoryTables<'txn> {
     messages: Table<'txn, (&'static str, u64), &'static [u8]>,
     last_seqs: Table<'txn, &'static str, u64>,
     client_message_ids: Table<'txn, (&'static str, &'static str, &'static str), u64>,
+    /// The highest seq this batch assigned in each conversation it appended
+    /// to; written to `last_seqs` by [`HistoryTables::finish`].
+    assigned: HashMap<String, u64>,
+    /// The encoding buffer, reused for every message of the batch.
+    value: Vec<u8>,
 }
 
 impl<'txn> HistoryTables<'txn> {
@@ -61,7 +70,27 @@ impl<'txn> HistoryTables<'txn> {
             messages: tx.open_table(MESSAGES)?,
             last_seqs: tx.open_table(LAST_SEQS)?,
             client_message_ids: tx.open_table(CLIENT_MESSAGE_IDS)?,
+            assigned: HashMap::new(),
+            value: Vec::new(),
         })
+    }
+
+    /// Writes the seq counters the batch moved. Must run before the
+    /// transaction commits; until then `last_seqs` may lag behind the
+    /// messages this batch appended (appends of the batch see the new seqs).
+    pub(super) fn finish(mut self) -> Result<(), redb::Error> {
+        for (conversation, seq) in &self.assigned {
+            self.last_seqs.insert(conversation.as_str(), *seq)?;
+        }
+        Ok(())
+    }
+
+    /// The highest seq of `conversation` as this batch sees it.
+    fn last_seq(&self, conversation: &str) -> Result<u64, redb::Error> {
+        if let Some(&seq) = self.assigned.get(conversation) {
+            return Ok(seq);
+        }
+        Ok(self.last_seqs.get(conversation)?.map_or(0, |v| v.value()))
     }
 
     /// Applies one append inside the transaction, seeing every earlier append of
@@ -117,7 +146,7 @@ impl<'txn> HistoryTables<'txn> {
                 Err(corrupt) => return Ok(Err(corrupt)),
             },
         };
-        let last = self.last_seqs.get(conversation)?.map_or(0, |v| v.value());
+        let last = self.last_seq(conversation)?;
         let Some(seq) = last.checked_add(1) else {
             return Ok(Err(StoreError::Corrupt(format!(
                 "conversation {conversation:?} has exhausted its sequence numbers"
@@ -132,15 +161,20 @@ impl<'txn> HistoryTables<'txn> {
             client_message_id: &request.client_message_id,
             payload: &request.payload,
         };
+        message_codec::encode_into(&body, &mut self.value);
         self.messages
-            .insert((conversation, seq), message_codec::encode(&body).as_slice())?;
-        self.last_seqs.insert(conversation, seq)?;
+            .insert((conversation, seq), self.value.as_slice())?;
+        match self.assigned.get_mut(conversation) {
+            Some(assigned) => *assigned = seq,
+            None => {
+                self.assigned.insert(conversation.to_owned(), seq);
+            }
+        }
         self.client_message_ids.insert(client_key, seq)?;
         if let Some(target) = amended {
-            self.messages.insert(
-                (conversation, target.seq),
-                message_codec::encode(&MessageBody::of(&target)).as_slice(),
-            )?;
+            message_codec::encode_into(&MessageBody::of(&target), &mut self.value);
+            self.messages
+                .insert((conversation, target.seq), self.value.as_slice())?;
         }
         Ok(Ok(Appended {
             seq,
