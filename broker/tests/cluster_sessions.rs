@@ -307,19 +307,12 @@ async fn a_killed_nodes_offline_sessions_resume_on_another_node_with_every_acked
     got.extend(drain(&mut q2_events, "devices/dev/q2").await);
     assert_eq!(got, (0..100).collect::<Vec<_>>(), "each once, in order");
 
-    let moved = metric(&one, "parley_mqtt_sessions_taken_from_dead_total")
-        .await
-        .unwrap_or(0.0)
-        + metric(&one, "parley_mqtt_sessions_handed_in_total")
-            .await
-            .unwrap_or(0.0)
-        + metric(&two, "parley_mqtt_sessions_taken_from_dead_total")
-            .await
-            .unwrap_or(0.0)
-        + metric(&two, "parley_mqtt_sessions_handed_in_total")
-            .await
-            .unwrap_or(0.0);
-    assert_eq!(moved, 2.0, "each session came to its node once");
+    // Each session left the dead node once: taken by a connecting client's
+    // node, or adopted by a sweep first (and then handed over if needed).
+    let live = [&one, &two];
+    let left_dead = total(&live, "parley_mqtt_sessions_taken_from_dead_total").await
+        + total(&live, "parley_mqtt_sessions_adopted_total").await;
+    assert_eq!(left_dead, 2.0, "each session left the dead node once");
 }
 
 #[tokio::test]
@@ -451,4 +444,58 @@ async fn on_postgres_an_expiry_that_passed_while_down_applies_at_start_and_the_b
 
 fn port_of(node: &TestNode) -> u16 {
     node.mqtt().port()
+}
+
+/// The sum of `sample` over `nodes` (0 where it is not exported).
+async fn total(nodes: &[&TestNode], sample: &str) -> f64 {
+    let mut sum = 0.0;
+    for node in nodes {
+        sum += metric(node, sample).await.unwrap_or(0.0);
+    }
+    sum
+}
+
+#[tokio::test]
+async fn a_dead_nodes_session_is_adopted_queues_again_and_is_handed_over_later() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let one = cluster.node(1).await;
+    let two = cluster.node(2).await;
+    sign_up(&one, USER, PASSWORD).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut three, port) = cluster.process(dir.path(), 3).await;
+    let topic = "devices/dev/adopted";
+    persistent_subscriber(port, "away", &[(topic, QoS::AtLeastOnce)]).await;
+    publish_acked(port, topic, QoS::AtLeastOnce, 0..10).await;
+    three.start_kill().expect("SIGKILL");
+    three.wait().await.expect("node 3 ends");
+
+    // A live node adopts the session once node 3's lease ran out.
+    let adopted = "parley_mqtt_sessions_adopted_total";
+    within("the session's adoption", async {
+        while total(&[&one, &two], adopted).await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(total(&[&one, &two], adopted).await, 1.0, "by one node");
+    let (adopter, other) = if metric(&one, adopted).await == Some(1.0) {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    // New messages published on the adopter are queued for it...
+    publish_acked(adopter.mqtt().port(), topic, QoS::AtLeastOnce, 10..30).await;
+    // ...and the client, back on the other node, gets everything in order.
+    let (_sub, mut events, present) = connect(other.mqtt().port(), "away", false).await;
+    assert!(present);
+    assert_eq!(
+        receive(&mut events, topic, 30).await,
+        (0..30).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        metric(adopter, "parley_mqtt_sessions_handed_out_total").await,
+        Some(1.0)
+    );
 }
