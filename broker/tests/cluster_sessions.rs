@@ -224,9 +224,10 @@ async fn publish_acked(port: u16, topic: &str, qos: QoS, range: std::ops::Range<
     let mut acked = 0;
     within("the acknowledgements", async {
         while acked < count {
-            match eventloop.poll().await.unwrap() {
-                Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)) => acked += 1,
-                _ => {}
+            if let Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                acked += 1;
             }
         }
     })
