@@ -260,6 +260,11 @@ pub trait SessionHandover: Send + Sync + 'static {
     /// another node owned their session.
     fn ignored_ops(&self) -> u64;
 
+    /// Sessions whose changes [`SessionStore::apply`] dropped since the last
+    /// call because another node owns them (each once): this node should no
+    /// longer hold them.
+    fn take_foreign(&self) -> Vec<String>;
+
     /// Who owns session `key`; `None` if it is not stored.
     async fn owner(&self, key: &str) -> Result<Option<SessionOwner>, StoreError>;
 

@@ -119,6 +119,8 @@ async fn a_live_node_hands_a_session_over_and_is_fenced_off_after() {
         .await
         .expect("answered");
     assert_eq!(a.ignored_ops(), 2);
+    assert_eq!(a.take_foreign(), vec![key.to_owned()], "reported once");
+    assert!(a.take_foreign().is_empty());
     assert_eq!(seqs(&b, key).await, vec![1, 2]);
     // The new owner goes on writing.
     b.apply(vec![enqueue(key, 3)]).await.expect("stored");

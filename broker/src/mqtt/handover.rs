@@ -223,8 +223,22 @@ impl SessionMoves {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = requests.tick() => self.hand_over_requested().await,
+                _ = requests.tick() => {
+                    self.drop_foreign();
+                    self.hand_over_requested().await;
+                }
                 _ = adoptions.tick() => self.adopt_orphans().await,
+            }
+        }
+    }
+
+    /// Drops from the router the sessions the store found owned by another
+    /// node (this node was cut off or paused past its lease while they were
+    /// taken), so nothing more is acknowledged for them here.
+    pub fn drop_foreign(&self) {
+        for key in self.store.take_foreign() {
+            if self.router.release(&key).is_some() {
+                warn!(session = %key, "dropped a session another node owns now");
             }
         }
     }

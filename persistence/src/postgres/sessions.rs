@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,6 +71,8 @@ pub struct PostgresSessions {
     node_id: u16,
     jobs: mpsc::UnboundedSender<Job>,
     ignored: Arc<AtomicU64>,
+    /// Sessions whose changes were dropped, not yet taken.
+    foreign: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for PostgresSessions {
@@ -88,11 +90,13 @@ impl PostgresStore {
     pub fn sessions(&self, node_id: u16) -> PostgresSessions {
         let (jobs, queue) = mpsc::unbounded_channel();
         let ignored = Arc::new(AtomicU64::new(0));
+        let foreign = Arc::new(Mutex::new(BTreeSet::new()));
         let writer = Writer {
             pool: self.pool.clone(),
             timeout: self.operation_timeout,
             node: i32::from(node_id),
             ignored: ignored.clone(),
+            foreign: foreign.clone(),
         };
         tokio::spawn(writer.run(queue));
         PostgresSessions {
@@ -100,6 +104,7 @@ impl PostgresStore {
             node_id,
             jobs,
             ignored,
+            foreign,
         }
     }
 }
@@ -236,6 +241,11 @@ impl SessionHandover for PostgresSessions {
 
     fn ignored_ops(&self) -> u64 {
         self.ignored.load(Ordering::Relaxed)
+    }
+
+    fn take_foreign(&self) -> Vec<String> {
+        let mut foreign = self.foreign.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *foreign).into_iter().collect()
     }
 
     async fn owner(&self, key: &str) -> Result<Option<SessionOwner>, StoreError> {
@@ -425,6 +435,7 @@ struct Writer {
     timeout: Duration,
     node: i32,
     ignored: Arc<AtomicU64>,
+    foreign: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Writer {
@@ -441,12 +452,17 @@ impl Writer {
                 ))),
             };
             match &outcome {
-                Ok(ignored) if *ignored > 0 => {
+                Ok((ignored, keys)) if *ignored > 0 => {
                     self.ignored.fetch_add(*ignored, Ordering::Relaxed);
                     tracing::warn!(
                         ops = ignored,
+                        sessions = keys.len(),
                         "MQTT session changes ignored: their sessions are owned by another node"
                     );
+                    self.foreign
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(keys.iter().cloned());
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -465,8 +481,8 @@ impl Writer {
     }
 
     /// Applies `ops` in order in one transaction; returns how many were
-    /// dropped because another node owns their session.
-    async fn commit(&self, ops: &[&SessionOp]) -> Result<u64, StoreError> {
+    /// dropped because another node owns their session, and those sessions.
+    async fn commit(&self, ops: &[&SessionOp]) -> Result<(u64, Vec<String>), StoreError> {
         let mut client = self.pool.get().await.map_err(failure::pool_error)?;
         let tx = client
             .transaction()
@@ -493,6 +509,7 @@ impl Writer {
             }
         }
         let mut ignored = 0u64;
+        let mut dropped: BTreeSet<String> = BTreeSet::new();
         let mut start = 0;
         while start < ops.len() {
             let kind = std::mem::discriminant(ops[start]);
@@ -500,11 +517,14 @@ impl Writer {
                 .iter()
                 .position(|op| std::mem::discriminant(*op) != kind)
                 .map_or(ops.len(), |n| start + n);
-            let run: Vec<&SessionOp> = ops[start..end]
-                .iter()
-                .filter(|op| !foreign.contains(key_of(op)))
-                .map(|op| &**op)
-                .collect();
+            let mut run: Vec<&SessionOp> = Vec::with_capacity(end - start);
+            for op in &ops[start..end] {
+                if foreign.contains(key_of(op)) {
+                    dropped.insert(key_of(op).to_owned());
+                } else {
+                    run.push(op);
+                }
+            }
             ignored += (end - start - run.len()) as u64;
             if !run.is_empty() {
                 apply_run(&tx, self.node, &run, &mut foreign).await?;
@@ -514,7 +534,7 @@ impl Writer {
         tx.commit()
             .await
             .context("committing an MQTT session batch")?;
-        Ok(ignored)
+        Ok((ignored, dropped.into_iter().collect()))
     }
 }
 
