@@ -387,6 +387,15 @@ pub struct ClusterConfig {
     /// they are shown offline, in milliseconds; a session that comes back
     /// within it shows nothing (with a bus; a single node publishes at once).
     pub presence_offline_delay_ms: u64,
+    /// How long a connection waits for the node holding its persistent
+    /// session to hand it over, in milliseconds (with `storage.backend =
+    /// "postgres"`); past it the CONNECT is refused with Server Unavailable
+    /// and the client may retry. A session of a node whose lease expired is
+    /// taken without waiting.
+    pub session_handover_timeout_ms: u64,
+    /// How often a node looks for sessions another node asked it for, and a
+    /// waiting connection looks whether its session arrived, in milliseconds.
+    pub session_handover_poll_ms: u64,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
 }
@@ -397,6 +406,8 @@ impl Default for ClusterConfig {
             bus: BusKind::default(),
             node_lease_ttl_ms: 30_000,
             presence_offline_delay_ms: 5_000,
+            session_handover_timeout_ms: 5_000,
+            session_handover_poll_ms: 100,
             kafka: KafkaBusConfig::default(),
         }
     }
@@ -1079,6 +1090,14 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "cluster.node_lease_ttl_ms must be at least {MIN_NODE_LEASE_TTL_MS}"
             )));
+        }
+        if self.cluster.session_handover_poll_ms < 10
+            || self.cluster.session_handover_timeout_ms < self.cluster.session_handover_poll_ms
+        {
+            return invalid(
+                "cluster.session_handover_poll_ms must be at least 10, and \
+                 cluster.session_handover_timeout_ms at least that",
+            );
         }
         if self.cluster.bus == BusKind::None {
             return Ok(());

@@ -16,6 +16,7 @@ pub mod directory;
 pub mod engine;
 pub mod history;
 pub mod kinds;
+pub mod moves;
 pub mod security;
 
 use std::fmt::Write as _;

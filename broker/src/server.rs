@@ -169,6 +169,23 @@ impl Node {
             }
             None => None,
         };
+        let moves = match (&opened.handover, &durable) {
+            (Some(store), Some(journal)) => {
+                let moves = crate::mqtt::handover::SessionMoves::new(
+                    store.clone(),
+                    router.clone(),
+                    journal.clone(),
+                    Duration::from_millis(config.cluster.session_handover_timeout_ms),
+                    Duration::from_millis(config.cluster.session_handover_poll_ms),
+                );
+                let adopt_every = crate::node_lease::renewal::renew_every(Duration::from_millis(
+                    config.cluster.node_lease_ttl_ms,
+                ));
+                tasks.spawn(moves.clone().run(adopt_every, shutdown.clone()));
+                Some(moves)
+            }
+            _ => None,
+        };
         let publisher = ServerPublisher::new(router.clone());
         tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
         let deliveries = match &bus {
@@ -205,6 +222,11 @@ impl Node {
             }
             _ => None,
         };
+        if let Some(moves) = &moves {
+            metrics.register_collector(Box::new(crate::metrics::moves::MovesCollector::new(
+                moves.clone(),
+            )));
+        }
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
         metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
             router.clone(),
@@ -253,6 +275,7 @@ impl Node {
             sessions: sessions.clone(),
             limits: Limits::new(&config.limits).with_listeners(&config.listeners),
             durable,
+            moves,
             directory: directory.clone(),
         });
 

@@ -573,6 +573,31 @@ impl Router {
 
     /// Removes a session's subscriptions and state; it must already be out of `sessions`.
     fn end_session(&self, slot: &Arc<SessionSlot>) {
+        self.drop_session(slot, true);
+    }
+
+    /// Drops session `key` from this router without reporting its end to
+    /// the journal: its stored state stays as it is, for another node to
+    /// load (a session moving between the nodes of a cluster). A connection
+    /// attached to it is detached as if taken over (its will is not
+    /// published); changes it had not reported yet are reported first.
+    /// Returns the ticket of the session's last change (0 if there was no
+    /// such session): once it is durable, the store holds the session's
+    /// final state.
+    pub fn release(&self, key: &str) -> Option<u64> {
+        let slot = self.lock_sessions().remove(key)?;
+        {
+            let mut state = slot.lock();
+            self.flush_changes(&slot, &mut state);
+        }
+        self.drop_session(&slot, false);
+        let ticket = slot.lock().ticket;
+        Some(ticket)
+    }
+
+    /// Removes a session's subscriptions and state (reporting its end to
+    /// the journal if `record_end`); it must already be out of `sessions`.
+    fn drop_session(&self, slot: &Arc<SessionSlot>, record_end: bool) {
         let mut state = slot.lock();
         if state.ended {
             return;
@@ -581,7 +606,7 @@ impl Router {
         state.generation += 1;
         if state.session.is_durable() {
             state.session.set_durable(false);
-            if let Some(journal) = self.journal.get() {
+            if let Some(journal) = self.journal.get().filter(|_| record_end) {
                 state.ticket = journal.record(&slot.key, Change::Ended);
             }
         }

@@ -40,4 +40,4 @@ pub use metadata::{MetadataStore, NewUser, UserRecord};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;
 pub use relations::{Relation, RelationRecord};
-pub use sessions::SessionStore;
+pub use sessions::{SessionHandover, SessionStore};

@@ -211,6 +211,13 @@ where
             max_packet_size: props.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX),
             topic_alias_maximum: props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
         };
+        // In a cluster, the session comes to this node first (from the node
+        // holding it, or the store if that node is dead).
+        if let Some(moves) = &ctx.moves {
+            moves.acquire(&key).await.map_err(|e| {
+                refuse(ConnectReturnCode::ServerUnavailable, format!("session {key:?} could not move here: {e}"))
+            })?;
+        }
         // Registered (and reported opened to the session listeners) before the
         // engine may take an older connection of the same session over, so
         // that connection's end never shows the user gone.

@@ -48,10 +48,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "session_directory",
         sql: include_str!("migrations/0004_session_directory.sql"),
     },
+    Migration {
+        version: 5,
+        name: "mqtt_sessions",
+        sql: include_str!("migrations/0005_mqtt_sessions.sql"),
+    },
 ];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;
