@@ -333,9 +333,34 @@ pub struct ChatReport {
     pub delivery_latency_us: LatencySummary,
     /// Send to delivery, members other than the sender, µs.
     pub peer_delivery_latency_us: LatencySummary,
+    /// With users spread over several nodes: send to delivery, members on
+    /// the sender's node (other than the sender), µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_node_delivery_latency_us: Option<LatencySummary>,
+    /// With users spread over several nodes: send to delivery, members on
+    /// another node than the sender's, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node_delivery_latency_us: Option<LatencySummary>,
+    /// With a bus probe: the cluster bus's records while senders sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusCost>,
     /// Errors by kind: server `Error` envelopes (code and message), sequence
     /// breaks, connection failures.
     pub errors: ErrorSummary,
+}
+
+/// What a chat run cost a cluster's bus (see `crate::busprobe`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusCost {
+    /// Records produced to the bus topics from the first send to the end
+    /// of the drain.
+    pub produced: i64,
+    /// Records the nodes read (committed) meanwhile.
+    pub read: i64,
+    /// `produced` per acknowledged message.
+    pub produced_per_message: f64,
+    /// `read` per acknowledged message.
+    pub read_per_message: f64,
 }
 
 impl ChatReport {
@@ -383,6 +408,24 @@ impl ChatReport {
         rows.extend(self.ack_latency_us.rows("send->puback"));
         rows.extend(self.delivery_latency_us.rows("send->delivery"));
         rows.extend(self.peer_delivery_latency_us.rows("send->peer delivery"));
+        if let Some(same) = &self.same_node_delivery_latency_us {
+            rows.extend(same.rows("send->same-node peer delivery"));
+        }
+        if let Some(cross) = &self.cross_node_delivery_latency_us {
+            rows.extend(cross.rows("send->cross-node delivery"));
+        }
+        if let Some(bus) = &self.bus {
+            rows.push(("bus records produced".into(), bus.produced.to_string()));
+            rows.push(("bus records read".into(), bus.read.to_string()));
+            rows.push((
+                "bus records produced per message".into(),
+                format!("{:.2}", bus.produced_per_message),
+            ));
+            rows.push((
+                "bus records read per message".into(),
+                format!("{:.2}", bus.read_per_message),
+            ));
+        }
         rows.extend(self.errors.rows());
         kv_table(&rows)
     }

@@ -387,6 +387,12 @@ pub struct ClusterConfig {
     /// they are shown offline, in milliseconds; a session that comes back
     /// within it shows nothing (with a bus; a single node publishes at once).
     pub presence_offline_delay_ms: u64,
+    /// A fan-out to at least this many users' topics (a message to a group
+    /// of this many members) is broadcast to every node instead of going
+    /// only to the nodes that hold its recipients; 0 broadcasts every
+    /// fan-out, as nodes without targeted delivery do. See
+    /// [`crate::targeting`].
+    pub broadcast_min_recipients: usize,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
 }
@@ -397,6 +403,7 @@ impl Default for ClusterConfig {
             bus: BusKind::default(),
             node_lease_ttl_ms: 30_000,
             presence_offline_delay_ms: 5_000,
+            broadcast_min_recipients: 512,
             kafka: KafkaBusConfig::default(),
         }
     }

@@ -171,9 +171,15 @@ impl Node {
         };
         let publisher = ServerPublisher::new(router.clone());
         tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
+        let bus_counts = Arc::new(crate::targeting::BusCounts::default());
         let deliveries = match &bus {
             None => Deliveries::Local(publisher.clone()),
-            Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
+            Some(bus) => Deliveries::Bus(BusPublisher::start(
+                bus.clone(),
+                config.node_id,
+                config.cluster.broadcast_min_recipients,
+                bus_counts.clone(),
+            )),
         };
         let push = PushService::start(&config.push, store.clone(), shutdown.clone(), tasks)
             .context("configuring push notifications")?;
@@ -200,6 +206,9 @@ impl Node {
                 );
                 chat.presence.leave_publishing_to_cluster();
                 chat.share_with_cluster(directory.clone());
+                if let Deliveries::Bus(bus) = &deliveries {
+                    bus.target_with(directory.clone());
+                }
                 metrics.register_collector(Box::new(DirectoryCollector::new(directory.clone())));
                 Some(directory)
             }
@@ -211,6 +220,11 @@ impl Node {
         )));
         if let Some(push) = &push {
             metrics.register_collector(Box::new(PushCollector::new(push.clone())));
+        }
+        if bus.is_some() {
+            metrics.register_collector(Box::new(crate::metrics::cluster_bus::BusCollector::new(
+                bus_counts.clone(),
+            )));
         }
         let metrics = Arc::new(metrics);
         if let Some(bus) = &bus {
@@ -226,6 +240,7 @@ impl Node {
                 config.node_id,
                 publisher.clone(),
                 events,
+                bus_counts.clone(),
                 shutdown.clone(),
                 tasks,
             )

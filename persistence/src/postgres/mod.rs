@@ -55,7 +55,7 @@ use deadpool_postgres::Pool;
 use crate::StoreError;
 
 pub use append_queue::{AppendBatchStats, MAX_BATCH as MAX_APPEND_BATCH};
-pub use migrate::SCHEMA_VERSION;
+pub use migrate::{versions as migration_versions, SCHEMA_VERSION};
 pub use pool::PostgresConfig;
 
 /// Parley's PostgreSQL store: a connection pool to a database whose schema
