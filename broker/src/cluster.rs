@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::publisher::ServerPublisher;
-use crate::targeting::{resolve, BusCounts, RecipientNodes, Route, Routed};
+use crate::targeting::{resolve, BusCounts, RecentFanouts, RecipientNodes, Replay, Route, Routed};
 
 /// One payload for several MQTT topics: a message or receipt to every
 /// member's inbox, a typing indicator to the other members' feeds, a
@@ -232,6 +232,19 @@ impl Deliveries {
         pending.wait().await
     }
 
+    /// A session of `user` on node `node` just became known here: send
+    /// again to `node`, with `user`'s topics, what this node sent recently
+    /// that did not go there (see [`crate::targeting::RecentFanouts`]).
+    /// Nothing to do on a single node.
+    pub fn replay_to(&self, user: &str, node: u16) {
+        if let Deliveries::Bus(bus) = self {
+            let _ = bus.queue.send(Job::Replay {
+                user: user.to_owned(),
+                node,
+            });
+        }
+    }
+
     /// Tells the other nodes that conversation `id` changed, so they drop
     /// their cached copy. Nothing to do on a single node.
     pub fn conversation_changed(&self, id: &str) {
@@ -246,39 +259,58 @@ impl Deliveries {
     }
 }
 
+/// What the bus publisher's task works through, in order.
+enum Job {
+    /// A fan-out to send.
+    Send(Outgoing),
+    /// Send again to `node` what recently skipped it for `user`.
+    Replay { user: String, node: u16 },
+}
+
 /// The ordered producer of one node: a queue drained by one task.
 #[derive(Clone)]
 pub struct BusPublisher {
-    queue: mpsc::UnboundedSender<Outgoing>,
+    queue: mpsc::UnboundedSender<Job>,
     targeting: Arc<Targeting>,
+}
+
+/// How the bus publisher picks each fan-out's nodes (`[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetingSettings {
+    /// Fan-outs to at least this many topics are broadcast
+    /// (`broadcast_min_recipients`).
+    pub broadcast_min_recipients: usize,
+    /// How long targeted fan-outs are kept to be sent again to a node
+    /// whose session became known late (`join_replay_ms`).
+    pub replay_window: Duration,
+    /// At most this many bytes of them (`join_replay_max_bytes`).
+    pub replay_max_bytes: usize,
 }
 
 /// How the bus publisher picks each fan-out's nodes.
 struct Targeting {
     /// Where users are; until set, everything is broadcast.
     nodes: std::sync::OnceLock<Arc<dyn RecipientNodes>>,
-    /// Fan-outs to at least this many topics are broadcast (`[cluster]
-    /// broadcast_min_recipients`).
-    broadcast_min_recipients: usize,
+    settings: TargetingSettings,
     counts: Arc<BusCounts>,
 }
 
 impl BusPublisher {
     /// Starts the task that publishes to `bus` on behalf of node `node_id`,
-    /// broadcasting fan-outs to at least `broadcast_min_recipients` topics
-    /// and counting what it produces in `counts`. It ends once every clone
-    /// of the returned publisher is dropped. Until
-    /// [`BusPublisher::target_with`] is called every fan-out is broadcast.
+    /// routing fan-outs as `settings` say and counting what it produces in
+    /// `counts`. It ends once every clone of the returned publisher is
+    /// dropped. Until [`BusPublisher::target_with`] is called every fan-out
+    /// is broadcast.
     pub fn start(
         bus: Arc<dyn ClusterBus>,
         node_id: u16,
-        broadcast_min_recipients: usize,
+        settings: TargetingSettings,
         counts: Arc<BusCounts>,
     ) -> BusPublisher {
         let (queue, rx) = mpsc::unbounded_channel();
         let targeting = Arc::new(Targeting {
             nodes: std::sync::OnceLock::new(),
-            broadcast_min_recipients,
+            settings,
             counts,
         });
         tokio::spawn(publish_loop(bus, node_id, targeting.clone(), rx));
@@ -292,7 +324,9 @@ impl BusPublisher {
     }
 
     fn enqueue(&self, outgoing: Outgoing) {
-        if let Err(mpsc::error::SendError(outgoing)) = self.queue.send(outgoing) {
+        if let Err(mpsc::error::SendError(Job::Send(outgoing))) =
+            self.queue.send(Job::Send(outgoing))
+        {
             if let Some(done) = outgoing.done {
                 let _ = done.send(Err("the cluster bus publisher has stopped".into()));
             }
@@ -306,18 +340,48 @@ async fn publish_loop(
     bus: Arc<dyn ClusterBus>,
     node_id: u16,
     targeting: Arc<Targeting>,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut batch = Vec::new();
+    let settings = targeting.settings;
+    let mut recent = RecentFanouts::new(settings.replay_window, settings.replay_max_bytes);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let deliveries = batch.len();
         let mut records = Vec::with_capacity(deliveries);
         let mut waiting = Vec::with_capacity(deliveries);
-        for mut outgoing in batch.drain(..) {
-            waiting.extend(outgoing.done.take());
-            records.extend(targeting.records(outgoing, node_id));
+        let now = std::time::Instant::now();
+        for job in batch.drain(..) {
+            match job {
+                Job::Send(mut outgoing) => {
+                    waiting.extend(outgoing.done.take());
+                    records.extend(targeting.records(outgoing, node_id, &mut recent, now));
+                }
+                Job::Replay { user, node } => {
+                    let replays = recent.replay_for(now, &user, node);
+                    BusCounts::add(&targeting.counts.replayed, replays.len() as u64);
+                    records.extend(replays.into_iter().filter_map(|replay| {
+                        let Replay {
+                            key,
+                            qos,
+                            topics,
+                            payload,
+                            retain,
+                        } = replay;
+                        let fanout = Fanout {
+                            topics,
+                            payload,
+                            retain,
+                        };
+                        bus_record(key, qos, fanout, node_id)
+                            .map(|record| (Audience::Node(node), record))
+                    }));
+                }
+            }
         }
         let counts = &targeting.counts;
+        counts
+            .replay_overflowed
+            .store(recent.overflowed, std::sync::atomic::Ordering::Relaxed);
         let targeted = records
             .iter()
             .filter(|(audience, _)| *audience != Audience::Everyone)
@@ -340,8 +404,15 @@ async fn publish_loop(
 impl Targeting {
     /// The records of `outgoing`, published by node `node_id`: one per node
     /// holding a recipient, or one broadcast record, or none (no topic, or
-    /// no recipient on any node).
-    fn records(&self, outgoing: Outgoing, node_id: u16) -> Vec<(Audience, BusRecord)> {
+    /// no recipient on any node). A targeted fan-out is kept in `recent`
+    /// (as sent at `now`) to be replayed to nodes it skipped.
+    fn records(
+        &self,
+        outgoing: Outgoing,
+        node_id: u16,
+        recent: &mut RecentFanouts,
+        now: std::time::Instant,
+    ) -> Vec<(Audience, BusRecord)> {
         let Outgoing {
             key,
             qos,
@@ -358,7 +429,9 @@ impl Targeting {
             retain,
         } = fanout;
         let nodes = self.nodes.get().map(|nodes| nodes.as_ref());
-        match resolve(route, topics, nodes, self.broadcast_min_recipients) {
+        // Kept for replays when the topics decide where it goes.
+        let kept = matches!(route, Route::Resolve).then(|| topics.clone());
+        match resolve(route, topics, nodes, self.settings.broadcast_min_recipients) {
             Routed::Everyone(topics) => bus_record(
                 key,
                 qos,
@@ -375,6 +448,19 @@ impl Targeting {
             Routed::Nodes(per_node) => {
                 if per_node.is_empty() {
                     BusCounts::add(&self.counts.without_recipients, 1);
+                }
+                if let Some(topics) = kept {
+                    recent.remember(
+                        now,
+                        Replay {
+                            key: key.clone(),
+                            qos,
+                            topics,
+                            payload: payload.clone(),
+                            retain,
+                        },
+                        per_node.keys().copied().collect(),
+                    );
                 }
                 per_node
                     .into_iter()

@@ -393,6 +393,15 @@ pub struct ClusterConfig {
     /// fan-out, as nodes without targeted delivery do. See
     /// [`crate::targeting`].
     pub broadcast_min_recipients: usize,
+    /// How long, in milliseconds, a node keeps the fan-outs it sent only to
+    /// some nodes, to send them again to a node where one of their
+    /// recipients' sessions becomes known later (a client that just
+    /// connected there, whose claim this node had not consumed yet); 0
+    /// keeps none. Longer than the bus's delivery delay.
+    pub join_replay_ms: u64,
+    /// At most this many bytes (topics and payloads) of those fan-outs; the
+    /// oldest go first, counted in `parley_cluster_bus_replay_overflowed_total`.
+    pub join_replay_max_bytes: usize,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
 }
@@ -404,6 +413,8 @@ impl Default for ClusterConfig {
             node_lease_ttl_ms: 30_000,
             presence_offline_delay_ms: 5_000,
             broadcast_min_recipients: 512,
+            join_replay_ms: 5_000,
+            join_replay_max_bytes: 64 * 1024 * 1024,
             kafka: KafkaBusConfig::default(),
         }
     }

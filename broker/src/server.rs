@@ -177,7 +177,11 @@ impl Node {
             Some(bus) => Deliveries::Bus(BusPublisher::start(
                 bus.clone(),
                 config.node_id,
-                config.cluster.broadcast_min_recipients,
+                crate::cluster::TargetingSettings {
+                    broadcast_min_recipients: config.cluster.broadcast_min_recipients,
+                    replay_window: Duration::from_millis(config.cluster.join_replay_ms),
+                    replay_max_bytes: config.cluster.join_replay_max_bytes,
+                },
                 bus_counts.clone(),
             )),
         };

@@ -11,10 +11,19 @@
 //! messages and receipts (all to every member's inbox) are routed alike and
 //! change routing only when its membership changes. Pure: no IO.
 //!
+//! A producing node learns of a session on another node only when it
+//! consumes the session's claim from the bus, so what it sent meanwhile
+//! skipped that node. [`RecentFanouts`] keeps the targeted fan-outs of the last
+//! moments (bounded by time and bytes) so they can be sent again to a node
+//! once a session there is known ([`RecentFanouts::replay_for`]).
+//!
 //! `docs/cluster.md` ("Targeted delivery") has the design.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 /// Where users' sessions are, as this node knows them (the session
 /// directory's cache, plus this node's own connections).
@@ -110,6 +119,128 @@ pub fn resolve(
     }
 }
 
+/// A targeted fan-out as sent, kept for [`RecentFanouts::replay_for`].
+#[derive(Debug, Clone)]
+struct Sent {
+    at: Instant,
+    fanout: Replay,
+    /// The nodes it went to.
+    nodes: Vec<u16>,
+    /// What it counts against the byte bound.
+    bytes: usize,
+}
+
+/// A fan-out on the bus: kept as sent, and sent again to one node with one
+/// user's topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Its ordering key.
+    pub key: String,
+    /// Its QoS.
+    pub qos: u8,
+    /// Its topics (the user's alone, when replayed).
+    pub topics: Vec<String>,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its retain flag.
+    pub retain: bool,
+}
+
+/// Bytes a kept fan-out costs besides its topics and payload.
+const SENT_OVERHEAD: usize = 96;
+
+/// The targeted fan-outs this node sent in the last `window`, at most
+/// `max_bytes` of them (topics and payloads), oldest first.
+#[derive(Debug)]
+pub struct RecentFanouts {
+    window: Duration,
+    max_bytes: usize,
+    bytes: usize,
+    entries: VecDeque<Sent>,
+    /// Fan-outs dropped while still inside the window, to keep the bound.
+    pub overflowed: u64,
+}
+
+impl RecentFanouts {
+    /// Keeps fan-outs for `window`, at most `max_bytes` of them (0 keeps
+    /// none: nothing is ever replayed).
+    pub fn new(window: Duration, max_bytes: usize) -> RecentFanouts {
+        RecentFanouts {
+            window,
+            max_bytes,
+            bytes: 0,
+            entries: VecDeque::new(),
+            overflowed: 0,
+        }
+    }
+
+    /// Remembers `fanout`, sent at `now` to `nodes` (possibly none).
+    pub fn remember(&mut self, now: Instant, fanout: Replay, nodes: Vec<u16>) {
+        self.expire(now);
+        if self.window.is_zero() || self.max_bytes == 0 {
+            return;
+        }
+        let bytes = SENT_OVERHEAD
+            + fanout.key.len()
+            + fanout.payload.len()
+            + fanout.topics.iter().map(String::len).sum::<usize>();
+        self.bytes += bytes;
+        self.entries.push_back(Sent {
+            at: now,
+            fanout,
+            nodes,
+            bytes,
+        });
+        while self.bytes > self.max_bytes {
+            let Some(dropped) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= dropped.bytes;
+            self.overflowed += 1;
+        }
+    }
+
+    /// The fan-outs of the window with a topic of `user` that did not go to
+    /// `node`, in the order they were sent, each with `user`'s topics only;
+    /// they count as sent to `node` from now on.
+    pub fn replay_for(&mut self, now: Instant, user: &str, node: u16) -> Vec<Replay> {
+        self.expire(now);
+        let mut replays = Vec::new();
+        for sent in &mut self.entries {
+            if sent.nodes.contains(&node) {
+                continue;
+            }
+            let topics: Vec<String> = sent
+                .fanout
+                .topics
+                .iter()
+                .filter(|t| user_of_topic(t) == Some(user))
+                .cloned()
+                .collect();
+            if topics.is_empty() {
+                continue;
+            }
+            sent.nodes.push(node);
+            replays.push(Replay {
+                topics,
+                ..sent.fanout.clone()
+            });
+        }
+        replays
+    }
+
+    /// Drops what is older than the window.
+    fn expire(&mut self, now: Instant) {
+        while let Some(oldest) = self.entries.front() {
+            if now.saturating_duration_since(oldest.at) <= self.window {
+                break;
+            }
+            self.bytes -= oldest.bytes;
+            self.entries.pop_front();
+        }
+    }
+}
+
 /// What this node's bus traffic was, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct BusCounts {
@@ -123,6 +254,10 @@ pub struct BusCounts {
     pub read_targeted: AtomicU64,
     /// Fan-outs not sent at all: no node holds any of their recipients.
     pub without_recipients: AtomicU64,
+    /// Records sent again to a node once a session there became known.
+    pub replayed: AtomicU64,
+    /// Fan-outs dropped from the replay window to keep its byte bound.
+    pub replay_overflowed: AtomicU64,
 }
 
 impl BusCounts {
@@ -149,6 +284,16 @@ mod tests {
 
     fn topics(list: &[&str]) -> Vec<String> {
         list.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    fn fanout(key: &str, list: &[&str], payload: &'static str) -> Replay {
+        Replay {
+            key: key.to_owned(),
+            qos: 1,
+            topics: topics(list),
+            payload: Bytes::from_static(payload.as_bytes()),
+            retain: false,
+        }
     }
 
     #[test]
@@ -202,6 +347,51 @@ mod tests {
         for other in [topics(&["p/alice"]), topics(&["u/alice/i", "$parley/x"])] {
             assert_eq!(route(other.clone(), &nodes, 512), Routed::Everyone(other));
         }
+    }
+
+    #[test]
+    fn what_skipped_a_node_is_replayed_there_once_in_order() {
+        let start = Instant::now();
+        let mut recent = RecentFanouts::new(Duration::from_secs(5), 1 << 20);
+        let payload = |p: &'static str| Bytes::from_static(p.as_bytes());
+        recent.remember(start, fanout("c1", &["u/a/i", "u/b/i"], "1"), vec![1]);
+        recent.remember(start, fanout("c2", &["u/a/i"], "2"), vec![1]);
+        recent.remember(start, fanout("c1", &["u/a/i", "u/b/i"], "3"), vec![1, 2]);
+        recent.remember(start, fanout("c1", &["u/b/t"], "4"), vec![]);
+        let later = start + Duration::from_secs(1);
+        let replayed = recent.replay_for(later, "b", 2);
+        assert_eq!(
+            replayed
+                .iter()
+                .map(|r| (r.key.as_str(), r.topics.clone(), r.payload.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("c1", topics(&["u/b/i"]), payload("1")),
+                ("c1", topics(&["u/b/t"]), payload("4")),
+            ],
+            "only b's topics, only what did not go to node 2, in order"
+        );
+        assert!(recent.replay_for(later, "b", 2).is_empty(), "once");
+        assert!(
+            recent
+                .replay_for(start + Duration::from_secs(7), "a", 3)
+                .is_empty(),
+            "nothing older than the window"
+        );
+    }
+
+    #[test]
+    fn the_replay_window_keeps_its_byte_bound() {
+        let now = Instant::now();
+        let mut recent = RecentFanouts::new(Duration::from_secs(5), 2 * (SENT_OVERHEAD + 10));
+        for _ in 0..3 {
+            recent.remember(now, fanout("k", &["u/a/i"], "x"), vec![]);
+        }
+        assert_eq!(recent.overflowed, 1);
+        assert_eq!(recent.replay_for(now, "a", 1).len(), 2);
+        let mut off = RecentFanouts::new(Duration::ZERO, 1 << 20);
+        off.remember(now, fanout("k", &["u/a/i"], "x"), vec![]);
+        assert!(off.replay_for(now, "a", 1).is_empty());
     }
 
     #[test]

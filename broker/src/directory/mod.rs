@@ -352,9 +352,11 @@ impl ClusterDirectory {
             );
             return;
         };
+        let changed_elsewhere;
         let (action, take_over) = {
             let mut state = self.lock();
             let changed = state.cache.apply(&event);
+            changed_elsewhere = changed && event.entry().node_id != self.node_id;
             let e = event.entry();
             let sessions = state.cache.sessions_of(&e.user);
             match &event {
@@ -380,6 +382,11 @@ impl ClusterDirectory {
                 DirectoryEvent::Left(_) => (state.presence.left(&e.user, origin, sessions), None),
             }
         };
+        // A session on another node that this node did not know: what this
+        // node sent its user meanwhile went elsewhere, so send it there too.
+        if let (DirectoryEvent::Joined(e), true) = (&event, changed_elsewhere) {
+            self.deliveries.replay_to(&e.user, e.node_id);
+        }
         if let Some(connection) = take_over {
             let e = event.entry();
             if self.sessions.take_over(&e.user, &e.client_id, connection) {

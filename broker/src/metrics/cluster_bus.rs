@@ -51,13 +51,26 @@ impl Collector for BusCollector {
                 counter.encode(family.encode_family(&[("stream", stream)])?)?;
             }
         }
-        let counter = ConstCounter::new(c.without_recipients.load(Ordering::Relaxed));
-        counter.encode(encoder.encode_descriptor(
-            "cluster_bus_fanouts_without_recipients",
-            "Fan-outs this node did not put on the bus because no node held any of their recipients",
-            None,
-            counter.metric_type(),
-        )?)?;
+        for (name, help, value) in [
+            (
+                "cluster_bus_fanouts_without_recipients",
+                "Fan-outs this node did not put on the bus because no node held any of their recipients",
+                &c.without_recipients,
+            ),
+            (
+                "cluster_bus_records_replayed",
+                "Records sent again to a node once a recipient's session there became known (included in the targeted records produced)",
+                &c.replayed,
+            ),
+            (
+                "cluster_bus_replay_overflowed",
+                "Fan-outs dropped from the replay window before their time to keep cluster.join_replay_max_bytes; a session that appears on a node late may miss them live (sync recovers them)",
+                &c.replay_overflowed,
+            ),
+        ] {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
         Ok(())
     }
 }
