@@ -1032,3 +1032,52 @@ async fn targeted_delivery(nodes: &[TestNode]) -> TargetedKeys {
         to_detached: ac,
     }
 }
+
+/// A persistent session that expires on its node leaves the directory:
+/// every node stops sending its user's deliveries there.
+#[tokio::test]
+async fn an_expired_persistent_session_leaves_the_directory() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let bus = SharedBus::default();
+    let nodes = three_nodes(&url, &bus).await;
+    sign_up_users(&nodes[0], &["erin"]).await;
+    let addr = nodes[1].mqtt();
+    let mut options = MqttOptions::new("erin-2", addr.ip().to_string(), addr.port());
+    options.set_credentials("erin", password_of("erin"));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(1));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    common::within("erin's CONNACK", async {
+        loop {
+            if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await.expect("connects") {
+                return;
+            }
+        }
+    })
+    .await;
+    client.disconnect().await.expect("queue DISCONNECT");
+    common::within("erin's connection to close", async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+    until_detached(&nodes, "erin", 2).await;
+    // Its expiry (1 s) passes: node 2 removes the entry, every node hears it.
+    for node in &nodes {
+        use parley::targeting::RecipientNodes;
+        let directory = node.node.directory().expect("a directory");
+        common::within("every node to forget the expired session", async {
+            directory
+                .wait_until(|d| {
+                    let mut holding = Vec::new();
+                    d.nodes_holding("erin", &mut holding);
+                    holding.is_empty()
+                })
+                .await
+        })
+        .await;
+    }
+}
