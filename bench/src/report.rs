@@ -333,20 +333,28 @@ pub struct ChatReport {
     pub delivery_latency_us: LatencySummary,
     /// Send to delivery, members other than the sender, µs.
     pub peer_delivery_latency_us: LatencySummary,
-    /// With users spread over several nodes: send to delivery, members on
-    /// the sender's node (other than the sender), µs.
+    /// With users spread over several nodes of a cluster: deliveries by
+    /// node, and the bus's records.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub same_node_delivery_latency_us: Option<LatencySummary>,
-    /// With users spread over several nodes: send to delivery, members on
-    /// another node than the sender's, µs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cross_node_delivery_latency_us: Option<LatencySummary>,
-    /// With a bus probe: the cluster bus's records while senders sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bus: Option<BusCost>,
+    pub cluster: Option<Box<ClusterFigures>>,
     /// Errors by kind: server `Error` envelopes (code and message), sequence
     /// breaks, connection failures.
     pub errors: ErrorSummary,
+}
+
+/// A chat run over a cluster's nodes (`--node-ports`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterFigures {
+    /// Nodes the users were spread over.
+    pub nodes: usize,
+    /// Send to delivery, members on the sender's node (other than the
+    /// sender), µs.
+    pub same_node_delivery_latency_us: LatencySummary,
+    /// Send to delivery, members on another node than the sender's, µs.
+    pub cross_node_delivery_latency_us: LatencySummary,
+    /// With a bus probe: the cluster bus's records while senders sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusCost>,
 }
 
 /// What a chat run cost a cluster's bus (see `crate::busprobe`).
@@ -408,13 +416,20 @@ impl ChatReport {
         rows.extend(self.ack_latency_us.rows("send->puback"));
         rows.extend(self.delivery_latency_us.rows("send->delivery"));
         rows.extend(self.peer_delivery_latency_us.rows("send->peer delivery"));
-        if let Some(same) = &self.same_node_delivery_latency_us {
-            rows.extend(same.rows("send->same-node peer delivery"));
+        let cluster = self.cluster.as_deref();
+        if let Some(cluster) = cluster {
+            rows.extend(
+                cluster
+                    .same_node_delivery_latency_us
+                    .rows("send->same-node peer delivery"),
+            );
+            rows.extend(
+                cluster
+                    .cross_node_delivery_latency_us
+                    .rows("send->cross-node delivery"),
+            );
         }
-        if let Some(cross) = &self.cross_node_delivery_latency_us {
-            rows.extend(cross.rows("send->cross-node delivery"));
-        }
-        if let Some(bus) = &self.bus {
+        if let Some(bus) = cluster.and_then(|c| c.bus.as_ref()) {
             rows.push(("bus records produced".into(), bus.produced.to_string()));
             rows.push(("bus records read".into(), bus.read.to_string()));
             rows.push((

@@ -238,12 +238,15 @@ pub async fn run(cfg: &ChatConfig) -> Result<ChatReport, ChatError> {
     progress.stop().await;
     let (users, window, started, bus) = result?;
     let mut report = tally(cfg, &shared, &users, window, started);
-    report.bus = bus.map(|bus| report::BusCost {
-        produced: bus.produced,
-        read: bus.read,
-        produced_per_message: bus.produced as f64 / report.acked.max(1) as f64,
-        read_per_message: bus.read as f64 / report.acked.max(1) as f64,
-    });
+    let acked = report.acked.max(1) as f64;
+    if let Some(cluster) = report.cluster.as_mut() {
+        cluster.bus = bus.map(|bus| report::BusCost {
+            produced: bus.produced,
+            read: bus.read,
+            produced_per_message: bus.produced as f64 / acked,
+            read_per_message: bus.read as f64 / acked,
+        });
+    }
     Ok(report)
 }
 
@@ -339,11 +342,14 @@ fn tally(
         ack_latency_us: LatencySummary::from_histogram(&ack_latency),
         delivery_latency_us: LatencySummary::from_histogram(&latency),
         peer_delivery_latency_us: LatencySummary::from_histogram(&peer_latency),
-        same_node_delivery_latency_us: (cfg.node_ports.len() > 1)
-            .then(|| LatencySummary::from_histogram(&same_node)),
-        cross_node_delivery_latency_us: (cfg.node_ports.len() > 1)
-            .then(|| LatencySummary::from_histogram(&cross_node)),
-        bus: None,
+        cluster: (!cfg.node_ports.is_empty()).then(|| {
+            Box::new(report::ClusterFigures {
+                nodes: cfg.node_ports.len(),
+                same_node_delivery_latency_us: LatencySummary::from_histogram(&same_node),
+                cross_node_delivery_latency_us: LatencySummary::from_histogram(&cross_node),
+                bus: None,
+            })
+        }),
         errors: ErrorSummary::from(&shared.counters.errors),
     }
 }
