@@ -76,6 +76,8 @@ ws = "off"
 listen = "127.0.0.1:$http"
 [auth]
 jwt_secret = "cluster-bench-secret-cluster-bench-secret"
+[accounts]
+signups_per_hour_per_address = 0.0
 [chat]
 messages_per_sec = 100000.0
 message_burst = 100000
