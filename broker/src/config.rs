@@ -396,6 +396,21 @@ pub struct ClusterConfig {
     /// How often a node looks for sessions another node asked it for, and a
     /// waiting connection looks whether its session arrived, in milliseconds.
     pub session_handover_poll_ms: u64,
+    /// A fan-out to at least this many users' topics (a message to a group
+    /// of this many members) is broadcast to every node instead of going
+    /// only to the nodes that hold its recipients; 0 broadcasts every
+    /// fan-out, as nodes without targeted delivery do. See
+    /// [`crate::targeting`].
+    pub broadcast_min_recipients: usize,
+    /// How long, in milliseconds, a node keeps the fan-outs it sent only to
+    /// some nodes, to send them again to a node where one of their
+    /// recipients' sessions becomes known later (a client that just
+    /// connected there, whose claim this node had not consumed yet); 0
+    /// keeps none. Longer than the bus's delivery delay.
+    pub join_replay_ms: u64,
+    /// At most this many bytes (topics and payloads) of those fan-outs; the
+    /// oldest go first, counted in `parley_cluster_bus_replay_overflowed_total`.
+    pub join_replay_max_bytes: usize,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
 }
@@ -408,6 +423,9 @@ impl Default for ClusterConfig {
             presence_offline_delay_ms: 5_000,
             session_handover_timeout_ms: 5_000,
             session_handover_poll_ms: 100,
+            broadcast_min_recipients: 512,
+            join_replay_ms: 5_000,
+            join_replay_max_bytes: 64 * 1024 * 1024,
             kafka: KafkaBusConfig::default(),
         }
     }

@@ -20,3 +20,4 @@ pub mod push;
 pub mod server;
 pub mod session_events;
 pub mod storage;
+pub mod targeting;

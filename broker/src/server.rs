@@ -188,9 +188,19 @@ impl Node {
         };
         let publisher = ServerPublisher::new(router.clone());
         tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
+        let bus_counts = Arc::new(crate::targeting::BusCounts::default());
         let deliveries = match &bus {
             None => Deliveries::Local(publisher.clone()),
-            Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
+            Some(bus) => Deliveries::Bus(BusPublisher::start(
+                bus.clone(),
+                config.node_id,
+                crate::cluster::TargetingSettings {
+                    broadcast_min_recipients: config.cluster.broadcast_min_recipients,
+                    replay_window: Duration::from_millis(config.cluster.join_replay_ms),
+                    replay_max_bytes: config.cluster.join_replay_max_bytes,
+                },
+                bus_counts.clone(),
+            )),
         };
         let push = PushService::start(&config.push, store.clone(), shutdown.clone(), tasks)
             .context("configuring push notifications")?;
@@ -217,6 +227,9 @@ impl Node {
                 );
                 chat.presence.leave_publishing_to_cluster();
                 chat.share_with_cluster(directory.clone());
+                if let Deliveries::Bus(bus) = &deliveries {
+                    bus.target_with(directory.clone());
+                }
                 metrics.register_collector(Box::new(DirectoryCollector::new(directory.clone())));
                 Some(directory)
             }
@@ -234,6 +247,11 @@ impl Node {
         if let Some(push) = &push {
             metrics.register_collector(Box::new(PushCollector::new(push.clone())));
         }
+        if bus.is_some() {
+            metrics.register_collector(Box::new(crate::metrics::cluster_bus::BusCollector::new(
+                bus_counts.clone(),
+            )));
+        }
         let metrics = Arc::new(metrics);
         if let Some(bus) = &bus {
             let events: Arc<dyn ClusterEvents> = match &directory {
@@ -248,6 +266,7 @@ impl Node {
                 config.node_id,
                 publisher.clone(),
                 events,
+                bus_counts.clone(),
                 shutdown.clone(),
                 tasks,
             )

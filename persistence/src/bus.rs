@@ -3,11 +3,17 @@
 //! On a single node the chat pipeline publishes to its own router. In a
 //! cluster every server-side fan-out (a message to the members' inboxes, a
 //! receipt, a typing indicator, a presence change) is appended to the bus
-//! instead, as one record carrying its topics and its payload once, and
-//! every node consumes the whole bus and republishes each record's payload
-//! on each of its topics to its local router, which delivers it to whichever
-//! of its clients subscribed. Records with the same key (a conversation or a
-//! user) keep their order. The Kafka backend is the production one.
+//! instead, as one record carrying its topics and its payload once, and each
+//! node republishes the payload of every record it reads on each of its
+//! topics to its local router, which delivers it to whichever of its clients
+//! subscribed.
+//!
+//! A record has an [`Audience`]: [`Audience::Everyone`] (the broadcast
+//! stream, read by every node) or [`Audience::Node`] (that node's own
+//! stream, read by it alone), so a fan-out can go only to the nodes that
+//! hold its recipients. Records with the same key (a conversation or a user)
+//! keep their order within each stream. The Kafka backend is the production
+//! one.
 
 use async_trait::async_trait;
 
@@ -33,9 +39,21 @@ pub struct BusRecord {
     pub origin_node: u16,
 }
 
+/// Which nodes read a record: the stream it is published to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Audience {
+    /// The broadcast stream: every subscribed node reads it.
+    #[default]
+    Everyone,
+    /// Node `n`'s own stream: only node `n` reads it.
+    Node(u16),
+}
+
 /// Where a consumed record sits on the bus, for acknowledging it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BusPosition {
+    /// The stream the record was read from.
+    pub stream: Audience,
     /// The partition (or shard) the record is in.
     pub partition: i32,
     /// Its offset in that partition.
@@ -54,20 +72,42 @@ pub struct Delivery {
 /// The producing side of the bus; shared by all tasks of a node.
 #[async_trait]
 pub trait ClusterBus: Send + Sync {
-    /// Appends `records` durably: when this returns `Ok`, every record is
-    /// acknowledged by the bus and will reach every subscribed node, in order
-    /// per key (records of one call keep their relative order per key).
+    /// Appends `records` to the broadcast stream ([`Audience::Everyone`]);
+    /// see [`ClusterBus::publish_to`].
+    async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError> {
+        self.publish_to(
+            records
+                .into_iter()
+                .map(|record| (Audience::Everyone, record))
+                .collect(),
+        )
+        .await
+    }
+
+    /// Appends each record durably to the stream of its [`Audience`]: when
+    /// this returns `Ok`, every record is acknowledged by the bus and will
+    /// reach every subscribed node of its audience, in order per key within
+    /// that stream (records of one call keep their relative order per key
+    /// and audience). Records of one key in two streams have no order
+    /// between them.
+    ///
+    /// A record for [`Audience::Node`] `n` is read by node `n` only, once it
+    /// has subscribed (before that, its stream may not exist yet: publish to
+    /// nodes that are known to have subscribed, such as those holding
+    /// sessions in the session directory).
     ///
     /// A backend with a size limit per record may carry a record whose
     /// topics do not fit as several consecutive records of the same key, each
     /// with the same payload and a run of the topics, in order: consumers
     /// then publish every topic once, in order, as if it were one record.
-    async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError>;
+    async fn publish_to(&self, records: Vec<(Audience, BusRecord)>) -> Result<(), StoreError>;
 
-    /// Starts consuming as node `node_id`: every record published after this
-    /// call returns, by any node (this one included), is delivered to the
-    /// returned consumer, in order per key. A node that restarts resumes after
-    /// the last record it acknowledged.
+    /// Starts consuming as node `node_id`: its own stream
+    /// ([`Audience::Node`]`(node_id)`) and the broadcast stream. Every
+    /// record published to either after this call returns, by any node
+    /// (this one included), is delivered to the returned consumer, in order
+    /// per key within each stream. A node that restarts resumes each stream
+    /// after the last record it acknowledged there.
     async fn subscribe(&self, node_id: u16) -> Result<Box<dyn BusConsumer>, StoreError>;
 }
 
@@ -77,8 +117,8 @@ pub trait BusConsumer: Send {
     /// Waits for the next record.
     async fn next(&mut self) -> Result<Delivery, StoreError>;
 
-    /// Marks everything up to and including `position` (in its partition) as
-    /// done, so it is not delivered again after a restart. Call it only after
-    /// the record has been handed to the local router.
+    /// Marks everything up to and including `position` (in its stream and
+    /// partition) as done, so it is not delivered again after a restart.
+    /// Call it only after the record has been handed to the local router.
     async fn ack(&mut self, position: BusPosition) -> Result<(), StoreError>;
 }

@@ -23,7 +23,7 @@ mod relations;
 pub mod scylla;
 pub mod sessions;
 
-pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
+pub use bus::{Audience, BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
 pub use directory::{DirectoryEntry, SessionDirectory};
 pub use error::StoreError;

@@ -388,6 +388,16 @@ where
                 .ok();
         }
     }
+    // How long the session outlives this connection (a persistent one stays
+    // on this node): the directory keeps its deliveries coming here so long.
+    let kept_for = match end {
+        End::Client {
+            session_expiry: Some(secs),
+            ..
+        } => secs,
+        End::TakenOver => 0,
+        _ => session_expiry,
+    };
     let (publish_will, session_expiry) = match end {
         End::Client {
             publish_will,
@@ -426,6 +436,7 @@ where
                 principal.user.as_str(),
                 &principal.client_id,
                 registration.id(),
+                (kept_for > 0).then(|| Duration::from_secs(kept_for.into())),
             )
             .await;
     }

@@ -18,7 +18,7 @@ use crate::StoreError;
 
 /// One schema change.
 struct Migration {
-    /// Its version; versions are 1, 2, 3, ... in order.
+    /// Its version; versions ascend (1, 2, 3, ...).
     version: i32,
     /// A short name, recorded with the version.
     name: &'static str,
@@ -53,10 +53,21 @@ const MIGRATIONS: &[Migration] = &[
         name: "mqtt_sessions",
         sql: include_str!("migrations/0005_mqtt_sessions.sql"),
     },
+    // Version 6 is the retained messages' table (cluster-wide MQTT).
+    Migration {
+        version: 7,
+        name: "session_directory_detached",
+        sql: include_str!("migrations/0007_session_directory_detached.sql"),
+    },
 ];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 7;
+
+/// The version of every migration this version of Parley has, oldest first.
+pub fn versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;

@@ -57,7 +57,7 @@ use deadpool_postgres::Pool;
 use crate::StoreError;
 
 pub use append_queue::{AppendBatchStats, MAX_BATCH as MAX_APPEND_BATCH};
-pub use migrate::SCHEMA_VERSION;
+pub use migrate::{versions as migration_versions, SCHEMA_VERSION};
 pub use pool::PostgresConfig;
 pub use sessions::PostgresSessions;
 
