@@ -23,7 +23,10 @@ mod relations;
 pub mod scylla;
 pub mod sessions;
 
-pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
+pub use bus::{
+    BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, MqttForward, NodeTarget,
+    SharedGroupRef,
+};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
 pub use directory::{DirectoryEntry, SessionDirectory};
 pub use error::StoreError;
