@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use persistence::kafka::{KafkaBus, KafkaConfig};
-use persistence::{BusConsumer, BusRecord, ClusterBus, StoreError};
+use persistence::{BusConsumer, BusRecord, ClusterBus, MqttForward, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -44,6 +44,10 @@ pub struct Fanout {
     pub payload: Bytes,
     /// Whether the router retains it on each topic.
     pub retain: bool,
+    /// For a plain MQTT publish forwarded to other nodes: its properties and
+    /// target nodes (see [`crate::cluster_mqtt`]); such a record is handed
+    /// to [`ClusterEvents::plain_mqtt`] instead of the router.
+    pub mqtt: Option<Box<MqttForward>>,
 }
 
 impl Fanout {
@@ -53,6 +57,7 @@ impl Fanout {
             topics,
             payload,
             retain: false,
+            mqtt: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl Fanout {
             topics: vec![topic],
             payload,
             retain: true,
+            mqtt: None,
         }
     }
 
@@ -106,6 +112,7 @@ pub struct Outgoing {
 
 /// The outcome of an [`Outgoing`]: ready at once locally, once the bus
 /// acknowledged it otherwise.
+#[derive(Debug)]
 pub enum Pending {
     /// Nothing to wait for.
     Done,
@@ -159,6 +166,23 @@ impl Deliveries {
                     Pending::Bus(rx),
                 )
             }
+        }
+    }
+
+    /// Like [`Deliveries::outgoing`], telling the bus's answer to `done`
+    /// (if given) rather than returning a handle.
+    pub fn outgoing_with(
+        &self,
+        key: &str,
+        qos: u8,
+        fanout: Fanout,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Outgoing {
+        Outgoing {
+            key: key.to_owned(),
+            qos,
+            fanout,
+            done,
         }
     }
 
@@ -271,6 +295,7 @@ fn bus_record(key: String, qos: u8, fanout: Fanout, node_id: u16) -> Option<BusR
         qos,
         retain: fanout.retain,
         origin_node: node_id,
+        mqtt: fanout.mqtt,
     })
 }
 
@@ -285,7 +310,19 @@ pub trait ClusterEvents: Send + Sync + 'static {
 
     /// A presence record on `topic` went by (it is published to the router too).
     fn presence_seen(&self, _topic: &str, _payload: &[u8]) {}
+
+    /// A forwarded plain MQTT publish (a record with [`BusRecord::mqtt`]),
+    /// from any node (this one included); not published to the router here.
+    fn plain_mqtt(&self, _record: BusRecord) {}
+
+    /// A change of node `origin`'s MQTT routes (on [`MQTT_ROUTES`]).
+    fn mqtt_routes_changed(&self, _payload: &[u8], _origin: u16) {}
 }
+
+/// Bus records carrying this topic are not published to the router: their
+/// payload is a change of the publishing node's plain MQTT routes (see
+/// [`crate::cluster_mqtt`]).
+pub const MQTT_ROUTES: &str = "$parley/mqtt-routes";
 
 /// The events of a node with a session directory: conversation changes to
 /// the chat service, directory changes and presence records to the directory.
@@ -307,6 +344,37 @@ impl ClusterEvents for WithDirectory {
 
     fn presence_seen(&self, topic: &str, payload: &[u8]) {
         self.directory.presence_seen(topic, payload);
+    }
+}
+
+/// The events of a node that routes plain MQTT across the cluster:
+/// `inner`'s, with plain MQTT routes and forwarded publishes going to `mqtt`.
+pub struct WithPlainMqtt {
+    /// Every other event.
+    pub inner: Arc<dyn ClusterEvents>,
+    /// The node's plain MQTT routing.
+    pub mqtt: Arc<dyn ClusterEvents>,
+}
+
+impl ClusterEvents for WithPlainMqtt {
+    fn conversation_changed(&self, id: &str) {
+        self.inner.conversation_changed(id);
+    }
+
+    fn session_directory_changed(&self, payload: &[u8], origin: u16) {
+        self.inner.session_directory_changed(payload, origin);
+    }
+
+    fn presence_seen(&self, topic: &str, payload: &[u8]) {
+        self.inner.presence_seen(topic, payload);
+    }
+
+    fn plain_mqtt(&self, record: BusRecord) {
+        self.mqtt.plain_mqtt(record);
+    }
+
+    fn mqtt_routes_changed(&self, payload: &[u8], origin: u16) {
+        self.mqtt.mqtt_routes_changed(payload, origin);
     }
 }
 
@@ -377,6 +445,10 @@ fn consumed(
     node_id: u16,
     events: &dyn ClusterEvents,
 ) -> Vec<(String, Bytes, bool)> {
+    if record.mqtt.is_some() {
+        events.plain_mqtt(record);
+        return Vec::new();
+    }
     let payload = Bytes::from(record.payload);
     let mut publishes = Vec::with_capacity(record.topics.len());
     for topic in record.topics {
@@ -386,6 +458,8 @@ fn consumed(
             }
         } else if topic == crate::directory::events::DIRECTORY_TOPIC {
             events.session_directory_changed(&payload, record.origin_node);
+        } else if topic == MQTT_ROUTES {
+            events.mqtt_routes_changed(&payload, record.origin_node);
         } else {
             if topic.starts_with("p/") && record.retain {
                 events.presence_seen(&topic, &payload);
@@ -450,6 +524,7 @@ mod tests {
                 qos: 1,
                 retain: false,
                 origin_node: 7,
+                mqtt: None,
             }
         );
         let presence = Fanout::retained("p/alice".into(), Bytes::from_static(b"on"));

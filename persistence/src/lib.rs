@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod keys;
 mod leases;
 mod metadata;
+mod mqtt_retained;
 mod offline;
 pub mod postgres;
 mod push;
@@ -40,6 +41,7 @@ pub use keys::{
 };
 pub use leases::{Lease, LeaseHolder, NodeLeases};
 pub use metadata::{MetadataStore, NewUser, UserRecord};
+pub use mqtt_retained::{ClusterMqttStore, RetainedRow};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;
 pub use relations::{Relation, RelationRecord};

@@ -176,7 +176,8 @@ where
         session_expiry,
         ctx.metrics.clone(),
         ctx.limits.publishes(),
-    );
+    )
+    .with_cluster(ctx.cluster_mqtt.clone());
     let mut byte_budget = ctx.limits.byte_budget();
     let mut chat: Option<ChatWorker> = None;
     let mut chat_done: Vec<ChatDone> = Vec::new();
@@ -251,6 +252,16 @@ where
             // for room in the worker's queue, not in every idle connection.
             if !Box::pin(worker.submit(pending)).await {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
+            }
+        }
+        // Acknowledgements of publishes forwarded to other nodes wait for the bus.
+        for (index, pending) in std::mem::take(&mut fx.forwarded) {
+            if pending.wait().await.is_err() {
+                let answer = &mut fx.to_client[index];
+                if !inbound.forward_failed(answer) {
+                    warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, "closing: a publish did not reach the cluster bus and 3.1.1 cannot say so");
+                    break 'conn End::Protocol(DisconnectReasonCode::UnspecifiedError);
+                }
             }
         }
         if let (false, Some(durable)) = (fx.to_client.is_empty(), &ctx.durable) {

