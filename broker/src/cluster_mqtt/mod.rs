@@ -444,6 +444,7 @@ impl ClusterMqtt {
         let Some(mqtt) = record.mqtt.as_deref() else {
             return;
         };
+        let _bump = Bump(&self.changed);
         let target = mqtt.nodes.iter().find(|t| t.node == self.node_id).cloned();
         if target.is_none() && !record.retain {
             self.counts.not_addressed.fetch_add(1, Ordering::Relaxed);
@@ -456,7 +457,6 @@ impl ClusterMqtt {
             self.apply_retained(version, message.clone(), &namespace);
         }
         let shared = target.map(|t| t.shared).unwrap_or_default();
-        let _bump = Bump(&self.changed);
         let report = self
             .router
             .publish_forwarded(message, Instant::now(), &|group| {
