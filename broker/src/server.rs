@@ -463,6 +463,9 @@ impl Node {
         if let Some(directory) = &self.directory {
             directory.leave().await;
         }
+        if let Some(cluster_mqtt) = &self.cluster_mqtt {
+            cluster_mqtt.leave().await;
+        }
         let flushed = self.store.flush().await.context("flushing the store");
         if let Some(lease) = self.lease {
             lease.release().await;

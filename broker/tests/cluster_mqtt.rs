@@ -12,6 +12,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -35,6 +36,8 @@ const PASSWORD: &str = "device password";
 struct MemoryBus {
     log: Mutex<Vec<BusRecord>>,
     grew: Notify,
+    /// While set, every publish is refused (a bus that is down).
+    refuse: AtomicBool,
 }
 
 /// An in-memory [`ClusterBus`] shared by several nodes: every subscriber
@@ -61,6 +64,9 @@ impl SharedBus {
 #[async_trait]
 impl ClusterBus for SharedBus {
     async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError> {
+        if self.0.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the test bus is down".into()));
+        }
         let mut decoded = Vec::with_capacity(records.len());
         for record in records {
             let value = codec::encode_value(&record).expect("encodable");
@@ -181,7 +187,7 @@ async fn knows_route(node: &TestNode, other: u16, filter: &str) {
 async fn received(node: &TestNode, n: u64) {
     let mqtt = routing(node);
     within(&format!("{n} forwarded records"), async {
-        mqtt.wait_until(|m| m.counts.received.load(std::sync::atomic::Ordering::Relaxed) >= n)
+        mqtt.wait_until(|m| m.counts.received.load(Ordering::Relaxed) >= n)
             .await
     })
     .await;
@@ -398,22 +404,11 @@ async fn only_the_nodes_with_subscribers_get_a_record_and_local_subscribers_get_
     let three = routing(&nodes[2]);
     within("node 3 to read both records", async {
         three
-            .wait_until(|m| {
-                m.counts
-                    .not_addressed
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    >= 2
-            })
+            .wait_until(|m| m.counts.not_addressed.load(Ordering::Relaxed) >= 2)
             .await
     })
     .await;
-    assert_eq!(
-        three
-            .counts
-            .received
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(three.counts.received.load(Ordering::Relaxed), 0);
 
     // No second copy reached node 1's subscriber: the next message is the next one.
     publish(
@@ -609,13 +604,99 @@ async fn a_shared_group_across_two_nodes_gets_each_message_once() {
     let distinct: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(seen.len(), JOBS, "each job once in the cluster: {seen:?}");
     assert_eq!(distinct.len(), JOBS);
+
+    // Node 3 leaves gracefully: node 1 forgets its routes at once, and node
+    // 2's member gets every job.
+    let mut nodes = nodes;
+    let three = nodes.pop().unwrap();
+    drop(on_three);
+    three.node.shutdown().await.expect("node 3 shuts down");
+    let one = routing(&nodes[0]);
+    within("node 3's routes to go", async {
+        one.wait_until(|m| m.routes().routes_of(3).is_empty()).await
+    })
+    .await;
+    for i in 0..4 {
+        publisher
+            .publish(
+                format!("jobs/after/{i}"),
+                QoS::AtLeastOnce,
+                false,
+                format!("after {i}"),
+            )
+            .await
+            .unwrap();
+        assert!(acknowledged(&mut p_el, QoS::AtLeastOnce).await);
+        assert_eq!(
+            v5::next_publish(&mut on_two).await.payload,
+            format!("after {i}").into_bytes()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_publish_the_bus_refuses_is_not_acknowledged() {
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let bus = SharedBus::default();
+    let nodes = cluster(&url, &bus, 2).await;
+    let (_s, mut on_two) = subscriber(&nodes[1], "s2", "bob", &["sensors/#"]).await;
+    knows_route(&nodes[0], 2, "sensors/#").await;
+    let (v5_client, mut v5_el) = v5::connect(v5::options(&nodes[0], "p5", "alice", PASSWORD)).await;
+    let (v4_client, mut v4_el) = v4::connect(v4::options(&nodes[0], "p4", "alice", PASSWORD)).await;
+
+    bus.0.refuse.store(true, Ordering::SeqCst);
+    // MQTT 5: PUBACK 0x80, and the client may publish again.
+    v5_client
+        .publish("sensors/a", QoS::AtLeastOnce, false, "lost")
+        .await
+        .unwrap();
+    assert!(
+        !acknowledged(&mut v5_el, QoS::AtLeastOnce).await,
+        "not acknowledged as a success"
+    );
+    // MQTT 3.1.1 cannot say so: the connection ends without a PUBACK.
+    v4_client
+        .publish("sensors/b", rumqttc::QoS::AtLeastOnce, false, "lost")
+        .await
+        .unwrap();
+    within("the 3.1.1 connection to end", async {
+        loop {
+            match v4_el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                    panic!("a publish the bus refused was acknowledged")
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        metric(&nodes[0], "parley_cluster_mqtt_forward_errors_total ").await,
+        Some(2.0)
+    );
+
+    bus.0.refuse.store(false, Ordering::SeqCst);
+    publish(
+        &v5_client,
+        &mut v5_el,
+        "sensors/a",
+        QoS::AtLeastOnce,
+        false,
+        b"again",
+    )
+    .await;
+    assert_eq!(&v5::next_publish(&mut on_two).await.payload[..], b"again");
 }
 
 /// The variable naming the Kafka-protocol test broker (`host:port`).
 const KAFKA_VAR: &str = "PARLEY_TEST_KAFKA";
 
-#[tokio::test]
-async fn plain_mqtt_and_retained_messages_cross_nodes_over_kafka() {
+/// The Kafka broker, a fresh database and a fresh topic, or `None` (after
+/// printing why) when the test should skip; a missing variable fails under `CI`.
+async fn kafka_cluster() -> Option<(String, String, String)> {
     let kafka = match std::env::var(KAFKA_VAR) {
         Ok(kafka) if !kafka.trim().is_empty() => kafka,
         _ => {
@@ -624,29 +705,124 @@ async fn plain_mqtt_and_retained_messages_cross_nodes_over_kafka() {
                 "{KAFKA_VAR} is not set, but CI is"
             );
             eprintln!("skipping a Kafka test: {KAFKA_VAR} is not set (`. .ci/kafka.sh`)");
-            return;
+            return None;
         }
     };
-    let Some(url) = fresh_database().await else {
-        return;
-    };
+    let url = fresh_database().await?;
     let topic = format!(
         "parley-cluster-mqtt-{}-{:08x}",
         std::process::id(),
         rand_u32()
     );
+    Some((kafka, url, topic))
+}
+
+/// Node `id` in this process on Kafka, with a node lease of one second.
+async fn kafka_node(kafka: &str, url: &str, topic: &str, id: u16) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), url, id);
+    config.cluster.bus = BusKind::Kafka;
+    config.cluster.kafka.bootstrap_servers = kafka.to_owned();
+    config.cluster.kafka.topic = topic.to_owned();
+    config.cluster.kafka.partitions = 3;
+    config.cluster.node_lease_ttl_ms = 1_000;
+    let node = Node::start(config).await.expect("node starts on Kafka");
+    TestNode { node, dir }
+}
+
+/// Starts the `parley` binary as node `node_id` on Kafka (node lease of one
+/// second, plain topics open) and waits until it is up; returns the process
+/// and its MQTT port.
+async fn spawn_kafka_node(
+    dir: &std::path::Path,
+    (kafka, url, topic): (&str, &str, &str),
+    node_id: u16,
+) -> (tokio::process::Child, u16) {
+    use common::process::free_port;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (mqtt, http) = (free_port(), free_port());
+    let config = dir.join("parley.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = {node_id}\ndata_dir = {:?}\n\
+             [storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = {url:?}\nmax_connections = 4\n\
+             [cluster]\nbus = \"kafka\"\nnode_lease_ttl_ms = 1000\n\
+             [cluster.kafka]\nbootstrap_servers = {kafka:?}\ntopic = {topic:?}\npartitions = 3\n\
+             [mqtt]\ntcp = \"127.0.0.1:{mqtt}\"\nws = \"off\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\n\
+             [[acl]]\naccess = \"readwrite\"\nfilter = \"sensors/#\"\n",
+            dir.join("data"),
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--config")
+        .arg(&config)
+        .env("PARLEY_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn parley");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    within("parley to start", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("parley is up") {
+                return;
+            }
+        }
+        panic!("parley exited before it was up");
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, mqtt)
+}
+
+#[tokio::test]
+async fn a_node_killed_with_9_loses_its_routes_when_its_lease_runs_out() {
+    let Some((kafka, url, topic)) = kafka_cluster().await else {
+        return;
+    };
+    let one = kafka_node(&kafka, &url, &topic, 1).await;
+    sign_up(&one, "bob", PASSWORD).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, port) = spawn_kafka_node(dir.path(), (&kafka, &url, &topic), 2).await;
+    let mut options = rumqttc::v5::MqttOptions::new("doomed", "127.0.0.1", port);
+    options.set_credentials("bob", PASSWORD);
+    let (client, mut events) = v5::connect(options).await;
+    client
+        .subscribe("sensors/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    v5::next_matching(&mut events, "SUBACK", |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    knows_route(&one, 2, "sensors/#").await;
+
+    // kill -9: nothing is withdrawn; the routes go when node 2's lease runs out.
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("the process ends");
+    let mqtt = routing(&one);
+    within("node 2's routes to expire", async {
+        mqtt.wait_until(|m| m.routes().routes_of(2).is_empty())
+            .await
+    })
+    .await;
+    assert!(metric(&one, "parley_cluster_mqtt_nodes_expired_total ").await >= Some(1.0));
+    assert!(mqtt.routes().targets("sensors/x").is_empty());
+}
+
+#[tokio::test]
+async fn plain_mqtt_and_retained_messages_cross_nodes_over_kafka() {
+    let Some((kafka, url, topic)) = kafka_cluster().await else {
+        return;
+    };
     let start = |id: u16| {
         let (url, kafka, topic) = (url.clone(), kafka.clone(), topic.clone());
-        async move {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut config = config(dir.path(), &url, id);
-            config.cluster.bus = BusKind::Kafka;
-            config.cluster.kafka.bootstrap_servers = kafka;
-            config.cluster.kafka.topic = topic;
-            config.cluster.kafka.partitions = 3;
-            let node = Node::start(config).await.expect("node starts on Kafka");
-            TestNode { node, dir }
-        }
+        async move { kafka_node(&kafka, &url, &topic, id).await }
     };
     let one = start(1).await;
     let two = start(2).await;

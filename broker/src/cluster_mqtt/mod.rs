@@ -125,8 +125,8 @@ pub struct ClusterMqtt {
     retained: Mutex<RetainedState>,
     announce: mpsc::UnboundedSender<Announce>,
     forward: mpsc::UnboundedSender<ForwardJob>,
-    /// Bumped whenever another node's routes changed or one of its records
-    /// was routed here (see [`ClusterMqtt::wait_until`]).
+    /// Bumped whenever another node's routes changed (or expired) or one of
+    /// its records was read here (see [`ClusterMqtt::wait_until`]).
     changed: watch::Sender<u64>,
     /// What it did, for `/metrics`.
     pub counts: ClusterMqttCounts,
@@ -215,13 +215,36 @@ impl ClusterMqtt {
         Ok(())
     }
 
+    /// Tells the other nodes that this node has no routes any more (a
+    /// graceful shutdown, once its connections are closed) and waits until
+    /// the bus has it, so they stop forwarding to it at once rather than
+    /// when its lease is gone.
+    pub async fn leave(&self) {
+        let record = RouteEvent::Snapshot(Vec::new());
+        let fanout = Fanout::new(vec![MQTT_ROUTES.to_owned()], Bytes::from(record.encode()));
+        self.counts.route_records.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self
+            .deliveries
+            .publish(&events::key(self.node_id), 1, fanout)
+            .await
+        {
+            self.counts.route_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "could not withdraw this node's MQTT routes; they go with its lease");
+        }
+    }
+
+    /// A forwarded publish was refused by the bus (its publisher is told).
+    pub fn forward_refused(&self) {
+        self.counts.forward_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The route table.
     pub fn routes(&self) -> &RouteTable {
         &self.table
     }
 
     /// Waits until `done` holds, checking it again after every change of
-    /// another node's routes and every record of another node routed here.
+    /// another node's routes and every record of another node read here.
     pub async fn wait_until(&self, done: impl Fn(&ClusterMqtt) -> bool) {
         let mut changes = self.changed.subscribe();
         while !done(self) {
@@ -704,6 +727,7 @@ async fn sweep(this: Weak<ClusterMqtt>, every: Duration, shutdown: CancellationT
                             node,
                             "dropping the MQTT routes of a node whose lease ran out"
                         );
+                        let _bump = Bump(&this.changed);
                         this.table.clear(node);
                         this.counts.nodes_expired.fetch_add(1, Ordering::Relaxed);
                     }

@@ -369,6 +369,9 @@ impl InboundState {
     /// (3.1.1 has no failure acknowledgement, and a plain one would claim
     /// the message reached every subscriber).
     pub fn forward_failed(&mut self, answer: &mut Packet) -> bool {
+        if let Some(cluster) = &self.cluster {
+            cluster.forward_refused();
+        }
         if self.version == Version::V4 {
             return false;
         }
