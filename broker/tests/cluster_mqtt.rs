@@ -781,16 +781,25 @@ async fn spawn_kafka_node(
 }
 
 #[tokio::test]
-async fn a_node_killed_with_9_loses_its_routes_when_its_lease_runs_out() {
+async fn a_node_killed_with_9_loses_its_routes_and_its_clients_wills_are_published() {
     let Some((kafka, url, topic)) = kafka_cluster().await else {
         return;
     };
     let one = kafka_node(&kafka, &url, &topic, 1).await;
+    sign_up(&one, "alice", PASSWORD).await;
     sign_up(&one, "bob", PASSWORD).await;
+    let (_watcher, mut watcher) = subscriber(&one, "watcher", "alice", &["sensors/+/will"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, port) = spawn_kafka_node(dir.path(), (&kafka, &url, &topic), 2).await;
     let mut options = rumqttc::v5::MqttOptions::new("doomed", "127.0.0.1", port);
     options.set_credentials("bob", PASSWORD);
+    options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        "sensors/doomed/will",
+        "node gone",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
     let (client, mut events) = v5::connect(options).await;
     client
         .subscribe("sensors/#", QoS::AtLeastOnce)
@@ -813,6 +822,16 @@ async fn a_node_killed_with_9_loses_its_routes_when_its_lease_runs_out() {
     .await;
     assert!(metric(&one, "parley_cluster_mqtt_nodes_expired_total ").await >= Some(1.0));
     assert!(mqtt.routes().targets("sensors/x").is_empty());
+    // The will of the client on the dead node is published by node 1.
+    let will = v5::next_publish(&mut watcher).await;
+    assert_eq!(
+        (&will.topic[..], &will.payload[..]),
+        (&b"sensors/doomed/will"[..], &b"node gone"[..])
+    );
+    assert_eq!(
+        metric(&one, "parley_cluster_mqtt_orphaned_wills_total ").await,
+        Some(1.0)
+    );
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ pub use keys::{
 };
 pub use leases::{Lease, LeaseHolder, NodeLeases};
 pub use metadata::{MetadataStore, NewUser, UserRecord};
-pub use mqtt_retained::{ClusterMqttStore, RetainedRow};
+pub use mqtt_retained::{ClusterMqttStore, OrphanedWill, RetainedRow};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;
 pub use relations::{Relation, RelationRecord};

@@ -27,8 +27,22 @@ pub struct RetainedRow {
     pub expires_in_ms: Option<u64>,
 }
 
-/// Where a cluster keeps its retained plain MQTT messages, and which nodes
-/// are alive (the nodes' routes expire with their node lease).
+/// The will of a connection whose node died, as taken from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanedWill {
+    /// The connection's user.
+    pub user: String,
+    /// Its MQTT client id.
+    pub client_id: String,
+    /// The will message, as a bus record ([`crate::kafka::codec`]).
+    pub will: Vec<u8>,
+    /// Its Will Delay Interval, in seconds.
+    pub delay_secs: u32,
+}
+
+/// Where a cluster keeps its retained plain MQTT messages and the wills of
+/// live connections, and which nodes are alive (the nodes' routes and
+/// guarded wills go with their node lease).
 #[async_trait]
 pub trait ClusterMqttStore: Send + Sync + 'static {
     /// Records `message` (a bus record's value; `None` deletes) as the
@@ -47,4 +61,36 @@ pub trait ClusterMqttStore: Send + Sync + 'static {
 
     /// The node ids whose lease is live.
     async fn live_nodes(&self) -> Result<Vec<u16>, StoreError>;
+
+    /// Keeps the will of connection `connection` of node `node_id` for
+    /// `user`'s `client_id` (replacing any will of that key) until
+    /// [`ClusterMqttStore::drop_will`], so another node can publish it if
+    /// this node dies first.
+    async fn guard_will(
+        &self,
+        user: &str,
+        client_id: &str,
+        node_id: u16,
+        connection: u64,
+        will: &[u8],
+        delay_secs: u32,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets the will guarded for that connection (it ended); a newer
+    /// connection's will of the same key stays.
+    async fn drop_will(
+        &self,
+        user: &str,
+        client_id: &str,
+        node_id: u16,
+        connection: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes (deletes and returns) the guarded wills of nodes whose lease
+    /// ran out, and those of `own_node` (left by an earlier run of it if
+    /// given): each is returned to exactly one caller.
+    async fn take_orphaned_wills(
+        &self,
+        own_node: Option<u16>,
+    ) -> Result<Vec<OrphanedWill>, StoreError>;
 }

@@ -1,6 +1,7 @@
 //! The PostgreSQL store of a cluster's retained plain MQTT messages:
 //! versions that grow with every write, deletions kept as rows without a
-//! message, expired messages left out, and the live nodes by their lease.
+//! message, expired messages left out, the live nodes by their lease, and
+//! the guarded wills of connections, taken once their node is dead.
 //!
 //! Needs `PARLEY_TEST_POSTGRES`; see `postgres_support` for what happens
 //! without it.
@@ -110,4 +111,67 @@ async fn live_nodes_are_those_with_a_live_lease() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(store.live_nodes().await.unwrap(), [3]);
+}
+
+#[tokio::test]
+async fn guarded_wills_are_taken_once_their_node_is_dead_and_only_once() {
+    let Some(store) = store().await else {
+        return;
+    };
+    let holder = |id: &str| LeaseHolder {
+        id: id.into(),
+        description: format!("test holder {id}"),
+    };
+    store
+        .acquire(3, &holder("a"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .acquire(5, &holder("b"), Duration::from_millis(1))
+        .await
+        .unwrap();
+    store
+        .guard_will("alice", "phone", 3, 1, b"w-alive", 0)
+        .await
+        .unwrap();
+    store
+        .guard_will("bob", "sensor", 5, 7, b"w-dead", 30)
+        .await
+        .unwrap();
+    store
+        .guard_will("carol", "tab", 5, 8, b"w-gone", 0)
+        .await
+        .unwrap();
+    // A stale removal (another connection id) leaves the row; the right one removes it.
+    store.drop_will("carol", "tab", 5, 99).await.unwrap();
+    store.drop_will("carol", "tab", 5, 8).await.unwrap();
+    while !store
+        .lease(5)
+        .await
+        .unwrap()
+        .expect("a lease row")
+        .valid_for
+        .is_zero()
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let taken = store.take_orphaned_wills(None).await.unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(
+        (
+            taken[0].user.as_str(),
+            taken[0].client_id.as_str(),
+            &taken[0].will[..],
+            taken[0].delay_secs
+        ),
+        ("bob", "sensor", &b"w-dead"[..], 30)
+    );
+    assert!(
+        store.take_orphaned_wills(None).await.unwrap().is_empty(),
+        "taken once"
+    );
+    // A node that restarts takes what its earlier run left, although its lease is live.
+    let own = store.take_orphaned_wills(Some(3)).await.unwrap();
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].will, b"w-alive");
 }

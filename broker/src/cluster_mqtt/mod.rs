@@ -23,7 +23,9 @@
 //!   version), every node keeps the highest version per topic, and a
 //!   starting node loads the whole set.
 //! - **Wills** published here (at once or after their delay) are forwarded
-//!   like any publish.
+//!   like any publish. The will of a live connection is also kept in the
+//!   store; when a node dies without ending its connections, the first node
+//!   to sweep its rows after its lease ran out publishes them.
 //!
 //! `docs/cluster.md` ("Plain MQTT across nodes") has the design and its costs.
 
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parley_engine::message::{ForwardedProperties, Message, QoS};
 use parley_engine::retained::RetainError;
-use parley_engine::router::{PublishReport, Route, Router, RouterEvents, SERVER_NAMESPACE};
+use parley_engine::router::{PublishReport, Route, Router, RouterEvents, Will, SERVER_NAMESPACE};
 use persistence::kafka::codec;
 use persistence::{BusRecord, ClusterMqttStore, MqttForward, NodeTarget, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -79,8 +81,11 @@ pub struct ClusterMqttCounts {
     pub route_errors: AtomicU64,
     /// Nodes whose routes were dropped because their lease ran out.
     pub nodes_expired: AtomicU64,
-    /// Reads of the store that failed (live nodes, retained set).
+    /// Reads and writes of the store that failed (live nodes, retained
+    /// set, guarded wills).
     pub store_errors: AtomicU64,
+    /// Wills of connections on dead nodes this node published.
+    pub orphaned_wills: AtomicU64,
 }
 
 /// What changed in this node's routes, for the announcer.
@@ -211,6 +216,8 @@ impl ClusterMqtt {
         let _ = self.announce.send(Announce::Hello);
         let _ = self.announce.send(Announce::Snapshot);
         self.load_retained().await?;
+        // Wills an earlier run of this node (a crash) left behind.
+        self.publish_orphaned_wills(Some(self.node_id)).await;
         tasks.spawn(sweep(Arc::downgrade(self), sweep_every, shutdown));
         Ok(())
     }
@@ -230,6 +237,101 @@ impl ClusterMqtt {
         {
             self.counts.route_errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, "could not withdraw this node's MQTT routes; they go with its lease");
+        }
+    }
+
+    /// Keeps `will` of connection `connection` (this node's registry id) of
+    /// `user`'s `client_id` in the store while the connection lives, so
+    /// another node publishes it if this node dies. A failure is counted
+    /// and logged: the will then only lives here.
+    pub async fn guard_will(&self, user: &str, client_id: &str, connection: u64, will: &Will) {
+        let record = BusRecord {
+            key: will.message.topic.to_string(),
+            topics: vec![will.message.topic.to_string()],
+            payload: will.message.payload.to_vec(),
+            qos: will.message.qos as u8,
+            retain: will.message.retain,
+            origin_node: self.node_id,
+            mqtt: Some(Box::new(forward_of(
+                &will.message,
+                user,
+                Vec::new(),
+                Instant::now(),
+            ))),
+        };
+        let result = match codec::encode_value(&record) {
+            Ok(value) => {
+                self.store
+                    .guard_will(
+                        user,
+                        client_id,
+                        self.node_id,
+                        connection,
+                        &value,
+                        will.delay_secs,
+                    )
+                    .await
+            }
+            Err(e) => Err(StoreError::Corrupt(e.to_string())),
+        };
+        if let Err(e) = result {
+            self.counts.store_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(%user, %client_id, error = %e, "could not keep the will in the store; it is lost if this node dies");
+        }
+    }
+
+    /// The connection whose will was guarded ended (its will, if due, was
+    /// published here): forgets it.
+    pub async fn drop_will(&self, user: &str, client_id: &str, connection: u64) {
+        if let Err(e) = self
+            .store
+            .drop_will(user, client_id, self.node_id, connection)
+            .await
+        {
+            self.counts.store_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(%user, %client_id, error = %e, "could not drop a guarded will; it is published if this node dies");
+        }
+    }
+
+    /// Takes the wills of connections on dead nodes (and on an earlier run
+    /// of `own_node`) and publishes each, after its Will Delay, as its
+    /// user: routed here and forwarded like any publish.
+    async fn publish_orphaned_wills(self: &Arc<Self>, own_node: Option<u16>) {
+        let wills = match self.store.take_orphaned_wills(own_node).await {
+            Ok(wills) => wills,
+            Err(e) => {
+                self.counts.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "could not take the wills of dead nodes");
+                return;
+            }
+        };
+        for orphan in wills {
+            let record = match codec::decode(Some(b"will"), Some(&orphan.will)) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(user = %orphan.user, error = %e, "skipping a stored will that does not decode");
+                    continue;
+                }
+            };
+            info!(user = %orphan.user, client_id = %orphan.client_id, delay_secs = orphan.delay_secs, "publishing the will of a connection on a dead node");
+            let this = self.clone();
+            let delay = Duration::from_secs(orphan.delay_secs.into()).min(Duration::from_secs(
+                this.router.config().max_will_delay_secs.into(),
+            ));
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let now = Instant::now();
+                let message = message_of(record, now);
+                let namespace = orphan.user.as_str();
+                this.counts.orphaned_wills.fetch_add(1, Ordering::Relaxed);
+                let (result, _) = this.publish(message.clone(), namespace, now);
+                if result.is_err() {
+                    // Over the retained quota: delivered, not retained.
+                    let mut message = message;
+                    message.retain = false;
+                    let _ = this.publish(message, namespace, now);
+                }
+            });
         }
     }
 
@@ -296,24 +398,7 @@ impl ClusterMqtt {
         targets: Vec<NodeTarget>,
         wait: bool,
     ) -> Option<Pending> {
-        let now = Instant::now();
-        let expiry_left = message.expires_at.map(|_| {
-            // At least a second: an expiry that ran out here would
-            // otherwise become "never" on the way.
-            message.remaining_expiry(now).unwrap_or(0).max(1)
-        });
-        let properties = message.properties;
-        let mqtt = MqttForward {
-            namespace: namespace.to_owned(),
-            payload_format_indicator: properties.payload_format_indicator,
-            content_type: properties.content_type,
-            response_topic: properties.response_topic,
-            correlation_data: properties.correlation_data.map(|d| d.to_vec()),
-            user_properties: properties.user_properties,
-            message_expiry_secs: expiry_left,
-            retained_version: 0,
-            nodes: targets,
-        };
+        let mqtt = forward_of(&message, namespace, targets, Instant::now());
         let retained_expiry = message.retain.then_some(mqtt.message_expiry_secs);
         let (done, pending) = match wait {
             true => {
@@ -548,6 +633,32 @@ impl Drop for Bump<'_> {
     }
 }
 
+/// What a forwarded record of `message`, published in `namespace` for
+/// `targets`, carries besides topic and payload, as of `now`.
+fn forward_of(
+    message: &Message,
+    namespace: &str,
+    targets: Vec<NodeTarget>,
+    now: Instant,
+) -> MqttForward {
+    let properties = &message.properties;
+    MqttForward {
+        namespace: namespace.to_owned(),
+        payload_format_indicator: properties.payload_format_indicator,
+        content_type: properties.content_type.clone(),
+        response_topic: properties.response_topic.clone(),
+        correlation_data: properties.correlation_data.as_ref().map(|d| d.to_vec()),
+        user_properties: properties.user_properties.clone(),
+        // At least a second: an expiry that ran out here would otherwise
+        // become "never" on the way.
+        message_expiry_secs: message
+            .expires_at
+            .map(|_| message.remaining_expiry(now).unwrap_or(0).max(1)),
+        retained_version: 0,
+        nodes: targets,
+    }
+}
+
 /// The engine message of a forwarded record, as received at `now`.
 fn message_of(record: BusRecord, now: Instant) -> Message {
     let mqtt = record.mqtt.map(|m| *m).unwrap_or_default();
@@ -719,6 +830,7 @@ async fn sweep(this: Weak<ClusterMqtt>, every: Duration, shutdown: CancellationT
             _ = ticks.tick() => {}
         }
         let Some(this) = this.upgrade() else { return };
+        this.publish_orphaned_wills(None).await;
         match this.store.live_nodes().await {
             Ok(live) => {
                 for node in this.table.nodes() {

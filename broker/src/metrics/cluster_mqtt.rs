@@ -103,8 +103,13 @@ impl Collector for ClusterMqttCollector {
             ),
             (
                 "cluster_mqtt_store_errors",
-                "Reads of the store by the plain MQTT routing that failed",
+                "Store operations of the plain MQTT routing that failed (live nodes, retained set, guarded wills)",
                 &c.store_errors,
+            ),
+            (
+                "cluster_mqtt_orphaned_wills",
+                "Wills of connections on dead nodes this node published",
+                &c.orphaned_wills,
             ),
         ] {
             let counter = ConstCounter::new(value.load(Ordering::Relaxed));

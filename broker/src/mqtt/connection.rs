@@ -117,6 +117,15 @@ pub async fn serve<S>(
             .claim(principal.user.as_str(), &principal.client_id, id)
             .await;
     }
+    let mut parts = parts;
+    if let (Some(cluster), Some(will)) = (&ctx.cluster_mqtt, parts.session.guarded_will.take()) {
+        let principal = &parts.session.principal;
+        let id = parts.session.registration.id();
+        cluster
+            .guard_will(principal.user.as_str(), &principal.client_id, id, &will)
+            .await;
+        parts.session.guarded_will = Some(will);
+    }
     // Awaited in place: a future held in a local and then awaited would be
     // stored twice in this task's state.
     run(parts, &ctx).await;
@@ -166,8 +175,12 @@ where
                 leftover,
                 resend,
                 registration,
+                guarded_will,
             },
     } = { *parts };
+    // Only whether there is one matters from here (its row is dropped at the end).
+    let will_guarded = guarded_will.is_some();
+    drop(guarded_will);
     let mut inbound = InboundState::new(
         principal,
         codec.version(),
@@ -430,6 +443,16 @@ where
         }
     }
     stream.shutdown().await.ok();
+    if let (true, Some(cluster)) = (will_guarded, &ctx.cluster_mqtt) {
+        let principal = inbound.principal();
+        cluster
+            .drop_will(
+                principal.user.as_str(),
+                &principal.client_id,
+                registration.id(),
+            )
+            .await;
+    }
     if let Some(directory) = &ctx.directory {
         let principal = inbound.principal();
         directory

@@ -1,12 +1,12 @@
 //! [`ClusterMqttStore`] for [`PostgresStore`]: the `mqtt_retained` table
-//! (schema version 6), versioned by one sequence, and the live rows of
-//! `node_leases`.
+//! (schema version 6), versioned by one sequence, the `mqtt_wills` of live
+//! connections, and the live rows of `node_leases`.
 
 use async_trait::async_trait;
 
 use super::failure::{column, Context};
 use super::PostgresStore;
-use crate::{ClusterMqttStore, RetainedRow, StoreError};
+use crate::{ClusterMqttStore, OrphanedWill, RetainedRow, StoreError};
 
 #[async_trait]
 impl ClusterMqttStore for PostgresStore {
@@ -80,6 +80,92 @@ impl ClusterMqttStore for PostgresStore {
                     let id = column::<i32>(row, 0)?;
                     u16::try_from(id)
                         .map_err(|_| StoreError::Corrupt(format!("a lease on node id {id}")))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn guard_will(
+        &self,
+        user: &str,
+        client_id: &str,
+        node_id: u16,
+        connection: u64,
+        will: &[u8],
+        delay_secs: u32,
+    ) -> Result<(), StoreError> {
+        self.timed("guarding a will", async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO mqtt_wills (user_id, client_id, node_id, connection, will, delay_secs) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (user_id, client_id) DO UPDATE SET node_id = EXCLUDED.node_id, \
+                         connection = EXCLUDED.connection, will = EXCLUDED.will, \
+                         delay_secs = EXCLUDED.delay_secs",
+                    &[
+                        &user,
+                        &client_id,
+                        &i32::from(node_id),
+                        &(connection as i64),
+                        &will,
+                        &i64::from(delay_secs),
+                    ],
+                )
+                .await
+                .context("guarding a will")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn drop_will(
+        &self,
+        user: &str,
+        client_id: &str,
+        node_id: u16,
+        connection: u64,
+    ) -> Result<(), StoreError> {
+        self.timed("dropping a guarded will", async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM mqtt_wills WHERE user_id = $1 AND client_id = $2 \
+                     AND node_id = $3 AND connection = $4",
+                    &[&user, &client_id, &i32::from(node_id), &(connection as i64)],
+                )
+                .await
+                .context("dropping a guarded will")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_orphaned_wills(
+        &self,
+        own_node: Option<u16>,
+    ) -> Result<Vec<OrphanedWill>, StoreError> {
+        self.timed("taking the wills of dead nodes", async {
+            let client = self.client().await?;
+            let own = own_node.map(i32::from);
+            let rows = client
+                .query(
+                    "DELETE FROM mqtt_wills w WHERE w.node_id = $1 OR NOT EXISTS \
+                         (SELECT 1 FROM node_leases l WHERE l.node_id = w.node_id AND l.expires_at > now()) \
+                     RETURNING user_id, client_id, will, delay_secs",
+                    &[&own],
+                )
+                .await
+                .context("taking the wills of dead nodes")?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OrphanedWill {
+                        user: column(row, 0)?,
+                        client_id: column(row, 1)?,
+                        will: column(row, 2)?,
+                        delay_secs: u32::try_from(column::<i64>(row, 3)?.max(0)).unwrap_or(u32::MAX),
+                    })
                 })
                 .collect()
         })
