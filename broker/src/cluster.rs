@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use persistence::kafka::{KafkaBus, KafkaConfig};
-use persistence::{Audience, BusConsumer, BusRecord, ClusterBus, StoreError};
+use persistence::{Audience, BusConsumer, BusRecord, ClusterBus, MqttForward, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -48,6 +48,10 @@ pub struct Fanout {
     pub payload: Bytes,
     /// Whether the router retains it on each topic.
     pub retain: bool,
+    /// For a plain MQTT publish forwarded to other nodes: its properties and
+    /// target nodes (see [`crate::cluster_mqtt`]); such a record is handed
+    /// to [`ClusterEvents::plain_mqtt`] instead of the router.
+    pub mqtt: Option<Box<MqttForward>>,
 }
 
 impl Fanout {
@@ -57,6 +61,7 @@ impl Fanout {
             topics,
             payload,
             retain: false,
+            mqtt: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl Fanout {
             topics: vec![topic],
             payload,
             retain: true,
+            mqtt: None,
         }
     }
 
@@ -112,6 +118,7 @@ pub struct Outgoing {
 
 /// The outcome of an [`Outgoing`]: ready at once locally, once the bus
 /// acknowledged it otherwise.
+#[derive(Debug)]
 pub enum Pending {
     /// Nothing to wait for.
     Done,
@@ -181,6 +188,25 @@ impl Deliveries {
                     Pending::Bus(rx),
                 )
             }
+        }
+    }
+
+    /// Like [`Deliveries::outgoing_to`], telling the bus's answer to `done`
+    /// (if given) rather than returning a handle.
+    pub fn outgoing_with(
+        &self,
+        key: &str,
+        qos: u8,
+        fanout: Fanout,
+        route: Route,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Outgoing {
+        Outgoing {
+            key: key.to_owned(),
+            qos,
+            fanout,
+            route,
+            done,
         }
     }
 
@@ -371,6 +397,7 @@ async fn publish_loop(
                             topics,
                             payload,
                             retain,
+                            mqtt: None,
                         };
                         bus_record(key, qos, fanout, node_id)
                             .map(|record| (Audience::Node(node), record))
@@ -427,6 +454,7 @@ impl Targeting {
             topics,
             payload,
             retain,
+            mqtt,
         } = fanout;
         let nodes = self.nodes.get().map(|nodes| nodes.as_ref());
         // Kept for replays when the topics decide where it goes.
@@ -439,6 +467,7 @@ impl Targeting {
                     topics,
                     payload,
                     retain,
+                    mqtt,
                 },
                 node_id,
             )
@@ -469,6 +498,7 @@ impl Targeting {
                             topics,
                             payload: payload.clone(),
                             retain,
+                            mqtt: mqtt.as_deref().map(|mqtt| for_node(mqtt, node)),
                         };
                         bus_record(key.clone(), qos, fanout, node_id)
                             .map(|record| (Audience::Node(node), record))
@@ -477,6 +507,21 @@ impl Targeting {
             }
         }
     }
+}
+
+/// What node `node`'s copy of a forwarded plain MQTT publish carries: the
+/// same properties, naming only `node` among its targets (the shared groups
+/// it serves), since no other node reads that copy.
+fn for_node(mqtt: &MqttForward, node: u16) -> Box<MqttForward> {
+    Box::new(MqttForward {
+        nodes: mqtt
+            .nodes
+            .iter()
+            .filter(|target| target.node == node)
+            .cloned()
+            .collect(),
+        ..mqtt.clone()
+    })
 }
 
 /// The bus record of `fanout` under `key`, published by node `node_id`;
@@ -490,6 +535,7 @@ fn bus_record(key: String, qos: u8, fanout: Fanout, node_id: u16) -> Option<BusR
         qos,
         retain: fanout.retain,
         origin_node: node_id,
+        mqtt: fanout.mqtt,
     })
 }
 
@@ -504,7 +550,19 @@ pub trait ClusterEvents: Send + Sync + 'static {
 
     /// A presence record on `topic` went by (it is published to the router too).
     fn presence_seen(&self, _topic: &str, _payload: &[u8]) {}
+
+    /// A forwarded plain MQTT publish (a record with [`BusRecord::mqtt`]),
+    /// from any node (this one included); not published to the router here.
+    fn plain_mqtt(&self, _record: BusRecord) {}
+
+    /// A change of node `origin`'s MQTT routes (on [`MQTT_ROUTES`]).
+    fn mqtt_routes_changed(&self, _payload: &[u8], _origin: u16) {}
 }
+
+/// Bus records carrying this topic are not published to the router: their
+/// payload is a change of the publishing node's plain MQTT routes (see
+/// [`crate::cluster_mqtt`]).
+pub const MQTT_ROUTES: &str = "$parley/mqtt-routes";
 
 /// The events of a node with a session directory: conversation changes to
 /// the chat service, directory changes and presence records to the directory.
@@ -526,6 +584,37 @@ impl ClusterEvents for WithDirectory {
 
     fn presence_seen(&self, topic: &str, payload: &[u8]) {
         self.directory.presence_seen(topic, payload);
+    }
+}
+
+/// The events of a node that routes plain MQTT across the cluster:
+/// `inner`'s, with plain MQTT routes and forwarded publishes going to `mqtt`.
+pub struct WithPlainMqtt {
+    /// Every other event.
+    pub inner: Arc<dyn ClusterEvents>,
+    /// The node's plain MQTT routing.
+    pub mqtt: Arc<dyn ClusterEvents>,
+}
+
+impl ClusterEvents for WithPlainMqtt {
+    fn conversation_changed(&self, id: &str) {
+        self.inner.conversation_changed(id);
+    }
+
+    fn session_directory_changed(&self, payload: &[u8], origin: u16) {
+        self.inner.session_directory_changed(payload, origin);
+    }
+
+    fn presence_seen(&self, topic: &str, payload: &[u8]) {
+        self.inner.presence_seen(topic, payload);
+    }
+
+    fn plain_mqtt(&self, record: BusRecord) {
+        self.mqtt.plain_mqtt(record);
+    }
+
+    fn mqtt_routes_changed(&self, payload: &[u8], origin: u16) {
+        self.mqtt.mqtt_routes_changed(payload, origin);
     }
 }
 
@@ -605,6 +694,10 @@ fn consumed(
     node_id: u16,
     events: &dyn ClusterEvents,
 ) -> Vec<(String, Bytes, bool)> {
+    if record.mqtt.is_some() {
+        events.plain_mqtt(record);
+        return Vec::new();
+    }
     let payload = Bytes::from(record.payload);
     let mut publishes = Vec::with_capacity(record.topics.len());
     for topic in record.topics {
@@ -614,6 +707,8 @@ fn consumed(
             }
         } else if topic == crate::directory::events::DIRECTORY_TOPIC {
             events.session_directory_changed(&payload, record.origin_node);
+        } else if topic == MQTT_ROUTES {
+            events.mqtt_routes_changed(&payload, record.origin_node);
         } else {
             if topic.starts_with("p/") && record.retain {
                 events.presence_seen(&topic, &payload);
@@ -678,6 +773,7 @@ mod tests {
                 qos: 1,
                 retain: false,
                 origin_node: 7,
+                mqtt: None,
             }
         );
         let presence = Fanout::retained("p/alice".into(), Bytes::from_static(b"on"));

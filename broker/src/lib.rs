@@ -5,6 +5,7 @@ pub mod address_key;
 pub mod auth;
 pub mod chat;
 pub mod cluster;
+pub mod cluster_mqtt;
 pub mod config;
 pub mod directory;
 pub mod hex;

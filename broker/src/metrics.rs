@@ -13,6 +13,7 @@
 //! that a fresh node already exposes every series a dashboard asks for.
 
 pub mod cluster_bus;
+pub mod cluster_mqtt;
 pub mod directory;
 pub mod engine;
 pub mod history;

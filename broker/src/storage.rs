@@ -14,8 +14,8 @@ use persistence::embedded::EmbeddedStore;
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use persistence::scylla::ScyllaStore;
 use persistence::{
-    HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue, SessionDirectory,
-    SessionHandover, SessionStore,
+    ClusterMqttStore, HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue,
+    SessionDirectory, SessionHandover, SessionStore,
 };
 
 use crate::config::{Config, HistoryBackend, PostgresStorageConfig, StorageBackend};
@@ -39,6 +39,9 @@ pub struct Stores {
     /// Which node holds each live MQTT session, if the store is shared by
     /// several nodes (PostgreSQL); used with a cluster bus.
     pub directory: Option<Arc<dyn SessionDirectory>>,
+    /// The cluster's retained plain MQTT messages and live nodes, if the
+    /// store is shared by several nodes (PostgreSQL); used with a cluster bus.
+    pub cluster_mqtt: Option<Arc<dyn ClusterMqttStore>>,
     /// Persistent MQTT sessions, if the backend keeps them (embedded, and
     /// PostgreSQL for this node's sessions); `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionStore>>,
@@ -94,6 +97,7 @@ async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
             Ok(Stores {
                 leases: Some(store.clone()),
                 directory: Some(store.clone()),
+                cluster_mqtt: Some(store.clone()),
                 sessions: Some(sessions.clone()),
                 handover: Some(sessions),
                 ..Stores::all(store)
@@ -125,6 +129,7 @@ impl Stores {
             keys: store,
             leases: None,
             directory: None,
+            cluster_mqtt: None,
             sessions: None,
             handover: None,
         }

@@ -6,14 +6,15 @@
 //! instead, as one record carrying its topics and its payload once, and each
 //! node republishes the payload of every record it reads on each of its
 //! topics to its local router, which delivers it to whichever of its clients
-//! subscribed.
+//! subscribed. Plain MQTT publishes that subscribers on other nodes need
+//! travel the same way, with their MQTT 5 properties ([`MqttForward`]).
 //!
 //! A record has an [`Audience`]: [`Audience::Everyone`] (the broadcast
 //! stream, read by every node) or [`Audience::Node`] (that node's own
-//! stream, read by it alone), so a fan-out can go only to the nodes that
-//! hold its recipients. Records with the same key (a conversation or a user)
-//! keep their order within each stream. The Kafka backend is the production
-//! one.
+//! stream, read by it alone), so a fan-out or a forwarded publish can go
+//! only to the nodes that hold its recipients. Records with the same key (a
+//! conversation or a user) keep their order within each stream. The Kafka
+//! backend is the production one.
 
 use async_trait::async_trait;
 
@@ -37,6 +38,57 @@ pub struct BusRecord {
     pub retain: bool,
     /// The node id that published it.
     pub origin_node: u16,
+    /// For a plain MQTT publish forwarded between nodes: its MQTT 5
+    /// properties, its publisher's namespace and the nodes that need it.
+    /// `None` for the chat pipeline's fan-outs.
+    pub mqtt: Option<Box<MqttForward>>,
+}
+
+/// What a forwarded plain MQTT publish carries besides its topic and payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MqttForward {
+    /// The publisher's namespace (its user), which owns a retained message
+    /// for the per-user quota; empty for Parley's own publishes.
+    pub namespace: String,
+    /// MQTT 5 Payload Format Indicator.
+    pub payload_format_indicator: Option<u8>,
+    /// MQTT 5 Content Type.
+    pub content_type: Option<String>,
+    /// MQTT 5 Response Topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 Correlation Data.
+    pub correlation_data: Option<Vec<u8>>,
+    /// MQTT 5 User Properties, in order.
+    pub user_properties: Vec<(String, String)>,
+    /// Seconds left of the Message Expiry Interval when it was forwarded.
+    pub message_expiry_secs: Option<u32>,
+    /// For a retained publish: its version in the cluster's retained store
+    /// (a node keeps the highest it saw per topic); 0 otherwise.
+    pub retained_version: u64,
+    /// The nodes that have matching subscriptions, each with the shared
+    /// groups it delivers to. A retained publish is for every node (each
+    /// keeps it), whether listed or not.
+    pub nodes: Vec<NodeTarget>,
+}
+
+/// One node a forwarded publish is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeTarget {
+    /// The node id.
+    pub node: u16,
+    /// The shared groups this node delivers the publish to (one member
+    /// each); it skips every other shared group it has members of.
+    pub shared: Vec<SharedGroupRef>,
+}
+
+/// A shared subscription group of the cluster: `$share/{group}/{filter}` in
+/// the namespace of its members' user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedGroupRef {
+    /// The members' namespace (user).
+    pub namespace: String,
+    /// The subscription as written: `$share/{group}/{filter}`.
+    pub filter: String,
 }
 
 /// Which nodes read a record: the stream it is published to.

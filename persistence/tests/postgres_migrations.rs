@@ -74,6 +74,11 @@ async fn concurrent_starts_on_a_fresh_database_migrate_once() {
         persistence::postgres::migration_versions(),
         "each migration must be recorded exactly once, got {rows:?}"
     );
+    assert_eq!(
+        versions,
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
+        "every version from the first to the newest, got {rows:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

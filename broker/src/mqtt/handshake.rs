@@ -39,6 +39,10 @@ pub struct Session {
     /// The connection's entry in the node's session registry; dropping it
     /// reports the connection closed.
     pub registration: SessionHandle,
+    /// A copy of the will, in a cluster, to keep in the store while the
+    /// connection lives (see [`crate::cluster_mqtt`]); boxed, as most
+    /// connections have none.
+    pub guarded_will: Option<Box<Will>>,
 }
 
 /// Why a connection did not get past CONNECT.
@@ -232,6 +236,10 @@ where
                 connected_at_ms: now_ms(),
             },
         );
+        let guarded_will = match (&ctx.cluster_mqtt, &will) {
+            (Some(_), Some(will)) => Some(Box::new(will.clone())),
+            _ => None,
+        };
         let mut resend = BytesMut::new();
         let connected = ctx.router.connect(
             ConnectRequest {
@@ -288,6 +296,7 @@ where
             leftover: std::mem::take(&mut buf),
             resend,
             registration,
+            guarded_will,
         })
     }
     .await;

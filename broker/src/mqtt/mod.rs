@@ -55,4 +55,6 @@ pub struct MqttContext {
     pub moves: Option<Arc<handover::SessionMoves>>,
     /// The cluster's session directory; `None` on a single node.
     pub directory: Option<Arc<crate::directory::ClusterDirectory>>,
+    /// Plain MQTT routing across the cluster; `None` on a single node.
+    pub cluster_mqtt: Option<Arc<crate::cluster_mqtt::ClusterMqtt>>,
 }

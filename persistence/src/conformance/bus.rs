@@ -57,6 +57,7 @@ fn record(key: &str, seq: u32, origin: u16) -> BusRecord {
         qos: (seq % 2) as u8,
         retain: seq.is_multiple_of(3),
         origin_node: origin,
+        mqtt: None,
     }
 }
 
@@ -362,6 +363,7 @@ pub async fn fan_out_arrives_whole(
         qos: 1,
         retain: false,
         origin_node: node,
+        mqtt: None,
     };
     let (before, after) = (record(&key, 1, node), record(&key, 2, node));
     publish(&bus, vec![before.clone(), large.clone(), after.clone()]).await;

@@ -53,7 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "mqtt_sessions",
         sql: include_str!("migrations/0005_mqtt_sessions.sql"),
     },
-    // Version 6 is the retained messages' table (cluster-wide MQTT).
+    Migration {
+        version: 6,
+        name: "mqtt_retained",
+        sql: include_str!("migrations/0006_mqtt_retained.sql"),
+    },
     Migration {
         version: 7,
         name: "session_directory_detached",

@@ -38,6 +38,7 @@ mod leases;
 mod messages;
 mod metadata;
 mod migrate;
+mod mqtt_retained;
 mod node_leases;
 mod offline;
 mod pool;
