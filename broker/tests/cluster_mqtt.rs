@@ -301,6 +301,7 @@ async fn plain_publishes_cross_nodes_at_every_qos_with_their_properties() {
     let (_s3, mut on_three) = subscriber(&nodes[2], "s3", "carol", &["sensors/#"]).await;
     knows_route(&nodes[0], 2, "sensors/+/temp").await;
     knows_route(&nodes[0], 3, "sensors/#").await;
+    let from = bus.len();
 
     let (publisher, mut p_el) = v5::connect(v5::options(&nodes[0], "p", "alice", PASSWORD)).await;
     for (qos, payload) in [
@@ -342,7 +343,16 @@ async fn plain_publishes_cross_nodes_at_every_qos_with_their_properties() {
     assert!(acknowledged(&mut p_el, QoS::AtLeastOnce).await);
     assert_eq!(&v5::next_publish(&mut on_three).await.payload[..], b"open");
     let forwarded = metric(&nodes[0], "parley_cluster_mqtt_forwarded_total ").await;
-    assert_eq!(forwarded, Some(4.0), "one record per publish");
+    assert_eq!(forwarded, Some(4.0), "one forward per publish");
+    // Each forward is one record per target node, on that node's stream.
+    let mut per_node = std::collections::BTreeMap::new();
+    for (audience, record) in bus.plain_records(from) {
+        let Audience::Node(node) = audience else {
+            panic!("a forwarded publish on the broadcast stream: {record:?}");
+        };
+        *per_node.entry(node).or_insert(0) += 1;
+    }
+    assert_eq!(per_node, [(2, 3), (3, 4)].into_iter().collect());
     assert!(metric(&nodes[1], "parley_cluster_mqtt_routes ").await >= Some(2.0));
 }
 

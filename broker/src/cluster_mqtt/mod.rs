@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chat_core::topics::{is_chat_namespace, is_shared_subscription};
 use parley_engine::message::{ForwardedProperties, Message, QoS};
 use parley_engine::retained::RetainError;
 use parley_engine::router::{PublishReport, Route, Router, RouterEvents, Will, SERVER_NAMESPACE};
@@ -146,6 +147,9 @@ struct Hooks(Weak<ClusterMqtt>);
 
 impl RouterEvents for Hooks {
     fn route_added(&self, route: &Route) {
+        if !is_plain_route(route) {
+            return;
+        }
         if let Some(this) = self.0.upgrade() {
             this.table.add(this.node_id, route.clone());
             let _ = this.announce.send(Announce::Added(route.clone()));
@@ -153,6 +157,9 @@ impl RouterEvents for Hooks {
     }
 
     fn route_removed(&self, route: &Route) {
+        if !is_plain_route(route) {
+            return;
+        }
         if let Some(this) = self.0.upgrade() {
             this.table.remove(this.node_id, route);
             let _ = this.announce.send(Announce::Removed(route.clone()));
@@ -628,6 +635,20 @@ impl ClusterEvents for ClusterMqtt {
     }
 }
 
+/// Whether the other nodes need to know `route`. A filter in the chat
+/// namespace (an inbox, a typing feed, presence, answers) matches only what
+/// the chat pipeline delivers, which reaches the nodes of its recipients
+/// through the session directory ([`crate::targeting`]), never a forwarded
+/// plain publish; announcing it would cost a bus record per chat connection.
+fn is_plain_route(route: &Route) -> bool {
+    let filter: &str = &route.filter;
+    let filter = match is_shared_subscription(filter) {
+        true => filter.splitn(3, '/').nth(2).unwrap_or(""),
+        false => filter,
+    };
+    !is_chat_namespace(filter)
+}
+
 /// Bumps a change counter when dropped (after the change it guards).
 struct Bump<'a>(&'a watch::Sender<u64>);
 
@@ -720,7 +741,13 @@ async fn announce_loop(this: Weak<ClusterMqtt>, mut queue: mpsc::UnboundedReceiv
                     }
                     _ => records.push(RouteEvent::Removed(vec![route])),
                 },
-                Announce::Snapshot => records.extend(events::snapshot(this.router.routes())),
+                Announce::Snapshot => records.extend(events::snapshot(
+                    this.router
+                        .routes()
+                        .into_iter()
+                        .filter(is_plain_route)
+                        .collect(),
+                )),
                 Announce::Hello => records.push(RouteEvent::Hello),
             }
         }
@@ -866,5 +893,48 @@ async fn sweep(this: Weak<ClusterMqtt>, every: Duration, shutdown: CancellationT
                 warn!(error = %e, "could not read the live nodes");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(filter: &str) -> Route {
+        Route {
+            filter: Arc::from(filter),
+            namespace: Arc::from(""),
+        }
+    }
+
+    #[test]
+    fn chat_filters_are_not_announced_and_plain_ones_are() {
+        for chat in ["u/alice/i", "u/alice/t", "p/bob", "a/alice", "$share/g/u/alice/i"] {
+            assert!(!is_plain_route(&route(chat)), "{chat}");
+        }
+        for plain in ["sensors/#", "#", "+/lamp", "$share/g/jobs/+", "up/alice"] {
+            assert!(is_plain_route(&route(plain)), "{plain}");
+        }
+    }
+
+    #[test]
+    fn a_forward_goes_to_its_target_nodes_and_a_retained_one_to_every_node() {
+        let mut fanout = Fanout::new(vec!["jobs/1".into()], Bytes::from_static(b"x"));
+        fanout.mqtt = Some(Box::new(MqttForward {
+            nodes: vec![
+                NodeTarget {
+                    node: 2,
+                    shared: Vec::new(),
+                },
+                NodeTarget {
+                    node: 5,
+                    shared: Vec::new(),
+                },
+            ],
+            ..MqttForward::default()
+        }));
+        assert_eq!(route_of(&fanout), TargetRoute::Nodes(vec![2, 5]));
+        fanout.retain = true;
+        assert_eq!(route_of(&fanout), TargetRoute::Everyone);
     }
 }
