@@ -1423,6 +1423,16 @@ mod tests {
             assert!(error.to_string().contains(named), "{error}");
         }
 
+        assert_eq!(defaults.cluster.session_handover_timeout_ms, 5_000);
+        assert_eq!(defaults.cluster.session_handover_poll_ms, 100);
+        for bad in [
+            "session_handover_poll_ms = 5",
+            "session_handover_timeout_ms = 50",
+        ] {
+            let error = Config::from_toml_str(&format!("[cluster]\n{bad}\n")).unwrap_err();
+            assert!(error.to_string().contains("session_handover"), "{error}");
+        }
+
         assert_eq!(defaults.cluster.node_lease_ttl_ms, 30_000);
         let lease = Config::from_toml_str("[cluster]\nnode_lease_ttl_ms = 5000\n").unwrap();
         assert_eq!(lease.cluster.node_lease_ttl_ms, 5_000);
