@@ -75,8 +75,7 @@ impl ClusterBus for SharedBus {
         let mut decoded = Vec::with_capacity(records.len());
         for (audience, record) in records {
             let value = codec::encode_value(&record).expect("encodable");
-            let record =
-                codec::decode(Some(record.key.as_bytes()), Some(&value)).expect("decodes");
+            let record = codec::decode(Some(record.key.as_bytes()), Some(&value)).expect("decodes");
             decoded.push((audience, record));
         }
         self.0.log.lock().unwrap().extend(decoded);

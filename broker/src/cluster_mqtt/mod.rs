@@ -909,7 +909,13 @@ mod tests {
 
     #[test]
     fn chat_filters_are_not_announced_and_plain_ones_are() {
-        for chat in ["u/alice/i", "u/alice/t", "p/bob", "a/alice", "$share/g/u/alice/i"] {
+        for chat in [
+            "u/alice/i",
+            "u/alice/t",
+            "p/bob",
+            "a/alice",
+            "$share/g/u/alice/i",
+        ] {
             assert!(!is_plain_route(&route(chat)), "{chat}");
         }
         for plain in ["sensors/#", "#", "+/lamp", "$share/g/jobs/+", "up/alice"] {
