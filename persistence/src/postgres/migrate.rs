@@ -144,14 +144,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_consecutive_and_end_at_the_schema_version() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                migration.version,
-                index as i32 + 1,
+    fn versions_ascend_from_1_and_end_at_the_schema_version() {
+        assert_eq!(MIGRATIONS.first().map(|m| m.version), Some(1));
+        for pair in MIGRATIONS.windows(2) {
+            assert!(
+                pair[0].version < pair[1].version,
                 "migration {} is out of order",
-                migration.name
+                pair[1].name
             );
+        }
+        for migration in MIGRATIONS {
             assert!(
                 !migration.sql.trim().is_empty(),
                 "migration {} is empty",
