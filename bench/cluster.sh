@@ -78,6 +78,8 @@ listen = "127.0.0.1:$http"
 jwt_secret = "cluster-bench-secret-cluster-bench-secret"
 [accounts]
 signups_per_hour_per_address = 0.0
+[login]
+max_queued_hashes = 1024
 [chat]
 messages_per_sec = 100000.0
 message_burst = 100000
