@@ -196,6 +196,15 @@ async fn run_chat(args: ChatArgs) -> Result<()> {
         drain_timeout: args.drain_timeout,
         connect_timeout: args.broker.connect_timeout,
         progress: !args.output.quiet,
+        node_ports: args.node_ports.clone(),
+        bus: args
+            .bus_kafka
+            .clone()
+            .map(|bootstrap| crate::busprobe::BusProbeConfig {
+                bootstrap,
+                topic: args.bus_topic.clone().unwrap_or_default(),
+                nodes: args.bus_nodes.clone(),
+            }),
     };
     let report = chat::run(&cfg).await?;
     print(&args.output, &report, || report.table())

@@ -246,6 +246,21 @@ pub struct ChatArgs {
     /// How long to wait for outstanding acks and deliveries after sending.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// The MQTT ports of a cluster's nodes on --host (comma-separated):
+    /// user i connects to the (i mod n)th, and deliveries are also split
+    /// into same-node and cross-node ones [default: --port alone].
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub node_ports: Vec<u16>,
+    /// Count the cluster bus's records while senders send, from the Kafka
+    /// cluster at these bootstrap servers (with --bus-topic, --bus-nodes).
+    #[arg(long, value_name = "SERVERS", requires_all = ["bus_topic", "bus_nodes"])]
+    pub bus_kafka: Option<String>,
+    /// The cluster's broadcast bus topic (`[cluster.kafka] topic`).
+    #[arg(long, value_name = "TOPIC")]
+    pub bus_topic: Option<String>,
+    /// The cluster's node ids (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub bus_nodes: Vec<u16>,
     /// Output flags.
     #[command(flatten)]
     pub output: OutputArgs,

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod busprobe;
 pub mod cli;
 pub mod compare;
 pub mod credentials;

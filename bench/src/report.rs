@@ -333,9 +333,42 @@ pub struct ChatReport {
     pub delivery_latency_us: LatencySummary,
     /// Send to delivery, members other than the sender, µs.
     pub peer_delivery_latency_us: LatencySummary,
+    /// With users spread over several nodes of a cluster: deliveries by
+    /// node, and the bus's records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Box<ClusterFigures>>,
     /// Errors by kind: server `Error` envelopes (code and message), sequence
     /// breaks, connection failures.
     pub errors: ErrorSummary,
+}
+
+/// A chat run over a cluster's nodes (`--node-ports`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterFigures {
+    /// Nodes the users were spread over.
+    pub nodes: usize,
+    /// Send to delivery, members on the sender's node (other than the
+    /// sender), µs.
+    pub same_node_delivery_latency_us: LatencySummary,
+    /// Send to delivery, members on another node than the sender's, µs.
+    pub cross_node_delivery_latency_us: LatencySummary,
+    /// With a bus probe: the cluster bus's records while senders sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusCost>,
+}
+
+/// What a chat run cost a cluster's bus (see `crate::busprobe`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusCost {
+    /// Records produced to the bus topics from the first send to the end
+    /// of the drain.
+    pub produced: i64,
+    /// Records the nodes read (committed) meanwhile.
+    pub read: i64,
+    /// `produced` per acknowledged message.
+    pub produced_per_message: f64,
+    /// `read` per acknowledged message.
+    pub read_per_message: f64,
 }
 
 impl ChatReport {
@@ -383,6 +416,31 @@ impl ChatReport {
         rows.extend(self.ack_latency_us.rows("send->puback"));
         rows.extend(self.delivery_latency_us.rows("send->delivery"));
         rows.extend(self.peer_delivery_latency_us.rows("send->peer delivery"));
+        let cluster = self.cluster.as_deref();
+        if let Some(cluster) = cluster {
+            rows.extend(
+                cluster
+                    .same_node_delivery_latency_us
+                    .rows("send->same-node peer delivery"),
+            );
+            rows.extend(
+                cluster
+                    .cross_node_delivery_latency_us
+                    .rows("send->cross-node delivery"),
+            );
+        }
+        if let Some(bus) = cluster.and_then(|c| c.bus.as_ref()) {
+            rows.push(("bus records produced".into(), bus.produced.to_string()));
+            rows.push(("bus records read".into(), bus.read.to_string()));
+            rows.push((
+                "bus records produced per message".into(),
+                format!("{:.2}", bus.produced_per_message),
+            ));
+            rows.push((
+                "bus records read per message".into(),
+                format!("{:.2}", bus.read_per_message),
+            ));
+        }
         rows.extend(self.errors.rows());
         kv_table(&rows)
     }

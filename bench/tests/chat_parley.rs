@@ -75,6 +75,8 @@ async fn run_chat(node: &Node, layout: Layout, senders: usize, prefix: &str) -> 
         drain_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(20),
         progress: false,
+        node_ports: Vec::new(),
+        bus: None,
     };
     chat::run(&cfg).await.expect("chat run")
 }

@@ -7,16 +7,19 @@
 //! - [`Deliveries::Local`] (a single node, or `[cluster] bus = "none"`)
 //!   publishes to this node's router at once, exactly as a lone node always
 //!   has; waiting on it is free.
-//! - [`Deliveries::Bus`] appends to the [`ClusterBus`] instead, one record
-//!   per fan-out (its topics and its payload once). One task per node
-//!   publishes in the order deliveries were handed over, batching what
-//!   queued up meanwhile into one `publish` call, so a conversation's entries
-//!   leave a node in `seq` order. A sender's acknowledgement waits for its
-//!   batch to be acknowledged by the bus.
+//! - [`Deliveries::Bus`] appends to the [`ClusterBus`] instead: one record
+//!   per node that holds a recipient (see [`crate::targeting`]: the session
+//!   directory says where users are), or one broadcast record for fan-outs
+//!   every node needs. One task per node publishes in the order deliveries
+//!   were handed over, batching what queued up meanwhile into one
+//!   `publish_to` call, so a conversation's entries leave a node in `seq`
+//!   order on every stream. A sender's acknowledgement waits for its batch
+//!   to be acknowledged by the bus.
 //!
-//! [`spawn_consumer`] is the other half: every node consumes the whole bus
-//! and republishes each record's payload on each of its topics to its own
-//! router through the [`ServerPublisher`], acknowledging the record after.
+//! [`spawn_consumer`] is the other half: every node consumes the broadcast
+//! stream and its own, and republishes each record's payload on each of its
+//! topics to its own router through the [`ServerPublisher`], acknowledging
+//! the record after.
 //! Answers to a client's own requests never go through here; they stay on
 //! the node the client is on. `docs/cluster.md` describes the design and its
 //! limits.
@@ -26,12 +29,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use persistence::kafka::{KafkaBus, KafkaConfig};
-use persistence::{BusConsumer, BusRecord, ClusterBus, StoreError};
+use persistence::{Audience, BusConsumer, BusRecord, ClusterBus, MqttForward, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::publisher::ServerPublisher;
+use crate::targeting::{resolve, BusCounts, RecentFanouts, RecipientNodes, Replay, Route, Routed};
 
 /// One payload for several MQTT topics: a message or receipt to every
 /// member's inbox, a typing indicator to the other members' feeds, a
@@ -44,6 +48,10 @@ pub struct Fanout {
     pub payload: Bytes,
     /// Whether the router retains it on each topic.
     pub retain: bool,
+    /// For a plain MQTT publish forwarded to other nodes: its properties and
+    /// target nodes (see [`crate::cluster_mqtt`]); such a record is handed
+    /// to [`ClusterEvents::plain_mqtt`] instead of the router.
+    pub mqtt: Option<Box<MqttForward>>,
 }
 
 impl Fanout {
@@ -53,6 +61,7 @@ impl Fanout {
             topics,
             payload,
             retain: false,
+            mqtt: None,
         }
     }
 
@@ -62,6 +71,7 @@ impl Fanout {
             topics: vec![topic],
             payload,
             retain: true,
+            mqtt: None,
         }
     }
 
@@ -100,12 +110,15 @@ pub struct Outgoing {
     qos: u8,
     /// The publishes.
     fanout: Fanout,
+    /// Which nodes it goes to on the bus.
+    route: Route,
     /// Told the bus's answer, if someone waits for it.
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// The outcome of an [`Outgoing`]: ready at once locally, once the bus
 /// acknowledged it otherwise.
+#[derive(Debug)]
 pub enum Pending {
     /// Nothing to wait for.
     Done,
@@ -136,13 +149,28 @@ impl Pending {
 impl Deliveries {
     /// Prepares `fanout` for sending under ordering `key` (a conversation
     /// id, or a user id for presence), returning it with a handle to wait on.
+    /// On the bus it goes to the nodes holding its recipients ([`Route::Resolve`]).
     pub fn outgoing(&self, key: &str, qos: u8, fanout: Fanout) -> (Outgoing, Pending) {
+        self.outgoing_to(key, qos, fanout, Route::Resolve)
+    }
+
+    /// Like [`Deliveries::outgoing`], going on the bus to the nodes `route`
+    /// names ([`Route::Everyone`], or [`Route::Nodes`] for a caller that
+    /// knows where the subscribers are). Locally the route does not matter.
+    pub fn outgoing_to(
+        &self,
+        key: &str,
+        qos: u8,
+        fanout: Fanout,
+        route: Route,
+    ) -> (Outgoing, Pending) {
         match self {
             Deliveries::Local(_) => (
                 Outgoing {
                     key: String::new(),
                     qos,
                     fanout,
+                    route,
                     done: None,
                 },
                 Pending::Done,
@@ -154,11 +182,31 @@ impl Deliveries {
                         key: key.to_owned(),
                         qos,
                         fanout,
+                        route,
                         done: Some(tx),
                     },
                     Pending::Bus(rx),
                 )
             }
+        }
+    }
+
+    /// Like [`Deliveries::outgoing_to`], telling the bus's answer to `done`
+    /// (if given) rather than returning a handle.
+    pub fn outgoing_with(
+        &self,
+        key: &str,
+        qos: u8,
+        fanout: Fanout,
+        route: Route,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Outgoing {
+        Outgoing {
+            key: key.to_owned(),
+            qos,
+            fanout,
+            route,
+            done,
         }
     }
 
@@ -189,39 +237,122 @@ impl Deliveries {
         pending.wait().await
     }
 
+    /// Sends `fanout` under `key` to exactly the nodes `nodes` (each gets
+    /// every topic; this node too if listed) and waits until it is on the
+    /// bus; locally it is published at once. For fan-outs whose subscribers
+    /// are not users' inboxes, by a caller that knows which nodes have them
+    /// (an empty `nodes` sends nothing on the bus).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the bus did not take it.
+    pub async fn publish_to_nodes(
+        &self,
+        nodes: Vec<u16>,
+        key: &str,
+        qos: u8,
+        fanout: Fanout,
+    ) -> Result<(), StoreError> {
+        let (outgoing, pending) = self.outgoing_to(key, qos, fanout, Route::Nodes(nodes));
+        self.send(outgoing);
+        pending.wait().await
+    }
+
+    /// A session of `user` on node `node` just became known here: send
+    /// again to `node`, with `user`'s topics, what this node sent recently
+    /// that did not go there (see [`crate::targeting::RecentFanouts`]).
+    /// Nothing to do on a single node.
+    pub fn replay_to(&self, user: &str, node: u16) {
+        if let Deliveries::Bus(bus) = self {
+            let _ = bus.queue.send(Job::Replay {
+                user: user.to_owned(),
+                node,
+            });
+        }
+    }
+
     /// Tells the other nodes that conversation `id` changed, so they drop
     /// their cached copy. Nothing to do on a single node.
     pub fn conversation_changed(&self, id: &str) {
         if let Deliveries::Bus(_) = self {
-            self.send_and_forget(
-                id,
-                1,
-                Fanout::new(
-                    vec![CONVERSATION_CHANGED.to_owned()],
-                    Bytes::from(id.to_owned()),
-                ),
+            let fanout = Fanout::new(
+                vec![CONVERSATION_CHANGED.to_owned()],
+                Bytes::from(id.to_owned()),
             );
+            let (outgoing, _) = self.outgoing_to(id, 1, fanout, Route::Everyone);
+            self.send(outgoing);
         }
     }
+}
+
+/// What the bus publisher's task works through, in order.
+enum Job {
+    /// A fan-out to send.
+    Send(Outgoing),
+    /// Send again to `node` what recently skipped it for `user`.
+    Replay { user: String, node: u16 },
 }
 
 /// The ordered producer of one node: a queue drained by one task.
 #[derive(Clone)]
 pub struct BusPublisher {
-    queue: mpsc::UnboundedSender<Outgoing>,
+    queue: mpsc::UnboundedSender<Job>,
+    targeting: Arc<Targeting>,
+}
+
+/// How the bus publisher picks each fan-out's nodes (`[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetingSettings {
+    /// Fan-outs to at least this many topics are broadcast
+    /// (`broadcast_min_recipients`).
+    pub broadcast_min_recipients: usize,
+    /// How long targeted fan-outs are kept to be sent again to a node
+    /// whose session became known late (`join_replay_ms`).
+    pub replay_window: Duration,
+    /// At most this many bytes of them (`join_replay_max_bytes`).
+    pub replay_max_bytes: usize,
+}
+
+/// How the bus publisher picks each fan-out's nodes.
+struct Targeting {
+    /// Where users are; until set, everything is broadcast.
+    nodes: std::sync::OnceLock<Arc<dyn RecipientNodes>>,
+    settings: TargetingSettings,
+    counts: Arc<BusCounts>,
 }
 
 impl BusPublisher {
-    /// Starts the task that publishes to `bus` on behalf of node `node_id`.
-    /// It ends once every clone of the returned publisher is dropped.
-    pub fn start(bus: Arc<dyn ClusterBus>, node_id: u16) -> BusPublisher {
+    /// Starts the task that publishes to `bus` on behalf of node `node_id`,
+    /// routing fan-outs as `settings` say and counting what it produces in
+    /// `counts`. It ends once every clone of the returned publisher is
+    /// dropped. Until [`BusPublisher::target_with`] is called every fan-out
+    /// is broadcast.
+    pub fn start(
+        bus: Arc<dyn ClusterBus>,
+        node_id: u16,
+        settings: TargetingSettings,
+        counts: Arc<BusCounts>,
+    ) -> BusPublisher {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_loop(bus, node_id, rx));
-        BusPublisher { queue }
+        let targeting = Arc::new(Targeting {
+            nodes: std::sync::OnceLock::new(),
+            settings,
+            counts,
+        });
+        tokio::spawn(publish_loop(bus, node_id, targeting.clone(), rx));
+        BusPublisher { queue, targeting }
+    }
+
+    /// From now on, fan-outs go only to the nodes `nodes` says hold their
+    /// recipients (see [`crate::targeting`]). Set once, at start-up.
+    pub fn target_with(&self, nodes: Arc<dyn RecipientNodes>) {
+        let _ = self.targeting.nodes.set(nodes);
     }
 
     fn enqueue(&self, outgoing: Outgoing) {
-        if let Err(mpsc::error::SendError(outgoing)) = self.queue.send(outgoing) {
+        if let Err(mpsc::error::SendError(Job::Send(outgoing))) =
+            self.queue.send(Job::Send(outgoing))
+        {
             if let Some(done) = outgoing.done {
                 let _ = done.send(Err("the cluster bus publisher has stopped".into()));
             }
@@ -229,28 +360,65 @@ impl BusPublisher {
     }
 }
 
-/// Publishes queued deliveries in order, one record per fan-out and one
-/// `publish` call per batch.
+/// Publishes queued deliveries in order, one record per fan-out and node
+/// (or one broadcast record) and one `publish_to` call per batch.
 async fn publish_loop(
     bus: Arc<dyn ClusterBus>,
     node_id: u16,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    targeting: Arc<Targeting>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut batch = Vec::new();
+    let settings = targeting.settings;
+    let mut recent = RecentFanouts::new(settings.replay_window, settings.replay_max_bytes);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let deliveries = batch.len();
         let mut records = Vec::with_capacity(deliveries);
         let mut waiting = Vec::with_capacity(deliveries);
-        for outgoing in batch.drain(..) {
-            waiting.extend(outgoing.done);
-            records.extend(bus_record(
-                outgoing.key,
-                outgoing.qos,
-                outgoing.fanout,
-                node_id,
-            ));
+        let now = std::time::Instant::now();
+        for job in batch.drain(..) {
+            match job {
+                Job::Send(mut outgoing) => {
+                    waiting.extend(outgoing.done.take());
+                    records.extend(targeting.records(outgoing, node_id, &mut recent, now));
+                }
+                Job::Replay { user, node } => {
+                    let replays = recent.replay_for(now, &user, node);
+                    BusCounts::add(&targeting.counts.replayed, replays.len() as u64);
+                    records.extend(replays.into_iter().filter_map(|replay| {
+                        let Replay {
+                            key,
+                            qos,
+                            topics,
+                            payload,
+                            retain,
+                        } = replay;
+                        let fanout = Fanout {
+                            topics,
+                            payload,
+                            retain,
+                            mqtt: None,
+                        };
+                        bus_record(key, qos, fanout, node_id)
+                            .map(|record| (Audience::Node(node), record))
+                    }));
+                }
+            }
         }
-        let result = bus.publish(records).await.map_err(|e| e.to_string());
+        let counts = &targeting.counts;
+        counts
+            .replay_overflowed
+            .store(recent.overflowed, std::sync::atomic::Ordering::Relaxed);
+        let targeted = records
+            .iter()
+            .filter(|(audience, _)| *audience != Audience::Everyone)
+            .count();
+        BusCounts::add(&counts.produced_targeted, targeted as u64);
+        BusCounts::add(
+            &counts.produced_broadcast,
+            (records.len() - targeted) as u64,
+        );
+        let result = bus.publish_to(records).await.map_err(|e| e.to_string());
         if let Err(e) = &result {
             warn!(error = %e, deliveries, "cluster bus publish failed");
         }
@@ -258,6 +426,102 @@ async fn publish_loop(
             let _ = done.send(result.clone());
         }
     }
+}
+
+impl Targeting {
+    /// The records of `outgoing`, published by node `node_id`: one per node
+    /// holding a recipient, or one broadcast record, or none (no topic, or
+    /// no recipient on any node). A targeted fan-out is kept in `recent`
+    /// (as sent at `now`) to be replayed to nodes it skipped.
+    fn records(
+        &self,
+        outgoing: Outgoing,
+        node_id: u16,
+        recent: &mut RecentFanouts,
+        now: std::time::Instant,
+    ) -> Vec<(Audience, BusRecord)> {
+        let Outgoing {
+            key,
+            qos,
+            fanout,
+            route,
+            ..
+        } = outgoing;
+        if fanout.topics.is_empty() {
+            return Vec::new();
+        }
+        let Fanout {
+            topics,
+            payload,
+            retain,
+            mqtt,
+        } = fanout;
+        let nodes = self.nodes.get().map(|nodes| nodes.as_ref());
+        // Kept for replays when the topics decide where it goes.
+        let kept = matches!(route, Route::Resolve).then(|| topics.clone());
+        match resolve(route, topics, nodes, self.settings.broadcast_min_recipients) {
+            Routed::Everyone(topics) => bus_record(
+                key,
+                qos,
+                Fanout {
+                    topics,
+                    payload,
+                    retain,
+                    mqtt,
+                },
+                node_id,
+            )
+            .map(|record| (Audience::Everyone, record))
+            .into_iter()
+            .collect(),
+            Routed::Nodes(per_node) => {
+                if per_node.is_empty() {
+                    BusCounts::add(&self.counts.without_recipients, 1);
+                }
+                if let Some(topics) = kept {
+                    recent.remember(
+                        now,
+                        Replay {
+                            key: key.clone(),
+                            qos,
+                            topics,
+                            payload: payload.clone(),
+                            retain,
+                        },
+                        per_node.keys().copied().collect(),
+                    );
+                }
+                per_node
+                    .into_iter()
+                    .filter_map(|(node, topics)| {
+                        let fanout = Fanout {
+                            topics,
+                            payload: payload.clone(),
+                            retain,
+                            mqtt: mqtt.as_deref().map(|mqtt| for_node(mqtt, node)),
+                        };
+                        bus_record(key.clone(), qos, fanout, node_id)
+                            .map(|record| (Audience::Node(node), record))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// What node `node`'s copy of a forwarded plain MQTT publish carries: the
+/// same properties, naming only `node` among its targets (the shared groups
+/// it serves), since no other node reads that copy.
+fn for_node(mqtt: &MqttForward, node: u16) -> Box<MqttForward> {
+    Box::new(MqttForward {
+        nodes: mqtt
+            .nodes
+            .iter()
+            .filter(|target| target.node == node)
+            .cloned()
+            .collect(),
+        ..mqtt.clone()
+    })
 }
 
 /// The bus record of `fanout` under `key`, published by node `node_id`;
@@ -271,6 +535,7 @@ fn bus_record(key: String, qos: u8, fanout: Fanout, node_id: u16) -> Option<BusR
         qos,
         retain: fanout.retain,
         origin_node: node_id,
+        mqtt: fanout.mqtt,
     })
 }
 
@@ -285,7 +550,19 @@ pub trait ClusterEvents: Send + Sync + 'static {
 
     /// A presence record on `topic` went by (it is published to the router too).
     fn presence_seen(&self, _topic: &str, _payload: &[u8]) {}
+
+    /// A forwarded plain MQTT publish (a record with [`BusRecord::mqtt`]),
+    /// from any node (this one included); not published to the router here.
+    fn plain_mqtt(&self, _record: BusRecord) {}
+
+    /// A change of node `origin`'s MQTT routes (on [`MQTT_ROUTES`]).
+    fn mqtt_routes_changed(&self, _payload: &[u8], _origin: u16) {}
 }
+
+/// Bus records carrying this topic are not published to the router: their
+/// payload is a change of the publishing node's plain MQTT routes (see
+/// [`crate::cluster_mqtt`]).
+pub const MQTT_ROUTES: &str = "$parley/mqtt-routes";
 
 /// The events of a node with a session directory: conversation changes to
 /// the chat service, directory changes and presence records to the directory.
@@ -310,6 +587,37 @@ impl ClusterEvents for WithDirectory {
     }
 }
 
+/// The events of a node that routes plain MQTT across the cluster:
+/// `inner`'s, with plain MQTT routes and forwarded publishes going to `mqtt`.
+pub struct WithPlainMqtt {
+    /// Every other event.
+    pub inner: Arc<dyn ClusterEvents>,
+    /// The node's plain MQTT routing.
+    pub mqtt: Arc<dyn ClusterEvents>,
+}
+
+impl ClusterEvents for WithPlainMqtt {
+    fn conversation_changed(&self, id: &str) {
+        self.inner.conversation_changed(id);
+    }
+
+    fn session_directory_changed(&self, payload: &[u8], origin: u16) {
+        self.inner.session_directory_changed(payload, origin);
+    }
+
+    fn presence_seen(&self, topic: &str, payload: &[u8]) {
+        self.inner.presence_seen(topic, payload);
+    }
+
+    fn plain_mqtt(&self, record: BusRecord) {
+        self.mqtt.plain_mqtt(record);
+    }
+
+    fn mqtt_routes_changed(&self, payload: &[u8], origin: u16) {
+        self.mqtt.mqtt_routes_changed(payload, origin);
+    }
+}
+
 /// Subscribes node `node_id` to `bus` (so every record published after this
 /// returns reaches it) and spawns the task that hands each record to the
 /// local router through `publisher`, acknowledging it afterwards, until
@@ -318,17 +626,21 @@ impl ClusterEvents for WithDirectory {
 /// # Errors
 ///
 /// The bus's error if it cannot subscribe.
+/// Records read are counted in `counts`.
 pub async fn spawn_consumer(
     bus: &dyn ClusterBus,
     node_id: u16,
     publisher: ServerPublisher,
     events: Arc<dyn ClusterEvents>,
+    counts: Arc<BusCounts>,
     shutdown: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) -> Result<(), StoreError> {
     let consumer = bus.subscribe(node_id).await?;
     info!(node_id, "consuming the cluster bus");
-    tasks.spawn(consume_loop(consumer, node_id, publisher, events, shutdown));
+    tasks.spawn(consume_loop(
+        consumer, node_id, publisher, events, counts, shutdown,
+    ));
     Ok(())
 }
 
@@ -337,6 +649,7 @@ async fn consume_loop(
     node_id: u16,
     publisher: ServerPublisher,
     events: Arc<dyn ClusterEvents>,
+    counts: Arc<BusCounts>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -360,6 +673,10 @@ async fn consume_loop(
                 continue;
             }
         };
+        match delivery.position.stream {
+            Audience::Everyone => BusCounts::add(&counts.read_broadcast, 1),
+            Audience::Node(_) => BusCounts::add(&counts.read_targeted, 1),
+        }
         publisher.publish_many(consumed(delivery.record, node_id, events.as_ref()));
         if let Err(e) = consumer.ack(delivery.position).await {
             warn!(error = %e, position = ?delivery.position, "acknowledging a cluster bus record failed");
@@ -377,6 +694,10 @@ fn consumed(
     node_id: u16,
     events: &dyn ClusterEvents,
 ) -> Vec<(String, Bytes, bool)> {
+    if record.mqtt.is_some() {
+        events.plain_mqtt(record);
+        return Vec::new();
+    }
     let payload = Bytes::from(record.payload);
     let mut publishes = Vec::with_capacity(record.topics.len());
     for topic in record.topics {
@@ -386,6 +707,8 @@ fn consumed(
             }
         } else if topic == crate::directory::events::DIRECTORY_TOPIC {
             events.session_directory_changed(&payload, record.origin_node);
+        } else if topic == MQTT_ROUTES {
+            events.mqtt_routes_changed(&payload, record.origin_node);
         } else {
             if topic.starts_with("p/") && record.retain {
                 events.presence_seen(&topic, &payload);
@@ -450,6 +773,7 @@ mod tests {
                 qos: 1,
                 retain: false,
                 origin_node: 7,
+                mqtt: None,
             }
         );
         let presence = Fanout::retained("p/alice".into(), Bytes::from_static(b"on"));

@@ -387,6 +387,30 @@ pub struct ClusterConfig {
     /// they are shown offline, in milliseconds; a session that comes back
     /// within it shows nothing (with a bus; a single node publishes at once).
     pub presence_offline_delay_ms: u64,
+    /// How long a connection waits for the node holding its persistent
+    /// session to hand it over, in milliseconds (with `storage.backend =
+    /// "postgres"`); past it the CONNECT is refused with Server Unavailable
+    /// and the client may retry. A session of a node whose lease expired is
+    /// taken without waiting.
+    pub session_handover_timeout_ms: u64,
+    /// How often a node looks for sessions another node asked it for, and a
+    /// waiting connection looks whether its session arrived, in milliseconds.
+    pub session_handover_poll_ms: u64,
+    /// A fan-out to at least this many users' topics (a message to a group
+    /// of this many members) is broadcast to every node instead of going
+    /// only to the nodes that hold its recipients; 0 broadcasts every
+    /// fan-out, as nodes without targeted delivery do. See
+    /// [`crate::targeting`].
+    pub broadcast_min_recipients: usize,
+    /// How long, in milliseconds, a node keeps the fan-outs it sent only to
+    /// some nodes, to send them again to a node where one of their
+    /// recipients' sessions becomes known later (a client that just
+    /// connected there, whose claim this node had not consumed yet); 0
+    /// keeps none. Longer than the bus's delivery delay.
+    pub join_replay_ms: u64,
+    /// At most this many bytes (topics and payloads) of those fan-outs; the
+    /// oldest go first, counted in `parley_cluster_bus_replay_overflowed_total`.
+    pub join_replay_max_bytes: usize,
     /// The Kafka bus's settings (used when `bus = "kafka"`).
     pub kafka: KafkaBusConfig,
 }
@@ -397,6 +421,11 @@ impl Default for ClusterConfig {
             bus: BusKind::default(),
             node_lease_ttl_ms: 30_000,
             presence_offline_delay_ms: 5_000,
+            session_handover_timeout_ms: 5_000,
+            session_handover_poll_ms: 100,
+            broadcast_min_recipients: 512,
+            join_replay_ms: 5_000,
+            join_replay_max_bytes: 64 * 1024 * 1024,
             kafka: KafkaBusConfig::default(),
         }
     }
@@ -1096,6 +1125,14 @@ impl Config {
                 "cluster.node_lease_ttl_ms must be at least {MIN_NODE_LEASE_TTL_MS}"
             )));
         }
+        if self.cluster.session_handover_poll_ms < 10
+            || self.cluster.session_handover_timeout_ms < self.cluster.session_handover_poll_ms
+        {
+            return invalid(
+                "cluster.session_handover_poll_ms must be at least 10, and \
+                 cluster.session_handover_timeout_ms at least that",
+            );
+        }
         if self.cluster.bus == BusKind::None {
             return Ok(());
         }
@@ -1410,6 +1447,16 @@ mod tests {
             .unwrap_err();
             assert!(error.to_string().contains("storage.scylla"), "{error}");
             assert!(error.to_string().contains(named), "{error}");
+        }
+
+        assert_eq!(defaults.cluster.session_handover_timeout_ms, 5_000);
+        assert_eq!(defaults.cluster.session_handover_poll_ms, 100);
+        for bad in [
+            "session_handover_poll_ms = 5",
+            "session_handover_timeout_ms = 50",
+        ] {
+            let error = Config::from_toml_str(&format!("[cluster]\n{bad}\n")).unwrap_err();
+            assert!(error.to_string().contains("session_handover"), "{error}");
         }
 
         assert_eq!(defaults.cluster.node_lease_ttl_ms, 30_000);

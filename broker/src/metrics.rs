@@ -12,10 +12,13 @@
 //! Every labelled family is created with all of its label values at zero, so
 //! that a fresh node already exposes every series a dashboard asks for.
 
+pub mod cluster_bus;
+pub mod cluster_mqtt;
 pub mod directory;
 pub mod engine;
 pub mod history;
 pub mod kinds;
+pub mod moves;
 pub mod security;
 
 use std::fmt::Write as _;

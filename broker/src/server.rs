@@ -20,11 +20,13 @@ use live::LiveCollector;
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::chat::{ChatService, ChatStores};
-use crate::cluster::{BusPublisher, ClusterEvents, Deliveries, WithDirectory};
+use crate::cluster::{BusPublisher, ClusterEvents, Deliveries, WithDirectory, WithPlainMqtt};
+use crate::cluster_mqtt::ClusterMqtt;
 use crate::config::{Config, HistoryBackend, Listen, StorageBackend};
 use crate::directory::ClusterDirectory;
 use crate::http::{self, HttpState};
 use crate::limits::Limits;
+use crate::metrics::cluster_mqtt::ClusterMqttCollector;
 use crate::metrics::directory::DirectoryCollector;
 use crate::metrics::history::MeteredHistory;
 use crate::metrics::Metrics;
@@ -63,6 +65,8 @@ pub struct Node {
     lease: Option<NodeLease>,
     /// The cluster's session directory, with a bus.
     directory: Option<Arc<ClusterDirectory>>,
+    /// Plain MQTT routing across the cluster, with a bus.
+    cluster_mqtt: Option<Arc<ClusterMqtt>>,
 }
 
 impl Node {
@@ -90,13 +94,14 @@ impl Node {
             None => None,
         };
         match Node::serve(config, bus, opened, shutdown.clone(), &tasks).await {
-            Ok((addrs, store, directory)) => Ok(Node {
+            Ok((addrs, store, directory, cluster_mqtt)) => Ok(Node {
                 addrs,
                 store,
                 shutdown,
                 tasks,
                 lease,
                 directory,
+                cluster_mqtt,
             }),
             Err(e) => {
                 shutdown.cancel();
@@ -128,6 +133,7 @@ impl Node {
         BoundAddrs,
         Arc<dyn MetadataStore>,
         Option<Arc<ClusterDirectory>>,
+        Option<Arc<ClusterMqtt>>,
     )> {
         let store: Arc<dyn MetadataStore> = opened.metadata.clone();
         let key_directory: Arc<dyn KeyDirectory> = opened.keys.clone();
@@ -158,6 +164,31 @@ impl Node {
         let router = Arc::new(parley_engine::router::Router::new(
             config.mqtt.router_config(),
         ));
+        let publisher = ServerPublisher::new(router.clone());
+        let bus_counts = Arc::new(crate::targeting::BusCounts::default());
+        let deliveries = match &bus {
+            None => Deliveries::Local(publisher.clone()),
+            Some(bus) => Deliveries::Bus(BusPublisher::start(
+                bus.clone(),
+                config.node_id,
+                crate::cluster::TargetingSettings {
+                    broadcast_min_recipients: config.cluster.broadcast_min_recipients,
+                    replay_window: Duration::from_millis(config.cluster.join_replay_ms),
+                    replay_max_bytes: config.cluster.join_replay_max_bytes,
+                },
+                bus_counts.clone(),
+            )),
+        };
+        // Installed before persistent sessions are restored, so their routes count.
+        let cluster_mqtt = match (&bus, &opened.cluster_mqtt) {
+            (Some(_), Some(store)) => Some(ClusterMqtt::new(
+                config.node_id,
+                router.clone(),
+                deliveries.clone(),
+                store.clone(),
+            )),
+            _ => None,
+        };
         let durable = match &opened.sessions {
             Some(store) => {
                 let journal = crate::mqtt::durable::DurableSessions::start(store.clone());
@@ -169,12 +200,24 @@ impl Node {
             }
             None => None,
         };
-        let publisher = ServerPublisher::new(router.clone());
-        tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
-        let deliveries = match &bus {
-            None => Deliveries::Local(publisher.clone()),
-            Some(bus) => Deliveries::Bus(BusPublisher::start(bus.clone(), config.node_id)),
+        let moves = match (&opened.handover, &durable) {
+            (Some(store), Some(journal)) => {
+                let moves = crate::mqtt::handover::SessionMoves::new(
+                    store.clone(),
+                    router.clone(),
+                    journal.clone(),
+                    Duration::from_millis(config.cluster.session_handover_timeout_ms),
+                    Duration::from_millis(config.cluster.session_handover_poll_ms),
+                );
+                let adopt_every = crate::node_lease::renewal::renew_every(Duration::from_millis(
+                    config.cluster.node_lease_ttl_ms,
+                ));
+                tasks.spawn(moves.clone().run(adopt_every, shutdown.clone()));
+                Some(moves)
+            }
+            _ => None,
         };
+        tasks.spawn(crate::mqtt::ticker::run(router.clone(), shutdown.clone()));
         let push = PushService::start(&config.push, store.clone(), shutdown.clone(), tasks)
             .context("configuring push notifications")?;
         let chat = Arc::new(
@@ -200,17 +243,33 @@ impl Node {
                 );
                 chat.presence.leave_publishing_to_cluster();
                 chat.share_with_cluster(directory.clone());
+                if let Deliveries::Bus(bus) = &deliveries {
+                    bus.target_with(directory.clone());
+                }
                 metrics.register_collector(Box::new(DirectoryCollector::new(directory.clone())));
                 Some(directory)
             }
             _ => None,
         };
+        if let Some(moves) = &moves {
+            metrics.register_collector(Box::new(crate::metrics::moves::MovesCollector::new(
+                moves.clone(),
+            )));
+        }
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
         metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
             router.clone(),
         )));
         if let Some(push) = &push {
             metrics.register_collector(Box::new(PushCollector::new(push.clone())));
+        }
+        if bus.is_some() {
+            metrics.register_collector(Box::new(crate::metrics::cluster_bus::BusCollector::new(
+                bus_counts.clone(),
+            )));
+        }
+        if let Some(cluster_mqtt) = &cluster_mqtt {
+            metrics.register_collector(Box::new(ClusterMqttCollector::new(cluster_mqtt.clone())));
         }
         let metrics = Arc::new(metrics);
         if let Some(bus) = &bus {
@@ -221,11 +280,19 @@ impl Node {
                 }),
                 None => chat.clone(),
             };
+            let events: Arc<dyn ClusterEvents> = match &cluster_mqtt {
+                Some(mqtt) => Arc::new(WithPlainMqtt {
+                    inner: events,
+                    mqtt: mqtt.clone(),
+                }),
+                None => events,
+            };
             crate::cluster::spawn_consumer(
                 bus.as_ref(),
                 config.node_id,
                 publisher.clone(),
                 events,
+                bus_counts.clone(),
                 shutdown.clone(),
                 tasks,
             )
@@ -241,6 +308,15 @@ impl Node {
                 .await
                 .context("loading the session directory")?;
         }
+        if let Some(cluster_mqtt) = &cluster_mqtt {
+            let sweep_every = crate::node_lease::renewal::renew_every(Duration::from_millis(
+                config.cluster.node_lease_ttl_ms,
+            ));
+            cluster_mqtt
+                .start(sweep_every, shutdown.clone(), tasks)
+                .await
+                .context("joining the cluster's plain MQTT routing")?;
+        }
         let ctx = Arc::new(MqttContext {
             config: config.mqtt.clone(),
             auth: auth.clone(),
@@ -253,7 +329,9 @@ impl Node {
             sessions: sessions.clone(),
             limits: Limits::new(&config.limits).with_listeners(&config.listeners),
             durable,
+            moves,
             directory: directory.clone(),
+            cluster_mqtt: cluster_mqtt.clone(),
         });
 
         let mut addrs = BoundAddrs::default();
@@ -382,7 +460,12 @@ impl Node {
         }
         info!(?addrs, data_dir = %config.data_dir.display(), node_id = config.node_id,
             storage = ?config.storage.backend, bus = ?config.cluster.bus, "parley is up");
-        Ok((addrs, store, directory))
+        Ok((addrs, store, directory, cluster_mqtt))
+    }
+
+    /// The node's plain MQTT routing across the cluster: `None` without a bus.
+    pub fn cluster_mqtt(&self) -> Option<Arc<ClusterMqtt>> {
+        self.cluster_mqtt.clone()
     }
 
     /// The cluster's session directory: `None` without a bus.
@@ -421,6 +504,9 @@ impl Node {
         }
         if let Some(directory) = &self.directory {
             directory.leave().await;
+        }
+        if let Some(cluster_mqtt) = &self.cluster_mqtt {
+            cluster_mqtt.leave().await;
         }
         let flushed = self.store.flush().await.context("flushing the store");
         if let Some(lease) = self.lease {

@@ -14,8 +14,8 @@ use persistence::embedded::EmbeddedStore;
 use persistence::postgres::{PostgresConfig, PostgresStore};
 use persistence::scylla::ScyllaStore;
 use persistence::{
-    HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue, SessionDirectory,
-    SessionStore,
+    ClusterMqttStore, HistoryStore, KeyDirectory, MetadataStore, NodeLeases, OfflineQueue,
+    SessionDirectory, SessionHandover, SessionStore,
 };
 
 use crate::config::{Config, HistoryBackend, PostgresStorageConfig, StorageBackend};
@@ -39,9 +39,15 @@ pub struct Stores {
     /// Which node holds each live MQTT session, if the store is shared by
     /// several nodes (PostgreSQL); used with a cluster bus.
     pub directory: Option<Arc<dyn SessionDirectory>>,
-    /// Persistent MQTT sessions, if the backend keeps them (embedded);
-    /// `None` keeps them in memory only.
+    /// The cluster's retained plain MQTT messages and live nodes, if the
+    /// store is shared by several nodes (PostgreSQL); used with a cluster bus.
+    pub cluster_mqtt: Option<Arc<dyn ClusterMqttStore>>,
+    /// Persistent MQTT sessions, if the backend keeps them (embedded, and
+    /// PostgreSQL for this node's sessions); `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionStore>>,
+    /// Moving persistent sessions between the nodes sharing the store
+    /// (PostgreSQL); `None` for the embedded store.
+    pub handover: Option<Arc<dyn SessionHandover>>,
 }
 
 /// Opens the backend `config.storage` names. PostgreSQL is migrated to the
@@ -87,9 +93,13 @@ async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
                 Arc::new(PostgresStore::connect(settings).await.with_context(|| {
                     format!("opening the PostgreSQL store, database {database}")
                 })?);
+            let sessions = Arc::new(store.sessions(config.node_id));
             Ok(Stores {
                 leases: Some(store.clone()),
                 directory: Some(store.clone()),
+                cluster_mqtt: Some(store.clone()),
+                sessions: Some(sessions.clone()),
+                handover: Some(sessions),
                 ..Stores::all(store)
             })
         }
@@ -119,7 +129,9 @@ impl Stores {
             keys: store,
             leases: None,
             directory: None,
+            cluster_mqtt: None,
             sessions: None,
+            handover: None,
         }
     }
 }

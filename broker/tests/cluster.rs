@@ -7,10 +7,11 @@
 //! they fail, so a CI that lost its server cannot go green.
 //!
 //! The bus tests run the nodes in this process over [`MemoryBus`], an
-//! in-memory [`ClusterBus`] that keeps one global order, so they check the
-//! broker's side of the cluster (what goes on the bus, what each node
-//! republishes, what a moving client gets through sync) independently of
-//! any bus backend.
+//! in-memory [`ClusterBus`] that keeps one global order and gives each node
+//! the broadcast records and those addressed to it, so they check the
+//! broker's side of the cluster (what goes on the bus and to which nodes,
+//! what each node republishes, what a moving client gets through sync)
+//! independently of any bus backend.
 
 mod common;
 
@@ -24,7 +25,9 @@ use common::shared_postgres::{fresh_database, rand_u32};
 use common::{log_in, test_config, TestNode};
 use parley::config::{BusKind, StorageBackend};
 use parley::server::Node;
-use persistence::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, StoreError};
+use persistence::{
+    Audience, BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, StoreError,
+};
 use tokio::sync::Notify;
 
 /// Starts node `node_id` on the PostgreSQL database at `url`, delivering
@@ -97,32 +100,35 @@ async fn nodes_on_one_database_share_accounts_and_history() {
     assert_eq!(history, vec![reply]);
 }
 
-/// The log of a [`SharedBus`]: one global order.
+/// The log of a [`SharedBus`]: one global order, each record with the
+/// nodes it is for.
 #[derive(Default)]
 struct MemoryBus {
-    log: Mutex<Vec<BusRecord>>,
+    log: Mutex<Vec<(Audience, BusRecord)>>,
     grew: Notify,
-    /// How many times each log index was read, by any node.
-    reads: Mutex<BTreeMap<usize, usize>>,
+    /// The nodes that read each log index.
+    reads: Mutex<BTreeMap<usize, Vec<u16>>>,
 }
 
 /// An in-memory [`ClusterBus`] shared by several nodes: every subscriber
-/// reads the whole log from where it subscribed.
+/// reads, from where it subscribed, the broadcast records and those
+/// addressed to it, and never sees the others.
 #[derive(Clone, Default)]
 struct SharedBus(Arc<MemoryBus>);
 
 #[async_trait]
 impl ClusterBus for SharedBus {
-    async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError> {
+    async fn publish_to(&self, records: Vec<(Audience, BusRecord)>) -> Result<(), StoreError> {
         self.0.log.lock().unwrap().extend(records);
         self.0.grew.notify_waiters();
         Ok(())
     }
 
-    async fn subscribe(&self, _node_id: u16) -> Result<Box<dyn BusConsumer>, StoreError> {
+    async fn subscribe(&self, node_id: u16) -> Result<Box<dyn BusConsumer>, StoreError> {
         let next = self.0.log.lock().unwrap().len();
         Ok(Box::new(MemoryConsumer {
             bus: self.0.clone(),
+            node_id,
             next,
         }))
     }
@@ -131,6 +137,7 @@ impl ClusterBus for SharedBus {
 /// One node's reading position in a [`MemoryBus`].
 struct MemoryConsumer {
     bus: Arc<MemoryBus>,
+    node_id: u16,
     next: usize,
 }
 
@@ -141,13 +148,28 @@ impl BusConsumer for MemoryConsumer {
             let grew = self.bus.grew.notified();
             tokio::pin!(grew);
             grew.as_mut().enable();
-            if let Some(record) = self.bus.log.lock().unwrap().get(self.next).cloned() {
-                let position = BusPosition {
-                    partition: 0,
-                    offset: self.next as i64,
+            loop {
+                let Some((audience, record)) = self.bus.log.lock().unwrap().get(self.next).cloned()
+                else {
+                    break;
                 };
-                *self.bus.reads.lock().unwrap().entry(self.next).or_default() += 1;
+                let index = self.next;
                 self.next += 1;
+                if matches!(audience, Audience::Node(node) if node != self.node_id) {
+                    continue;
+                }
+                let position = BusPosition {
+                    stream: audience,
+                    partition: 0,
+                    offset: index as i64,
+                };
+                self.bus
+                    .reads
+                    .lock()
+                    .unwrap()
+                    .entry(index)
+                    .or_default()
+                    .push(self.node_id);
                 return Ok(Delivery { record, position });
             }
             grew.await;
@@ -592,31 +614,42 @@ async fn moving_between_nodes(nodes: &[TestNode]) {
         .await;
     assert_eq!(caught_up, missed, "everything missed, in order");
 
-    // And live delivery follows him to node 3. Messages Alice sent just
-    // before he reconnected may still be on the bus and reach him live as
-    // well; a client drops those by message id, so only they may come first.
+    // And live delivery follows him to node 3. Messages Alice sent shortly
+    // before he reconnected reach him live as well: node 1 sends node 3
+    // what it recently sent Bob elsewhere once it learns he is there (and
+    // they may still be on the bus); a client drops those by message id, so
+    // only messages he already has may come first.
     let live = alice.say(&conv, "m7", "welcome back").await;
     loop {
-        let next = bob.next_message().await;
-        if next == live {
-            break;
+        use parley_proto::v1::envelope::Kind;
+        match bob.next_envelope().await.kind {
+            Some(Kind::Message(next)) if next == live => break,
+            Some(Kind::Message(next)) => assert!(
+                next == first || missed.contains(&next),
+                "only messages Bob already has may arrive before m7: {next:?}"
+            ),
+            // His own receipt, sent while he was on node 2.
+            Some(Kind::Receipt(receipt)) => assert_eq!(
+                (receipt.user.as_str(), receipt.up_to_seq),
+                ("bob", 1),
+                "only receipts Bob already has may arrive before m7"
+            ),
+            other => panic!("bob: expected a message, got {other:?}"),
         }
-        assert!(
-            missed.contains(&next),
-            "only messages already fetched may arrive before m7: {next:?}"
-        );
     }
     bob.assert_nothing_queued();
 }
 
 /// What one fan-out cost the bus: records and bytes (Kafka key and value,
-/// as `persistence::kafka::codec` lays them out) produced, and records read
-/// by all nodes together.
+/// as `persistence::kafka::codec` lays them out) produced, records and
+/// bytes read by all nodes together, and records read per node.
 #[derive(Debug, PartialEq, Eq)]
 struct BusCost {
     records: usize,
     bytes: usize,
     reads: usize,
+    bytes_read: usize,
+    reads_by_node: BTreeMap<u16, usize>,
 }
 
 impl MemoryBus {
@@ -628,23 +661,31 @@ impl MemoryBus {
             records: 0,
             bytes: 0,
             reads: 0,
+            bytes_read: 0,
+            reads_by_node: BTreeMap::new(),
         };
-        for (index, record) in log.iter().enumerate().skip(from) {
+        for (index, (_, record)) in log.iter().enumerate().skip(from) {
             if record.key != key {
                 continue;
             }
             let value = persistence::kafka::codec::encode_value(record).expect("encodable");
+            let bytes = record.key.len() + value.len();
             cost.records += 1;
-            cost.bytes += record.key.len() + value.len();
-            cost.reads += reads.get(&index).copied().unwrap_or(0);
+            cost.bytes += bytes;
+            for &node in reads.get(&index).into_iter().flatten() {
+                cost.reads += 1;
+                cost.bytes_read += bytes;
+                *cost.reads_by_node.entry(node).or_default() += 1;
+            }
         }
         cost
     }
 }
 
-/// A message to a 50-member group with members on three nodes is one bus
-/// record (the 50 inbox topics and the envelope once), read once per node,
-/// and reaches the members on every node.
+/// A message to a 50-member group with three members online, one on each
+/// node, is one bus record per node (that node's member's inbox and the
+/// envelope), each read by its node alone; the 47 members online nowhere
+/// cost the bus nothing. It reaches the members on every node.
 #[tokio::test]
 async fn what_a_group_message_costs_the_bus() {
     let Some(url) = fresh_database().await else {
@@ -669,22 +710,34 @@ async fn what_a_group_message_costs_the_bus() {
         assert_eq!(client.next_message().await, sent);
     }
     let cost = bus.0.cost(&group.id, from);
-    eprintln!("one message to 50 members on 3 nodes: {cost:?}");
-    assert_eq!(cost.records, 1, "one record for the whole fan-out");
-    assert_eq!(cost.reads, 3, "read once by each node");
-    // The key, the value's 9-byte header, the 50 inbox topics with their
-    // 2-byte lengths, and the envelope once.
+    eprintln!("one message to 50 members (3 online, one per node) on 3 nodes: {cost:?}");
+    assert_eq!(cost.records, 3, "one record per node holding a recipient");
+    assert_eq!(
+        cost.reads_by_node,
+        BTreeMap::from([(1, 1), (2, 1), (3, 1)]),
+        "each read by its node alone"
+    );
+    // Per record: the key, the value's 9-byte header, that node's online
+    // member's inbox topic with its 2-byte length, and the envelope.
     let (key, envelope) = (
         group.id.len(),
         parley_proto::encode_envelope(&sent.into()).len(),
     );
-    let inboxes: Vec<String> = names.iter().map(|u| format!("u/{u}/i")).collect();
-    let topics: usize = inboxes.iter().map(|t| 2 + t.len()).sum();
-    assert_eq!(cost.bytes, key + 9 + topics + envelope);
-    // One record per inbox (format 1: key, 9-byte header, topic, envelope).
-    let per_inbox: usize = inboxes.iter().map(|t| key + 9 + t.len() + envelope).sum();
-    eprintln!("one record per inbox: 50 records, {per_inbox} bytes, 150 reads");
-    assert!(cost.bytes * 5 < per_inbox);
+    let online: usize = names[..3]
+        .iter()
+        .map(|u| 2 + format!("u/{u}/i").len())
+        .sum();
+    assert_eq!(cost.bytes, 3 * (key + 9 + envelope) + online);
+    assert_eq!(cost.bytes_read, cost.bytes, "every byte is read once");
+    // Broadcast, as every node read the bus before: one record with all 50
+    // inbox topics, read by all three nodes.
+    let inboxes: usize = names.iter().map(|u| 2 + format!("u/{u}/i").len()).sum();
+    let broadcast = key + 9 + inboxes + envelope;
+    eprintln!(
+        "broadcast: 1 record of {broadcast} bytes, 3 reads ({} bytes)",
+        3 * broadcast
+    );
+    assert!(cost.bytes_read * 4 < 3 * broadcast);
 }
 
 /// What the bus carries per connection (the session directory's two
@@ -717,10 +770,15 @@ async fn what_connections_and_messages_cost_the_bus() {
         let reads = bus.0.reads.lock().unwrap();
         let mut records = 0;
         let mut read = 0;
-        for (index, record) in log.iter().enumerate().skip(from) {
+        for (index, (audience, record)) in log.iter().enumerate().skip(from) {
             if record.topics == [parley::directory::events::DIRECTORY_TOPIC] {
+                assert_eq!(
+                    *audience,
+                    Audience::Everyone,
+                    "directory changes are broadcast"
+                );
                 records += 1;
-                read += reads.get(&index).copied().unwrap_or(0);
+                read += reads.get(&index).map_or(0, Vec::len);
             }
         }
         (records, read)
@@ -737,7 +795,12 @@ async fn what_connections_and_messages_cost_the_bus() {
     assert_eq!(clients[1].next_message().await, sent);
     let one_to_one = bus.0.cost(&direct_conv, before);
     eprintln!("one 1:1 message, members on 2 of 3 nodes: {one_to_one:?}");
-    assert_eq!((one_to_one.records, one_to_one.reads), (1, 3));
+    assert_eq!((one_to_one.records, one_to_one.reads), (2, 2));
+    assert_eq!(
+        one_to_one.reads_by_node,
+        BTreeMap::from([(1, 1), (2, 1)]),
+        "node 3, with neither member, reads nothing of it"
+    );
 
     let group = clients[0].create_group("hundred", &names[1..]).await;
     let before = bus.0.log.lock().unwrap().len();
@@ -747,7 +810,11 @@ async fn what_connections_and_messages_cost_the_bus() {
     }
     let to_group = bus.0.cost(&group.id, before);
     eprintln!("one message to 100 members on 3 nodes: {to_group:?}");
-    assert_eq!((to_group.records, to_group.reads), (1, 3));
+    assert_eq!((to_group.records, to_group.reads), (3, 3));
+    assert_eq!(
+        to_group.reads_by_node,
+        BTreeMap::from([(1, 1), (2, 1), (3, 1)])
+    );
 
     drop(clients);
     for node in &nodes {
@@ -762,4 +829,255 @@ async fn what_connections_and_messages_cost_the_bus() {
         (200, 600),
         "joined and left per connection, each read by every node"
     );
+}
+
+/// Records node `node` read from its own stream of the bus (`/metrics`).
+async fn targeted_reads(node: &TestNode) -> u64 {
+    common::metric(
+        node,
+        "parley_cluster_bus_records_read_total{stream=\"targeted\"} ",
+    )
+    .await
+    .expect("the targeted read counter is exported") as u64
+}
+
+/// Records node `node` produced to single nodes' streams (`/metrics`).
+async fn targeted_produced(node: &TestNode) -> u64 {
+    common::metric(
+        node,
+        "parley_cluster_bus_records_produced_total{stream=\"targeted\"} ",
+    )
+    .await
+    .expect("the targeted produce counter is exported") as u64
+}
+
+/// Waits until `node` has read `count` records from its own stream.
+async fn until_targeted_reads(node: &TestNode, count: u64) {
+    common::within("a node to read its records", async {
+        while targeted_reads(node).await < count {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Waits until every node's directory holds `user` on `node_id` as a
+/// detached session (no live one anywhere).
+async fn until_detached(nodes: &[TestNode], user: &str, node_id: u16) {
+    use parley::targeting::RecipientNodes;
+    for node in nodes {
+        let directory = node.node.directory().expect("a directory");
+        common::within("every node to see the session detached", async {
+            directory
+                .wait_until(|d| {
+                    let mut holding = Vec::new();
+                    d.nodes_holding(user, &mut holding);
+                    d.sessions_of(user).is_empty() && holding.contains(&node_id)
+                })
+                .await
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn deliveries_go_only_to_the_nodes_of_their_recipients() {
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let bus = SharedBus::default();
+    let nodes = three_nodes(&url, &bus).await;
+    let keys = targeted_delivery(&nodes).await;
+    // The in-memory bus knows which node read which record.
+    for (what, key, readers) in [
+        ("1:1 between nodes 1 and 2", &keys.direct, vec![1, 2]),
+        ("group on nodes 1 and 2", &keys.group, vec![1, 2]),
+        (
+            "1:1 with a detached session on node 3",
+            &keys.to_detached,
+            vec![1, 3],
+        ),
+    ] {
+        let cost = bus.0.cost(key, 0);
+        eprintln!("{what}: {cost:?}");
+        assert_eq!(
+            cost.reads_by_node.keys().copied().collect::<Vec<u16>>(),
+            readers,
+            "{what}: read by its recipients' nodes only"
+        );
+        assert_eq!(cost.reads, cost.records, "{what}: each record read once");
+    }
+}
+
+#[tokio::test]
+async fn deliveries_go_only_to_the_nodes_of_their_recipients_over_kafka() {
+    let Some((url, kafka)) = database_and_kafka().await else {
+        return;
+    };
+    targeted_delivery(&three_kafka_nodes(&url, &kafka).await).await;
+}
+
+/// The conversations [`targeted_delivery`] used.
+struct TargetedKeys {
+    direct: String,
+    group: String,
+    to_detached: String,
+}
+
+/// 1:1 and group chat between members on nodes 1 and 2 of three: node 3
+/// reads none of it, and node 1 produces one record per message and node
+/// holding a member; a message to a user whose persistent session is
+/// disconnected on node 3 goes to node 3, which queues it in the session.
+async fn targeted_delivery(nodes: &[TestNode]) -> TargetedKeys {
+    use common::chat::{ClientOptions, Proto};
+    sign_up_users(&nodes[0], &["alice", "bob", "dave", "carol"]).await;
+    // Carol leaves a persistent session on node 3 and goes away.
+    let carol = ChatClient::connect(
+        &nodes[2],
+        ClientOptions::new(Proto::V5, "carol", "carol-3").persistent(),
+    )
+    .await;
+    carol.disconnect().await;
+    until_detached(nodes, "carol", 3).await;
+
+    let mut alice = ChatClient::v5(&nodes[0], "alice", "alice-1").await;
+    let mut bob = ChatClient::v5(&nodes[1], "bob", "bob-2").await;
+    let mut dave = ChatClient::v5(&nodes[1], "dave", "dave-2").await;
+    for node in nodes {
+        let directory = node.node.directory().expect("a directory");
+        common::within("every node to know every live session", async {
+            directory.wait_until(|d| d.totals().0 == 3).await
+        })
+        .await;
+    }
+    let node3_before = targeted_reads(&nodes[2]).await;
+    let node1_produced = targeted_produced(&nodes[0]).await;
+
+    // 1:1, Alice (node 1) to Bob (node 2): one record to each of their
+    // nodes per message, both copies in seq order.
+    let ab = direct("alice", "bob");
+    for i in 1..=10u64 {
+        let ack = alice.send_text(&ab, &format!("ab{i}"), "to bob").await;
+        assert!(ack.is_success(), "ab{i}: {ack:?}");
+    }
+    let own = alice.next_messages(10).await;
+    assert_eq!(
+        own.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        bob.next_messages(10).await,
+        own,
+        "Bob gets every message, in order"
+    );
+    assert_eq!(
+        targeted_produced(&nodes[0]).await - node1_produced,
+        20,
+        "node 1 produced one record per message for each of nodes 1 and 2"
+    );
+
+    // A group with members on nodes 1 and 2 only; members on both write.
+    let group = alice.create_group("two nodes", &["bob", "dave"]).await;
+    for client in [&mut alice, &mut bob, &mut dave] {
+        assert_eq!(client.next_event().await.seq, 1, "{}", client.user());
+    }
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for (i, client) in [&mut alice, &mut bob].into_iter().enumerate() {
+            let id = format!("g{round}-{i}");
+            let ack = client.send_text(&group.id, &id, &id).await;
+            assert!(ack.is_success(), "{id}: {ack:?}");
+            sent.push(id);
+        }
+    }
+    for client in [&mut alice, &mut bob, &mut dave] {
+        let stream = client.next_messages(sent.len()).await;
+        assert_eq!(
+            stream
+                .iter()
+                .map(|m| m.client_message_id.clone())
+                .collect::<Vec<_>>(),
+            sent,
+            "{} gets every message of the group, in order",
+            client.user()
+        );
+    }
+
+    // Carol's session on node 3 is disconnected but persistent: a message
+    // to her goes to node 3 (its first record there since the 1:1 and the
+    // group began, so node 3 read none of those) and waits in her session.
+    let ac = direct("alice", "carol");
+    let to_carol = alice.say(&ac, "ac1", "while you were away").await;
+    until_targeted_reads(&nodes[2], node3_before + 1).await;
+    assert_eq!(
+        targeted_reads(&nodes[2]).await,
+        node3_before + 1,
+        "node 3 read the record for Carol and nothing of the 1:1 or the group"
+    );
+    let mut carol = ChatClient::connect(
+        &nodes[2],
+        ClientOptions::new(Proto::V5, "carol", "carol-3")
+            .persistent()
+            .without_subscriptions(),
+    )
+    .await;
+    assert_eq!(
+        carol.next_message().await,
+        to_carol,
+        "Carol's session on node 3 queued it while she was away"
+    );
+    TargetedKeys {
+        direct: ab,
+        group: group.id,
+        to_detached: ac,
+    }
+}
+
+/// A persistent session that expires on its node leaves the directory:
+/// every node stops sending its user's deliveries there.
+#[tokio::test]
+async fn an_expired_persistent_session_leaves_the_directory() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let bus = SharedBus::default();
+    let nodes = three_nodes(&url, &bus).await;
+    sign_up_users(&nodes[0], &["erin"]).await;
+    let addr = nodes[1].mqtt();
+    let mut options = MqttOptions::new("erin-2", addr.ip().to_string(), addr.port());
+    options.set_credentials("erin", password_of("erin"));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(1));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    common::within("erin's CONNACK", async {
+        loop {
+            if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await.expect("connects") {
+                return;
+            }
+        }
+    })
+    .await;
+    client.disconnect().await.expect("queue DISCONNECT");
+    common::within("erin's connection to close", async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+    until_detached(&nodes, "erin", 2).await;
+    // Its expiry (1 s) passes: node 2 removes the entry, every node hears it.
+    for node in &nodes {
+        use parley::targeting::RecipientNodes;
+        let directory = node.node.directory().expect("a directory");
+        common::within("every node to forget the expired session", async {
+            directory
+                .wait_until(|d| {
+                    let mut holding = Vec::new();
+                    d.nodes_holding("erin", &mut holding);
+                    holding.is_empty()
+                })
+                .await
+        })
+        .await;
+    }
 }

@@ -34,7 +34,7 @@ use crate::retained::{RetainError, RetainedLimits, RetainedStore};
 use crate::session::{ConnectionParams, Delivery, Enqueued, Session, SessionLimits, SessionStats};
 use crate::session_filters::SessionFilters;
 use crate::topic::{parse_filter, ParsedFilter, TopicError};
-use crate::trie::{Matches, SubscriptionTree};
+use crate::trie::{Matches, SharedGroupId, SubscriptionTree};
 
 /// Bounds of the whole engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,6 +348,36 @@ pub struct Router {
     next_id: AtomicU64,
     counters: RouterCounters,
     journal: OnceLock<Arc<dyn Journal>>,
+    /// Told of route changes and wills (a cluster), if installed.
+    events: OnceLock<Arc<dyn RouterEvents>>,
+    /// Sessions subscribed to each route, kept while `events` is installed;
+    /// only touched with the tree's write lock held.
+    route_counts: Mutex<HashMap<Route, usize>>,
+}
+
+/// A filter that at least one session of this engine subscribes to: what a
+/// cluster's route table records per node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    /// The filter as subscribed (`$share/{group}/{filter}` for a shared one).
+    pub filter: Arc<str>,
+    /// The subscribers' namespace for a shared filter (it scopes the
+    /// group); empty for a plain one, which every namespace shares.
+    pub namespace: Arc<str>,
+}
+
+/// What the engine tells a cluster layer about itself. Called on the thread
+/// that made the change, in the order of the changes, with the tree's write
+/// lock held for route changes: implementations must be quick and must not
+/// call back into the router.
+pub trait RouterEvents: Send + Sync {
+    /// `route` gained its first subscribing session.
+    fn route_added(&self, route: &Route);
+    /// `route` lost its last subscribing session.
+    fn route_removed(&self, route: &Route);
+    /// A will was published here, in `namespace`, as `message` (after
+    /// routing it to this engine's sessions).
+    fn will_published(&self, message: &Message, namespace: &str);
 }
 
 /// The namespace of the server's own publishes (exempt from retained quotas).
@@ -365,7 +395,71 @@ impl Router {
             next_id: AtomicU64::new(1),
             counters: RouterCounters::default(),
             journal: OnceLock::new(),
+            events: OnceLock::new(),
+            route_counts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Installs the listener of route changes and wills (a cluster). Install
+    /// it before the first subscription (persistent sessions restored
+    /// included): routes made before are not reported. A second call is
+    /// ignored.
+    pub fn set_events(&self, events: Arc<dyn RouterEvents>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Every route of this engine, while events are installed.
+    pub fn routes(&self) -> Vec<Route> {
+        let _tree = read(&self.tree);
+        let counts = self.route_counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.keys().cloned().collect()
+    }
+
+    /// Adds `slot`'s subscription to `raw` (parsed as `parsed`) to `tree`
+    /// and reports a new route; true if the subscription is new.
+    fn tree_subscribe(
+        &self,
+        tree: &mut SubscriptionTree,
+        slot: &SessionSlot,
+        raw: &str,
+        parsed: &ParsedFilter<'_>,
+        options: SubscriptionOptions,
+    ) -> bool {
+        let is_new = tree.subscribe(slot.id, &slot.namespace, parsed, options);
+        if let (true, Some(events)) = (is_new, self.events.get()) {
+            let route = route_of(raw, parsed, &slot.namespace);
+            let mut counts = self.route_counts.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts.entry(route.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                events.route_added(&route);
+            }
+        }
+        is_new
+    }
+
+    /// Removes `slot`'s subscription to `raw` from `tree` and reports a
+    /// route that lost its last session; true if it existed.
+    fn tree_unsubscribe(
+        &self,
+        tree: &mut SubscriptionTree,
+        slot: &SessionSlot,
+        raw: &str,
+        parsed: &ParsedFilter<'_>,
+    ) -> bool {
+        let removed = tree.unsubscribe(slot.id, &slot.namespace, parsed);
+        if let (true, Some(events)) = (removed, self.events.get()) {
+            let route = route_of(raw, parsed, &slot.namespace);
+            let mut counts = self.route_counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = counts.get_mut(&route) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&route);
+                    events.route_removed(&route);
+                }
+            }
+        }
+        removed
     }
 
     /// The configuration.
@@ -573,6 +667,31 @@ impl Router {
 
     /// Removes a session's subscriptions and state; it must already be out of `sessions`.
     fn end_session(&self, slot: &Arc<SessionSlot>) {
+        self.drop_session(slot, true);
+    }
+
+    /// Drops session `key` from this router without reporting its end to
+    /// the journal: its stored state stays as it is, for another node to
+    /// load (a session moving between the nodes of a cluster). A connection
+    /// attached to it is detached as if taken over (its will is not
+    /// published); changes it had not reported yet are reported first.
+    /// Returns the ticket of the session's last change (0 if there was no
+    /// such session): once it is durable, the store holds the session's
+    /// final state.
+    pub fn release(&self, key: &str) -> Option<u64> {
+        let slot = self.lock_sessions().remove(key)?;
+        {
+            let mut state = slot.lock();
+            self.flush_changes(&slot, &mut state);
+        }
+        self.drop_session(&slot, false);
+        let ticket = slot.lock().ticket;
+        Some(ticket)
+    }
+
+    /// Removes a session's subscriptions and state (reporting its end to
+    /// the journal if `record_end`); it must already be out of `sessions`.
+    fn drop_session(&self, slot: &Arc<SessionSlot>, record_end: bool) {
         let mut state = slot.lock();
         if state.ended {
             return;
@@ -581,7 +700,7 @@ impl Router {
         state.generation += 1;
         if state.session.is_durable() {
             state.session.set_durable(false);
-            if let Some(journal) = self.journal.get() {
+            if let Some(journal) = self.journal.get().filter(|_| record_end) {
                 state.ticket = journal.record(&slot.key, Change::Ended);
             }
         }
@@ -593,7 +712,7 @@ impl Router {
             let mut tree = write(&self.tree);
             for (filter, _) in filters.iter() {
                 if let Ok(parsed) = parse_filter(filter) {
-                    tree.unsubscribe(slot.id, &slot.namespace, &parsed);
+                    self.tree_unsubscribe(&mut tree, slot, filter, &parsed);
                 }
             }
         }
@@ -609,7 +728,10 @@ impl Router {
         // A will over the retained quota is still delivered, just not retained.
         if self.publish(message.clone(), &slot.namespace, now).is_err() {
             message.retain = false;
-            let _ = self.publish(message, &slot.namespace, now);
+            let _ = self.publish(message.clone(), &slot.namespace, now);
+        }
+        if let Some(events) = self.events.get() {
+            events.will_published(&message, &slot.namespace);
         }
     }
 
@@ -643,8 +765,51 @@ impl Router {
         namespace: &str,
         now: Instant,
     ) -> Result<PublishReport, RetainError> {
+        self.route_publish(message, Some(namespace), now, None)
+    }
+
+    /// Like [`Router::publish`] for a message another node of a cluster
+    /// forwarded: shared groups deliver it only if `shared` says the group
+    /// is this engine's to serve (each shared group of a cluster gets a
+    /// message once, from one node), and its retained copy is kept only if
+    /// `keep_retained` (see [`Router::keep_retained`]); subscribers see its
+    /// RETAIN flag either way.
+    pub fn publish_forwarded(
+        &self,
+        message: Message,
+        now: Instant,
+        shared: &dyn Fn(&SharedGroupId) -> bool,
+    ) -> PublishReport {
+        self.route_publish(message, None, now, Some(shared))
+            .unwrap_or_default()
+    }
+
+    /// Stores `message` as the retained message of its topic (an empty
+    /// payload deletes it) without routing it, charged to `namespace`'s
+    /// quota; a message over the quota (another node accepted it, so the
+    /// cluster's copies must agree) is kept uncharged instead. Returns
+    /// false if it was over the quota.
+    pub fn keep_retained(&self, message: Message, namespace: &str) -> bool {
         let message = Arc::new(message);
-        if message.retain {
+        let mut store = write(&self.retained);
+        if namespace != SERVER_NAMESPACE && store.set(namespace, message.clone()).is_ok() {
+            return true;
+        }
+        let _ = store.set_unbounded(message);
+        namespace == SERVER_NAMESPACE
+    }
+
+    /// Routes `message`; with `namespace` (not for forwarded messages) a
+    /// retained one is stored first.
+    fn route_publish(
+        &self,
+        message: Message,
+        namespace: Option<&str>,
+        now: Instant,
+        shared: Option<&dyn Fn(&SharedGroupId) -> bool>,
+    ) -> Result<PublishReport, RetainError> {
+        let message = Arc::new(message);
+        if let (true, Some(namespace)) = (message.retain, namespace) {
             let owner = if namespace == SERVER_NAMESPACE {
                 None
             } else {
@@ -664,6 +829,9 @@ impl Router {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         let mut matches = Matches::default();
         read(&self.tree).matches(&message.topic, &mut matches);
+        if let Some(serves) = shared {
+            matches.shared.retain(|pick| serves(&pick.group));
+        }
         let targets = self.targets(&message, matches);
         let mut report = PublishReport::default();
         for (slot, options) in targets {
@@ -811,7 +979,7 @@ impl Router {
                     continue;
                 }
             }
-            let is_new = write(&self.tree).subscribe(slot.id, &slot.namespace, &parsed, *options);
+            let is_new = self.tree_subscribe(&mut write(&self.tree), slot, raw, &parsed, *options);
             let mut retained = Vec::new();
             let send_retained = match options.retain_handling {
                 RetainHandling::OnSubscribe => true,
@@ -824,7 +992,7 @@ impl Router {
             let mut state = slot.lock();
             if state.generation != attachment.generation || state.ended {
                 drop(state);
-                write(&self.tree).unsubscribe(slot.id, &slot.namespace, &parsed);
+                self.tree_unsubscribe(&mut write(&self.tree), slot, raw, &parsed);
                 return None;
             }
             state.subscriptions.insert(raw.as_str(), *options);
@@ -865,7 +1033,7 @@ impl Router {
             };
             if existed {
                 if let Ok(parsed) = parse_filter(raw) {
-                    write(&self.tree).unsubscribe(slot.id, &slot.namespace, &parsed);
+                    self.tree_unsubscribe(&mut write(&self.tree), slot, raw, &parsed);
                 }
             }
             results.push(existed);
@@ -944,7 +1112,7 @@ impl Router {
         let mut kept = SessionFilters::default();
         for (filter, options) in image.subscriptions {
             if let Ok(parsed) = parse_filter(&filter) {
-                write(&self.tree).subscribe(id, &slot.namespace, &parsed, options);
+                self.tree_subscribe(&mut write(&self.tree), &slot, &filter, &parsed, options);
                 kept.insert(&filter, options);
             }
         }
@@ -1083,6 +1251,17 @@ impl Merged {
                 self.ids.push(id);
             }
         }
+    }
+}
+
+/// The route a subscription to `raw` in `namespace` belongs to.
+fn route_of(raw: &str, parsed: &ParsedFilter<'_>, namespace: &Arc<str>) -> Route {
+    Route {
+        filter: Arc::from(raw),
+        namespace: match parsed {
+            ParsedFilter::Plain(_) => Arc::from(""),
+            ParsedFilter::Shared { .. } => namespace.clone(),
+        },
     }
 }
 

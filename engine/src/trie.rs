@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::str::Split;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::message::{SessionId, SubscriptionOptions};
 use crate::subscribers::DirectSubscribers;
@@ -150,14 +151,30 @@ impl Subscribers {
                 .collect();
             let turn = group.cursor.fetch_add(1, Ordering::Relaxed);
             let start = turn.checked_rem(members.len()).unwrap_or(0);
-            out.shared.push(SharedPick { members, start });
+            out.shared.push(SharedPick {
+                members,
+                start,
+                group: group.id.clone(),
+            });
         }
     }
 }
 
+/// Which shared group a [`SharedPick`] is: its members' namespace and the
+/// subscription as written (`$share/{group}/{filter}`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedGroupId {
+    /// The members' namespace.
+    pub namespace: Box<str>,
+    /// `$share/{group}/{filter}`.
+    pub filter: Box<str>,
+}
+
 /// The members of one shared group, and whose turn it is.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SharedGroup {
+    /// Which group it is.
+    id: Arc<SharedGroupId>,
     /// Members in session order.
     members: BTreeMap<SessionId, SubscriptionOptions>,
     /// Incremented on every match; the round-robin position.
@@ -183,6 +200,8 @@ pub struct SharedPick {
     /// caller tries `members[(start + i) % len]` for `i` in `0..len` and
     /// delivers to the first it can. Advances by one at each match.
     pub start: usize,
+    /// Which group it is.
+    pub group: Arc<SharedGroupId>,
 }
 
 /// The subscriptions of every session, indexed by filter for matching.
@@ -220,7 +239,14 @@ impl SubscriptionTree {
                 .value
                 .groups
                 .entry((namespace.into(), group.into()))
-                .or_default()
+                .or_insert_with(|| SharedGroup {
+                    id: Arc::new(SharedGroupId {
+                        namespace: namespace.into(),
+                        filter: format!("$share/{group}/{}", filter.filter()).into(),
+                    }),
+                    members: BTreeMap::new(),
+                    cursor: AtomicUsize::new(0),
+                })
                 .members
                 .insert(session, options),
         };

@@ -621,3 +621,33 @@ fn a_delivery_sent_before_the_session_left_memory_comes_back_with_dup() {
         "the unacknowledged one again with DUP, the one never sent without"
     );
 }
+
+#[test]
+fn a_released_session_leaves_the_router_without_ending_in_the_journal() {
+    let (router, recorder) = router();
+    let a = connect(&router, "moving", 60, v5(100));
+    subscribe(&router, &a, "t", QoS::AtLeastOnce);
+    let r = router
+        .publish(message("t", "one", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    recorder.take();
+    let ticket = router.release("moving").expect("the session was there");
+    assert!(
+        ticket >= r.ticket,
+        "its last change: {ticket} < {}",
+        r.ticket
+    );
+    assert!(
+        recorder.take().is_empty(),
+        "no end, no delete: the store keeps the session for its next node"
+    );
+    assert!(!a.is_current(), "the attached connection is taken over");
+    assert!(router.session_stats("moving").is_none());
+    assert_eq!(router.subscription_count(), 0);
+    let after = router
+        .publish(message("t", "two", QoS::AtLeastOnce), "ns", now())
+        .unwrap();
+    assert_eq!(after.delivered, 0, "nothing routes to it any more");
+    assert!(recorder.take().is_empty());
+    assert_eq!(router.release("moving"), None, "only once");
+}

@@ -7,6 +7,10 @@
 //! which entry it replaced, so the node holding the replaced connection can
 //! be told to end it (a takeover across nodes).
 //!
+//! A persistent session whose connection ended keeps its entry, marked
+//! detached ([`SessionDirectory::detach`]), until its node removes it when
+//! the session expires, so deliveries still reach the node that queues them.
+//!
 //! Entries carry no lease of their own: an entry is live while the lease of
 //! its node id ([`crate::NodeLeases`]) is, so a node renews all its entries
 //! by renewing one row, and the entries of a node that died without
@@ -57,6 +61,16 @@ pub trait SessionDirectory: Send + Sync + 'static {
     /// was released: the sessions of nodes that died.
     async fn expire(&self) -> Result<Vec<DirectoryEntry>, StoreError>;
 
-    /// Every live entry (of a node whose lease is live).
+    /// Every live entry (of a node whose lease is live), detached or not.
     async fn live(&self) -> Result<Vec<DirectoryEntry>, StoreError>;
+
+    /// Marks `entry` detached if it is still the current entry of its key:
+    /// its connection ended but its persistent session stays on its node
+    /// until it expires. A later claim of the key clears the mark. Returns
+    /// whether it was current.
+    async fn detach(&self, entry: &DirectoryEntry) -> Result<bool, StoreError>;
+
+    /// The live entries that are detached (a subset of
+    /// [`SessionDirectory::live`]).
+    async fn detached(&self) -> Result<Vec<DirectoryEntry>, StoreError>;
 }

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod keys;
 mod leases;
 mod metadata;
+mod mqtt_retained;
 mod offline;
 pub mod postgres;
 mod push;
@@ -23,7 +24,10 @@ mod relations;
 pub mod scylla;
 pub mod sessions;
 
-pub use bus::{BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery};
+pub use bus::{
+    Audience, BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, MqttForward, NodeTarget,
+    SharedGroupRef,
+};
 pub use conversations::{ConversationKind, ConversationRecord, MemberRecord, ReadCursor, Role};
 pub use directory::{DirectoryEntry, SessionDirectory};
 pub use error::StoreError;
@@ -37,7 +41,8 @@ pub use keys::{
 };
 pub use leases::{Lease, LeaseHolder, NodeLeases};
 pub use metadata::{MetadataStore, NewUser, UserRecord};
+pub use mqtt_retained::{ClusterMqttStore, OrphanedWill, RetainedRow};
 pub use offline::OfflineQueue;
 pub use push::PushTarget;
 pub use relations::{Relation, RelationRecord};
-pub use sessions::SessionStore;
+pub use sessions::{SessionHandover, SessionStore};

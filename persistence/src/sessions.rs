@@ -233,3 +233,65 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredQueued>, StoreError>;
 }
+
+/// Who holds a stored session, as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOwner {
+    /// The node whose router holds the session and which writes its changes.
+    pub node_id: u16,
+    /// Whether that node's lease is live.
+    pub live: bool,
+    /// The node that asked for the session, if a handover is pending.
+    pub handover_to: Option<u16>,
+}
+
+/// Moving stored sessions between the nodes of a cluster that share one
+/// store: every session is owned by one node, whose changes alone are
+/// applied; another node takes it over either from a dead owner directly or
+/// by asking a live one to hand it over (see `docs/sessions.md`, "Sessions in
+/// a cluster"). Implemented by stores shared by several nodes, each handle
+/// acting for one node ([`SessionHandover::node_id`]).
+#[async_trait]
+pub trait SessionHandover: Send + Sync + 'static {
+    /// The node this handle acts for.
+    fn node_id(&self) -> u16;
+
+    /// Ops this handle's [`SessionStore::apply`] dropped so far because
+    /// another node owned their session.
+    fn ignored_ops(&self) -> u64;
+
+    /// Sessions whose changes [`SessionStore::apply`] dropped since the last
+    /// call because another node owns them (each once): this node should no
+    /// longer hold them.
+    fn take_foreign(&self) -> Vec<String>;
+
+    /// Who owns session `key`; `None` if it is not stored.
+    async fn owner(&self, key: &str) -> Result<Option<SessionOwner>, StoreError>;
+
+    /// Makes this node the owner of `key` if `from` still owns it and
+    /// `from`'s lease is not live; `true` if it did.
+    async fn take_from_dead(&self, key: &str, from: u16) -> Result<bool, StoreError>;
+
+    /// Asks `from`, which must still own `key`, to hand it to this node;
+    /// `true` if the request was recorded.
+    async fn request_handover(&self, key: &str, from: u16) -> Result<bool, StoreError>;
+
+    /// Withdraws a pending request for `key`, whether this node made it or
+    /// this node owns the session (a newer connection of it came here).
+    async fn cancel_handover(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Sessions of this node that another node asked for, with who asked.
+    async fn handovers_requested(&self) -> Result<Vec<(String, u16)>, StoreError>;
+
+    /// Hands `key` to `to`, if this node owns it and `to` asked for it;
+    /// `true` if it did. Call it once every change this node made to the
+    /// session is applied: from then on this node's changes to it are ignored.
+    async fn hand_over(&self, key: &str, to: u16) -> Result<bool, StoreError>;
+
+    /// Session `key`'s description and queue summary, if this node owns it.
+    async fn load_one(&self, key: &str) -> Result<Option<StoredSessionIndex>, StoreError>;
+
+    /// Takes over every session owned by a node (other than this one) whose
+    /// lease is not live, and returns them, ordered by key.
+    async fn adopt_orphans(&self) -> Result<Vec<StoredSessionIndex>, StoreError>;
+}

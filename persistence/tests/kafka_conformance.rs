@@ -152,6 +152,7 @@ async fn a_new_node_starts_at_the_end() {
         qos: 1,
         retain: false,
         origin_node: 1,
+        mqtt: None,
     };
     bus.publish(vec![record(1)]).await.expect("publish before");
     let mut consumer = bus.subscribe(4242).await.expect("subscribe");

@@ -77,3 +77,19 @@ mod leases {
         std::future::ready(Arc::new(store) as Arc<dyn NodeLeases>)
     });
 }
+
+/// [`persistence::SessionStore`]: durable MQTT sessions of one node, through
+/// the group-commit writer; each check acts for a node id of its own.
+mod sessions {
+    use std::sync::Arc;
+
+    use persistence::conformance::unique_node_id;
+    use persistence::SessionStore;
+
+    persistence::session_store_conformance_tests!({
+        let Some(store) = crate::postgres_support::store().await else {
+            return;
+        };
+        std::future::ready(Arc::new(store.sessions(unique_node_id())) as Arc<dyn SessionStore>)
+    });
+}

@@ -71,8 +71,13 @@ async fn concurrent_starts_on_a_fresh_database_migrate_once() {
     let versions: Vec<i32> = rows.iter().map(|(version, _)| *version).collect();
     assert_eq!(
         versions,
-        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
+        persistence::postgres::migration_versions(),
         "each migration must be recorded exactly once, got {rows:?}"
+    );
+    assert_eq!(
+        versions,
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
+        "every version from the first to the newest, got {rows:?}"
     );
 }
 

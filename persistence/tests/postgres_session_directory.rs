@@ -137,3 +137,45 @@ async fn a_dead_nodes_entries_expire_with_its_lease() {
     assert_eq!(store.clear_node(1).await.unwrap(), vec![alive]);
     assert_eq!(store.live().await.unwrap(), Vec::new());
 }
+
+#[tokio::test]
+async fn a_detached_entry_stays_live_until_claimed_again_or_removed() {
+    let Some(store) = store().await else {
+        return;
+    };
+    lease(&store, 1, Duration::from_secs(60)).await;
+    lease(&store, 2, Duration::from_secs(60)).await;
+    let (first, _) = store.claim("carol", "phone", 1).await.unwrap();
+    let (other, _) = store.claim("carol", "laptop", 1).await.unwrap();
+    assert!(
+        store.detach(&first).await.unwrap(),
+        "the current entry detaches"
+    );
+    assert_eq!(
+        store.detached().await.unwrap(),
+        vec![first.clone()],
+        "only the detached entry is listed as detached"
+    );
+    let mut live = store.live().await.unwrap();
+    live.sort();
+    let mut both = vec![first.clone(), other.clone()];
+    both.sort();
+    assert_eq!(live, both, "a detached entry is still live");
+
+    // The client comes back on node 2: the new claim is not detached, and
+    // the old entry can no longer be detached or removed.
+    let (second, replaced) = store.claim("carol", "phone", 2).await.unwrap();
+    assert_eq!(replaced, Some(first.clone()));
+    assert_eq!(store.detached().await.unwrap(), Vec::new());
+    assert!(
+        !store.detach(&first).await.unwrap(),
+        "a replaced entry stays as it is"
+    );
+    assert!(!store.remove(&first).await.unwrap());
+    assert!(store.detach(&second).await.unwrap());
+    assert!(
+        store.remove(&second).await.unwrap(),
+        "a detached entry is removed"
+    );
+    assert_eq!(store.live().await.unwrap(), vec![other]);
+}

@@ -543,6 +543,8 @@ async fn run_scenario(
             drain_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
             progress: cfg.progress,
+            node_ports: Vec::new(),
+            bus: None,
         })
         .await
         .map(ScenarioReport::Chat)

@@ -4,8 +4,12 @@
 //!
 //! Changes of one user arrive in one order on every node, but a claim that
 //! committed first may be announced after a later one; so a session's entry
-//! is only replaced by a higher generation, and removed only by the change
-//! naming its generation.
+//! is only replaced by a higher generation, and removed (or marked detached)
+//! only by the change naming its generation.
+//!
+//! A detached entry (a persistent session whose connection ended) still
+//! says where deliveries to its user must go ([`DirectoryCache::nodes_holding`])
+//! but is not a live session: presence, push and rate limits do not count it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,10 +17,19 @@ use persistence::DirectoryEntry;
 
 use super::events::DirectoryEvent;
 
-/// Live sessions by user, then client id: (node, generation).
+/// Where one session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    node: u16,
+    generation: i64,
+    /// Its connection ended; the persistent session waits on its node.
+    detached: bool,
+}
+
+/// Sessions by user, then client id.
 #[derive(Debug, Default)]
 pub struct DirectoryCache {
-    users: HashMap<String, BTreeMap<String, (u16, i64)>>,
+    users: HashMap<String, BTreeMap<String, Held>>,
     /// While the initial snapshot loads: sessions that left meanwhile,
     /// which the snapshot may still list.
     left_while_loading: Option<HashSet<(String, String, i64)>>,
@@ -34,8 +47,9 @@ impl DirectoryCache {
     }
 
     /// Adds the sessions of a snapshot read after the node subscribed to the
-    /// bus, except those that left since.
-    pub fn load(&mut self, entries: Vec<DirectoryEntry>) {
+    /// bus, except those that left since; those of them listed in
+    /// `detached` are marked so.
+    pub fn load(&mut self, entries: Vec<DirectoryEntry>, detached: Vec<DirectoryEntry>) {
         let left = self.left_while_loading.take().unwrap_or_default();
         for entry in entries {
             if !left.contains(&(
@@ -46,6 +60,9 @@ impl DirectoryCache {
                 self.apply(&DirectoryEvent::Joined(entry));
             }
         }
+        for entry in detached {
+            self.apply(&DirectoryEvent::Detached(entry));
+        }
     }
 
     /// Applies a change; returns whether the cache changed.
@@ -54,11 +71,34 @@ impl DirectoryCache {
             DirectoryEvent::Joined(e) => {
                 let sessions = self.users.entry(e.user.clone()).or_default();
                 match sessions.get(&e.client_id) {
-                    Some(&(_, generation)) if generation >= e.generation => false,
+                    Some(held) if held.generation >= e.generation => false,
                     _ => {
-                        sessions.insert(e.client_id.clone(), (e.node_id, e.generation));
+                        sessions.insert(
+                            e.client_id.clone(),
+                            Held {
+                                node: e.node_id,
+                                generation: e.generation,
+                                detached: false,
+                            },
+                        );
                         true
                     }
+                }
+            }
+            DirectoryEvent::Detached(e) => {
+                match self
+                    .users
+                    .get_mut(&e.user)
+                    .and_then(|sessions| sessions.get_mut(&e.client_id))
+                {
+                    Some(held)
+                        if (held.node, held.generation) == (e.node_id, e.generation)
+                            && !held.detached =>
+                    {
+                        held.detached = true;
+                        true
+                    }
+                    _ => false,
                 }
             }
             DirectoryEvent::Left(e) => {
@@ -68,7 +108,10 @@ impl DirectoryCache {
                 let Some(sessions) = self.users.get_mut(&e.user) else {
                     return false;
                 };
-                if sessions.get(&e.client_id) != Some(&(e.node_id, e.generation)) {
+                if sessions
+                    .get(&e.client_id)
+                    .is_none_or(|held| (held.node, held.generation) != (e.node_id, e.generation))
+                {
                     return false;
                 }
                 sessions.remove(&e.client_id);
@@ -80,48 +123,66 @@ impl DirectoryCache {
         }
     }
 
-    /// The live session of `user` with `client_id`: its node and generation.
+    /// The current session of `user` with `client_id` (live or detached):
+    /// its node and generation.
     pub fn current(&self, user: &str, client_id: &str) -> Option<(u16, i64)> {
-        self.users.get(user)?.get(client_id).copied()
+        let held = self.users.get(user)?.get(client_id)?;
+        Some((held.node, held.generation))
+    }
+
+    /// `user`'s live (not detached) sessions.
+    fn live_of<'a>(&'a self, user: &str) -> impl Iterator<Item = (&'a String, &'a Held)> {
+        self.users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|(_, held)| !held.detached)
     }
 
     /// How many live sessions `user` has, cluster-wide.
     pub fn sessions_of(&self, user: &str) -> usize {
-        self.users.get(user).map_or(0, BTreeMap::len)
+        self.live_of(user).count()
     }
 
     /// How many distinct nodes `user` has live sessions on.
     pub fn nodes_of(&self, user: &str) -> usize {
-        self.users.get(user).map_or(0, |sessions| {
-            sessions
-                .values()
-                .map(|&(node, _)| node)
-                .collect::<HashSet<_>>()
-                .len()
-        })
+        self.live_of(user)
+            .map(|(_, held)| held.node)
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    /// Appends every node holding a session of `user`, live or detached
+    /// (possibly more than once): where deliveries to `user` must go.
+    pub fn nodes_holding(&self, user: &str, into: &mut Vec<u16>) {
+        if let Some(sessions) = self.users.get(user) {
+            into.extend(sessions.values().map(|held| held.node));
+        }
     }
 
     /// `user`'s live sessions, by client id.
     pub fn entries_of(&self, user: &str) -> Vec<DirectoryEntry> {
-        self.users.get(user).map_or_else(Vec::new, |sessions| {
-            sessions
-                .iter()
-                .map(|(client_id, &(node_id, generation))| DirectoryEntry {
-                    user: user.to_owned(),
-                    client_id: client_id.clone(),
-                    node_id,
-                    generation,
-                })
-                .collect()
-        })
+        self.live_of(user)
+            .map(|(client_id, held)| DirectoryEntry {
+                user: user.to_owned(),
+                client_id: client_id.clone(),
+                node_id: held.node,
+                generation: held.generation,
+            })
+            .collect()
     }
 
-    /// Live sessions in the cluster, and the users they belong to.
+    /// Live sessions in the cluster, and the users they belong to
+    /// (detached sessions not counted).
     pub fn totals(&self) -> (usize, usize) {
-        (
-            self.users.values().map(BTreeMap::len).sum(),
-            self.users.len(),
-        )
+        let mut sessions = 0;
+        let mut users = 0;
+        for held in self.users.values() {
+            let live = held.values().filter(|h| !h.detached).count();
+            sessions += live;
+            users += usize::from(live > 0);
+        }
+        (sessions, users)
     }
 }
 
@@ -173,8 +234,48 @@ mod tests {
         let mut cache = DirectoryCache::new();
         cache.begin_loading();
         cache.apply(&DirectoryEvent::Left(entry("a", "phone", 1, 4)));
-        cache.load(vec![entry("a", "phone", 1, 4), entry("b", "pc", 2, 7)]);
+        cache.load(
+            vec![
+                entry("a", "phone", 1, 4),
+                entry("b", "pc", 2, 7),
+                entry("c", "pc", 3, 8),
+            ],
+            vec![entry("c", "pc", 3, 8)],
+        );
         assert_eq!(cache.sessions_of("a"), 0);
         assert_eq!(cache.sessions_of("b"), 1);
+        assert_eq!(cache.sessions_of("c"), 0, "a detached session is not live");
+        let mut nodes = Vec::new();
+        cache.nodes_holding("c", &mut nodes);
+        assert_eq!(nodes, [3], "but its node still holds it");
+    }
+
+    #[test]
+    fn a_detached_session_still_holds_its_node_until_it_leaves() {
+        let mut cache = DirectoryCache::new();
+        cache.apply(&DirectoryEvent::Joined(entry("a", "phone", 1, 1)));
+        cache.apply(&DirectoryEvent::Joined(entry("a", "laptop", 2, 2)));
+        assert!(
+            !cache.apply(&DirectoryEvent::Detached(entry("a", "phone", 1, 0))),
+            "only the change naming its generation detaches it"
+        );
+        assert!(cache.apply(&DirectoryEvent::Detached(entry("a", "phone", 1, 1))));
+        assert_eq!((cache.sessions_of("a"), cache.nodes_of("a")), (1, 1));
+        assert_eq!(cache.totals(), (1, 1));
+        let holding = |cache: &DirectoryCache| {
+            let mut nodes = Vec::new();
+            cache.nodes_holding("a", &mut nodes);
+            nodes.sort_unstable();
+            nodes
+        };
+        assert_eq!(holding(&cache), [1, 2]);
+        // The client comes back on node 3: its claim replaces the detached entry.
+        assert!(cache.apply(&DirectoryEvent::Joined(entry("a", "phone", 3, 5))));
+        assert_eq!(holding(&cache), [2, 3]);
+        assert!(
+            !cache.apply(&DirectoryEvent::Left(entry("a", "phone", 1, 1))),
+            "the old session's expiry leaves the new one alone"
+        );
+        assert_eq!(cache.sessions_of("a"), 2);
     }
 }

@@ -16,12 +16,15 @@ pub enum DirectoryEvent {
     Joined(DirectoryEntry),
     /// A session ended, was taken over, or its node died.
     Left(DirectoryEntry),
+    /// A persistent session's connection ended; the session stays on its
+    /// node (which still gets its deliveries) until [`DirectoryEvent::Left`].
+    Detached(DirectoryEntry),
 }
 
 /// The wire form: JSON, small and readable in a bus dump.
 #[derive(Serialize, Deserialize)]
 struct Wire {
-    /// `"joined"` or `"left"`.
+    /// `"joined"`, `"left"` or `"detached"`.
     change: String,
     user: String,
     client_id: String,
@@ -33,7 +36,7 @@ impl DirectoryEvent {
     /// The entry the change is about.
     pub fn entry(&self) -> &DirectoryEntry {
         match self {
-            DirectoryEvent::Joined(e) | DirectoryEvent::Left(e) => e,
+            DirectoryEvent::Joined(e) | DirectoryEvent::Left(e) | DirectoryEvent::Detached(e) => e,
         }
     }
 
@@ -42,6 +45,7 @@ impl DirectoryEvent {
         let (change, e) = match self {
             DirectoryEvent::Joined(e) => ("joined", e),
             DirectoryEvent::Left(e) => ("left", e),
+            DirectoryEvent::Detached(e) => ("detached", e),
         };
         let wire = Wire {
             change: change.to_owned(),
@@ -66,6 +70,7 @@ impl DirectoryEvent {
         match wire.change.as_str() {
             "joined" => Some(DirectoryEvent::Joined(entry)),
             "left" => Some(DirectoryEvent::Left(entry)),
+            "detached" => Some(DirectoryEvent::Detached(entry)),
             _ => None,
         }
     }
@@ -85,7 +90,8 @@ mod tests {
         };
         for event in [
             DirectoryEvent::Joined(entry.clone()),
-            DirectoryEvent::Left(entry),
+            DirectoryEvent::Left(entry.clone()),
+            DirectoryEvent::Detached(entry),
         ] {
             assert_eq!(DirectoryEvent::decode(&event.encode()), Some(event));
         }

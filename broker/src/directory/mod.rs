@@ -14,6 +14,10 @@
 //! - A claim that replaced a session on another node reaches that node as
 //!   the change announcing the newer generation; it ends the older
 //!   connection with DISCONNECT 0x8E (MQTT 5) or by closing it (3.1.1).
+//! - A persistent session whose connection ended keeps its entry, marked
+//!   detached, until it expires on its node: deliveries to its user still
+//!   go there ([`crate::targeting`]), but presence, push and rate limits no
+//!   longer count it.
 //! - [`presence`] decides cluster-wide presence from the same changes.
 //!
 //! Only a cluster (a bus, on PostgreSQL) has a directory; a single node
@@ -71,6 +75,10 @@ pub struct DirectoryCounts {
     /// but is not known to the others).
     pub store_errors: AtomicU64,
 }
+
+/// A detached session kept longer than this (one that never expires) keeps
+/// its directory entry until its node leaves.
+const MAX_DETACHED: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// How many locks serialise this node's claims (by a hash of the key).
 const CLAIM_LOCKS: usize = 64;
@@ -153,9 +161,10 @@ impl ClusterDirectory {
             self.announce(DirectoryEvent::Left(entry));
         }
         let live = self.store.live().await?;
+        let detached = self.store.detached().await?;
         let (sessions, users) = {
             let mut state = self.lock();
-            state.cache.load(live);
+            state.cache.load(live, detached);
             state.cache.totals()
         };
         info!(sessions, users, "session directory loaded");
@@ -260,8 +269,17 @@ impl ClusterDirectory {
     }
 
     /// Connection `connection` of `user` with `client_id` ended: its entry
-    /// is removed (unless taken over meanwhile) and its end announced.
-    pub async fn disconnected(&self, user: &str, client_id: &str, connection: u64) {
+    /// is removed (unless taken over meanwhile) and its end announced. If
+    /// its persistent session stays on this node for `kept_for`, the entry
+    /// is marked detached instead, and removed once that much time passed
+    /// without a newer claim.
+    pub async fn disconnected(
+        &self,
+        user: &str,
+        client_id: &str,
+        connection: u64,
+        kept_for: Option<Duration>,
+    ) {
         let entry = {
             let mut state = self.lock();
             let key = (user.to_owned(), client_id.to_owned());
@@ -275,6 +293,47 @@ impl ClusterDirectory {
         let Some(entry) = entry else {
             return;
         };
+        if let Some(kept_for) = kept_for {
+            match self.store.detach(&entry).await {
+                Ok(true) => {
+                    self.announce(DirectoryEvent::Detached(entry.clone()));
+                    self.remove_after(entry, kept_for);
+                    return;
+                }
+                // Taken over meanwhile: announce the end below.
+                Ok(false) => {}
+                Err(e) => {
+                    self.counts.store_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(%user, %client_id, error = %e, "could not mark the session detached in the directory");
+                }
+            }
+        }
+        self.remove_and_announce(entry).await;
+    }
+
+    /// Removes the detached `entry` after `kept_for` (when its session
+    /// expires on this node), unless a newer claim replaced it meanwhile.
+    fn remove_after(&self, entry: DirectoryEntry, kept_for: Duration) {
+        // Sessions that never expire keep their entry until the node leaves.
+        if kept_for > MAX_DETACHED {
+            return;
+        }
+        let this = self.this.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(kept_for).await;
+            if let Some(this) = this.upgrade() {
+                let current = this.lock().cache.current(&entry.user, &entry.client_id);
+                if current == Some((entry.node_id, entry.generation)) {
+                    this.remove_and_announce(entry).await;
+                }
+            }
+        });
+    }
+
+    /// Removes `entry` from the store (if it is still current) and
+    /// announces its end.
+    async fn remove_and_announce(&self, entry: DirectoryEntry) {
+        let (user, client_id) = (&entry.user, &entry.client_id);
         if let Err(e) = self.store.remove(&entry).await {
             self.counts.store_errors.fetch_add(1, Ordering::Relaxed);
             warn!(%user, %client_id, error = %e, "could not remove the session from the directory");
@@ -293,15 +352,21 @@ impl ClusterDirectory {
             );
             return;
         };
+        let changed_elsewhere;
         let (action, take_over) = {
             let mut state = self.lock();
             let changed = state.cache.apply(&event);
+            changed_elsewhere = changed && event.entry().node_id != self.node_id;
             let e = event.entry();
             let sessions = state.cache.sessions_of(&e.user);
             match &event {
                 // A late or repeated announcement: nothing for presence,
                 // and no newer session to hand over to.
                 _ if !changed => (None, None),
+                // A detached session no longer counts as online.
+                DirectoryEvent::Detached(_) => {
+                    (state.presence.left(&e.user, origin, sessions), None)
+                }
                 DirectoryEvent::Joined(e) => {
                     let key = (e.user.clone(), e.client_id.clone());
                     let older_here = state.local.get(&key).and_then(|claim| {
@@ -317,6 +382,11 @@ impl ClusterDirectory {
                 DirectoryEvent::Left(_) => (state.presence.left(&e.user, origin, sessions), None),
             }
         };
+        // A session on another node that this node did not know: what this
+        // node sent its user meanwhile went elsewhere, so send it there too.
+        if let (DirectoryEvent::Joined(e), true) = (&event, changed_elsewhere) {
+            self.deliveries.replay_to(&e.user, e.node_id);
+        }
         if let Some(connection) = take_over {
             let e = event.entry();
             if self.sessions.take_over(&e.user, &e.client_id, connection) {
@@ -459,6 +529,18 @@ impl ClusterDirectory {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl crate::targeting::RecipientNodes for ClusterDirectory {
+    /// The nodes of `user`'s sessions in the directory (live or detached),
+    /// and this node if `user` is connected here (a connection whose claim
+    /// this node has not consumed yet still gets its deliveries).
+    fn nodes_holding(&self, user: &str, into: &mut Vec<u16>) {
+        self.lock().cache.nodes_holding(user, into);
+        if self.sessions.has_user(user) {
+            into.push(self.node_id);
+        }
     }
 }
 

@@ -117,6 +117,15 @@ pub async fn serve<S>(
             .claim(principal.user.as_str(), &principal.client_id, id)
             .await;
     }
+    let mut parts = parts;
+    if let (Some(cluster), Some(will)) = (&ctx.cluster_mqtt, parts.session.guarded_will.take()) {
+        let principal = &parts.session.principal;
+        let id = parts.session.registration.id();
+        cluster
+            .guard_will(principal.user.as_str(), &principal.client_id, id, &will)
+            .await;
+        parts.session.guarded_will = Some(will);
+    }
     // Awaited in place: a future held in a local and then awaited would be
     // stored twice in this task's state.
     run(parts, &ctx).await;
@@ -166,8 +175,12 @@ where
                 leftover,
                 resend,
                 registration,
+                guarded_will,
             },
     } = { *parts };
+    // Only whether there is one matters from here (its row is dropped at the end).
+    let will_guarded = guarded_will.is_some();
+    drop(guarded_will);
     let mut inbound = InboundState::new(
         principal,
         codec.version(),
@@ -176,7 +189,8 @@ where
         session_expiry,
         ctx.metrics.clone(),
         ctx.limits.publishes(),
-    );
+    )
+    .with_cluster(ctx.cluster_mqtt.clone());
     let mut byte_budget = ctx.limits.byte_budget();
     let mut chat: Option<ChatWorker> = None;
     let mut chat_done: Vec<ChatDone> = Vec::new();
@@ -251,6 +265,16 @@ where
             // for room in the worker's queue, not in every idle connection.
             if !Box::pin(worker.submit(pending)).await {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
+            }
+        }
+        // Acknowledgements of publishes forwarded to other nodes wait for the bus.
+        for (index, pending) in std::mem::take(&mut fx.forwarded) {
+            if pending.wait().await.is_err() {
+                let answer = &mut fx.to_client[index];
+                if !inbound.forward_failed(answer) {
+                    warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, "closing: a publish did not reach the cluster bus and 3.1.1 cannot say so");
+                    break 'conn End::Protocol(DisconnectReasonCode::UnspecifiedError);
+                }
             }
         }
         if let (false, Some(durable)) = (fx.to_client.is_empty(), &ctx.durable) {
@@ -388,6 +412,16 @@ where
                 .ok();
         }
     }
+    // How long the session outlives this connection (a persistent one stays
+    // on this node): the directory keeps its deliveries coming here so long.
+    let kept_for = match end {
+        End::Client {
+            session_expiry: Some(secs),
+            ..
+        } => secs,
+        End::TakenOver => 0,
+        _ => session_expiry,
+    };
     let (publish_will, session_expiry) = match end {
         End::Client {
             publish_will,
@@ -419,6 +453,16 @@ where
         }
     }
     stream.shutdown().await.ok();
+    if let (true, Some(cluster)) = (will_guarded, &ctx.cluster_mqtt) {
+        let principal = inbound.principal();
+        cluster
+            .drop_will(
+                principal.user.as_str(),
+                &principal.client_id,
+                registration.id(),
+            )
+            .await;
+    }
     if let Some(directory) = &ctx.directory {
         let principal = inbound.principal();
         directory
@@ -426,6 +470,7 @@ where
                 principal.user.as_str(),
                 &principal.client_id,
                 registration.id(),
+                (kept_for > 0).then(|| Duration::from_secs(kept_for.into())),
             )
             .await;
     }

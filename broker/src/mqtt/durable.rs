@@ -98,6 +98,12 @@ impl DurableSessions {
             .collect())
     }
 
+    /// The ticket of the latest change recorded so far: once it is durable,
+    /// so is everything recorded before this call.
+    pub fn latest(&self) -> u64 {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     /// Returns once every change up to `ticket` is durable (at once for 0).
     pub async fn wait(&self, ticket: u64) {
         if ticket == 0 || *self.durable.borrow() >= ticket {
@@ -262,6 +268,13 @@ pub async fn load(store: &dyn SessionStore, router: &Router) -> anyhow::Result<u
         "persistent MQTT sessions loaded"
     );
     Ok(count)
+}
+
+/// Puts one stored session (its description and queue summary) into
+/// `router`, detached; `false` if the router already has a session with its key.
+pub fn restore(router: &Router, session: StoredSessionIndex) -> bool {
+    let now = Instant::now();
+    router.restore(restored_of(session, now, now_ms()), now)
 }
 
 fn restored_of(session: StoredSessionIndex, now: Instant, now_ms: i64) -> RestoredSession {

@@ -39,6 +39,10 @@ pub struct Session {
     /// The connection's entry in the node's session registry; dropping it
     /// reports the connection closed.
     pub registration: SessionHandle,
+    /// A copy of the will, in a cluster, to keep in the store while the
+    /// connection lives (see [`crate::cluster_mqtt`]); boxed, as most
+    /// connections have none.
+    pub guarded_will: Option<Box<Will>>,
 }
 
 /// Why a connection did not get past CONNECT.
@@ -211,6 +215,13 @@ where
             max_packet_size: props.as_ref().and_then(|p| p.max_packet_size).unwrap_or(u32::MAX),
             topic_alias_maximum: props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
         };
+        // In a cluster, the session comes to this node first (from the node
+        // holding it, or the store if that node is dead).
+        if let Some(moves) = &ctx.moves {
+            moves.acquire(&key).await.map_err(|e| {
+                refuse(ConnectReturnCode::ServerUnavailable, format!("session {key:?} could not move here: {e}"))
+            })?;
+        }
         // Registered (and reported opened to the session listeners) before the
         // engine may take an older connection of the same session over, so
         // that connection's end never shows the user gone.
@@ -225,6 +236,10 @@ where
                 connected_at_ms: now_ms(),
             },
         );
+        let guarded_will = match (&ctx.cluster_mqtt, &will) {
+            (Some(_), Some(will)) => Some(Box::new(will.clone())),
+            _ => None,
+        };
         let mut resend = BytesMut::new();
         let connected = ctx.router.connect(
             ConnectRequest {
@@ -281,6 +296,7 @@ where
             leftover: std::mem::take(&mut buf),
             resend,
             registration,
+            guarded_will,
         })
     }
     .await;

@@ -28,6 +28,8 @@ use rumqttd::protocol::{
 use tracing::warn;
 
 use crate::chat::{ChatAck, ChatPublish, ChatService};
+use crate::cluster::Pending;
+use crate::cluster_mqtt::ClusterMqtt;
 use crate::limits::KeyedLimiter;
 use crate::metrics::{AclAction, InKind, Limit, Metrics};
 
@@ -81,6 +83,10 @@ pub struct Effects {
     /// The journal ticket that must be durable before `to_client` is
     /// written (the publishes' messages queued for persistent sessions).
     pub ticket: u64,
+    /// Publishes forwarded to other nodes whose acknowledgement waits for
+    /// the bus: the index of the acknowledgement in `to_client`, and the
+    /// bus's answer to wait for before writing it.
+    pub forwarded: Vec<(usize, Pending)>,
 }
 
 impl Effects {
@@ -104,6 +110,8 @@ pub struct InboundState {
     metrics: Arc<Metrics>,
     /// Plain publishes per user (`limits.publishes_per_sec_per_user`), if on.
     publish_limit: Option<Arc<KeyedLimiter<UserId>>>,
+    /// Plain MQTT routing across the cluster, on a node of one.
+    cluster: Option<Arc<ClusterMqtt>>,
 }
 
 impl InboundState {
@@ -127,7 +135,14 @@ impl InboundState {
             lost_deliveries: 0,
             metrics,
             publish_limit,
+            cluster: None,
         }
+    }
+
+    /// Routes plain publishes across the cluster through `cluster`, if given.
+    pub fn with_cluster(mut self, cluster: Option<Arc<ClusterMqtt>>) -> InboundState {
+        self.cluster = cluster;
+        self
     }
 
     /// Who is connected.
@@ -283,10 +298,12 @@ impl InboundState {
                     properties: forwarded(props),
                     origin: Some(self.attachment.slot().id()),
                 };
-                match self
-                    .router
-                    .publish(message, self.principal.user.as_str(), now)
-                {
+                let namespace = self.principal.user.as_str();
+                let (routed, forwarded) = match &self.cluster {
+                    Some(cluster) => cluster.publish(message, namespace, now),
+                    None => (self.router.publish(message, namespace, now), None),
+                };
+                match routed {
                     Err(_) => {
                         warn!(user = %self.principal.user, client_id = %self.principal.client_id, "retained message over the quota");
                         self.metrics.limited(Limit::RetainedPerUser);
@@ -304,7 +321,11 @@ impl InboundState {
                         fx.ticket = fx.ticket.max(report.ticket);
                     }
                 }
+                let answers = fx.to_client.len();
                 self.acknowledge(meta.qos, meta.pkid, fx);
+                if let (Some(pending), true) = (forwarded, fx.to_client.len() > answers) {
+                    fx.forwarded.push((answers, pending));
+                }
             }
             PublishDecision::Chat(topic) => {
                 if let Some(kind) = InKind::of_chat(&topic) {
@@ -340,6 +361,33 @@ impl InboundState {
             },
             _ => {}
         }
+    }
+
+    /// The bus did not take a forwarded publish whose acknowledgement is
+    /// `answer`: an MQTT 5 client is told (0x80, unspecified error) and may
+    /// publish again; returns `false` if the connection must close instead
+    /// (3.1.1 has no failure acknowledgement, and a plain one would claim
+    /// the message reached every subscriber).
+    pub fn forward_failed(&mut self, answer: &mut Packet) -> bool {
+        if let Some(cluster) = &self.cluster {
+            cluster.forward_refused();
+        }
+        if self.version == Version::V4 {
+            return false;
+        }
+        match answer {
+            Packet::PubAck(ack, _) => ack.reason = PubAckReason::UnspecifiedError,
+            Packet::PubRec(rec, _) => {
+                rec.reason = PubRecReason::UnspecifiedError;
+                // The flow ends with the failure: forget the packet id.
+                let pkid = rec.pkid;
+                let _ = self
+                    .router
+                    .with_session(&self.attachment, |s| s.on_pubrel(pkid));
+            }
+            _ => {}
+        }
+        true
     }
 
     /// Answers a refused publish: MQTT 5 gets the refusal's reason code,

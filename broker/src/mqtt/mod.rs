@@ -4,6 +4,7 @@
 pub mod chat_worker;
 pub mod connection;
 pub mod durable;
+pub mod handover;
 pub mod handshake;
 pub mod inbound;
 pub mod listener;
@@ -49,6 +50,11 @@ pub struct MqttContext {
     pub limits: Limits,
     /// The journal of persistent sessions, if the store keeps them.
     pub durable: Option<Arc<durable::DurableSessions>>,
+    /// Moving persistent sessions between nodes sharing a PostgreSQL store;
+    /// `None` on the embedded store.
+    pub moves: Option<Arc<handover::SessionMoves>>,
     /// The cluster's session directory; `None` on a single node.
     pub directory: Option<Arc<crate::directory::ClusterDirectory>>,
+    /// Plain MQTT routing across the cluster; `None` on a single node.
+    pub cluster_mqtt: Option<Arc<crate::cluster_mqtt::ClusterMqtt>>,
 }

@@ -184,6 +184,16 @@ impl SessionRegistry {
             .count()
     }
 
+    /// Whether `user` has a live connection on this node.
+    pub fn has_user(&self, user: &str) -> bool {
+        let sessions = self.lock();
+        let from: Key = (Arc::from(user), Arc::from(""));
+        sessions
+            .range(from..)
+            .next()
+            .is_some_and(|((u, _), _)| &**u == user)
+    }
+
     /// How many sessions are live.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -1,6 +1,7 @@
 //! The [`ClusterBus`] conformance suite: records (fan-outs of one payload to
 //! several topics) arrive unchanged and in order per key, every node sees
-//! every record, a fan-out as large as Parley's defaults allow arrives whole,
+//! every broadcast record, a record addressed to one node reaches that node
+//! alone (in order per key, next to the broadcast ones), a fan-out as large as Parley's defaults allow arrives whole,
 //! acknowledged progress survives a resubscribe, and garbage on the bus
 //! never takes a node down.
 //!
@@ -20,7 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::unique_conversation_id;
-use crate::{BusConsumer, BusRecord, ClusterBus, Delivery, StoreError};
+use crate::{Audience, BusConsumer, BusRecord, ClusterBus, Delivery, StoreError};
 
 /// What a backend's fixture expression hands to
 /// [`bus_conformance_tests!`](crate::bus_conformance_tests).
@@ -56,6 +57,7 @@ fn record(key: &str, seq: u32, origin: u16) -> BusRecord {
         qos: (seq % 2) as u8,
         retain: seq.is_multiple_of(3),
         origin_node: origin,
+        mqtt: None,
     }
 }
 
@@ -226,6 +228,110 @@ pub async fn every_node_sees_every_record(fixture: &dyn BusFixture) {
     }
 }
 
+/// Records addressed to one node ([`Audience::Node`]) reach that node alone,
+/// in order per key and unchanged, while broadcast records published in
+/// the same calls still reach every node; each delivery says which stream
+/// it came from.
+pub async fn a_record_for_one_node_reaches_that_node_alone(fixture: &dyn BusFixture) {
+    let bus = fixture.bus();
+    let (one, two, three) = {
+        let base = unique_node_id() & !3;
+        (base | 1, base | 2, base | 3)
+    };
+    let mut consumers = [
+        subscribe(&bus, one).await,
+        subscribe(&bus, two).await,
+        subscribe(&bus, three).await,
+    ];
+    let (targeted, shared) = (
+        unique_conversation_id("to-two"),
+        unique_conversation_id("everyone"),
+    );
+    let mut sent = Vec::new();
+    for seq in 1..=6 {
+        sent.push((Audience::Node(two), record(&targeted, seq, one)));
+        sent.push((Audience::Everyone, record(&shared, seq, one)));
+    }
+    for batch in sent.chunks(4) {
+        bus.publish_to(batch.to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("publish_to must succeed: {e}"));
+    }
+    // A broadcast marker after everything: once a node has it, it has
+    // everything of the broadcast key; the targeted key is in node two's
+    // own stream, which may still be on its way there.
+    let marker = record(&shared, 7, one);
+    publish(&bus, vec![marker.clone()]).await;
+
+    for (consumer, node) in consumers.iter_mut().zip([one, two, three]) {
+        let mut got: Vec<Delivery> = Vec::new();
+        let wanted = if node == two { 13 } else { 7 };
+        while got.len() < wanted {
+            let delivery = next(consumer, &format!("node {node}'s records")).await;
+            let key = delivery.record.key.as_str();
+            if key == targeted && node != two {
+                panic!(
+                    "node {node} read record {} addressed to node {two}",
+                    seq_of(&delivery.record)
+                );
+            }
+            if key == targeted || key == shared {
+                got.push(delivery);
+            }
+        }
+        let per_key = seqs_per_key(&got);
+        assert_eq!(
+            per_key.get(&shared).map(Vec::as_slice),
+            Some(&[1, 2, 3, 4, 5, 6, 7][..]),
+            "node {node} must read every broadcast record, in order"
+        );
+        for d in &got {
+            let want = if d.record.key == targeted {
+                Audience::Node(two)
+            } else {
+                Audience::Everyone
+            };
+            assert_eq!(
+                d.position.stream, want,
+                "node {node}: a delivery names the stream it came from"
+            );
+            let sent_record = sent
+                .iter()
+                .map(|(_, r)| r)
+                .chain([&marker])
+                .find(|s| s.key == d.record.key && seq_of(s) == seq_of(&d.record))
+                .expect("a received record was sent");
+            assert_eq!(
+                &d.record, sent_record,
+                "node {node}: records arrive unchanged"
+            );
+        }
+        if node == two {
+            assert_eq!(
+                per_key.get(&targeted).map(Vec::as_slice),
+                Some(&[1, 2, 3, 4, 5, 6][..]),
+                "node {two} must read every record addressed to it, in order"
+            );
+        }
+    }
+    // Nodes one and three read nothing of node two's key after the marker
+    // either: one more broadcast record comes next, not a targeted one.
+    let last = record(&shared, 8, one);
+    publish(&bus, vec![last.clone()]).await;
+    for (i, node) in [(0, one), (2, three)] {
+        loop {
+            let delivery = next(&mut consumers[i], "the last broadcast record").await;
+            assert_ne!(
+                delivery.record.key, targeted,
+                "node {node} read a record addressed to node {two}"
+            );
+            if delivery.record == last {
+                break;
+            }
+        }
+    }
+}
+
 /// Most members a group has by default (`chat.max_group_size`).
 const LARGEST_GROUP: usize = 1024;
 
@@ -257,6 +363,7 @@ pub async fn fan_out_arrives_whole(
         qos: 1,
         retain: false,
         origin_node: node,
+        mqtt: None,
     };
     let (before, after) = (record(&key, 1, node), record(&key, 2, node));
     publish(&bus, vec![before.clone(), large.clone(), after.clone()]).await;
@@ -449,6 +556,7 @@ macro_rules! bus_conformance_tests {
             one_key_arrives_in_order,
             many_keys_all_arrive,
             every_node_sees_every_record,
+            a_record_for_one_node_reaches_that_node_alone,
             a_large_fan_out_arrives_whole,
             resubscribe_resumes_after_the_ack,
             garbage_is_skipped_or_reported,

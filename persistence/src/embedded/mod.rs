@@ -39,7 +39,7 @@ mod push_target_codec;
 mod push_targets;
 mod read_cursors;
 mod relations;
-mod session_codec;
+pub(crate) mod session_codec;
 mod session_tables;
 mod session_writer;
 mod sessions;

@@ -13,8 +13,9 @@ use crate::StoreError;
 /// How often to look again while waiting for a topic to appear.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Creates the bus topic if `config` says to and it is missing.
-pub(super) async fn ensure_topic(config: &KafkaConfig) -> Result<(), StoreError> {
+/// Creates the topic `name` (with `config`'s partitions and replication) if
+/// `config` says to and it is missing.
+pub(super) async fn ensure_topic(config: &KafkaConfig, name: &str) -> Result<(), StoreError> {
     if !config.create_topic {
         return Ok(());
     }
@@ -24,7 +25,7 @@ pub(super) async fn ensure_topic(config: &KafkaConfig) -> Result<(), StoreError>
         .create()
         .map_err(|e| unavailable("creating the admin client", e))?;
     let replication = TopicReplication::Fixed(config.replication_factor.unwrap_or(-1));
-    let topic = NewTopic::new(&config.topic, config.partitions, replication);
+    let topic = NewTopic::new(name, config.partitions, replication);
     let options = AdminOptions::new().operation_timeout(Some(config.timeout));
     let results = admin
         .create_topics([&topic], &options)
@@ -44,12 +45,16 @@ pub(super) async fn ensure_topic(config: &KafkaConfig) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Waits until the cluster's metadata shows `config.topic` with its
-/// partitions, and returns their ids in ascending order.
+/// Waits until the cluster's metadata shows `topic` with its partitions,
+/// and returns their ids in ascending order.
 ///
 /// `fetch` asks the cluster for the topic's metadata once (a blocking call,
 /// run on the blocking pool).
-pub(super) async fn partitions<F>(config: &KafkaConfig, fetch: F) -> Result<Vec<i32>, StoreError>
+pub(super) async fn partitions<F>(
+    config: &KafkaConfig,
+    topic: &str,
+    fetch: F,
+) -> Result<Vec<i32>, StoreError>
 where
     F: Fn() -> Result<Vec<i32>, String> + Send + Sync + Clone + 'static,
 {
@@ -69,8 +74,8 @@ where
         };
         if Instant::now() >= deadline {
             return Err(StoreError::Unavailable(format!(
-                "kafka: topic {} not available within {:?}: {why}",
-                config.topic, config.timeout
+                "kafka: topic {topic} not available within {:?}: {why}",
+                config.timeout
             )));
         }
         tokio::time::sleep(POLL_INTERVAL).await;

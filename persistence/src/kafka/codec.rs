@@ -22,6 +22,27 @@
 //! splits a record that does not fit a given size into several, each with a
 //! run of the topics (see [`ClusterBus::publish`](crate::ClusterBus::publish)).
 //!
+//! Format 3 carries a forwarded plain MQTT publish ([`BusRecord::mqtt`]):
+//! the same header and topics as format 2 (version byte 3), then a 4-byte
+//! length and that many bytes of the MQTT block, then the payload. Records
+//! without an MQTT block are still written in format 2, so nodes of the
+//! previous build keep reading every chat record during a rolling upgrade
+//! (they skip format 3 records with a warning). The MQTT block, strings and
+//! binary data each with a 2-byte length as in MQTT:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 2 + n | the publisher's namespace |
+//! | 1 | which optional fields follow: 1 payload format, 2 content type, 4 response topic, 8 correlation data, 16 message expiry |
+//! | 1 | payload format indicator, if present |
+//! | 2 + n | content type, if present |
+//! | 2 + n | response topic, if present |
+//! | 2 + n | correlation data, if present |
+//! | 4 | message expiry left, in seconds, if present |
+//! | 2 | number of user properties, then each as two strings |
+//! | 8 | retained version |
+//! | 2 | number of target nodes, then each: 2 node id, 2 number of shared groups, each as two strings (namespace, `$share/...` filter) |
+//!
 //! Format 1, written by earlier builds, had exactly one topic (4-byte
 //! length, then the topic) after the origin node; it is still read, as a
 //! record with one topic, so nodes of both builds can share a bus during a
@@ -30,13 +51,23 @@
 //! Decoding never panics: anything else on the topic (an unknown version, a
 //! truncated value, a record some other program wrote) is a [`DecodeError`].
 
-use crate::BusRecord;
+use crate::{BusRecord, MqttForward, NodeTarget, SharedGroupRef};
 
 /// The format version this build writes.
 pub const VERSION: u8 = 2;
 
 /// The single-topic format of earlier builds, still read.
 const VERSION_1: u8 = 1;
+
+/// The format of records with an MQTT block (forwarded plain publishes).
+pub const VERSION_MQTT: u8 = 3;
+
+/// Flags of the optional fields of the MQTT block.
+const HAS_PAYLOAD_FORMAT: u8 = 1;
+const HAS_CONTENT_TYPE: u8 = 2;
+const HAS_RESPONSE_TOPIC: u8 = 4;
+const HAS_CORRELATION_DATA: u8 = 8;
+const HAS_MESSAGE_EXPIRY: u8 = 16;
 
 /// Bytes before the first topic: version, QoS, retain, origin node, and the
 /// topic count (format 1: the length of its one topic).
@@ -58,7 +89,7 @@ pub enum DecodeError {
     #[error("record has no value")]
     MissingValue,
     /// The value was written in a format version this build does not know.
-    #[error("unknown bus record format version {0} (this build reads 1 and 2)")]
+    #[error("unknown bus record format version {0} (this build reads 1, 2 and 3)")]
     UnknownVersion(u8),
     /// The value ends before the fields it announces.
     #[error("bus record is truncated")]
@@ -75,6 +106,9 @@ pub enum DecodeError {
     /// An MQTT topic is not UTF-8.
     #[error("MQTT topic is not UTF-8")]
     TopicNotUtf8,
+    /// A string of the MQTT block is not UTF-8.
+    #[error("a string of the MQTT block is not UTF-8")]
+    StringNotUtf8,
 }
 
 /// Why a [`BusRecord`] cannot be encoded.
@@ -92,6 +126,10 @@ pub enum EncodeError {
     /// The record has more topics than the format counts.
     #[error("{0} MQTT topics are too many for one record")]
     TooManyTopics(usize),
+    /// A string or binary field of the MQTT block, or a count of its
+    /// lists, is longer than its 2-byte length allows.
+    #[error("a field of the MQTT block is too long ({0} bytes or items)")]
+    FieldTooLong(usize),
     /// Even the payload with a single topic does not fit the size limit.
     #[error("a bus record of {needed} bytes does not fit the limit of {limit} bytes")]
     TooLarge {
@@ -120,7 +158,7 @@ pub fn encode_value(record: &BusRecord) -> Result<Vec<u8>, EncodeError> {
 /// one of the topics does not fit in `limit` bytes.
 pub fn encode_values(record: &BusRecord, limit: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
     check(record)?;
-    let fixed = HEADER_LEN + record.payload.len();
+    let fixed = HEADER_LEN + mqtt_block_len(record)? + record.payload.len();
     let mut values = Vec::with_capacity(1);
     let (mut first, mut size) = (0, fixed);
     for (i, topic) in record.topics.iter().enumerate() {
@@ -159,13 +197,94 @@ fn check(record: &BusRecord) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// The bytes the MQTT block of `record` adds to each value (its length
+/// field included); 0 without one.
+fn mqtt_block_len(record: &BusRecord) -> Result<usize, EncodeError> {
+    match &record.mqtt {
+        None => Ok(0),
+        Some(mqtt) => Ok(4 + encode_mqtt(mqtt)?.len()),
+    }
+}
+
+/// Appends `bytes` with a 2-byte length.
+fn put_short(value: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EncodeError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| EncodeError::FieldTooLong(bytes.len()))?;
+    value.extend_from_slice(&len.to_be_bytes());
+    value.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Appends a 2-byte count.
+fn put_count(value: &mut Vec<u8>, count: usize) -> Result<(), EncodeError> {
+    let count = u16::try_from(count).map_err(|_| EncodeError::FieldTooLong(count))?;
+    value.extend_from_slice(&count.to_be_bytes());
+    Ok(())
+}
+
+/// The MQTT block of a forwarded publish, without its length.
+fn encode_mqtt(mqtt: &MqttForward) -> Result<Vec<u8>, EncodeError> {
+    let mut block = Vec::with_capacity(64);
+    put_short(&mut block, mqtt.namespace.as_bytes())?;
+    let mut flags = 0;
+    for (present, flag) in [
+        (mqtt.payload_format_indicator.is_some(), HAS_PAYLOAD_FORMAT),
+        (mqtt.content_type.is_some(), HAS_CONTENT_TYPE),
+        (mqtt.response_topic.is_some(), HAS_RESPONSE_TOPIC),
+        (mqtt.correlation_data.is_some(), HAS_CORRELATION_DATA),
+        (mqtt.message_expiry_secs.is_some(), HAS_MESSAGE_EXPIRY),
+    ] {
+        if present {
+            flags |= flag;
+        }
+    }
+    block.push(flags);
+    if let Some(indicator) = mqtt.payload_format_indicator {
+        block.push(indicator);
+    }
+    if let Some(content_type) = &mqtt.content_type {
+        put_short(&mut block, content_type.as_bytes())?;
+    }
+    if let Some(response_topic) = &mqtt.response_topic {
+        put_short(&mut block, response_topic.as_bytes())?;
+    }
+    if let Some(data) = &mqtt.correlation_data {
+        put_short(&mut block, data)?;
+    }
+    if let Some(secs) = mqtt.message_expiry_secs {
+        block.extend_from_slice(&secs.to_be_bytes());
+    }
+    put_count(&mut block, mqtt.user_properties.len())?;
+    for (key, value) in &mqtt.user_properties {
+        put_short(&mut block, key.as_bytes())?;
+        put_short(&mut block, value.as_bytes())?;
+    }
+    block.extend_from_slice(&mqtt.retained_version.to_be_bytes());
+    put_count(&mut block, mqtt.nodes.len())?;
+    for target in &mqtt.nodes {
+        block.extend_from_slice(&target.node.to_be_bytes());
+        put_count(&mut block, target.shared.len())?;
+        for group in &target.shared {
+            put_short(&mut block, group.namespace.as_bytes())?;
+            put_short(&mut block, group.filter.as_bytes())?;
+        }
+    }
+    Ok(block)
+}
+
 /// The value carrying `record`'s payload to `topics`.
 fn encode_run(record: &BusRecord, topics: &[String]) -> Result<Vec<u8>, EncodeError> {
     let count =
         u32::try_from(topics.len()).map_err(|_| EncodeError::TooManyTopics(topics.len()))?;
     let topic_bytes: usize = topics.iter().map(|t| TOPIC_LEN_BYTES + t.len()).sum();
-    let mut value = Vec::with_capacity(HEADER_LEN + topic_bytes + record.payload.len());
-    value.push(VERSION);
+    let block = record.mqtt.as_deref().map(encode_mqtt).transpose()?;
+    let block_bytes = block.as_ref().map_or(0, |b| 4 + b.len());
+    let mut value =
+        Vec::with_capacity(HEADER_LEN + topic_bytes + block_bytes + record.payload.len());
+    value.push(if block.is_some() {
+        VERSION_MQTT
+    } else {
+        VERSION
+    });
     value.push(record.qos);
     value.push(u8::from(record.retain));
     value.extend_from_slice(&record.origin_node.to_be_bytes());
@@ -174,6 +293,11 @@ fn encode_run(record: &BusRecord, topics: &[String]) -> Result<Vec<u8>, EncodeEr
         let len = u16::try_from(topic.len()).map_err(|_| EncodeError::TopicTooLong(topic.len()))?;
         value.extend_from_slice(&len.to_be_bytes());
         value.extend_from_slice(topic.as_bytes());
+    }
+    if let Some(block) = block {
+        let len = u32::try_from(block.len()).map_err(|_| EncodeError::FieldTooLong(block.len()))?;
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(&block);
     }
     value.extend_from_slice(&record.payload);
     Ok(value)
@@ -187,7 +311,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<BusRecord, Dec
         .filter(|v| !v.is_empty())
         .ok_or(DecodeError::MissingValue)?;
     let version = value[0];
-    if version != VERSION && version != VERSION_1 {
+    if version != VERSION && version != VERSION_1 && version != VERSION_MQTT {
         return Err(DecodeError::UnknownVersion(version));
     }
     let header = value.get(..HEADER_LEN).ok_or(DecodeError::Truncated)?;
@@ -204,12 +328,21 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<BusRecord, Dec
     // Format 2: the number of topics; format 1: the length of its one topic.
     let field = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
     let rest = &value[HEADER_LEN..];
-    let (topics, payload) = if version == VERSION_1 {
+    let (topics, mut payload) = if version == VERSION_1 {
         let (topic, payload) = take(rest, field)?;
         (vec![topic_str(topic)?], payload)
     } else {
         topics(rest, field)?
     };
+    let mut mqtt = None;
+    if version == VERSION_MQTT {
+        let (len, tail) = payload
+            .split_first_chunk::<4>()
+            .ok_or(DecodeError::Truncated)?;
+        let (block, tail) = take(tail, u32::from_be_bytes(*len))?;
+        mqtt = Some(Box::new(decode_mqtt(block)?));
+        payload = tail;
+    }
     Ok(BusRecord {
         key: key.to_owned(),
         topics,
@@ -217,6 +350,89 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<BusRecord, Dec
         qos,
         retain,
         origin_node,
+        mqtt,
+    })
+}
+
+/// Reads the fields of an MQTT block off the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let (head, tail) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or(DecodeError::Truncated)?;
+        self.0 = tail;
+        Ok(*head)
+    }
+
+    fn short(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = u16::from_be_bytes(self.bytes::<2>()?);
+        let (field, tail) = take(self.0, u32::from(len))?;
+        self.0 = tail;
+        Ok(field)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        std::str::from_utf8(self.short()?)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::StringNotUtf8)
+    }
+
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        Ok(usize::from(u16::from_be_bytes(self.bytes::<2>()?)))
+    }
+}
+
+/// Decodes the MQTT block of a format 3 value.
+fn decode_mqtt(block: &[u8]) -> Result<MqttForward, DecodeError> {
+    let mut r = Reader(block);
+    let namespace = r.string()?;
+    let [flags] = r.bytes::<1>()?;
+    let has = |flag: u8| flags & flag != 0;
+    let payload_format_indicator = match has(HAS_PAYLOAD_FORMAT) {
+        true => Some(r.bytes::<1>()?[0]),
+        false => None,
+    };
+    let content_type = has(HAS_CONTENT_TYPE).then(|| r.string()).transpose()?;
+    let response_topic = has(HAS_RESPONSE_TOPIC).then(|| r.string()).transpose()?;
+    let correlation_data = has(HAS_CORRELATION_DATA)
+        .then(|| r.short().map(<[u8]>::to_vec))
+        .transpose()?;
+    let message_expiry_secs = has(HAS_MESSAGE_EXPIRY)
+        .then(|| r.bytes::<4>().map(u32::from_be_bytes))
+        .transpose()?;
+    let properties = r.count()?;
+    let mut user_properties = Vec::with_capacity(properties.min(r.0.len() / 4));
+    for _ in 0..properties {
+        user_properties.push((r.string()?, r.string()?));
+    }
+    let retained_version = u64::from_be_bytes(r.bytes::<8>()?);
+    let targets = r.count()?;
+    let mut nodes = Vec::with_capacity(targets.min(r.0.len() / 4));
+    for _ in 0..targets {
+        let node = u16::from_be_bytes(r.bytes::<2>()?);
+        let groups = r.count()?;
+        let mut shared = Vec::with_capacity(groups.min(r.0.len() / 4));
+        for _ in 0..groups {
+            shared.push(SharedGroupRef {
+                namespace: r.string()?,
+                filter: r.string()?,
+            });
+        }
+        nodes.push(NodeTarget { node, shared });
+    }
+    Ok(MqttForward {
+        namespace,
+        payload_format_indicator,
+        content_type,
+        response_topic,
+        correlation_data,
+        user_properties,
+        message_expiry_secs,
+        retained_version,
+        nodes,
     })
 }
 
@@ -272,6 +488,62 @@ mod tests {
             qos: 1,
             retain: true,
             origin_node: 513,
+            mqtt: None,
+        }
+    }
+
+    fn forwarded() -> BusRecord {
+        BusRecord {
+            key: "sensors/k1/temp".into(),
+            topics: vec!["sensors/k1/temp".into()],
+            payload: b"21.5".to_vec(),
+            qos: 2,
+            retain: true,
+            origin_node: 3,
+            mqtt: Some(Box::new(MqttForward {
+                namespace: "alice".into(),
+                payload_format_indicator: Some(1),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("replies/alice".into()),
+                correlation_data: Some(vec![0, 255, 7]),
+                user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+                message_expiry_secs: Some(60),
+                retained_version: 42,
+                nodes: vec![
+                    NodeTarget {
+                        node: 1,
+                        shared: Vec::new(),
+                    },
+                    NodeTarget {
+                        node: 2,
+                        shared: vec![SharedGroupRef {
+                            namespace: "bob".into(),
+                            filter: "$share/g/sensors/+/temp".into(),
+                        }],
+                    },
+                ],
+            })),
+        }
+    }
+
+    #[test]
+    fn a_forwarded_publish_round_trips_in_format_3() {
+        let r = forwarded();
+        let value = encode_value(&r).unwrap();
+        assert_eq!(value[0], VERSION_MQTT);
+        assert_eq!(round_trip(&r), Ok(r.clone()));
+        let bare = BusRecord {
+            mqtt: Some(Box::default()),
+            ..r.clone()
+        };
+        assert_eq!(round_trip(&bare), Ok(bare));
+        assert_eq!(encode_values(&r, 10_000), Ok(vec![value.clone()]));
+        // A record without an MQTT block is still format 2.
+        assert_eq!(encode_value(&record()).unwrap()[0], VERSION);
+        // Cut anywhere, it is a typed error, never a panic.
+        for end in 1..value.len() - r.payload.len() {
+            let part = decode(Some(b"k"), Some(&value[..end]));
+            assert!(part.is_err(), "{end} bytes decoded: {part:?}");
         }
     }
 
@@ -333,6 +605,7 @@ mod tests {
                 qos: 1,
                 retain: true,
                 origin_node: 513,
+                mqtt: None,
             })
         );
         assert_eq!(
@@ -473,11 +746,7 @@ mod tests {
             let mut value = vec![0u8; len];
             rng.fill_bytes(&mut value);
             if rng.gen_bool(0.5) && !value.is_empty() {
-                value[0] = if rng.gen_bool(0.5) {
-                    VERSION
-                } else {
-                    VERSION_1
-                };
+                value[0] = [VERSION, VERSION_1, VERSION_MQTT][rng.gen_range(0..3)];
             }
             if decode(Some(b"k"), Some(&value)).is_ok() {
                 decoded += 1;

@@ -7,11 +7,12 @@ use std::time::Duration;
 pub struct KafkaConfig {
     /// Kafka bootstrap servers, `host:port[,host:port...]`.
     pub bootstrap_servers: String,
-    /// The one topic that carries every bus record.
+    /// The broadcast topic, read by every node. Node `n`'s own records go
+    /// to the topic [`KafkaConfig::node_topic`] (`{topic}.node-{n}`).
     pub topic: String,
-    /// Partitions to create the topic with. Records of one key share a
-    /// partition, so this bounds how many keys are consumed in parallel; it is
-    /// only used when Parley creates the topic.
+    /// Partitions to create the broadcast topic and each node's topic with.
+    /// Records of one key share a partition, so this bounds how many keys
+    /// are consumed in parallel; it is only used when Parley creates a topic.
     pub partitions: i32,
     /// Replication factor to create the topic with; `None` leaves it to the
     /// cluster's `default.replication.factor`. Only used when Parley creates
@@ -55,6 +56,19 @@ impl KafkaConfig {
             create_topic: true,
             timeout: Duration::from_secs(30),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+
+    /// The topic only node `node_id` reads: `{topic}.node-{node_id}`.
+    pub fn node_topic(&self, node_id: u16) -> String {
+        format!("{}.node-{node_id}", self.topic)
+    }
+
+    /// The topic of `audience`'s stream.
+    pub fn topic_of(&self, audience: crate::Audience) -> String {
+        match audience {
+            crate::Audience::Everyone => self.topic.clone(),
+            crate::Audience::Node(node_id) => self.node_topic(node_id),
         }
     }
 

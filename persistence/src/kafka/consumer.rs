@@ -1,8 +1,9 @@
 //! The consuming side: one consumer per node, reading every partition of the
-//! bus topic from where that node left off.
+//! broadcast topic and of the node's own topic (`{topic}.node-{n}`, created
+//! here if missing and allowed) from where that node left off.
 //!
 //! The consumer does not join a group's partition assignment: a node must
-//! read *every* partition, so it assigns them all to itself. The consumer
+//! read *every* partition of both, so it assigns them all to itself. The consumer
 //! group `parley-node-{node_id}` only stores the node's committed offsets,
 //! which is what lets a restarted node resume after the last record it
 //! acknowledged. Starting positions are resolved before
@@ -22,21 +23,26 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::codec::decode;
 use super::{admin, unavailable, KafkaConfig};
-use crate::{BusConsumer, BusPosition, Delivery, StoreError};
+use crate::{Audience, BusConsumer, BusPosition, Delivery, StoreError};
 
 /// The consumer group that stores node `node_id`'s offsets.
 pub fn group_id(node_id: u16) -> String {
     format!("parley-node-{node_id}")
 }
 
-/// One node's consumer of the bus topic.
+/// One node's consumer of the bus topics.
 pub(super) struct KafkaConsumer {
     consumer: Arc<StreamConsumer>,
+    /// The broadcast topic.
     topic: String,
+    /// This node's own topic.
+    node_topic: String,
+    node_id: u16,
     timeout: Duration,
-    /// Per partition, the offset committed by this consumer (the next record
-    /// to read), so acks never move a partition back.
-    committed: HashMap<i32, i64>,
+    /// Per topic (broadcast or own) and partition, the offset committed by
+    /// this consumer (the next record to read), so acks never move a
+    /// partition back.
+    committed: HashMap<(Audience, i32), i64>,
 }
 
 /// Starts consuming the bus topic as node `node_id`; see the module docs.
@@ -61,37 +67,49 @@ pub(super) async fn subscribe(
         .map_err(|e| unavailable("creating the consumer", e))?;
     let consumer = Arc::new(consumer);
     let topic = config.topic.clone();
+    let node_topic = config.node_topic(node_id);
     let timeout = config.timeout;
+    admin::ensure_topic(config, &node_topic).await?;
 
-    let partitions = {
-        let (consumer, topic) = (Arc::clone(&consumer), topic.clone());
-        admin::partitions(config, move || {
-            admin::topic_partitions(consumer.client(), &topic, timeout)
-        })
-        .await?
-    };
-
-    let start = {
-        let (consumer, topic) = (Arc::clone(&consumer), topic.clone());
-        tokio::task::spawn_blocking(move || start_offsets(&consumer, &topic, &partitions, timeout))
+    let mut committed = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for (audience, name) in [
+        (Audience::Everyone, topic.clone()),
+        (Audience::Node(node_id), node_topic.clone()),
+    ] {
+        let partitions = {
+            let (consumer, wanted) = (Arc::clone(&consumer), name.clone());
+            admin::partitions(config, &name, move || {
+                admin::topic_partitions(consumer.client(), &wanted, timeout)
+            })
+            .await?
+        };
+        let start = {
+            let (consumer, name) = (Arc::clone(&consumer), name.clone());
+            tokio::task::spawn_blocking(move || {
+                start_offsets(&consumer, &name, &partitions, timeout)
+            })
             .await
             .map_err(|e| StoreError::Unavailable(format!("kafka: offsets task: {e}")))??
-    };
-    let mut assignment = TopicPartitionList::new();
-    for (&partition, &offset) in &start {
-        assignment
-            .add_partition_offset(&topic, partition, Offset::Offset(offset))
-            .map_err(|e| unavailable("building the assignment", e))?;
+        };
+        for (&partition, &offset) in &start {
+            assignment
+                .add_partition_offset(&name, partition, Offset::Offset(offset))
+                .map_err(|e| unavailable("building the assignment", e))?;
+            committed.insert((audience, partition), offset);
+        }
     }
     consumer
         .assign(&assignment)
         .map_err(|e| unavailable("assigning the bus partitions", e))?;
-    tracing::debug!(node_id, topic = %topic, ?start, "subscribed to the cluster bus");
+    tracing::debug!(node_id, topic = %topic, node_topic = %node_topic, ?committed, "subscribed to the cluster bus");
     Ok(KafkaConsumer {
         consumer,
         topic,
+        node_topic,
+        node_id,
         timeout,
-        committed: start,
+        committed,
     })
 }
 
@@ -153,14 +171,20 @@ impl BusConsumer for KafkaConsumer {
                 .recv()
                 .await
                 .map_err(|e| unavailable("consuming", e))?;
+            let stream = if message.topic() == self.node_topic {
+                Audience::Node(self.node_id)
+            } else {
+                Audience::Everyone
+            };
             let position = BusPosition {
+                stream,
                 partition: message.partition(),
                 offset: message.offset(),
             };
             match decode(message.key(), message.payload()) {
                 Ok(record) => return Ok(Delivery { record, position }),
                 Err(e) => tracing::warn!(
-                    topic = %self.topic,
+                    topic = %message.topic(),
                     partition = position.partition,
                     offset = position.offset,
                     error = %e,
@@ -170,23 +194,24 @@ impl BusConsumer for KafkaConsumer {
         }
     }
 
-    /// Commits `position.offset + 1` for its partition and waits for the
+    /// Commits `position.offset + 1` for its topic and partition and waits for the
     /// cluster to confirm. Acking a position at or before one acked already
     /// does nothing. Each call is one round trip, so a busy node may ack only
     /// the latest position per partition now and then: an ack covers
     /// everything before it in its partition.
     async fn ack(&mut self, position: BusPosition) -> Result<(), StoreError> {
         let next = position.offset.saturating_add(1);
-        if self
-            .committed
-            .get(&position.partition)
-            .is_some_and(|&done| done >= next)
-        {
+        let slot = (position.stream, position.partition);
+        if self.committed.get(&slot).is_some_and(|&done| done >= next) {
             return Ok(());
         }
+        let topic = match position.stream {
+            Audience::Everyone => &self.topic,
+            Audience::Node(_) => &self.node_topic,
+        };
         let mut offsets = TopicPartitionList::new();
         offsets
-            .add_partition_offset(&self.topic, position.partition, Offset::Offset(next))
+            .add_partition_offset(topic, position.partition, Offset::Offset(next))
             .map_err(|e| unavailable("building the commit", e))?;
         let consumer = Arc::clone(&self.consumer);
         let timeout = self.timeout;
@@ -198,7 +223,7 @@ impl BusConsumer for KafkaConsumer {
         .map_err(|_| StoreError::Unavailable(format!("kafka: commit took over {timeout:?}")))?
         .map_err(|e| StoreError::Unavailable(format!("kafka: commit task: {e}")))?
         .map_err(|e| unavailable("committing", e))?;
-        self.committed.insert(position.partition, next);
+        self.committed.insert(slot, next);
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use rdkafka::ClientConfig;
 
 use super::codec::encode_values;
 use super::{unavailable, KafkaConfig};
-use crate::{BusRecord, StoreError};
+use crate::{Audience, BusRecord, StoreError};
 
 /// How long to wait before enqueueing again when the local queue is full and
 /// this publish has nothing of its own in flight to wait for.
@@ -49,23 +49,29 @@ impl Publisher {
     }
 
     /// Sends `records` in order, each as one Kafka record (or, if its topics
-    /// do not fit in one, as several in a row), and waits for every delivery
-    /// report.
-    pub(super) async fn publish(&self, records: Vec<BusRecord>) -> Result<(), StoreError> {
+    /// do not fit in one, as several in a row) to the topic of its audience,
+    /// and waits for every delivery report.
+    pub(super) async fn publish(
+        &self,
+        records: Vec<(Audience, BusRecord)>,
+    ) -> Result<(), StoreError> {
         let mut values = Vec::with_capacity(records.len());
-        for r in &records {
+        for (audience, r) in &records {
             let limit = self.config.max_value_bytes(r.key.len());
             let encoded = encode_values(r, limit).map_err(|e| {
                 StoreError::Unavailable(format!("kafka: bus record of key {}: {e}", r.key))
             })?;
-            values.extend(encoded.into_iter().map(|value| (r.key.as_bytes(), value)));
+            let topic = self.config.topic_of(*audience);
+            values.extend(
+                encoded
+                    .into_iter()
+                    .map(|value| (topic.clone(), r.key.as_bytes(), value)),
+            );
         }
         let deadline = Instant::now() + self.config.timeout;
         let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(values.len());
-        for (key, value) in &values {
-            let mut kafka_record = FutureRecord::to(&self.config.topic)
-                .key(*key)
-                .payload(value.as_slice());
+        for (topic, key, value) in &values {
+            let mut kafka_record = FutureRecord::to(topic).key(*key).payload(value.as_slice());
             loop {
                 match self.producer.send_result(kafka_record) {
                     Ok(delivery) => {

@@ -18,7 +18,7 @@ use crate::StoreError;
 
 /// One schema change.
 struct Migration {
-    /// Its version; versions are 1, 2, 3, ... in order.
+    /// Its version; versions ascend (1, 2, 3, ...).
     version: i32,
     /// A short name, recorded with the version.
     name: &'static str,
@@ -48,10 +48,30 @@ const MIGRATIONS: &[Migration] = &[
         name: "session_directory",
         sql: include_str!("migrations/0004_session_directory.sql"),
     },
+    Migration {
+        version: 5,
+        name: "mqtt_sessions",
+        sql: include_str!("migrations/0005_mqtt_sessions.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "mqtt_retained",
+        sql: include_str!("migrations/0006_mqtt_retained.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "session_directory_detached",
+        sql: include_str!("migrations/0007_session_directory_detached.sql"),
+    },
 ];
 
 /// The schema version this version of Parley expects: its newest migration.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 7;
+
+/// The version of every migration this version of Parley has, oldest first.
+pub fn versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
 
 /// The advisory lock that serialises migrations (`"parley"` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579_0001;

@@ -7,7 +7,8 @@
 //! [`MetadataStore`](crate::MetadataStore), [`HistoryStore`](crate::HistoryStore),
 //! [`OfflineQueue`](crate::OfflineQueue) and [`KeyDirectory`](crate::KeyDirectory),
 //! and passes the same conformance suites as the embedded backend; and, as the
-//! store nodes share, [`NodeLeases`](crate::NodeLeases).
+//! store nodes share, [`NodeLeases`](crate::NodeLeases). Each node's durable
+//! MQTT sessions are a [`PostgresSessions`] ([`PostgresStore::sessions`]).
 //!
 //! [`PostgresStore::connect`] applies the versioned SQL migrations of
 //! `migrations/` before it returns (see `migrate`), so every node sees the
@@ -37,6 +38,7 @@ mod leases;
 mod messages;
 mod metadata;
 mod migrate;
+mod mqtt_retained;
 mod node_leases;
 mod offline;
 mod pool;
@@ -44,6 +46,7 @@ mod push_targets;
 mod read_cursors;
 mod relations;
 mod session_directory;
+mod sessions;
 mod users;
 
 use std::future::Future;
@@ -55,8 +58,9 @@ use deadpool_postgres::Pool;
 use crate::StoreError;
 
 pub use append_queue::{AppendBatchStats, MAX_BATCH as MAX_APPEND_BATCH};
-pub use migrate::SCHEMA_VERSION;
+pub use migrate::{versions as migration_versions, SCHEMA_VERSION};
 pub use pool::PostgresConfig;
+pub use sessions::PostgresSessions;
 
 /// Parley's PostgreSQL store: a connection pool to a database whose schema
 /// has been migrated to [`SCHEMA_VERSION`].

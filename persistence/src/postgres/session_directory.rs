@@ -74,7 +74,7 @@ impl SessionDirectory for PostgresStore {
             };
             let row = tx
                 .query_one(
-                    "UPDATE session_directory SET node_id = $3, connected_at = now(), \
+                    "UPDATE session_directory SET node_id = $3, connected_at = now(), detached = false, \
                      generation = GREATEST(generation + 1, nextval('session_directory_generation')) \
                      WHERE user_id = $1 AND client_id = $2 RETURNING generation",
                     &[&user, &client_id, &i32::from(node_id)],
@@ -150,6 +150,47 @@ impl SessionDirectory for PostgresStore {
                 )
                 .await
                 .context("expiring directory entries")?;
+            entries(&rows)
+        })
+        .await
+    }
+
+    async fn detach(&self, entry: &DirectoryEntry) -> Result<bool, StoreError> {
+        self.timed("detaching a session directory entry", async {
+            let updated = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE session_directory SET detached = true WHERE user_id = $1 \
+                     AND client_id = $2 AND node_id = $3 AND generation = $4",
+                    &[
+                        &entry.user,
+                        &entry.client_id,
+                        &i32::from(entry.node_id),
+                        &entry.generation,
+                    ],
+                )
+                .await
+                .context("detaching a directory entry")?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn detached(&self) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.timed("reading the detached session directory entries", async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    &format!(
+                        "SELECT {ENTRY_COLUMNS} FROM session_directory d \
+                         WHERE detached AND {NODE_IS_LIVE}"
+                    ),
+                    &[],
+                )
+                .await
+                .context("reading the detached directory entries")?;
             entries(&rows)
         })
         .await

@@ -69,6 +69,13 @@ pub struct Inbox {
     pub latency: Histogram<u64>,
     /// Send to delivery, deliveries to members other than the sender.
     pub peer_latency: Histogram<u64>,
+    /// Of those, deliveries to a member on the sender's node, when users
+    /// are spread over several nodes ([`Inbox::on_nodes`]).
+    pub same_node_latency: Histogram<u64>,
+    /// Of those, deliveries to a member on another node than the sender's.
+    pub cross_node_latency: Histogram<u64>,
+    /// Users are on `nodes` nodes, user `i` on node `i % nodes`.
+    nodes: usize,
     /// Messages received, per sender id.
     pub tracker: SeqTracker,
     last_seq: HashMap<String, u64>,
@@ -84,10 +91,21 @@ impl Inbox {
             user,
             latency: report::new_histogram(),
             peer_latency: report::new_histogram(),
+            same_node_latency: report::new_histogram(),
+            cross_node_latency: report::new_histogram(),
+            nodes: 1,
             tracker: SeqTracker::default(),
             last_seq: HashMap::new(),
             last_delivery: None,
         }
+    }
+
+    /// Users are spread over `nodes` nodes of a cluster (user `i` on node
+    /// `i % nodes`): peer deliveries are also split into same-node and
+    /// cross-node ones.
+    pub fn on_nodes(mut self, nodes: usize) -> Inbox {
+        self.nodes = nodes.max(1);
+        self
     }
 
     /// The receiving user's client index.
@@ -115,9 +133,17 @@ impl Inbox {
             Delivery::First => {
                 let latency = Duration::from_nanos(now_nanos.saturating_sub(stamp.sent_nanos));
                 report::record(&mut self.latency, latency);
-                let own = plan.sender_users.get(stamp.sender as usize) == Some(&self.user);
+                let sender_user = plan.sender_users.get(stamp.sender as usize).copied();
+                let own = sender_user == Some(self.user);
                 if !own {
                     report::record(&mut self.peer_latency, latency);
+                    if let (Some(sender), true) = (sender_user, self.nodes > 1) {
+                        if sender % self.nodes == self.user % self.nodes {
+                            report::record(&mut self.same_node_latency, latency);
+                        } else {
+                            report::record(&mut self.cross_node_latency, latency);
+                        }
+                    }
                 }
                 self.last_delivery = Some(Instant::now());
                 Arrival::First { own }

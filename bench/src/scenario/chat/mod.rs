@@ -39,6 +39,7 @@ use self::inbox::{Arrival, Inbox, SeqIssue};
 use self::layout::{ChatPlan, ConversationKey, Layout, LayoutError, UserPlan};
 use self::wire::{GroupAnswer, InboxItem, MessageStamp};
 use super::{RunId, Target};
+use crate::busprobe::BusSnapshot;
 use crate::credentials::Credentials;
 use crate::mqtt::client::{self, ClientEvent, ClientSpec, Events, Requests};
 use crate::mqtt::Qos;
@@ -70,6 +71,12 @@ pub struct ChatConfig {
     pub connect_timeout: Duration,
     /// Print a progress line every second on stderr.
     pub progress: bool,
+    /// MQTT ports of a cluster's nodes on the target host: user `i`
+    /// connects to the `i % len`th (empty: the target's port).
+    pub node_ports: Vec<u16>,
+    /// Count the cluster bus's records from the Kafka side while senders
+    /// send (see [`crate::busprobe`]).
+    pub bus: Option<crate::busprobe::BusProbeConfig>,
 }
 
 /// A `chat` run that could not be carried out.
@@ -154,6 +161,8 @@ struct Shared {
     progress_made: Notify,
     /// Cancelled when the run ends (or setup fails).
     stop: CancellationToken,
+    /// Nodes the users are spread over (1 without node ports).
+    nodes: usize,
 }
 
 impl Shared {
@@ -221,13 +230,24 @@ pub async fn run(cfg: &ChatConfig) -> Result<ChatReport, ChatError> {
         draining: AtomicBool::new(false),
         progress_made: Notify::new(),
         stop: CancellationToken::new(),
+        nodes: cfg.node_ports.len().max(1),
     });
     let progress = Progress::start(counters.clone(), Style::Messages, cfg.progress);
     let result = drive(cfg, &run_id, &shared).await;
     shared.stop.cancel();
     progress.stop().await;
-    let (users, window, started) = result?;
-    Ok(tally(cfg, &shared, &users, window, started))
+    let (users, window, started, bus) = result?;
+    let mut report = tally(cfg, &shared, &users, window, started);
+    let acked = report.acked.max(1) as f64;
+    if let Some(cluster) = report.cluster.as_mut() {
+        cluster.bus = bus.map(|bus| report::BusCost {
+            produced: bus.produced,
+            read: bus.read,
+            produced_per_message: bus.produced as f64 / acked,
+            read_per_message: bus.read as f64 / acked,
+        });
+    }
+    Ok(report)
 }
 
 /// Adds up what every connection saw.
@@ -254,6 +274,8 @@ fn tally(
     };
     let mut latency = report::new_histogram();
     let mut peer_latency = report::new_histogram();
+    let mut same_node = report::new_histogram();
+    let mut cross_node = report::new_histogram();
     let mut ack_latency = report::new_histogram();
     let (mut received, mut missing) = (0u64, 0u64);
     let (mut last_delivery, mut last_ack) = (None, None);
@@ -261,6 +283,8 @@ fn tally(
         // Histograms share bounds, so adding cannot fail.
         let _ = latency.add(&user.inbox.latency);
         let _ = peer_latency.add(&user.inbox.peer_latency);
+        let _ = same_node.add(&user.inbox.same_node_latency);
+        let _ = cross_node.add(&user.inbox.cross_node_latency);
         let _ = ack_latency.add(&user.ack_latency);
         let conversation = &plan.conversations[plan.users[user.inbox.user()].conversation];
         for sender in &conversation.senders {
@@ -318,6 +342,14 @@ fn tally(
         ack_latency_us: LatencySummary::from_histogram(&ack_latency),
         delivery_latency_us: LatencySummary::from_histogram(&latency),
         peer_delivery_latency_us: LatencySummary::from_histogram(&peer_latency),
+        cluster: (!cfg.node_ports.is_empty()).then(|| {
+            Box::new(report::ClusterFigures {
+                nodes: cfg.node_ports.len(),
+                same_node_delivery_latency_us: LatencySummary::from_histogram(&same_node),
+                cross_node_delivery_latency_us: LatencySummary::from_histogram(&cross_node),
+                bus: None,
+            })
+        }),
         errors: ErrorSummary::from(&shared.counters.errors),
     }
 }
@@ -328,7 +360,7 @@ async fn drive(
     cfg: &ChatConfig,
     run_id: &RunId,
     shared: &Arc<Shared>,
-) -> Result<(Vec<UserResult>, Duration, Instant), ChatError> {
+) -> Result<(Vec<UserResult>, Duration, Instant, Option<BusSnapshot>), ChatError> {
     let plan = &shared.plan;
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut tasks = JoinSet::new();
@@ -337,7 +369,10 @@ async fn drive(
     for user in &plan.users {
         let spec = ClientSpec {
             host: cfg.target.host.clone(),
-            port: cfg.target.port,
+            port: match cfg.node_ports.len() {
+                0 => cfg.target.port,
+                n => cfg.node_ports[user.index % n],
+            },
             version: cfg.target.version,
             client_id: cfg.target.client_id(run_id, "chat", user.index),
             login: cfg.target.login(user.index),
@@ -415,12 +450,17 @@ async fn drive(
             go_rx.clone(),
         ));
     }
+    let bus_before = bus_snapshot(cfg).await;
     let started = Instant::now();
     let _ = go_tx.send(Some(tokio::time::Instant::from_std(started)));
     while senders.join_next().await.is_some() {}
     let window = started.elapsed();
 
     drain(cfg, shared).await;
+    let bus = match (bus_before, bus_snapshot(cfg).await) {
+        (Some(before), Some(after)) => Some(after.since(before)),
+        _ => None,
+    };
     shared.stop.cancel();
     let mut users = Vec::with_capacity(total);
     while let Some(joined) = tasks.join_next().await {
@@ -432,7 +472,25 @@ async fn drive(
                 .record(format!("internal: connection task failed: {e}")),
         }
     }
-    Ok((users, window, started))
+    Ok((users, window, started, bus))
+}
+
+/// The bus's counters after a second's pause (so what is under way, such
+/// as the commits of the last records read, has settled), with a probe.
+async fn bus_snapshot(cfg: &ChatConfig) -> Option<BusSnapshot> {
+    let probe = cfg.bus.clone()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match tokio::task::spawn_blocking(move || crate::busprobe::snapshot(&probe)).await {
+        Ok(Ok(snapshot)) => Some(snapshot),
+        Ok(Err(e)) => {
+            eprintln!("parley-bench: reading the bus counters failed: {e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("parley-bench: reading the bus counters failed: {e}");
+            None
+        }
+    }
 }
 
 /// Waits until every message is acknowledged and every expected delivery has
@@ -480,7 +538,7 @@ async fn user_task(
     let mut subscriptions_pending = if user.creates_group { 2 } else { 1 };
     let mut in_flight: HashMap<u16, u64> = HashMap::new();
     let mut result = UserResult {
-        inbox: Inbox::new(&shared.run, user.index),
+        inbox: Inbox::new(&shared.run, user.index).on_nodes(shared.nodes),
         ack_latency: report::new_histogram(),
         last_ack: None,
     };
