@@ -424,6 +424,22 @@ async fn chat_across_three_nodes(nodes: &[TestNode]) {
     let mut alice = ChatClient::v5(&nodes[0], "alice", "alice-1").await;
     let mut bob = ChatClient::v5(&nodes[1], "bob", "bob-2").await;
     let mut carol = ChatClient::v4(&nodes[2], "carol", "carol-3").await;
+    // Every node knows the three sessions before the first send: a fan-out
+    // made before a recipient's claim reached the sender's node is replayed
+    // to that node later and may arrive behind newer entries (docs/cluster.md,
+    // "Ordering"), which is not what this test is about.
+    for node in nodes {
+        common::within("every node to know the three sessions", async {
+            while common::metric(node, "parley_cluster_sessions ")
+                .await
+                .unwrap_or(0.0)
+                < 3.0
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
 
     // 1:1, Alice on node 1 to Bob on node 2: both copies arrive, in seq order.
     let ab = direct("alice", "bob");
