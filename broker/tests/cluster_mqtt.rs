@@ -765,7 +765,6 @@ async fn spawn_kafka_node(
     node_id: u16,
 ) -> (tokio::process::Child, u16) {
     use common::process::free_port;
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let (mqtt, http) = (free_port(), free_port());
     let config = dir.join("parley.toml");
     std::fs::write(
@@ -782,27 +781,7 @@ async fn spawn_kafka_node(
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .arg("--config")
-        .arg(&config)
-        .env("PARLEY_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn parley");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    within("parley to start", async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("parley is up") {
-                return;
-            }
-        }
-        panic!("parley exited before it was up");
-    })
-    .await;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let child = common::process::spawn_parley_config(&config).await;
     (child, mqtt)
 }
 

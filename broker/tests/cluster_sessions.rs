@@ -87,7 +87,6 @@ impl Cluster {
     /// Node `node_id` as a separate `parley` process, once it is up;
     /// returns the process and its MQTT port.
     async fn process(&self, dir: &std::path::Path, node_id: u16) -> (tokio::process::Child, u16) {
-        use tokio::io::{AsyncBufReadExt, BufReader};
         let (mqtt, http) = (free_port(), free_port());
         let config = dir.join("parley.toml");
         std::fs::write(
@@ -107,27 +106,7 @@ impl Cluster {
             ),
         )
         .unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-            .arg("--config")
-            .arg(&config)
-            .env("PARLEY_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn parley");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        within("parley to start", async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if line.contains("parley is up") {
-                    return;
-                }
-            }
-            panic!("parley exited before it was up");
-        })
-        .await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let child = common::process::spawn_parley_config(&config).await;
         (child, mqtt)
     }
 }

@@ -49,9 +49,16 @@ pub async fn spawn_parley_with_mqtt(
         ),
     )
     .unwrap();
+    spawn_parley_config(&config).await
+}
+
+/// Starts `parley` with the configuration file `config` and waits until it
+/// reports that it is up; panics with the end of its output if it exits
+/// first. Its log is drained (and shown with the test's output) after that.
+pub async fn spawn_parley_config(config: &std::path::Path) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .env("PARLEY_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
