@@ -16,19 +16,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use chat_core::message_id::node_of;
 use common::chat::{direct, password_of, sign_up_users, text_of, ChatClient};
+use common::memory_bus::{MemoryBus, SharedBus};
 use common::shared_postgres::{fresh_database, rand_u32};
 use common::{log_in, test_config, TestNode};
 use parley::config::{BusKind, StorageBackend};
 use parley::server::Node;
-use persistence::{
-    Audience, BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, StoreError,
-};
-use tokio::sync::Notify;
+use persistence::{Audience, ClusterBus};
 
 /// Starts node `node_id` on the PostgreSQL database at `url`, delivering
 /// through `bus` (or only to its own clients).
@@ -98,87 +95,6 @@ async fn nodes_on_one_database_share_accounts_and_history() {
     assert_eq!(node_of(reply.message_id), 2);
     let history = alice.fetch_after(&conv, 3, 50).await;
     assert_eq!(history, vec![reply]);
-}
-
-/// The log of a [`SharedBus`]: one global order, each record with the
-/// nodes it is for.
-#[derive(Default)]
-struct MemoryBus {
-    log: Mutex<Vec<(Audience, BusRecord)>>,
-    grew: Notify,
-    /// The nodes that read each log index.
-    reads: Mutex<BTreeMap<usize, Vec<u16>>>,
-}
-
-/// An in-memory [`ClusterBus`] shared by several nodes: every subscriber
-/// reads, from where it subscribed, the broadcast records and those
-/// addressed to it, and never sees the others.
-#[derive(Clone, Default)]
-struct SharedBus(Arc<MemoryBus>);
-
-#[async_trait]
-impl ClusterBus for SharedBus {
-    async fn publish_to(&self, records: Vec<(Audience, BusRecord)>) -> Result<(), StoreError> {
-        self.0.log.lock().unwrap().extend(records);
-        self.0.grew.notify_waiters();
-        Ok(())
-    }
-
-    async fn subscribe(&self, node_id: u16) -> Result<Box<dyn BusConsumer>, StoreError> {
-        let next = self.0.log.lock().unwrap().len();
-        Ok(Box::new(MemoryConsumer {
-            bus: self.0.clone(),
-            node_id,
-            next,
-        }))
-    }
-}
-
-/// One node's reading position in a [`MemoryBus`].
-struct MemoryConsumer {
-    bus: Arc<MemoryBus>,
-    node_id: u16,
-    next: usize,
-}
-
-#[async_trait]
-impl BusConsumer for MemoryConsumer {
-    async fn next(&mut self) -> Result<Delivery, StoreError> {
-        loop {
-            let grew = self.bus.grew.notified();
-            tokio::pin!(grew);
-            grew.as_mut().enable();
-            loop {
-                let Some((audience, record)) = self.bus.log.lock().unwrap().get(self.next).cloned()
-                else {
-                    break;
-                };
-                let index = self.next;
-                self.next += 1;
-                if matches!(audience, Audience::Node(node) if node != self.node_id) {
-                    continue;
-                }
-                let position = BusPosition {
-                    stream: audience,
-                    partition: 0,
-                    offset: index as i64,
-                };
-                self.bus
-                    .reads
-                    .lock()
-                    .unwrap()
-                    .entry(index)
-                    .or_default()
-                    .push(self.node_id);
-                return Ok(Delivery { record, position });
-            }
-            grew.await;
-        }
-    }
-
-    async fn ack(&mut self, _position: BusPosition) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// The variable naming the Kafka-protocol test broker (`host:port`).

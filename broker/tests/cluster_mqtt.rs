@@ -12,43 +12,22 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chat_core::rules::{Access, AclRuleConfig};
+use common::memory_bus::SharedBus;
 use common::shared_postgres::{fresh_database, rand_u32};
 use common::{metric, sign_up, test_config, v4, v5, within, TestNode};
 use parley::cluster_mqtt::ClusterMqtt;
 use parley::config::{BusKind, Config, StorageBackend};
 use parley::server::Node;
-use persistence::kafka::codec;
-use persistence::{
-    Audience, BusConsumer, BusPosition, BusRecord, ClusterBus, Delivery, StoreError,
-};
+use persistence::{Audience, BusRecord};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use tokio::sync::Notify;
 
 const PASSWORD: &str = "device password";
-
-/// The log of a [`SharedBus`]: one global order, each record with the
-/// nodes it is for.
-#[derive(Default)]
-struct MemoryBus {
-    log: Mutex<Vec<(Audience, BusRecord)>>,
-    grew: Notify,
-    /// While set, every publish is refused (a bus that is down).
-    refuse: AtomicBool,
-}
-
-/// An in-memory [`ClusterBus`] shared by several nodes: every subscriber
-/// reads, from where it subscribed, the broadcast records and those
-/// addressed to it, and never sees the others. Records are encoded and
-/// decoded as on Kafka.
-#[derive(Clone, Default)]
-struct SharedBus(Arc<MemoryBus>);
 
 impl SharedBus {
     /// The forwarded plain MQTT records from log index `from` on, with the
@@ -59,77 +38,6 @@ impl SharedBus {
             .filter(|(_, r)| r.mqtt.is_some())
             .cloned()
             .collect()
-    }
-
-    fn len(&self) -> usize {
-        self.0.log.lock().unwrap().len()
-    }
-}
-
-#[async_trait]
-impl ClusterBus for SharedBus {
-    async fn publish_to(&self, records: Vec<(Audience, BusRecord)>) -> Result<(), StoreError> {
-        if self.0.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("the test bus is down".into()));
-        }
-        let mut decoded = Vec::with_capacity(records.len());
-        for (audience, record) in records {
-            let value = codec::encode_value(&record).expect("encodable");
-            let record = codec::decode(Some(record.key.as_bytes()), Some(&value)).expect("decodes");
-            decoded.push((audience, record));
-        }
-        self.0.log.lock().unwrap().extend(decoded);
-        self.0.grew.notify_waiters();
-        Ok(())
-    }
-
-    async fn subscribe(&self, node_id: u16) -> Result<Box<dyn BusConsumer>, StoreError> {
-        let next = self.0.log.lock().unwrap().len();
-        Ok(Box::new(MemoryConsumer {
-            bus: self.0.clone(),
-            node_id,
-            next,
-        }))
-    }
-}
-
-/// One node's reading position in a [`MemoryBus`].
-struct MemoryConsumer {
-    bus: Arc<MemoryBus>,
-    node_id: u16,
-    next: usize,
-}
-
-#[async_trait]
-impl BusConsumer for MemoryConsumer {
-    async fn next(&mut self) -> Result<Delivery, StoreError> {
-        loop {
-            let grew = self.bus.grew.notified();
-            tokio::pin!(grew);
-            grew.as_mut().enable();
-            loop {
-                let Some((audience, record)) = self.bus.log.lock().unwrap().get(self.next).cloned()
-                else {
-                    break;
-                };
-                let index = self.next;
-                self.next += 1;
-                if matches!(audience, Audience::Node(node) if node != self.node_id) {
-                    continue;
-                }
-                let position = BusPosition {
-                    stream: audience,
-                    partition: 0,
-                    offset: index as i64,
-                };
-                return Ok(Delivery { record, position });
-            }
-            grew.await;
-        }
-    }
-
-    async fn ack(&mut self, _position: BusPosition) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use parley::server::Node;
 
 pub mod chat;
 pub mod http_server;
+pub mod memory_bus;
 #[path = "../../../persistence/tests/postgres_support/mod.rs"]
 pub mod postgres_support;
 #[allow(unused_imports)]
