@@ -1,26 +1,41 @@
 //! Group commit for history appends: one writer thread turns every append that
-//! is waiting at the same moment into a single durable commit.
+//! is waiting at the same moment into a single batch, made durable by one
+//! append to the history log (see `history_log`).
 //!
 //! Read and delivered cursor advances ride along: they are queued on the same
-//! channel and applied in the same transaction, so moving a cursor costs no
-//! commit (and no fsync) of its own and never holds the database's write lock
-//! between two history commits.
+//! channel and applied in the same batch, so moving a cursor costs no sync of
+//! its own and never holds the database's write lock between two batches.
 //!
-//! A durable commit costs an fsync, which takes far longer than applying a
-//! message, so committing each append on its own caps the store at one append
-//! per fsync. Instead, `append` queues its request on a channel and awaits its
+//! Making a write durable costs a sync, which takes far longer than applying a
+//! message, so syncing each append on its own caps the store at one append
+//! per sync. Instead, `append` queues its request on a channel and awaits its
 //! answer, and the writer thread loops:
 //!
-//! 1. it blocks until a request arrives, then begins a durable write transaction
+//! 1. it blocks until a request arrives, then begins a write transaction
 //!    (waiting for any other writer of the database; requests keep queueing
 //!    meanwhile);
 //! 2. it takes every other request already queued, up to [`MAX_BATCH`] in all;
 //! 3. it applies the requests in queue order inside that one transaction: each
 //!    sees the seqs, idempotency entries and amends of the requests before it, so
 //!    requests for the same conversation, and even retries of one another, come
-//!    out exactly as if each had committed on its own;
-//! 4. it commits once with [`redb::Durability::Immediate`] and only then answers
-//!    each request through its oneshot channel.
+//!    out exactly as if each had committed on its own; every row written also
+//!    goes into the batch's log record;
+//! 4. it appends the record to the history log and syncs it (`fdatasync`):
+//!    this is the batch's durability point;
+//! 5. it commits the transaction, recording the log position it reached, with
+//!    [`redb::Durability::None`] (no page writes forced, no fsync), and only
+//!    then answers each request through its oneshot channel. Readers see the
+//!    batch from this commit on, so nothing is visible before it is durable.
+//!
+//! **Checkpoints.** Once [`HistoryCheckpoint::interval`] has passed or
+//! [`HistoryCheckpoint::bytes`] of log have been written since the last one,
+//! the next batch commits with [`redb::Durability::Immediate`] instead; after
+//! that commit the database holds every batch durably and the log's segments
+//! are deleted. redb reuses the pages that non-durable commits free only after
+//! a durable commit, so checkpoints also keep the database file from growing.
+//! When the writer stops it makes a last checkpoint, so a clean shutdown
+//! leaves an empty log. After a crash, `history_recovery` replays what the log
+//! holds beyond the database's last durable commit.
 //!
 //! Queueing and answering are separate steps ([`GroupCommitter::enqueue`]): a
 //! request's place is fixed when it enters the channel, so one caller can queue
@@ -29,44 +44,77 @@
 //!
 //! A request that is refused on its own (an amend of a missing seq, a corrupt
 //! record) is checked before anything of it is written, so it fails alone and
-//! the rest of the batch commits. If the database itself fails (beginning,
-//! writing or committing the transaction), every request of the batch gets that
-//! error, and since redb transactions are atomic none of the batch was applied.
-//! A batch that wrote nothing (only retries and refusals) is rolled back rather
-//! than committed, saving the fsync.
+//! the rest of the batch commits. If the database fails before the record is
+//! logged (beginning or writing the transaction), every request of the batch
+//! gets that error and none of it was applied. If appending the record or the
+//! commit after it fails, the log and the database may disagree about the
+//! batch, so the writer refuses every later request with
+//! [`StoreError::Unavailable`] until the store is reopened, which replays the
+//! log; the batch's requests got an error and may or may not be stored, like
+//! any request that times out, and retrying them is safe. A batch that wrote
+//! nothing (only retries and refusals) is rolled back and logs nothing.
 //!
 //! The writer owns a handle to the database. Dropping the [`GroupCommitter`]
 //! (when the last [`EmbeddedStore`](super::EmbeddedStore) clone goes) closes the
-//! channel; the writer answers whatever is still queued, then exits, and the drop
-//! waits for it, so the database file is closed by the time the store is gone.
+//! channel; the writer answers whatever is still queued, checkpoints, then
+//! exits, and the drop waits for it, so the database file is closed by the
+//! time the store is gone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use redb::Database;
+use redb::{Database, Durability, TableHandle};
 use tokio::sync::oneshot;
 
 use super::cursor_table::{self, CursorTable, OpenCursorTables};
+use super::history_log::{HistoryLog, LogEntry, RecordBuilder};
+use super::history_recovery::record_position;
 use super::messages::HistoryTables;
-use super::{begin_durable_write, Failure};
+use super::{delivered, read_cursors, Failure};
 use crate::{AppendRequest, Appended, PendingAppend, StoreError};
 
 /// The most requests one commit takes; more wait for the next one.
 pub const MAX_BATCH: usize = 1024;
 
+/// How often the history writer makes the database itself durable (a
+/// checkpoint), after which the history log is emptied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCheckpoint {
+    /// A checkpoint is due this long after the last one.
+    pub interval: Duration,
+    /// A checkpoint is due once this many bytes were logged since the last
+    /// one; bounds the log's size and the time replaying it takes.
+    pub bytes: u64,
+}
+
+impl Default for HistoryCheckpoint {
+    fn default() -> Self {
+        HistoryCheckpoint {
+            interval: Duration::from_secs(1),
+            bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 /// Counters of the history writer's commits, for tests and diagnostics.
 ///
 /// `requests / commits` is the average batch size. Both count only batches that
-/// were committed, and keeping them costs two relaxed atomic additions per commit.
+/// were committed, and keeping them costs relaxed atomic additions per commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCommitStats {
-    /// Durable commits made by the history writer since the store opened.
+    /// Batches made durable (logged and committed) by the history writer
+    /// since the store opened.
     pub commits: u64,
     /// Append requests answered from those commits (new messages, retries and
     /// refused requests alike).
     pub requests: u64,
+    /// Checkpoints: commits of those that were durable in the database itself.
+    pub checkpoints: u64,
+    /// Bytes appended to the history log.
+    pub log_bytes: u64,
 }
 
 /// A cursor to move forward (never back) in one of the cursor tables.
@@ -100,6 +148,8 @@ enum Job {
 struct Counters {
     commits: AtomicU64,
     requests: AtomicU64,
+    checkpoints: AtomicU64,
+    log_bytes: AtomicU64,
 }
 
 /// The handle to the history writer thread.
@@ -112,14 +162,30 @@ pub(super) struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the writer thread for `db`.
-    pub(super) fn start(db: Arc<Database>) -> Result<GroupCommitter, StoreError> {
+    /// Starts the writer thread for `db`, logging to `log`, which must be
+    /// positioned where `db` stands (see `history_recovery::recover`).
+    pub(super) fn start(
+        db: Arc<Database>,
+        log: HistoryLog,
+        checkpoint: HistoryCheckpoint,
+    ) -> Result<GroupCommitter, StoreError> {
         let (jobs, queue) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let writer_counters = Arc::clone(&counters);
         let writer = std::thread::Builder::new()
             .name("parley-history-writer".to_owned())
-            .spawn(move || run_writer(&db, &queue, &writer_counters))
+            .spawn(move || {
+                let mut writer = Writer {
+                    db: &db,
+                    log,
+                    checkpoint,
+                    last_checkpoint: Instant::now(),
+                    record: RecordBuilder::default(),
+                    failed: None,
+                    counters: &writer_counters,
+                };
+                writer.run(&queue);
+            })
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the history writer thread: {e}"))
             })?;
@@ -170,6 +236,8 @@ impl GroupCommitter {
         GroupCommitStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
+            checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
+            log_bytes: self.counters.log_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -191,41 +259,184 @@ fn writer_stopped() -> StoreError {
     StoreError::Unavailable("the history writer has stopped".to_owned())
 }
 
-/// The writer thread: one batch per loop, until the queue closes.
-fn run_writer(db: &Database, queue: &mpsc::Receiver<Job>, counters: &Counters) {
-    while let Ok(first) = queue.recv() {
-        let tx = begin_durable_write(db);
-        // Whatever queued while the transaction was being begun joins this batch.
-        let mut batch = vec![first];
-        batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-        match tx.and_then(|tx| apply_batch(tx, &batch)) {
-            Ok((outcomes, committed)) => {
-                if committed {
-                    counters.commits.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .requests
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+/// The cursor table called `name`, if there is one (for replaying the log).
+pub(super) fn cursor_table_named(name: &str) -> Option<CursorTable> {
+    [read_cursors::READ_CURSORS, delivered::DELIVERED]
+        .into_iter()
+        .find(|table| table.name() == name)
+}
+
+/// The writer thread's state.
+struct Writer<'a> {
+    db: &'a Database,
+    log: HistoryLog,
+    checkpoint: HistoryCheckpoint,
+    last_checkpoint: Instant,
+    /// The record of the batch being applied (its buffer is reused).
+    record: RecordBuilder,
+    /// Why the writer refuses every request, once logging or committing a
+    /// logged batch has failed.
+    failed: Option<String>,
+    counters: &'a Counters,
+}
+
+/// Why a batch failed.
+enum BatchFailure {
+    /// Before its record was logged: nothing of it is stored anywhere.
+    Unlogged(Failure),
+    /// Logging it, or committing it after logging it: the log and the
+    /// database may disagree, so nothing more may be written.
+    Logged(StoreError),
+}
+
+impl Writer<'_> {
+    /// One batch per loop, until the queue closes; then a last checkpoint.
+    fn run(&mut self, queue: &mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            if let Some(why) = &self.failed {
+                let error = StoreError::Unavailable(why.clone());
+                first.fail(same_error(&error));
+                for job in queue.try_iter() {
+                    job.fail(same_error(&error));
                 }
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    // The caller may have given up waiting; the write stands regardless.
-                    match (job, outcome) {
-                        (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
-                            let _ = reply.send(outcome);
+                continue;
+            }
+            let durable = self.checkpoint_due();
+            let tx = self.db.begin_write().map_err(Failure::from);
+            // Whatever queued while the transaction was being begun joins this batch.
+            let mut batch = vec![first];
+            batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+            let result = match tx {
+                Ok(tx) => self.apply_batch(tx, &batch, durable),
+                Err(failure) => Err(BatchFailure::Unlogged(failure)),
+            };
+            match result {
+                Ok((outcomes, committed)) => {
+                    if committed {
+                        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .requests
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        if durable {
+                            self.checkpointed();
                         }
-                        (Job::Cursor { reply, .. }, Outcome::Cursor(cursor)) => {
-                            let _ = reply.send(Ok(cursor));
-                        }
-                        (job, _) => job.fail(writer_stopped()),
+                    }
+                    answer(batch, outcomes);
+                }
+                Err(BatchFailure::Unlogged(failure)) => {
+                    let error = StoreError::from(failure);
+                    tracing::error!(%error, requests = batch.len(), "history batch failed");
+                    for job in batch {
+                        job.fail(same_error(&error));
+                    }
+                }
+                Err(BatchFailure::Logged(error)) => {
+                    tracing::error!(
+                        %error,
+                        requests = batch.len(),
+                        "history batch failed after reaching the log; \
+                         history writes are refused until the store is reopened"
+                    );
+                    self.failed = Some(format!(
+                        "the history writer stopped after a failure ({error}); \
+                         reopening the store recovers from the history log"
+                    ));
+                    for job in batch {
+                        job.fail(same_error(&error));
                     }
                 }
             }
+        }
+        self.final_checkpoint();
+    }
+
+    /// Whether the next batch should be durable in the database.
+    fn checkpoint_due(&self) -> bool {
+        self.log.since_checkpoint() >= self.checkpoint.bytes
+            || self.last_checkpoint.elapsed() >= self.checkpoint.interval
+    }
+
+    /// The database holds everything logged so far durably: empty the log.
+    fn checkpointed(&mut self) {
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.last_checkpoint = Instant::now();
+        if let Err(error) = self.log.checkpointed() {
+            // The segments stay until the next checkpoint; recovery skips what the
+            // database covers.
+            tracing::warn!(%error, "could not delete history log segments");
+        }
+    }
+
+    /// Makes the database durable if anything was logged since the last checkpoint.
+    fn final_checkpoint(&mut self) {
+        if self.failed.is_some() || self.log.since_checkpoint() == 0 {
+            return;
+        }
+        let commit = || -> Result<(), Failure> {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(Durability::Immediate)?;
+            record_position(&tx, self.log.end())?;
+            tx.commit()?;
+            Ok(())
+        };
+        match commit() {
+            Ok(()) => self.checkpointed(),
             Err(failure) => {
                 let error = StoreError::from(failure);
-                tracing::error!(%error, requests = batch.len(), "history batch failed");
-                for job in batch {
-                    job.fail(same_error(&error));
-                }
+                tracing::warn!(%error, "the last history checkpoint failed; the next open replays the log");
             }
+        }
+    }
+
+    /// Applies `jobs` in order inside `tx`; if anything was written, logs the
+    /// batch's record and commits (durably if `durable`). Returns each job's
+    /// outcome and whether a commit happened.
+    fn apply_batch(
+        &mut self,
+        mut tx: redb::WriteTransaction,
+        jobs: &[Job],
+        durable: bool,
+    ) -> Result<(Vec<Outcome>, bool), BatchFailure> {
+        let (outcomes, wrote) =
+            apply_jobs(&tx, jobs, &mut self.record).map_err(BatchFailure::Unlogged)?;
+        if !wrote {
+            tx.abort()
+                .map_err(|e| BatchFailure::Unlogged(Failure::from(e)))?;
+            return Ok((outcomes, false));
+        }
+        let before = self.log.end();
+        let end = self
+            .log
+            .append(&mut self.record)
+            .map_err(|e| BatchFailure::Logged(e.into()))?;
+        self.counters
+            .log_bytes
+            .fetch_add(end - before, Ordering::Relaxed);
+        let logged = |failure: Failure| BatchFailure::Logged(failure.into());
+        record_position(&tx, end).map_err(|e| logged(e.into()))?;
+        tx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| logged(e.into()))?;
+        tx.commit().map_err(|e| logged(e.into()))?;
+        Ok((outcomes, true))
+    }
+}
+
+/// Answers each job of a batch with its outcome.
+fn answer(batch: Vec<Job>, outcomes: Vec<Outcome>) {
+    for (job, outcome) in batch.into_iter().zip(outcomes) {
+        // The caller may have given up waiting; the write stands regardless.
+        match (job, outcome) {
+            (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
+                let _ = reply.send(outcome);
+            }
+            (Job::Cursor { reply, .. }, Outcome::Cursor(cursor)) => {
+                let _ = reply.send(Ok(cursor));
+            }
+            (job, _) => job.fail(writer_stopped()),
         }
     }
 }
@@ -252,48 +463,46 @@ enum Outcome {
     Cursor(u64),
 }
 
-/// Applies `jobs` in order inside `tx` and commits it if anything was written;
-/// returns each job's outcome and whether a commit happened.
-fn apply_batch(tx: redb::WriteTransaction, jobs: &[Job]) -> Result<(Vec<Outcome>, bool), Failure> {
+/// Applies `jobs` in order inside `tx`, adding every row written to `record`
+/// (cleared first); returns each job's outcome and whether anything was written.
+fn apply_jobs(
+    tx: &redb::WriteTransaction,
+    jobs: &[Job],
+    record: &mut RecordBuilder,
+) -> Result<(Vec<Outcome>, bool), Failure> {
+    record.clear();
     let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut wrote = false;
-    {
-        let mut history: Option<HistoryTables<'_>> = None;
-        let mut cursors = OpenCursorTables::default();
-        for job in jobs {
-            match job {
-                Job::Append { request, .. } => {
-                    let tables = match &mut history {
-                        Some(tables) => tables,
-                        None => history.insert(HistoryTables::open(&tx)?),
-                    };
-                    let outcome = tables.append(request)?;
-                    wrote |= matches!(&outcome, Ok(appended) if !appended.duplicate);
-                    outcomes.push(Outcome::Append(outcome));
+    let mut history: Option<HistoryTables<'_>> = None;
+    let mut cursors = OpenCursorTables::default();
+    for job in jobs {
+        match job {
+            Job::Append { request, .. } => {
+                let tables = match &mut history {
+                    Some(tables) => tables,
+                    None => history.insert(HistoryTables::open(tx)?),
+                };
+                outcomes.push(Outcome::Append(tables.append(request, record)?));
+            }
+            Job::Cursor { advance, .. } => {
+                let table = cursors.open(tx, advance.table)?;
+                let (cursor, moved) =
+                    cursor_table::advance_in(table, &advance.scope, &advance.name, advance.seq)?;
+                if moved {
+                    record.push(&LogEntry::Cursor {
+                        table: advance.table.name(),
+                        scope: &advance.scope,
+                        name: &advance.name,
+                        seq: cursor,
+                    });
                 }
-                Job::Cursor { advance, .. } => {
-                    let table = cursors.open(&tx, advance.table)?;
-                    let (cursor, moved) = cursor_table::advance_in(
-                        table,
-                        &advance.scope,
-                        &advance.name,
-                        advance.seq,
-                    )?;
-                    wrote |= moved;
-                    outcomes.push(Outcome::Cursor(cursor));
-                }
+                outcomes.push(Outcome::Cursor(cursor));
             }
         }
-        if let Some(tables) = history {
-            tables.finish()?;
-        }
     }
-    if wrote {
-        tx.commit()?;
-    } else {
-        tx.abort()?;
+    if let Some(tables) = history {
+        tables.finish()?;
     }
-    Ok((outcomes, wrote))
+    Ok((outcomes, record.entries() > 0))
 }
 
 /// A copy of `error` for one more request of a failed batch.
@@ -381,6 +590,11 @@ mod tests {
         outcomes
     }
 
+    fn commits_and_requests(store: &EmbeddedStore) -> (u64, u64) {
+        let stats = store.group_commit_stats();
+        (stats.commits, stats.requests)
+    }
+
     fn open() -> (EmbeddedStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path()).expect("open");
@@ -444,11 +658,8 @@ mod tests {
         );
 
         assert_eq!(
-            store.group_commit_stats(),
-            GroupCommitStats {
-                commits: 1,
-                requests: 7
-            },
+            commits_and_requests(&store),
+            (1, 7),
             "the whole queue must take one commit"
         );
         let amended = store.get("a", 2).await.expect("get").expect("message 2");
@@ -470,11 +681,8 @@ mod tests {
             assert_eq!(appended.seq, i as u64 + 1, "seqs follow queue order");
         }
         assert_eq!(
-            store.group_commit_stats(),
-            GroupCommitStats {
-                commits: 2,
-                requests: (MAX_BATCH + extra) as u64
-            },
+            commits_and_requests(&store),
+            (2, (MAX_BATCH + extra) as u64),
             "a full batch, then the rest"
         );
     }
@@ -498,11 +706,8 @@ mod tests {
             .is_ok_and(|a| a.duplicate && a.seq == 1));
         assert!(matches!(outcomes[2], Err(StoreError::NotFound(_))));
         assert_eq!(
-            store.group_commit_stats(),
-            GroupCommitStats {
-                commits: 1,
-                requests: 1
-            },
+            commits_and_requests(&store),
+            (1, 1),
             "only the first append needed a commit"
         );
     }
@@ -525,11 +730,8 @@ mod tests {
         assert_eq!(read.await.expect("read cursor"), 1);
         assert_eq!(delivered.await.expect("delivered cursor"), 1);
         assert_eq!(
-            store.group_commit_stats(),
-            GroupCommitStats {
-                commits: 1,
-                requests: 3
-            },
+            commits_and_requests(&store),
+            (1, 3),
             "the cursors must move in the append's commit"
         );
 

@@ -20,6 +20,7 @@ use redb::{
     WriteTransaction,
 };
 
+use super::history_log::{LogEntry, RecordBuilder};
 use super::message_codec::{self, MessageBody};
 use super::Failure;
 use crate::{AppendRequest, Appended, Direction, PageRequest, StoreError, StoredMessage};
@@ -100,9 +101,13 @@ impl<'txn> HistoryTables<'txn> {
     /// The inner result is this request's own outcome; when it is an error
     /// (an amend of a missing seq, a corrupt record), nothing was written for it,
     /// because every check runs before the first insert.
+    ///
+    /// Every row it writes is also added to `record`, the batch's history log
+    /// record.
     pub(super) fn append(
         &mut self,
         request: &AppendRequest,
+        record: &mut RecordBuilder,
     ) -> Result<Result<Appended, StoreError>, redb::Error> {
         let conversation = request.conversation_id.as_str();
         let client_key = (
@@ -171,10 +176,22 @@ impl<'txn> HistoryTables<'txn> {
             }
         }
         self.client_message_ids.insert(client_key, seq)?;
+        record.push(&LogEntry::Message {
+            conversation,
+            seq,
+            sender: &request.sender,
+            client_message_id: &request.client_message_id,
+            value: &self.value,
+        });
         if let Some(target) = amended {
             message_codec::encode_into(&MessageBody::of(&target), &mut self.value);
             self.messages
                 .insert((conversation, target.seq), self.value.as_slice())?;
+            record.push(&LogEntry::Rewritten {
+                conversation,
+                seq: target.seq,
+                value: &self.value,
+            });
         }
         Ok(Ok(Appended {
             seq,
@@ -182,6 +199,37 @@ impl<'txn> HistoryTables<'txn> {
             server_time_ms: request.server_time_ms,
             duplicate: false,
         }))
+    }
+
+    /// Writes a message exactly as a history log record holds it: its row,
+    /// its idempotency entry, and its conversation's seq counter if `seq` is
+    /// beyond it. Writing the same message again changes nothing.
+    pub(super) fn restore_message(
+        &mut self,
+        conversation: &str,
+        seq: u64,
+        sender: &str,
+        client_message_id: &str,
+        value: &[u8],
+    ) -> Result<(), redb::Error> {
+        self.messages.insert((conversation, seq), value)?;
+        self.client_message_ids
+            .insert((conversation, sender, client_message_id), seq)?;
+        if seq > self.last_seq(conversation)? {
+            self.assigned.insert(conversation.to_owned(), seq);
+        }
+        Ok(())
+    }
+
+    /// Writes a message row exactly as a history log record holds it.
+    pub(super) fn restore_row(
+        &mut self,
+        conversation: &str,
+        seq: u64,
+        value: &[u8],
+    ) -> Result<(), redb::Error> {
+        self.messages.insert((conversation, seq), value)?;
+        Ok(())
     }
 
     /// Message `seq` of `conversation` as this transaction sees it.

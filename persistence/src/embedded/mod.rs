@@ -13,9 +13,12 @@
 //! redb is a blocking library, so every operation runs on Tokio's blocking pool
 //! (see `EmbeddedStore::run_blocking`), except history appends, which a dedicated
 //! writer thread batches into group commits (see `group_commit`), and MQTT
-//! session changes, which a second writer batches the same way (`session_writer`). Every write
-//! transaction commits with [`redb::Durability::Immediate`]: once a write method
-//! returns `Ok`, the write survives a crash or `kill -9` of the process.
+//! session changes, which a second writer batches the same way (`session_writer`). Once a write
+//! method returns `Ok`, the write survives a crash or `kill -9` of the process: every write
+//! transaction commits with [`redb::Durability::Immediate`], except the history writer's, which
+//! are made durable by the history log (`{data_dir}/history-log/`, see `history_log`) and commit
+//! to redb non-durably between checkpoints; opening the store replays the log
+//! (`history_recovery`).
 //!
 //! Only one [`EmbeddedStore`] may have a data directory open at a time, in this
 //! process or any other; a second [`EmbeddedStore::open`] fails with
@@ -28,6 +31,8 @@ mod delivered;
 mod failure;
 mod group_commit;
 mod history;
+mod history_log;
+mod history_recovery;
 mod key_codec;
 mod key_tables;
 mod keys;
@@ -54,7 +59,9 @@ use redb::{Database, DatabaseError, Durability, WriteTransaction};
 use crate::StoreError;
 
 pub(crate) use failure::Failure;
-pub use group_commit::{GroupCommitStats, MAX_BATCH};
+pub use group_commit::{GroupCommitStats, HistoryCheckpoint, MAX_BATCH};
+pub use history_log::{HistoryLogError, HISTORY_LOG_DIR};
+pub use history_recovery::Recovery;
 
 use group_commit::GroupCommitter;
 use session_writer::SessionWriter;
@@ -80,6 +87,15 @@ struct Inner {
     path: PathBuf,
     committer: GroupCommitter,
     sessions: SessionWriter,
+    recovery: Recovery,
+}
+
+/// Settings of an [`EmbeddedStore`]; [`Default`] gives safe ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// When the history writer makes the database durable and empties the
+    /// history log.
+    pub history_checkpoint: HistoryCheckpoint,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -91,8 +107,19 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `data_dir` with the default
+    /// [`EmbeddedOptions`]; see [`EmbeddedStore::open_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EmbeddedStore::open_with`].
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_with(data_dir, EmbeddedOptions::default())
+    }
+
     /// Opens (creating if needed) the store in `data_dir`: creates the directory,
-    /// opens or initialises `{data_dir}/parley.redb` and creates any missing tables.
+    /// opens or initialises `{data_dir}/parley.redb`, creates any missing tables
+    /// and replays the history log into the database (see [`Recovery`]).
     ///
     /// This blocks on file IO (and, after a crash, on redb's recovery of the file),
     /// so call it at startup or from a blocking context.
@@ -102,8 +129,12 @@ impl EmbeddedStore {
     /// [`StoreError::Unavailable`] if the directory cannot be created, the file cannot
     /// be opened, or the data directory is already in use by another open store (in
     /// this process or another); [`StoreError::Corrupt`] if the file is not a valid
-    /// Parley database.
-    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    /// Parley database or the history log is damaged other than by a torn
+    /// final write ([`HistoryLogError::Corrupt`]).
+    pub fn open_with(
+        data_dir: &Path,
+        options: EmbeddedOptions,
+    ) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot create data directory {}: {e}",
@@ -113,8 +144,10 @@ impl EmbeddedStore {
         let path = data_dir.join(DATABASE_FILE_NAME);
         let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
         create_tables(&db).map_err(StoreError::from)?;
+        let (log, recovery) =
+            history_recovery::recover(&db, &data_dir.join(history_log::HISTORY_LOG_DIR))?;
         let db = Arc::new(db);
-        let committer = GroupCommitter::start(Arc::clone(&db))?;
+        let committer = GroupCommitter::start(Arc::clone(&db), log, options.history_checkpoint)?;
         let sessions = SessionWriter::start(Arc::clone(&db))?;
         let store = EmbeddedStore {
             inner: Arc::new(Inner {
@@ -122,6 +155,7 @@ impl EmbeddedStore {
                 path,
                 committer,
                 sessions,
+                recovery,
             }),
         };
         tracing::info!(path = %store.path().display(), "embedded store opened");
@@ -131,6 +165,11 @@ impl EmbeddedStore {
     /// The path of the open database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What opening the store replayed from the history log.
+    pub fn recovery(&self) -> Recovery {
+        self.inner.recovery
     }
 
     /// Counters of the history writer's group commits since the store opened
@@ -183,6 +222,7 @@ fn create_tables(db: &Database) -> Result<(), Failure> {
     read_cursors::create_table(&tx)?;
     delivered::create_table(&tx)?;
     messages::create_tables(&tx)?;
+    history_recovery::create_table(&tx)?;
     push_targets::create_table(&tx)?;
     relations::create_table(&tx)?;
     keys::create_tables(&tx)?;

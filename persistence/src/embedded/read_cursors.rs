@@ -9,7 +9,7 @@ use super::Failure;
 use crate::ReadCursor;
 
 /// The read cursors table: key is `(conversation id, user)`.
-const READ_CURSORS: CursorTable = CursorTable::new("read_cursors");
+pub(super) const READ_CURSORS: CursorTable = CursorTable::new("read_cursors");
 
 /// Creates the read cursors table if it does not exist yet.
 pub(super) fn create_table(tx: &WriteTransaction) -> Result<(), Failure> {
