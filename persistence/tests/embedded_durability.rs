@@ -8,7 +8,9 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 
-use persistence::embedded::EmbeddedStore;
+use persistence::embedded::{
+    EmbeddedOptions, EmbeddedStore, HistoryCheckpoint, Recovery, HISTORY_LOG_DIR,
+};
 use persistence::{
     Amend, AppendRequest, ConversationKind, ConversationRecord, Direction, HistoryStore,
     MemberRecord, MetadataStore, NewUser, OfflineQueue, PageRequest, Role,
@@ -37,6 +39,17 @@ const APPENDS_BEFORE_KILL: usize = 300;
 const APPENDER_TASKS: usize = 8;
 /// The conversations the child's tasks append to (task `t` uses `t % len`).
 const APPENDER_CONVERSATIONS: [&str; 2] = ["crash_conv_a", "crash_conv_b"];
+
+/// The role and test name of the child whose database checkpoint is left old.
+const STALE_ROLE: &str = "stale-checkpoint";
+const STALE_TEST: &str = "stale_checkpoint_child";
+/// What that child prints once every write of its second phase is acknowledged.
+const STALE_READY: &str = "acknowledged everything";
+/// Its conversation.
+const STALE_CONVERSATION: &str = "stale_conv";
+/// Messages appended before its checkpoint, and after it.
+const STALE_CHECKPOINTED: u64 = 3;
+const STALE_LOGGED_ONLY: u64 = 17;
 
 fn new_user(username: &str, created_at_ms: i64) -> NewUser {
     NewUser {
@@ -403,4 +416,167 @@ async fn crash_appender_child() {
     while let Some(joined) = tasks.join_next().await {
         joined.expect("an appending task must not panic");
     }
+}
+
+/// Kills a child process whose last durable database commit (its checkpoint)
+/// is older than many acknowledged history writes, which only the history log
+/// holds: reopening replays them all, exactly.
+#[tokio::test]
+async fn writes_after_the_last_checkpoint_are_replayed_from_the_history_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = ChildTest::spawn(STALE_TEST, STALE_ROLE, dir.path());
+    child
+        .next_line_after(STALE_READY)
+        .await
+        .expect("the child stopped before acknowledging its writes");
+    child.process.kill().await.expect("kill the child");
+    let status = child.process.wait().await.expect("reap the child");
+    assert_eq!(status.signal(), Some(9), "died of SIGKILL ({status})");
+
+    let store = EmbeddedStore::open(dir.path()).expect("reopen after the crash");
+    // Every write of the second phase was its own batch: the appends, the
+    // amend and the two cursor moves.
+    let logged_batches = STALE_LOGGED_ONLY + 1 + 2;
+    assert_eq!(
+        store.recovery(),
+        Recovery {
+            replayed_records: logged_batches,
+            torn_bytes: 0,
+            position: store.recovery().position,
+        },
+        "everything after the checkpoint comes from the log"
+    );
+    let messages = store
+        .fetch(STALE_CONVERSATION, everything())
+        .await
+        .expect("fetch");
+    let total = STALE_CHECKPOINTED + STALE_LOGGED_ONLY + 1;
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    for m in &messages[..(total - 1) as usize] {
+        assert_eq!(m.client_message_id, format!("m{}", m.seq));
+        let expected = if m.seq == 2 {
+            b"edited".to_vec()
+        } else {
+            format!("payload of m{}", m.seq).into_bytes()
+        };
+        assert_eq!(m.payload, expected, "message {}", m.seq);
+    }
+    assert_eq!(
+        store.last_seq(STALE_CONVERSATION).await.expect("last_seq"),
+        total
+    );
+    let cursors = store
+        .read_cursors(STALE_CONVERSATION)
+        .await
+        .expect("cursors");
+    assert_eq!(cursors.len(), 1);
+    assert_eq!(
+        (cursors[0].user.as_str(), cursors[0].read_up_to),
+        ("bob", 10)
+    );
+    assert_eq!(
+        store
+            .delivered("bob", STALE_CONVERSATION)
+            .await
+            .expect("delivered"),
+        12
+    );
+    // The idempotency index was replayed too, and seqs go on from the last.
+    let retry = store
+        .append(message(STALE_CONVERSATION, "alice", "m15", 0))
+        .await
+        .expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.seq, 15);
+    let next = store
+        .append(message(STALE_CONVERSATION, "alice", "after", 0))
+        .await
+        .expect("append after recovery");
+    assert_eq!(next.seq, total + 1);
+
+    // Recovery made the database durable and emptied the log.
+    let log_dir = dir.path().join(HISTORY_LOG_DIR);
+    let left: Vec<_> = std::fs::read_dir(&log_dir)
+        .expect("the log directory")
+        .collect();
+    assert!(
+        left.len() <= 1,
+        "only the segment of the last append: {left:?}"
+    );
+    drop(store);
+    assert_eq!(
+        std::fs::read_dir(&log_dir).expect("list").count(),
+        0,
+        "a clean close checkpoints and empties the log"
+    );
+    let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+    assert_eq!(reopened.recovery().replayed_records, 0);
+    assert_eq!(
+        reopened.last_seq(STALE_CONVERSATION).await.expect("last"),
+        total + 1
+    );
+}
+
+/// The child side of
+/// [`writes_after_the_last_checkpoint_are_replayed_from_the_history_log`]:
+/// appends a few messages and closes the store (a checkpoint), reopens it with
+/// checkpoints put off for an hour, writes more, reports, and waits to be killed.
+#[tokio::test]
+#[ignore = "child process of writes_after_the_last_checkpoint_are_replayed_from_the_history_log"]
+async fn stale_checkpoint_child() {
+    let Some(data_dir) = child_data_dir(STALE_ROLE) else {
+        return;
+    };
+    {
+        let store = EmbeddedStore::open(&data_dir).expect("child opens the store");
+        for seq in 1..=STALE_CHECKPOINTED {
+            let id = format!("m{seq}");
+            let appended = store
+                .append(message(STALE_CONVERSATION, "alice", &id, seq))
+                .await
+                .expect("append");
+            assert_eq!(appended.seq, seq);
+        }
+    }
+    let no_checkpoint = EmbeddedOptions {
+        history_checkpoint: HistoryCheckpoint {
+            interval: std::time::Duration::from_secs(3600),
+            bytes: u64::MAX,
+        },
+    };
+    let store = EmbeddedStore::open_with(&data_dir, no_checkpoint).expect("child reopens");
+    for seq in STALE_CHECKPOINTED + 1..=STALE_CHECKPOINTED + STALE_LOGGED_ONLY {
+        let id = format!("m{seq}");
+        let appended = store
+            .append(message(STALE_CONVERSATION, "alice", &id, seq))
+            .await
+            .expect("append");
+        assert_eq!(appended.seq, seq);
+    }
+    let mut edit = message(STALE_CONVERSATION, "alice", "edit", 99);
+    edit.amend = Some(Amend {
+        target_seq: 2,
+        payload: b"edited".to_vec(),
+    });
+    store.append(edit).await.expect("amend");
+    store
+        .mark_read(STALE_CONVERSATION, "bob", 10)
+        .await
+        .expect("read");
+    store
+        .mark_delivered("bob", STALE_CONVERSATION, 12)
+        .await
+        .expect("delivered");
+    assert_eq!(store.group_commit_stats().checkpoints, 0);
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{STALE_READY}").expect("report");
+    stdout.flush().expect("flush");
+    // Wait for the kill (or for the parent to go away and close stdin).
+    tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+        .await
+        .expect("wait")
+        .expect("read stdin");
 }

@@ -768,4 +768,73 @@ mod tests {
             .expect("stored");
         assert_eq!(message.payload, b"kept");
     }
+
+    use crate::MetadataStore as _;
+
+    fn log_segments(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join(crate::embedded::HISTORY_LOG_DIR))
+            .expect("log dir")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn batches_are_logged_and_checkpointed_once_the_log_is_big_enough() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::embedded::EmbeddedOptions {
+            history_checkpoint: HistoryCheckpoint {
+                interval: Duration::from_secs(3600),
+                bytes: 300,
+            },
+        };
+        let store = EmbeddedStore::open_with(dir.path(), options).expect("open");
+        store
+            .append(request("g", "alice", "m1", &[1; 100]))
+            .await
+            .expect("append");
+        let stats = store.group_commit_stats();
+        assert_eq!((stats.commits, stats.checkpoints), (1, 0));
+        assert!(stats.log_bytes > 100, "{stats:?}");
+        assert_eq!(log_segments(dir.path()), 1, "the batch is in the log");
+        store
+            .append(request("g", "alice", "m2", &[2; 300]))
+            .await
+            .expect("append");
+        assert_eq!(store.group_commit_stats().checkpoints, 0);
+        // Over 300 bytes logged since the last checkpoint: this batch is one.
+        store
+            .append(request("g", "alice", "m3", &[3; 10]))
+            .await
+            .expect("append");
+        let stats = store.group_commit_stats();
+        assert_eq!((stats.commits, stats.checkpoints), (3, 1));
+        assert_eq!(log_segments(dir.path()), 0, "a checkpoint empties the log");
+        // Only the new batch is in the log after it.
+        store.mark_read("g", "bob", 3).await.expect("read");
+        assert_eq!(log_segments(dir.path()), 1);
+        drop(store);
+        assert_eq!(log_segments(dir.path()), 0, "closing checkpoints");
+        let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.recovery().replayed_records, 0);
+        assert_eq!(reopened.last_seq("g").await.expect("last"), 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_writes_nothing_logs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::embedded::EmbeddedOptions {
+            history_checkpoint: HistoryCheckpoint {
+                interval: Duration::from_secs(3600),
+                bytes: u64::MAX,
+            },
+        };
+        let store = EmbeddedStore::open_with(dir.path(), options).expect("open");
+        let original = request("h", "alice", "once", b"x");
+        store.append(original.clone()).await.expect("append");
+        let logged = store.group_commit_stats().log_bytes;
+        let retry = store.append(original).await.expect("retry");
+        assert!(retry.duplicate);
+        assert_eq!(store.mark_read("h", "bob", 0).await.expect("no move"), 0);
+        assert_eq!(store.group_commit_stats().log_bytes, logged);
+        assert_eq!(log_segments(dir.path()), 1);
+    }
 }
