@@ -188,7 +188,7 @@ impl Default for Config {
 }
 
 /// Which store a node uses (`[storage]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// The backend: `embedded` (one file in `data_dir`, a single node) or
@@ -201,6 +201,40 @@ pub struct StorageConfig {
     pub history: HistoryBackend,
     /// The Scylla history store's settings (used when `history = "scylla"`).
     pub scylla: ScyllaStorageConfig,
+    /// Embedded store: the longest time, in milliseconds, between two durable
+    /// commits of the database itself (checkpoints); history batches in between
+    /// are durable in the history log (docs/storage.md).
+    pub history_checkpoint_ms: u64,
+    /// Embedded store: a checkpoint is also made once the history log has
+    /// grown by this many bytes since the last one.
+    pub history_checkpoint_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let checkpoint = persistence::embedded::HistoryCheckpoint::default();
+        StorageConfig {
+            backend: StorageBackend::default(),
+            postgres: PostgresStorageConfig::default(),
+            history: HistoryBackend::default(),
+            scylla: ScyllaStorageConfig::default(),
+            history_checkpoint_ms: u64::try_from(checkpoint.interval.as_millis())
+                .unwrap_or(u64::MAX),
+            history_checkpoint_bytes: checkpoint.bytes,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The embedded store's options from `[storage]`.
+    pub fn embedded_options(&self) -> persistence::embedded::EmbeddedOptions {
+        persistence::embedded::EmbeddedOptions {
+            history_checkpoint: persistence::embedded::HistoryCheckpoint {
+                interval: std::time::Duration::from_millis(self.history_checkpoint_ms),
+                bytes: self.history_checkpoint_bytes,
+            },
+        }
+    }
 }
 
 /// Where message history is kept.
@@ -1098,6 +1132,11 @@ impl Config {
     /// shared token secret and somewhere to connect.
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.storage.history_checkpoint_ms == 0 || self.storage.history_checkpoint_bytes == 0 {
+            return invalid(
+                "storage.history_checkpoint_ms and history_checkpoint_bytes must be at least 1",
+            );
+        }
         let pg = &self.storage.postgres;
         if self.storage.backend == StorageBackend::Postgres {
             if pg.url.trim().is_empty() {

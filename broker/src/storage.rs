@@ -71,7 +71,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
 async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
     match config.storage.backend {
         StorageBackend::Embedded => {
-            let store = EmbeddedStore::open(&config.data_dir).with_context(|| {
+            let options = config.storage.embedded_options();
+            let store = EmbeddedStore::open_with(&config.data_dir, options).with_context(|| {
                 format!(
                     "opening the embedded store in {}",
                     config.data_dir.display()

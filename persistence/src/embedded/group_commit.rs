@@ -29,8 +29,9 @@
 //!
 //! **Checkpoints.** Once [`HistoryCheckpoint::interval`] has passed or
 //! [`HistoryCheckpoint::bytes`] of log have been written since the last one,
-//! the next batch commits with [`redb::Durability::Immediate`] instead; after
-//! that commit the database holds every batch durably and the log's segments
+//! the writer, right after answering a batch, makes a small commit with
+//! [`redb::Durability::Immediate`] of its own (so no request waits for it);
+//! after it the database holds every batch durably and the log's segments
 //! are deleted. redb reuses the pages that non-durable commits free only after
 //! a durable commit, so checkpoints also keep the database file from growing.
 //! When the writer stops it makes a last checkpoint, so a clean shutdown
@@ -111,7 +112,8 @@ pub struct GroupCommitStats {
     /// Append requests answered from those commits (new messages, retries and
     /// refused requests alike).
     pub requests: u64,
-    /// Checkpoints: commits of those that were durable in the database itself.
+    /// Checkpoints: durable commits of the database itself, each emptying the
+    /// history log.
     pub checkpoints: u64,
     /// Bytes appended to the history log.
     pub log_bytes: u64,
@@ -301,13 +303,12 @@ impl Writer<'_> {
                 }
                 continue;
             }
-            let durable = self.checkpoint_due();
             let tx = self.db.begin_write().map_err(Failure::from);
             // Whatever queued while the transaction was being begun joins this batch.
             let mut batch = vec![first];
             batch.extend(queue.try_iter().take(MAX_BATCH - 1));
             let result = match tx {
-                Ok(tx) => self.apply_batch(tx, &batch, durable),
+                Ok(tx) => self.apply_batch(tx, &batch),
                 Err(failure) => Err(BatchFailure::Unlogged(failure)),
             };
             match result {
@@ -317,11 +318,11 @@ impl Writer<'_> {
                         self.counters
                             .requests
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        if durable {
-                            self.checkpointed();
-                        }
                     }
                     answer(batch, outcomes);
+                    if self.checkpoint_due() {
+                        self.checkpoint();
+                    }
                 }
                 Err(BatchFailure::Unlogged(failure)) => {
                     let error = StoreError::from(failure);
@@ -347,13 +348,18 @@ impl Writer<'_> {
                 }
             }
         }
-        self.final_checkpoint();
+        if self.failed.is_none() && self.log.since_checkpoint() > 0 {
+            self.checkpoint();
+        }
     }
 
-    /// Whether the next batch should be durable in the database.
+    /// Whether something was logged since the last checkpoint and it is time
+    /// for the next one.
     fn checkpoint_due(&self) -> bool {
-        self.log.since_checkpoint() >= self.checkpoint.bytes
-            || self.last_checkpoint.elapsed() >= self.checkpoint.interval
+        let logged = self.log.since_checkpoint();
+        logged > 0
+            && (logged >= self.checkpoint.bytes
+                || self.last_checkpoint.elapsed() >= self.checkpoint.interval)
     }
 
     /// The database holds everything logged so far durably: empty the log.
@@ -367,11 +373,10 @@ impl Writer<'_> {
         }
     }
 
-    /// Makes the database durable if anything was logged since the last checkpoint.
-    fn final_checkpoint(&mut self) {
-        if self.failed.is_some() || self.log.since_checkpoint() == 0 {
-            return;
-        }
+    /// Makes the database durable with a commit of its own (after the last
+    /// batch was answered, so no request waits for it), then empties the log.
+    /// A failed checkpoint leaves the log as it is; the next one retries.
+    fn checkpoint(&mut self) {
         let commit = || -> Result<(), Failure> {
             let mut tx = self.db.begin_write()?;
             tx.set_durability(Durability::Immediate)?;
@@ -383,19 +388,20 @@ impl Writer<'_> {
             Ok(()) => self.checkpointed(),
             Err(failure) => {
                 let error = StoreError::from(failure);
-                tracing::warn!(%error, "the last history checkpoint failed; the next open replays the log");
+                tracing::warn!(%error, "history checkpoint failed; the log keeps the batches");
+                // Not before the interval is over again.
+                self.last_checkpoint = Instant::now();
             }
         }
     }
 
     /// Applies `jobs` in order inside `tx`; if anything was written, logs the
-    /// batch's record and commits (durably if `durable`). Returns each job's
-    /// outcome and whether a commit happened.
+    /// batch's record and commits non-durably. Returns each job's outcome and
+    /// whether a commit happened.
     fn apply_batch(
         &mut self,
         mut tx: redb::WriteTransaction,
         jobs: &[Job],
-        durable: bool,
     ) -> Result<(Vec<Outcome>, bool), BatchFailure> {
         let (outcomes, wrote) =
             apply_jobs(&tx, jobs, &mut self.record).map_err(BatchFailure::Unlogged)?;
@@ -414,12 +420,8 @@ impl Writer<'_> {
             .fetch_add(end - before, Ordering::Relaxed);
         let logged = |failure: Failure| BatchFailure::Logged(failure.into());
         record_position(&tx, end).map_err(|e| logged(e.into()))?;
-        tx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| logged(e.into()))?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| logged(e.into()))?;
         tx.commit().map_err(|e| logged(e.into()))?;
         Ok((outcomes, true))
     }
@@ -795,22 +797,26 @@ mod tests {
         assert_eq!((stats.commits, stats.checkpoints), (1, 0));
         assert!(stats.log_bytes > 100, "{stats:?}");
         assert_eq!(log_segments(dir.path()), 1, "the batch is in the log");
+        // Over 300 bytes logged since the last checkpoint once this batch is
+        // answered: a checkpoint follows it, before the writer takes the next.
         store
             .append(request("g", "alice", "m2", &[2; 300]))
             .await
             .expect("append");
-        assert_eq!(store.group_commit_stats().checkpoints, 0);
-        // Over 300 bytes logged since the last checkpoint: this batch is one.
         store
             .append(request("g", "alice", "m3", &[3; 10]))
             .await
             .expect("append");
         let stats = store.group_commit_stats();
         assert_eq!((stats.commits, stats.checkpoints), (3, 1));
-        assert_eq!(log_segments(dir.path()), 0, "a checkpoint empties the log");
-        // Only the new batch is in the log after it.
+        assert_eq!(
+            log_segments(dir.path()),
+            1,
+            "the checkpoint emptied the log; only m3 is in it"
+        );
         store.mark_read("g", "bob", 3).await.expect("read");
         assert_eq!(log_segments(dir.path()), 1);
+        assert_eq!(store.group_commit_stats().checkpoints, 1);
         drop(store);
         assert_eq!(log_segments(dir.path()), 0, "closing checkpoints");
         let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
