@@ -1442,6 +1442,30 @@ mod tests {
     }
 
     #[test]
+    fn history_checkpoints_are_configurable_and_checked() {
+        let defaults = Config::from_toml_str("")
+            .unwrap()
+            .storage
+            .embedded_options();
+        assert_eq!(
+            defaults,
+            persistence::embedded::EmbeddedOptions::default(),
+            "the defaults are the store's"
+        );
+        let c = Config::from_toml_str(
+            "[storage]\nhistory_checkpoint_ms = 250\nhistory_checkpoint_bytes = 4096\n",
+        )
+        .unwrap();
+        let checkpoint = c.storage.embedded_options().history_checkpoint;
+        assert_eq!(checkpoint.interval, std::time::Duration::from_millis(250));
+        assert_eq!(checkpoint.bytes, 4096);
+        for bad in ["history_checkpoint_ms = 0", "history_checkpoint_bytes = 0"] {
+            let err = Config::from_toml_str(&format!("[storage]\n{bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("history_checkpoint"), "{err}");
+        }
+    }
+
+    #[test]
     fn storage_and_cluster_settings_are_checked() {
         let defaults = Config::default();
         assert_eq!(defaults.storage.backend, StorageBackend::Embedded);
