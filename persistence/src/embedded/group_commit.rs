@@ -94,7 +94,7 @@ pub struct HistoryCheckpoint {
 impl Default for HistoryCheckpoint {
     fn default() -> Self {
         HistoryCheckpoint {
-            interval: Duration::from_secs(1),
+            interval: Duration::from_millis(200),
             bytes: 64 * 1024 * 1024,
         }
     }
