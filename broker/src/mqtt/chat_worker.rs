@@ -107,6 +107,9 @@ impl ChatWorker {
     /// Queues a publish if there is room at once; otherwise hands it back
     /// (`Err(Some(job))`, for [`ChatWorker::submit`] to wait with), or
     /// `Err(None)` if the worker has stopped.
+    // The publish itself comes back in the error, unboxed: boxing it would
+    // cost the allocation this fast path exists to avoid.
+    #[allow(clippy::result_large_err)]
     pub fn try_submit(&mut self, job: PendingChat) -> Result<(), Option<PendingChat>> {
         match self.jobs.try_send(job) {
             Ok(()) => {
