@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use chat_core::ids::UserId;
@@ -103,6 +104,40 @@ impl ChatWorker {
         self.last_done = Instant::now();
     }
 
+    /// Queues a publish if there is room at once; otherwise hands it back
+    /// (`Err(Some(job))`, for [`ChatWorker::submit`] to wait with), or
+    /// `Err(None)` if the worker has stopped.
+    // The publish itself comes back in the error, unboxed: boxing it would
+    // cost the allocation this fast path exists to avoid.
+    #[allow(clippy::result_large_err)]
+    pub fn try_submit(&mut self, job: PendingChat) -> Result<(), Option<PendingChat>> {
+        match self.jobs.try_send(job) {
+            Ok(()) => {
+                self.in_flight += 1;
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(job)) => Err(Some(job)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(None),
+        }
+    }
+
+    /// Takes every outcome already there without waiting; `true` if there
+    /// was any. The connection calls it before it writes, so that
+    /// acknowledgements finished meanwhile leave in the same write as the
+    /// deliveries that woke it.
+    pub fn take_finished(&mut self, into: &mut Vec<ChatDone>) -> bool {
+        let before = into.len();
+        while let Ok(done) = self.done.try_recv() {
+            into.push(done);
+        }
+        let taken = into.len() - before;
+        if taken > 0 {
+            self.in_flight = self.in_flight.saturating_sub(taken);
+            self.last_done = Instant::now();
+        }
+        taken > 0
+    }
+
     /// How long the worker has had nothing to report.
     pub fn idle_for(&self) -> std::time::Duration {
         self.last_done.elapsed()
@@ -135,8 +170,41 @@ impl ChatWorker {
     }
 }
 
-/// A begun publish: resolves to its outcome and when it was begun.
-type Unfinished<'a> = Pin<Box<dyn Future<Output = (ChatDone, Instant)> + Send + 'a>>;
+/// A begun publish: resolves to its outcome and when it was begun. Only a
+/// message's commit is boxed (by [`ChatService::begin`]); this wrapper is not,
+/// so a message costs one allocation here rather than two.
+struct Unfinished<'a> {
+    outcome: Outcome<'a>,
+    qos: u8,
+    pkid: u16,
+    started: Instant,
+}
+
+/// What a begun publish is answered with.
+enum Outcome<'a> {
+    /// A message on its way to disk.
+    Committing(Pin<Box<dyn Future<Output = ChatAck> + Send + 'a>>),
+    /// Handled already.
+    Known(ChatAck),
+}
+
+impl Future for Unfinished<'_> {
+    type Output = (ChatDone, Instant);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let ack = match &mut this.outcome {
+            Outcome::Committing(commit) => std::task::ready!(commit.as_mut().poll(cx)),
+            Outcome::Known(ack) => *ack,
+        };
+        let done = ChatDone {
+            qos: this.qos,
+            pkid: this.pkid,
+            ack,
+        };
+        Poll::Ready((done, this.started))
+    }
+}
 
 /// The worker task: begins queued publishes in order while fewer than
 /// `max_pipelined_sends` are unfinished, and reports outcomes in that order.
@@ -191,17 +259,18 @@ async fn run(
                     }
                     begun = chat.begin(user, publish, true).await;
                 }
-                let with_ack = move |ack: ChatAck| (ChatDone { qos, pkid, ack }, started);
-                let next: Unfinished<'_> = match begun {
-                    Begun::Committing(commit) => Box::pin(async move { with_ack(commit.await) }),
-                    Begun::Done(ack) => Box::pin(std::future::ready(with_ack(ack))),
+                let outcome = match begun {
+                    Begun::Committing(commit) => Outcome::Committing(commit),
+                    Begun::Done(ack) => Outcome::Known(ack),
                     // Begun alone it is not deferred again; handled in full all the same.
-                    Begun::AfterEarlier(publish) => {
-                        let ack = chat.handle(user, publish).await;
-                        Box::pin(std::future::ready(with_ack(ack)))
-                    }
+                    Begun::AfterEarlier(publish) => Outcome::Known(chat.handle(user, publish).await),
                 };
-                unfinished.push_back(next);
+                unfinished.push_back(Unfinished {
+                    outcome,
+                    qos,
+                    pkid,
+                    started,
+                });
             }
             else => break,
         }
@@ -411,6 +480,48 @@ mod tests {
         assert!(done.iter().all(|d| d.ack == ChatAck::Success), "{done:?}");
         assert_eq!(client_ids(&f.store, "alice~bob").await, expected.0);
         assert_eq!(client_ids(&f.store, "alice~carol").await, expected.1);
+        worker.close().await;
+    }
+
+    #[tokio::test]
+    async fn try_submit_hands_back_a_publish_when_the_queue_is_full() {
+        let mut f = fixture(1).await;
+        let mut worker = ChatWorker::start(
+            f.chat.clone(),
+            Arc::new(Metrics::new()),
+            UserId::parse("alice").unwrap(),
+        );
+        assert!(worker.try_submit(send("alice~bob", "m0", 1)).is_ok());
+        // The worker has begun m0 and, at one pipelined send, takes no more.
+        f.enqueued.wait_for(|n| *n == 1).await.unwrap();
+        for i in 1..=MAX_PENDING_CHAT as u16 {
+            assert!(worker
+                .try_submit(send("alice~bob", &format!("m{i}"), i + 1))
+                .is_ok());
+        }
+        let extra = MAX_PENDING_CHAT as u16 + 1;
+        let refused = worker.try_submit(send("alice~bob", &format!("m{extra}"), extra + 1));
+        let Err(Some(handed_back)) = refused else {
+            panic!("a full queue hands the publish back");
+        };
+        assert_eq!(handed_back.pkid, extra + 1);
+        let mut done = Vec::new();
+        assert!(!worker.take_finished(&mut done), "nothing is stored yet");
+        assert!(done.is_empty());
+
+        f.open_gate.send(true).unwrap();
+        assert!(worker.submit(handed_back).await);
+        while worker.is_busy() {
+            if !worker.take_finished(&mut done) {
+                worker.finished(&mut done).await;
+            }
+        }
+        let pkids: Vec<u16> = done.iter().map(|d| d.pkid).collect();
+        assert_eq!(pkids, (1..=extra + 1).collect::<Vec<_>>(), "acks in order");
+        assert!(done.iter().all(|d| d.ack == ChatAck::Success), "{done:?}");
+        assert!(!worker.take_finished(&mut done), "every outcome was taken");
+        let ids: Vec<String> = (0..=extra).map(|i| format!("m{i}")).collect();
+        assert_eq!(client_ids(&f.store, "alice~bob").await, ids);
         worker.close().await;
     }
 

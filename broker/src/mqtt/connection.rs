@@ -152,6 +152,12 @@ const PAGE_RETRY: Duration = Duration::from_secs(1);
 /// Room made for the next read of a busy connection.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// A connection that read something this recently keeps its buffers
+/// between packets: a steady sender then reads each packet whole, in one
+/// read, and encodes into a buffer that is already there, rather than
+/// allocating both again for every packet. Idle longer, it gives them back.
+const BUFFER_GRACE: Duration = Duration::from_millis(50);
+
 /// A publisher paused until the subscribers it filled drain.
 struct Pause {
     congested: Vec<Arc<SessionSlot>>,
@@ -197,6 +203,8 @@ where
     let mut rbuf = leftover;
     let mut wbuf = resend;
     let mut last_read_full = false;
+    // When the buffers are given back unless more is read; `None` once they are.
+    let mut keep_buffers_until: Option<Instant> = None;
     let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let write_limit =
         idle_limit.unwrap_or_else(|| Duration::from_millis(ctx.config.write_timeout_ms));
@@ -208,6 +216,11 @@ where
 
     let end = 'conn: loop {
         let mut fx = Effects::default();
+        // Woken by a delivery, take the outcomes finished meanwhile too, so
+        // their acknowledgements share this wake-up's write.
+        if let Some(worker) = chat.as_mut() {
+            worker.take_finished(&mut chat_done);
+        }
         // Acknowledge the chat publishes the worker has finished, in order.
         for done in chat_done.drain(..) {
             if !inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx) {
@@ -261,9 +274,15 @@ where
                     inbound.principal().user.clone(),
                 )
             });
-            // Boxed: a submit's state exists only while a chat publish waits
-            // for room in the worker's queue, not in every idle connection.
-            if !Box::pin(worker.submit(pending)).await {
+            let submitted = match worker.try_submit(pending) {
+                Ok(()) => true,
+                // Boxed: a submit's state exists only while a chat publish
+                // waits for room in the worker's queue, not in every idle
+                // connection.
+                Err(Some(pending)) => Box::pin(worker.submit(pending)).await,
+                Err(None) => false,
+            };
+            if !submitted {
                 break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
             }
         }
@@ -288,8 +307,14 @@ where
             }
         }
         if let Some(durable) = &ctx.durable {
-            // Boxed: its state exists only while a page is read.
-            Box::pin(page_in(ctx, durable, &attachment)).await;
+            if let Some(request) = ctx
+                .router
+                .with_session(&attachment, |s| s.take_page_request())
+                .flatten()
+            {
+                // Boxed: its state exists only while a page is read.
+                Box::pin(page_in(ctx, durable, &attachment, request)).await;
+            }
         }
         if !transmit(ctx, &attachment, &mut wbuf) {
             break 'conn End::TakenOver;
@@ -333,17 +358,22 @@ where
             continue;
         }
         // Buffers follow the traffic: a connection whose last read filled its
-        // buffer (more is likely waiting) or that holds half a packet reads
-        // into a roomy buffer; an idle one holds none (a pending read then
-        // takes 64 bytes), and writes give their buffer back.
-        if rbuf.is_empty() && !last_read_full {
+        // buffer (more is likely waiting), that holds half a packet or that
+        // read something within `BUFFER_GRACE` reads into a roomy buffer; an
+        // idle one holds none (a pending read then takes 64 bytes), and its
+        // writes give their buffer back.
+        let busy = keep_buffers_until.is_some_and(|until| Instant::now() < until);
+        if !busy {
+            keep_buffers_until = None;
+        }
+        if rbuf.is_empty() && !last_read_full && !busy {
             if rbuf.capacity() > 0 {
                 rbuf = BytesMut::new();
             }
         } else {
             rbuf.reserve(READ_CHUNK);
         }
-        if wbuf.capacity() > KEEP_BUFFER || (wbuf.is_empty() && !last_read_full) {
+        if wbuf.capacity() > KEEP_BUFFER || (wbuf.is_empty() && !last_read_full && !busy) {
             wbuf = BytesMut::new();
         }
         if chat
@@ -357,6 +387,9 @@ where
             }
         }
         let read_deadline = earliest(deadline, packet_deadline);
+        // One timer for both: the keep-alive (or packet) deadline, or giving
+        // the buffers back, whichever comes first.
+        let wake_at = earliest(read_deadline, keep_buffers_until);
         // An idle connection keeps no effects buffers while it waits.
         drop(fx);
         tokio::select! {
@@ -371,7 +404,12 @@ where
                 };
             }
             _ = chat_finished(&mut chat, &mut chat_done) => {}
-            _ = sleep_until(read_deadline), if pause.is_none() => break 'conn End::KeepAlive,
+            _ = sleep_until(wake_at), if pause.is_none() => {
+                if read_deadline.is_some_and(|d| Instant::now() >= d) {
+                    break 'conn End::KeepAlive;
+                }
+                // Only the buffers' grace ran out: they are given back above.
+            }
             _ = attachment.ready() => {
                 if !attachment.is_current() {
                     break 'conn End::TakenOver;
@@ -387,6 +425,7 @@ where
                 Ok(0) | Err(_) => break 'conn End::Network,
                 Ok(n) => {
                     last_read_full = rbuf.len() == rbuf.capacity();
+                    keep_buffers_until = Some(Instant::now() + BUFFER_GRACE);
                     if byte_budget.as_mut().is_some_and(|budget| !budget.spend(n)) {
                         ctx.metrics.limited(Limit::BytesPerConnection);
                         warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, "closing: over the bytes-per-second limit");
@@ -480,16 +519,14 @@ where
     info!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ended = ?end, denied_publishes = inbound.denied_publishes, lost_deliveries = inbound.lost_deliveries, "disconnected");
 }
 
-/// Reads the next page of a resumed persistent session's queue back from
-/// the store, if the session wants one (see `parley_engine::session`).
-async fn page_in(ctx: &MqttContext, durable: &DurableSessions, attachment: &Attachment) {
-    let Some(request) = ctx
-        .router
-        .with_session(attachment, |s| s.take_page_request())
-        .flatten()
-    else {
-        return;
-    };
+/// Reads the page `request` of a resumed persistent session's queue back
+/// from the store (see `parley_engine::session`).
+async fn page_in(
+    ctx: &MqttContext,
+    durable: &DurableSessions,
+    attachment: &Attachment,
+    request: parley_engine::session::PageRequest,
+) {
     let ticket = ctx.router.ticket(attachment);
     match durable.page(attachment.slot().key(), request, ticket).await {
         Ok(page) => {
