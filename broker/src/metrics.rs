@@ -17,6 +17,7 @@ pub mod cluster_mqtt;
 pub mod directory;
 pub mod engine;
 pub mod history;
+pub mod history_writer;
 pub mod kinds;
 pub mod moves;
 pub mod security;

@@ -256,6 +256,11 @@ impl Node {
                 moves.clone(),
             )));
         }
+        if let Some(embedded) = &opened.embedded {
+            metrics.register_collector(Box::new(
+                crate::metrics::history_writer::HistoryWriterCollector::new(embedded.clone()),
+            ));
+        }
         metrics.register_collector(Box::new(LiveCollector::new(sessions.clone(), chat.clone())));
         metrics.register_collector(Box::new(crate::metrics::engine::EngineCollector::new(
             router.clone(),

@@ -48,6 +48,9 @@ pub struct Stores {
     /// Moving persistent sessions between the nodes sharing the store
     /// (PostgreSQL); `None` for the embedded store.
     pub handover: Option<Arc<dyn SessionHandover>>,
+    /// The embedded store itself, for its history writer's counters; `None`
+    /// on the other backends.
+    pub embedded: Option<Arc<EmbeddedStore>>,
 }
 
 /// Opens the backend `config.storage` names. PostgreSQL is migrated to the
@@ -81,6 +84,7 @@ async fn open_backend(config: &Config) -> anyhow::Result<Stores> {
             let store = Arc::new(store);
             Ok(Stores {
                 sessions: Some(store.clone()),
+                embedded: Some(store.clone()),
                 ..Stores::all(store)
             })
         }
@@ -133,6 +137,7 @@ impl Stores {
             cluster_mqtt: None,
             sessions: None,
             handover: None,
+            embedded: None,
         }
     }
 }

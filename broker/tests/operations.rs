@@ -155,6 +155,14 @@ async fn metrics_parse_and_move_with_traffic() {
         sample(&after, "parley_history_append_duration_seconds_count"),
         1.0
     );
+    // The embedded store's history writer made the message durable through
+    // its log: at least one batch, with the bytes it logged.
+    let batches = sample(&after, "parley_history_log_batches_total");
+    assert!(batches >= 1.0, "{batches}");
+    assert!(sample(&after, "parley_history_log_requests_total") >= batches);
+    assert!(sample(&after, "parley_history_log_bytes_total") > 0.0);
+    // Checkpoints run on a timer: the series only has to be there.
+    sample(&after, "parley_history_checkpoints_total");
 }
 
 fn admin_client() -> reqwest::Client {
