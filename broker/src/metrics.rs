@@ -14,6 +14,7 @@
 
 pub mod cluster_bus;
 pub mod cluster_mqtt;
+pub mod constant;
 pub mod directory;
 pub mod engine;
 pub mod history;

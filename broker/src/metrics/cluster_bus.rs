@@ -8,6 +8,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 
+use super::constant::counter;
+
 use crate::targeting::BusCounts;
 
 /// Reads the bus counters on every scrape.
@@ -68,8 +70,7 @@ impl Collector for BusCollector {
                 &c.replay_overflowed,
             ),
         ] {
-            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            counter(&mut encoder, name, help, value.load(Ordering::Relaxed))?;
         }
         Ok(())
     }

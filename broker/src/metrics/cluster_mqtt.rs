@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::constant::{counter, gauges};
 
 use crate::cluster_mqtt::ClusterMqtt;
 
@@ -34,21 +34,21 @@ impl ClusterMqttCollector {
 impl Collector for ClusterMqttCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let routes = self.mqtt.routes();
-        for (name, help, value) in [
-            (
-                "cluster_mqtt_routes",
-                "Entries of the cluster's MQTT route table (node, filter or shared group), this node's included",
-                routes.len(),
-            ),
-            (
-                "cluster_mqtt_route_nodes",
-                "Nodes with at least one MQTT route, as this node knows them",
-                routes.nodes().len(),
-            ),
-        ] {
-            let gauge = ConstGauge::new(value as i64);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
+        gauges(
+            &mut encoder,
+            &[
+                (
+                    "cluster_mqtt_routes",
+                    "Entries of the cluster's MQTT route table (node, filter or shared group), this node's included",
+                    routes.len(),
+                ),
+                (
+                    "cluster_mqtt_route_nodes",
+                    "Nodes with at least one MQTT route, as this node knows them",
+                    routes.nodes().len(),
+                ),
+            ],
+        )?;
         let c = &self.mqtt.counts;
         for (name, help, value) in [
             (
@@ -112,13 +112,7 @@ impl Collector for ClusterMqttCollector {
                 &c.orphaned_wills,
             ),
         ] {
-            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            counter(&mut encoder, name, help, value.load(Ordering::Relaxed))?;
         }
         Ok(())
     }

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::constant::{counters, gauges};
 
 use crate::directory::ClusterDirectory;
 
@@ -33,42 +33,42 @@ impl DirectoryCollector {
 impl Collector for DirectoryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (sessions, users) = self.directory.totals();
-        for (name, help, value) in [
-            (
-                "cluster_sessions",
-                "Live MQTT sessions in the whole cluster, as this node's directory cache knows them",
-                sessions,
-            ),
-            (
-                "cluster_users_online",
-                "Users with a live session on any node, as this node's directory cache knows them",
-                users,
-            ),
-        ] {
-            let gauge = ConstGauge::new(value as i64);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
+        gauges(
+            &mut encoder,
+            &[
+                (
+                    "cluster_sessions",
+                    "Live MQTT sessions in the whole cluster, as this node's directory cache knows them",
+                    sessions,
+                ),
+                (
+                    "cluster_users_online",
+                    "Users with a live session on any node, as this node's directory cache knows them",
+                    users,
+                ),
+            ],
+        )?;
         let counts = &self.directory.counts;
-        for (name, help, value) in [
-            (
-                "cluster_sessions_taken_over",
-                "Connections on this node ended because a connection on another node took their session over",
-                counts.taken_over.load(Ordering::Relaxed),
-            ),
-            (
-                "cluster_sessions_expired",
-                "Directory entries of dead nodes (expired node lease) this node removed",
-                counts.expired.load(Ordering::Relaxed),
-            ),
-            (
-                "cluster_directory_errors",
-                "Session directory operations that failed against the store",
-                counts.store_errors.load(Ordering::Relaxed),
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
-        }
+        counters(
+            &mut encoder,
+            &[
+                (
+                    "cluster_sessions_taken_over",
+                    "Connections on this node ended because a connection on another node took their session over",
+                    counts.taken_over.load(Ordering::Relaxed),
+                ),
+                (
+                    "cluster_sessions_expired",
+                    "Directory entries of dead nodes (expired node lease) this node removed",
+                    counts.expired.load(Ordering::Relaxed),
+                ),
+                (
+                    "cluster_directory_errors",
+                    "Session directory operations that failed against the store",
+                    counts.store_errors.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
         Ok(())
     }
 }

@@ -10,7 +10,8 @@ use parley_engine::router::Router;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::constant::{counter, gauge};
 
 /// Reads the engine's counters on every scrape.
 pub struct EngineCollector {
@@ -40,26 +41,6 @@ struct SessionLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct QosLabels {
     qos: &'static str,
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(value);
-    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: usize,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(value as i64);
-    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
 impl Collector for EngineCollector {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use persistence::embedded::EmbeddedStore;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::constant::counters;
 
 /// Reads the embedded store's [`persistence::embedded::GroupCommitStats`] on
 /// every scrape.
@@ -32,31 +33,31 @@ impl HistoryWriterCollector {
 impl Collector for HistoryWriterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.store.group_commit_stats();
-        for (name, help, value) in [
-            (
-                "history_log_batches",
-                "History batches made durable by one append to the history log (group commits)",
-                stats.commits,
-            ),
-            (
-                "history_log_requests",
-                "History writes answered from those batches (appends, retries, refusals, cursor moves)",
-                stats.requests,
-            ),
-            (
-                "history_log_bytes",
-                "Bytes appended to the history log",
-                stats.log_bytes,
-            ),
-            (
-                "history_checkpoints",
-                "Durable checkpoints of the embedded database, each letting the history log be emptied (storage.history_checkpoint_ms / _bytes)",
-                stats.checkpoints,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
-        }
+        counters(
+            &mut encoder,
+            &[
+                (
+                    "history_log_batches",
+                    "History batches made durable by one append to the history log (group commits)",
+                    stats.commits,
+                ),
+                (
+                    "history_log_requests",
+                    "History writes answered from those batches (appends, retries, refusals, cursor moves)",
+                    stats.requests,
+                ),
+                (
+                    "history_log_bytes",
+                    "Bytes appended to the history log",
+                    stats.log_bytes,
+                ),
+                (
+                    "history_checkpoints",
+                    "Durable checkpoints of the embedded database, each letting the history log be emptied (storage.history_checkpoint_ms / _bytes)",
+                    stats.checkpoints,
+                ),
+            ],
+        )?;
         Ok(())
     }
 }
