@@ -1,15 +1,23 @@
 //! The `parley-bench` binary: parse the command line, raise the file
-//! descriptor limit and hand over to [`parley_bench::app::run`].
+//! descriptor limit, size the descriptor table and hand over to [`parley_bench::app::run`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use parley_bench::cli::Cli;
 
+/// Descriptors the bench's table is sized for at start-up (clamped to the
+/// open-files limit): 8 bytes each.
+const DESCRIPTOR_TABLE: u64 = 1 << 18;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = parley_bench::limits::raise_nofile() {
         eprintln!("parley-bench: warning: {e}");
+    }
+    // While this is the only thread (see `limits`).
+    if let Err(e) = parley_bench::limits::presize_descriptor_table(DESCRIPTOR_TABLE) {
+        eprintln!("parley-bench: warning: descriptor table not sized up front: {e}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

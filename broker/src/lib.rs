@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod cluster_mqtt;
 pub mod config;
 pub mod directory;
+pub mod fd_table;
 pub mod hex;
 pub mod http;
 pub mod limits;

@@ -18,8 +18,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli) {
         Ok(c) => c,
@@ -36,6 +35,27 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
+    // While this is the only thread, so the one growth waits for nothing.
+    match parley::fd_table::reserve(config.listeners.reserved_descriptors) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(descriptors = n, "descriptor table sized"),
+        Err(e) => tracing::warn!(error = %e, "descriptor table not sized up front"),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("parley: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// Runs the node until it is told to stop or fails.
+async fn run(config: Config) -> std::process::ExitCode {
     // Listen before starting, so that a signal arriving while the node
     // starts (or just after it reported that it is up) stops it gracefully
     // instead of killing it with its node lease still held.

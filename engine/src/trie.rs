@@ -3,8 +3,10 @@
 //! Filters are stored level by level in a tree whose children are keyed by
 //! level (`+` and `#` are ordinary keys), so matching a topic looks up, at
 //! each level, the literal child, `+` and `#` only: its cost depends on the
-//! topic's levels, the wildcard branches taken and the matches found, never
-//! on how many other filters the tree holds.
+//! topic's levels, the wildcard branches taken and the matches found, and
+//! only logarithmically on how many other filters share a level (a level's
+//! children are an ordered map, which grows node by node instead of
+//! rehashing every child when it doubles).
 //!
 //! Plain subscriptions are kept per filter node, keyed by session. Shared
 //! subscriptions (`$share/{group}/{filter}`) form groups identified by
@@ -31,8 +33,10 @@ use crate::topic::ParsedFilter;
 /// [`crate::retained`].
 #[derive(Debug, Default)]
 pub(crate) struct LevelNode<T> {
-    /// The next levels.
-    pub(crate) children: HashMap<Box<str>, LevelNode<T>>,
+    /// The next levels. An ordered map rather than a hash table: a level
+    /// with many children (a topic per client) never rehashes all of them at
+    /// once, which held the tree's lock for milliseconds at every doubling.
+    pub(crate) children: BTreeMap<Box<str>, LevelNode<T>>,
     /// What is stored at this node.
     pub(crate) value: T,
 }
@@ -99,7 +103,6 @@ impl<T: NodeValue> LevelNode<T> {
             }
         }
         keeper.children.remove(level);
-        shrink_if_sparse(&mut keeper.children);
     }
 }
 
@@ -108,9 +111,9 @@ impl<T> Drop for LevelNode<T> {
     /// tree cannot overflow the stack.
     fn drop(&mut self) {
         let mut pending: Vec<LevelNode<T>> =
-            self.children.drain().map(|(_, child)| child).collect();
+            std::mem::take(&mut self.children).into_values().collect();
         while let Some(mut node) = pending.pop() {
-            pending.extend(node.children.drain().map(|(_, child)| child));
+            pending.extend(std::mem::take(&mut node.children).into_values());
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::conn_trace::ConnTrace;
 use super::{ResolveError, RunId, Target};
 use crate::mqtt::idle::{self, IdleSpec};
 use crate::progress::{Counters, OpenConnection, Progress, Style};
@@ -70,6 +71,7 @@ struct Shared {
     connack: Mutex<Histogram<u64>>,
     suback: Mutex<Histogram<u64>>,
     stop: CancellationToken,
+    trace: Option<ConnTrace>,
 }
 
 /// Runs the scenario and returns its report.
@@ -89,6 +91,7 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
         connack: Mutex::new(report::new_histogram()),
         suback: Mutex::new(report::new_histogram()),
         stop: CancellationToken::new(),
+        trace: ConnTrace::from_env(&cfg.target.address()),
     });
     let progress = Progress::start(counters.clone(), Style::Connections, cfg.progress);
 
@@ -137,6 +140,13 @@ pub async fn run(cfg: &ConnConfig) -> Result<ConnReport, ConnError> {
     tasks.abort_all();
     progress.stop().await;
 
+    if let Some(trace) = &shared.trace {
+        if let Err(e) = trace.write() {
+            counters
+                .errors
+                .record(format!("internal: connection trace not written: {e}"));
+        }
+    }
     let failed = cfg.count as u64 - succeeded;
     let tcp = LatencySummary::from_histogram(&shared.tcp.lock().unwrap_or_else(|e| e.into_inner()));
     let connack =
@@ -198,20 +208,22 @@ async fn spawn_connections(
                 keepalive,
                 subscribe: topic.as_deref(),
             };
-            connection(&shared, &spec, timeout, outcome).await;
+            connection(&shared, &spec, timeout, outcome, i).await;
         });
     }
     tasks
 }
 
-/// One connection: open, report, hold until stopped, close.
+/// One connection (number `index`): open, report, hold until stopped, close.
 async fn connection(
     shared: &Shared,
     spec: &IdleSpec<'_>,
     timeout: Duration,
     outcome: mpsc::Sender<bool>,
+    index: usize,
 ) {
     let counters = &shared.counters;
+    let start = shared.trace.as_ref().map(ConnTrace::now);
     let opened = tokio::time::timeout(timeout, idle::open(spec)).await;
     let (mut session, _open) = match opened {
         Ok(Ok((session, times))) => {
@@ -228,6 +240,9 @@ async fn connection(
                     &mut shared.suback.lock().unwrap_or_else(|e| e.into_inner()),
                     suback,
                 );
+            }
+            if let (Some(trace), Some(start)) = (&shared.trace, start) {
+                trace.record(index, start, times.tcp, times.connack, times.suback);
             }
             let _ = outcome.send(true).await;
             drop(outcome);

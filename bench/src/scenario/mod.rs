@@ -10,6 +10,7 @@
 
 pub mod chat;
 pub mod conn;
+pub mod conn_trace;
 pub mod plan;
 pub mod pubsub;
 pub mod sessions;

@@ -123,6 +123,11 @@ pub struct ListenersConfig {
     /// Open MQTT connections (TCP, TLS and WebSocket together) one source
     /// address may hold (IPv6 by /64; 0 = no cap); past it new ones are closed at once.
     pub mqtt_max_connections_per_address: usize,
+    /// Descriptors (connections, files) the process's descriptor table is
+    /// sized for at start-up, clamped to the open-files limit; 0 = let the
+    /// kernel grow it on demand (each growth stalls every accept for an RCU
+    /// grace period; 8 bytes per slot).
+    pub reserved_descriptors: usize,
 }
 
 impl Default for ListenersConfig {
@@ -134,6 +139,7 @@ impl Default for ListenersConfig {
             ws_upgrade_timeout_ms: 10_000,
             tls_handshake_timeout_ms: 10_000,
             mqtt_max_connections_per_address: 1_000,
+            reserved_descriptors: 65_536,
         }
     }
 }
