@@ -151,9 +151,13 @@ pub(super) async fn run(task: LeanUser) -> UserResult {
     let _open = OpenConnection::new(&shared.counters);
     let subscribed = conn
         .subscribe(&session.inbox_topic, Qos::AtLeastOnce)
-        .and_then(|_| match user.creates_group {
-            true => conn.subscribe(&session.answer_topic, Qos::AtLeastOnce),
-            false => Ok(0),
+        .and_then(|_| {
+            if user.creates_group {
+                conn.subscribe(&session.answer_topic, Qos::AtLeastOnce)
+                    .map(drop)
+            } else {
+                Ok(())
+            }
         })
         .and_then(|_| conn.flush());
     if let Err(e) = subscribed {
@@ -169,12 +173,13 @@ pub(super) async fn run(task: LeanUser) -> UserResult {
     let failure = loop {
         // Wake for the next due message, or, while the queue is full, to
         // give up in time.
-        let wake_at = schedule
-            .as_ref()
-            .map(|s| match conn.waiting() < SEND_QUEUE {
-                true => s.due(),
-                false => s.give_up,
-            });
+        let wake_at = schedule.as_ref().map(|s| {
+            if conn.waiting() < SEND_QUEUE {
+                s.due()
+            } else {
+                s.give_up
+            }
+        });
         if let Some(at) = wake_at.filter(|at| timer_at != Some(*at)) {
             timer.as_mut().reset(at);
             timer_at = Some(at);
