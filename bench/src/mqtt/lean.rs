@@ -7,11 +7,15 @@
 //! [`LeanConnection::subscribe`]) and calls [`LeanConnection::flush`], which
 //! hands everything queued since the last flush to the socket in one write.
 //! It waits with [`LeanConnection::ready`] (cancel-safe, so it sits in a
-//! `select!` next to the caller's own timers) and then calls
-//! [`LeanConnection::poll`], which reads what the socket holds into one
-//! growing buffer, decodes every complete packet, queues the PUBACKs for
-//! QoS 1 deliveries and the keep-alive PINGREQ, moves waiting publishes into
-//! the freed window, and flushes: one write per wake-up.
+//! `select!` next to the caller's own timers), which reads what the socket
+//! holds into one growing buffer (or writes what the socket had no room for
+//! before), and then calls [`LeanConnection::poll`], which decodes every
+//! complete packet, queues the PUBACKs for QoS 1 deliveries and the
+//! keep-alive PINGREQ, moves waiting publishes into the freed window, and
+//! flushes: one read and one write per wake-up. The read goes through
+//! Tokio's `AsyncRead`, which on Linux takes a read that did not fill the
+//! buffer as proof the socket is drained, so no second read has to fail
+//! with `EAGAIN` first.
 //!
 //! QoS 1 publishes carry a caller tag `T` (for instance the send time) that
 //! comes back with their acknowledgement: [`LeanEvent::Acked`], or
@@ -34,7 +38,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use rumqttc::mqttbytes::v4 as p4;
 use rumqttc::v5::mqttbytes::v5 as p5;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -45,9 +49,6 @@ use crate::credentials::Login;
 
 /// Spare room made in the read buffer before every read.
 const READ_RESERVE: usize = 16 * 1024;
-/// Reads per [`LeanConnection::poll`] at most, so one busy connection
-/// cannot hold its task forever.
-const MAX_READS_PER_POLL: usize = 8;
 /// Largest publish window; packet ids above it are for SUBSCRIBE.
 const MAX_WINDOW: u16 = 64_000;
 /// First packet id of SUBSCRIBE packets (they cycle up to `u16::MAX`).
@@ -215,7 +216,7 @@ impl<T> LeanConnection<T> {
                 }
             }
             read_buf.reserve(READ_RESERVE);
-            if tokio::io::AsyncReadExt::read_buf(&mut stream, &mut read_buf).await? == 0 {
+            if stream.read_buf(&mut read_buf).await? == 0 {
                 return Err(LeanError::Closed);
             }
         };
@@ -295,34 +296,35 @@ impl<T> LeanConnection<T> {
         }
     }
 
-    /// Waits until there is something to do: bytes to read, room to write
-    /// what is queued, or a keep-alive ping due. Cancel-safe; call
+    /// Waits until there is something to do and does the socket's part:
+    /// reads what arrived, or writes what is queued once the socket has
+    /// room, or notes that a keep-alive ping is due. Cancel-safe; call
     /// [`LeanConnection::poll`] after it returns.
     pub async fn ready(&mut self) -> Result<(), LeanError> {
         let want_write = !self.write_buf.is_empty();
         let pinging = self.keepalive.is_some();
+        self.read_buf.reserve(READ_RESERVE);
+        let (mut reader, mut writer) = self.stream.split();
         tokio::select! {
             biased;
-            readable = self.stream.readable() => readable?,
-            writable = self.stream.writable(), if want_write => writable?,
+            read = reader.read_buf(&mut self.read_buf) => {
+                if read? == 0 {
+                    return Err(LeanError::Closed);
+                }
+            }
+            written = writer.write(&self.write_buf), if want_write => match written? {
+                0 => return Err(LeanError::Closed),
+                n => self.write_buf.advance(n),
+            },
             _ = self.ping_due.as_mut(), if pinging => {}
         }
         Ok(())
     }
 
-    /// Reads what the socket holds without waiting, appends an event per
+    /// Handles what [`LeanConnection::ready`] read: appends an event per
     /// packet that calls for one, queues PUBACKs and the keep-alive ping,
     /// fills the window from the waiting publishes and flushes.
     pub fn poll(&mut self, events: &mut Vec<LeanEvent<T>>) -> Result<(), LeanError> {
-        for _ in 0..MAX_READS_PER_POLL {
-            self.read_buf.reserve(READ_RESERVE);
-            match self.stream.try_read_buf(&mut self.read_buf) {
-                Ok(0) => return Err(LeanError::Closed),
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
         while let Some(packet) = decode(self.version, &mut self.read_buf)? {
             self.handle(packet, events)?;
         }
@@ -592,7 +594,6 @@ fn from_v5(packet: p5::Packet) -> Incoming {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     use super::*;
