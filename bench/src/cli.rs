@@ -21,6 +21,9 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Worker threads of the bench's async runtime [default: one per core].
+    #[arg(long, global = true, value_parser = parse_count)]
+    pub threads: Option<usize>,
 }
 
 /// The subcommands.
@@ -629,6 +632,8 @@ mod tests {
         assert_eq!(a.layout(), Layout::Groups { size: 8, count: 4 });
         assert_eq!((a.layout().users(), a.senders), (32, 3));
         assert_eq!(chat(&["--client", "rumqttc"]).client, ChatClient::Rumqttc);
+        let cli = Cli::try_parse_from(["parley-bench", "chat", "--threads", "1"]).unwrap();
+        assert_eq!(cli.threads, Some(1));
     }
 
     #[test]
