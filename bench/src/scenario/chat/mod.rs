@@ -18,6 +18,11 @@
 //! senders start together. After the window the run waits, up to a drain
 //! timeout, for outstanding PUBACKs and deliveries before counting losses.
 //!
+//! Each user runs on the client [`ChatConfig::client`] picks: the lean
+//! client (`lean_user`: one task per user owns the socket and the send
+//! schedule) or rumqttc (`rumqttc_user`: an event loop task per user and a
+//! send task per sender). Both measure the same spans.
+//!
 //! Parley limits each user to 20 messages/s (burst 50) by default; loads
 //! above that need `[chat] messages_per_sec` and `message_burst` raised.
 
