@@ -193,6 +193,7 @@ async fn run_chat(args: ChatArgs) -> Result<()> {
         duration: args.duration,
         text_size: args.text_size,
         inflight: args.inflight,
+        client: args.client,
         drain_timeout: args.drain_timeout,
         connect_timeout: args.broker.connect_timeout,
         progress: !args.output.quiet,

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::compare::brokers::BrokerKind;
 use crate::mqtt::{MqttVersion, Qos};
 use crate::scenario::chat::layout::Layout;
+use crate::scenario::chat::ChatClient;
 use crate::scenario::plan::Mode;
 use crate::scenario::sessions::SessionLayout;
 use crate::source_addr::SourceAddrs;
@@ -20,6 +21,9 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Worker threads of the bench's async runtime [default: one per core].
+    #[arg(long, global = true, value_parser = parse_count)]
+    pub threads: Option<usize>,
 }
 
 /// The subcommands.
@@ -243,6 +247,10 @@ pub struct ChatArgs {
     /// Most messages awaiting PUBACK per connection.
     #[arg(long, default_value_t = 100)]
     pub inflight: u16,
+    /// The MQTT client the users run on: `lean` (one task per user owns
+    /// the socket, one write per wake-up) or `rumqttc`.
+    #[arg(long, default_value_t = ChatClient::Lean)]
+    pub client: ChatClient,
     /// How long to wait for outstanding acks and deliveries after sending.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -619,9 +627,13 @@ mod tests {
         assert_eq!((a.rate, a.text_size), (20.0, 200));
         assert_eq!(a.duration, Duration::from_secs(30));
         assert!(a.output.json);
+        assert_eq!(a.client, ChatClient::Lean);
         let a = chat(&["--groups", "4", "--group-size", "8", "--senders", "3"]);
         assert_eq!(a.layout(), Layout::Groups { size: 8, count: 4 });
         assert_eq!((a.layout().users(), a.senders), (32, 3));
+        assert_eq!(chat(&["--client", "rumqttc"]).client, ChatClient::Rumqttc);
+        let cli = Cli::try_parse_from(["parley-bench", "chat", "--threads", "1"]).unwrap();
+        assert_eq!(cli.threads, Some(1));
     }
 
     #[test]
@@ -668,6 +680,7 @@ mod tests {
             "--senders",
             "--rate",
             "--no-signup",
+            "--client",
             "--json",
         ] {
             assert!(

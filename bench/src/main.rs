@@ -19,10 +19,11 @@ fn main() -> ExitCode {
     if let Err(e) = parley_bench::limits::presize_descriptor_table(DESCRIPTOR_TABLE) {
         eprintln!("parley-bench: warning: descriptor table not sized up front: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("parley-bench: cannot start the async runtime: {e}");

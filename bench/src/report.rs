@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::errors::ErrorTally;
 use crate::mqtt::{MqttVersion, Qos};
 use crate::scenario::chat::layout::LayoutKind;
+use crate::scenario::chat::ChatClient;
 use crate::scenario::plan::Mode;
 
 /// Largest latency a histogram tracks, in microseconds (one minute).
@@ -279,6 +280,8 @@ pub struct ChatReport {
     pub scenario: &'static str,
     /// Broker address.
     pub broker: String,
+    /// The MQTT client the users ran on.
+    pub client: ChatClient,
     /// Protocol version.
     pub mqtt_version: MqttVersion,
     /// Pairs (direct conversations) or groups.
@@ -377,6 +380,7 @@ impl ChatReport {
         let mut rows = vec![
             ("scenario".to_string(), format!("chat {}", self.layout)),
             ("broker".into(), self.broker.clone()),
+            ("client".into(), self.client.to_string()),
             ("mqtt version".into(), self.mqtt_version.to_string()),
             (
                 "conversations".into(),

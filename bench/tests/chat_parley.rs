@@ -1,6 +1,9 @@
 //! Short `chat` runs against a real Parley node started in this process
 //! (through its library API) on ephemeral loopback ports with its own data
-//! directory: 1:1 pairs and a small group, a couple of seconds each. The
+//! directory: 1:1 pairs and a small group on the lean client (MQTT 3.1.1
+//! and 5), and pairs on the rumqttc client, a couple of seconds each. Every
+//! message sent must be acknowledged, stored (Parley's
+//! `parley_chat_messages_stored_total`) and delivered to every member. The
 //! assertions are about counting, not timing.
 
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use parley_bench::credentials::{self, Credentials, SignupUrl};
 use parley_bench::mqtt::MqttVersion;
 use parley_bench::report::ChatReport;
 use parley_bench::scenario::chat::layout::Layout;
-use parley_bench::scenario::chat::{self, ChatConfig};
+use parley_bench::scenario::chat::{self, ChatClient, ChatConfig};
 use parley_bench::scenario::Target;
 use tempfile::TempDir;
 
@@ -38,7 +41,38 @@ async fn start_parley() -> (Node, TempDir) {
     (node, dir)
 }
 
-async fn run_chat(node: &Node, layout: Layout, senders: usize, prefix: &str) -> ChatReport {
+/// Chat messages the node has stored so far, from its `/metrics`.
+async fn stored(node: &Node) -> u64 {
+    let http = node.addrs.http.expect("http listener");
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|line| line.strip_prefix("parley_chat_messages_stored_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// One run: which users, which client, which protocol version.
+struct Run<'a> {
+    layout: Layout,
+    senders: usize,
+    prefix: &'a str,
+    client: ChatClient,
+    version: MqttVersion,
+}
+
+async fn run_chat(node: &Node, run: Run<'_>) -> ChatReport {
+    let Run {
+        layout,
+        senders,
+        prefix,
+        client,
+        version,
+    } = run;
     let mqtt = node.addrs.mqtt_tcp.expect("tcp listener");
     let http = node.addrs.http.expect("http listener");
     let credentials = Credentials::PerClient {
@@ -61,7 +95,7 @@ async fn run_chat(node: &Node, layout: Layout, senders: usize, prefix: &str) -> 
         target: Target {
             host: mqtt.ip().to_string(),
             port: mqtt.port(),
-            version: MqttVersion::V4,
+            version,
             keepalive: Duration::from_secs(30),
             client_id_prefix: "smoke".into(),
             credentials,
@@ -77,8 +111,11 @@ async fn run_chat(node: &Node, layout: Layout, senders: usize, prefix: &str) -> 
         progress: false,
         node_ports: Vec::new(),
         bus: None,
+        client,
     };
-    chat::run(&cfg).await.expect("chat run")
+    let report = chat::run(&cfg).await.expect("chat run");
+    assert_eq!(report.client, client);
+    report
 }
 
 fn assert_complete(report: &ChatReport) {
@@ -101,21 +138,43 @@ fn assert_complete(report: &ChatReport) {
     assert!(report.acked_rate > 0.0 && report.received_rate > 0.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_pairs_and_groups_against_parley() {
-    let (node, _dir) = start_parley().await;
-
-    let pairs = run_chat(&node, Layout::Pairs { pairs: 3 }, 2, "smoke-pair-").await;
+/// Runs 1:1 pairs, each member sending, and checks that every message was
+/// stored once.
+async fn pairs_stored(node: &Node, prefix: &str, client: ChatClient, version: MqttVersion) {
+    let before = stored(node).await;
+    let pairs = run_chat(
+        node,
+        Run {
+            layout: Layout::Pairs { pairs: 3 },
+            senders: 2,
+            prefix,
+            client,
+            version,
+        },
+    )
+    .await;
     assert_eq!((pairs.users, pairs.senders, pairs.conversations), (6, 6, 3));
     assert_complete(&pairs);
     // Everyone sends, so every delivery to a peer is half of all deliveries.
     assert_eq!(pairs.peer_delivery_latency_us.count * 2, pairs.received);
+    assert_eq!(stored(node).await - before, pairs.sent, "{pairs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_pairs_and_groups_against_parley() {
+    let (node, _dir) = start_parley().await;
+
+    pairs_stored(&node, "smoke-pair-", ChatClient::Lean, MqttVersion::V4).await;
 
     let groups = run_chat(
         &node,
-        Layout::Groups { size: 3, count: 2 },
-        1,
-        "smoke-group-",
+        Run {
+            layout: Layout::Groups { size: 3, count: 2 },
+            senders: 1,
+            prefix: "smoke-group-",
+            client: ChatClient::Lean,
+            version: MqttVersion::V4,
+        },
     )
     .await;
     assert_eq!((groups.users, groups.senders), (6, 2));
@@ -126,5 +185,19 @@ async fn chat_pairs_and_groups_against_parley() {
     );
     assert!(groups.table().contains("send->puback"));
 
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_on_mqtt5_and_on_the_rumqttc_client() {
+    let (node, _dir) = start_parley().await;
+    pairs_stored(&node, "smoke-v5-", ChatClient::Lean, MqttVersion::V5).await;
+    pairs_stored(
+        &node,
+        "smoke-rumqttc-",
+        ChatClient::Rumqttc,
+        MqttVersion::V4,
+    )
+    .await;
     node.shutdown().await.expect("shutdown");
 }

@@ -46,7 +46,7 @@ use crate::credentials::{self, Credentials, SignupUrl};
 use crate::mqtt::{MqttVersion, Qos};
 use crate::report::{ChatReport, ConnReport, PubsubReport};
 use crate::scenario::chat::layout::Layout;
-use crate::scenario::chat::{self, ChatConfig};
+use crate::scenario::chat::{self, ChatClient, ChatConfig};
 use crate::scenario::conn::{self, ConnConfig};
 use crate::scenario::plan::Mode;
 use crate::scenario::pubsub::{self, PubsubConfig};
@@ -545,6 +545,7 @@ async fn run_scenario(
             progress: cfg.progress,
             node_ports: Vec::new(),
             bus: None,
+            client: ChatClient::default(),
         })
         .await
         .map(ScenarioReport::Chat)

@@ -1,7 +1,7 @@
 //! A minimal MQTT session for connection load: bind the socket to a chosen
 //! source address, CONNECT, wait for CONNACK, then hold the connection with
-//! keep-alive pings until told to stop. Packets are encoded and decoded with
-//! rumqttc's `mqttbytes` codec; only CONNECT, PINGREQ, DISCONNECT and (with
+//! keep-alive pings until told to stop. Packets are encoded ([`frame`]) and
+//! decoded with rumqttc's `mqttbytes` codec; only CONNECT, PINGREQ, DISCONNECT and (with
 //! [`IdleSpec::subscribe`]) one SUBSCRIBE are sent.
 //!
 //! An idle session keeps only the socket and a small buffer, so a bench
@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{dial, DialError};
-use super::{MqttVersion, MAX_INCOMING_PACKET};
+use super::frame::{self, FrameError};
+use super::{MqttVersion, Qos, MAX_INCOMING_PACKET};
 use crate::credentials::Login;
 
 /// Where to connect, from where, and as whom.
@@ -84,6 +85,9 @@ pub enum IdleError {
     /// No PINGRESP arrived within a keep-alive interval.
     #[error("no PINGRESP within the keep-alive interval")]
     PingTimeout,
+    /// A packet could not be encoded.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
 }
 
 /// An open, idle MQTT connection.
@@ -233,85 +237,32 @@ fn codec_error(e: impl std::fmt::Debug) -> IdleError {
 }
 
 fn encode_connect(spec: &IdleSpec<'_>) -> Result<BytesMut, IdleError> {
-    let keep_alive = u16::try_from(spec.keepalive.as_secs()).unwrap_or(u16::MAX);
     let mut buf = BytesMut::new();
-    match spec.version {
-        MqttVersion::V4 => {
-            let mut connect = p4::Connect::new(spec.client_id);
-            connect.keep_alive = keep_alive;
-            connect.clean_session = true;
-            if let Some(login) = spec.login {
-                connect.set_login(&login.username, &login.password);
-            }
-            p4::Packet::Connect(connect)
-                .write(&mut buf, usize::MAX)
-                .map_err(codec_error)?;
-        }
-        MqttVersion::V5 => {
-            let connect = p5::Connect {
-                keep_alive,
-                client_id: spec.client_id.to_string(),
-                clean_start: true,
-                properties: None,
-            };
-            let login = spec.login.map(|l| p5::Login::new(&l.username, &l.password));
-            p5::Packet::Connect(connect, None, login)
-                .write(&mut buf, None)
-                .map_err(codec_error)?;
-        }
-    }
+    frame::connect(
+        &mut buf,
+        spec.version,
+        spec.client_id,
+        spec.login,
+        spec.keepalive,
+    )?;
     Ok(buf)
 }
 
 fn encode_subscribe(version: MqttVersion, topic: &str) -> Result<BytesMut, IdleError> {
     let mut buf = BytesMut::new();
-    match version {
-        MqttVersion::V4 => {
-            let mut subscribe = p4::Subscribe::new(topic, rumqttc::mqttbytes::QoS::AtLeastOnce);
-            subscribe.pkid = SUBSCRIBE_PKID;
-            p4::Packet::Subscribe(subscribe)
-                .write(&mut buf, usize::MAX)
-                .map_err(codec_error)?
-        }
-        MqttVersion::V5 => {
-            let mut subscribe = p5::Subscribe::new(
-                p5::Filter::new(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce),
-                None,
-            );
-            subscribe.pkid = SUBSCRIBE_PKID;
-            p5::Packet::Subscribe(subscribe)
-                .write(&mut buf, None)
-                .map_err(codec_error)?
-        }
-    };
+    frame::subscribe(&mut buf, version, SUBSCRIBE_PKID, topic, Qos::AtLeastOnce)?;
     Ok(buf)
 }
 
 fn encode_pingreq(version: MqttVersion) -> Result<BytesMut, IdleError> {
     let mut buf = BytesMut::with_capacity(2);
-    match version {
-        MqttVersion::V4 => p4::Packet::PingReq
-            .write(&mut buf, usize::MAX)
-            .map_err(codec_error)?,
-        MqttVersion::V5 => p5::Packet::PingReq(p5::PingReq)
-            .write(&mut buf, None)
-            .map_err(codec_error)?,
-    };
+    frame::pingreq(&mut buf, version)?;
     Ok(buf)
 }
 
 fn encode_disconnect(version: MqttVersion) -> Result<BytesMut, IdleError> {
     let mut buf = BytesMut::with_capacity(4);
-    match version {
-        MqttVersion::V4 => p4::Packet::Disconnect
-            .write(&mut buf, usize::MAX)
-            .map_err(codec_error)?,
-        MqttVersion::V5 => p5::Packet::Disconnect(p5::Disconnect::new(
-            p5::DisconnectReasonCode::NormalDisconnection,
-        ))
-        .write(&mut buf, None)
-        .map_err(codec_error)?,
-    };
+    frame::disconnect(&mut buf, version)?;
     Ok(buf)
 }
 

@@ -1,12 +1,16 @@
 //! MQTT clients used by the scenarios: [`client`] wraps rumqttc (3.1.1 and 5)
-//! for publish/subscribe load, [`idle`] is a minimal connect-and-hold session
-//! on a socket the bench binds itself (rumqttc can't choose a source address),
-//! [`persistent`] a clean-session-0 client that subscribes, drains and resumes;
-//! both open their sockets with [`dial`].
+//! for publish/subscribe load, [`lean`] is a single-task client that owns its
+//! socket and batches its writes (the `chat` scenario's default), [`idle`] is
+//! a minimal connect-and-hold session on a socket the bench binds itself
+//! (rumqttc can't choose a source address), [`persistent`] a clean-session-0
+//! client that subscribes, drains and resumes; the socket clients open their
+//! sockets with [`dial`] and encode control packets with [`frame`].
 
 pub mod client;
 pub mod dial;
+pub mod frame;
 pub mod idle;
+pub mod lean;
 pub mod persistent;
 
 use std::fmt;

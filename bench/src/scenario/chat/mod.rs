@@ -18,33 +18,41 @@
 //! senders start together. After the window the run waits, up to a drain
 //! timeout, for outstanding PUBACKs and deliveries before counting losses.
 //!
+//! Each user runs on the client [`ChatConfig::client`] picks: the lean
+//! client (`lean_user`: one task per user owns the socket and the send
+//! schedule) or rumqttc (`rumqttc_user`: an event loop task per user and a
+//! send task per sender). Both measure the same spans.
+//!
 //! Parley limits each user to 20 messages/s (burst 50) by default; loads
 //! above that need `[chat] messages_per_sec` and `message_burst` raised.
 
 pub mod inbox;
 pub mod layout;
+mod lean_user;
+mod rumqttc_user;
 pub mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::inbox::{Arrival, Inbox, SeqIssue};
-use self::layout::{ChatPlan, ConversationKey, Layout, LayoutError, UserPlan};
-use self::wire::{GroupAnswer, InboxItem, MessageStamp};
+use self::layout::{ChatPlan, ConversationKey, Layout, LayoutError};
+use self::wire::{InboxItem, MessageStamp};
 use super::{RunId, Target};
 use crate::busprobe::BusSnapshot;
 use crate::credentials::Credentials;
-use crate::mqtt::client::{self, ClientEvent, ClientSpec, Events, Requests};
-use crate::mqtt::Qos;
+use crate::mqtt::client::{self, ClientSpec, Requests};
 use crate::payload::Clock;
-use crate::progress::{Counters, OpenConnection, Progress, Style};
+use crate::progress::{Counters, Progress, Style};
 use crate::report::{self, ChatReport, ErrorSummary, LatencySummary};
 
 /// Settings of a `chat` run.
@@ -77,6 +85,66 @@ pub struct ChatConfig {
     /// Count the cluster bus's records from the Kafka side while senders
     /// send (see [`crate::busprobe`]).
     pub bus: Option<crate::busprobe::BusProbeConfig>,
+    /// The MQTT client the users run on.
+    pub client: ChatClient,
+}
+
+/// The MQTT client a `chat` run's users run on. Both measure the same
+/// spans (PUBACK latency from the stamp's send time, taken when the
+/// schedule releases a message, to the handling of its PUBACK); they differ
+/// in what the load generator itself costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatClient {
+    /// [`crate::mqtt::lean`]: one task per user owns the socket and the
+    /// send schedule, one write per wake-up.
+    #[default]
+    Lean,
+    /// [`crate::mqtt::client`] (rumqttc): an event loop per user plus a
+    /// send task per sender, joined by a request channel.
+    Rumqttc,
+}
+
+impl FromStr for ChatClient {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "lean" => Ok(ChatClient::Lean),
+            "rumqttc" => Ok(ChatClient::Rumqttc),
+            other => Err(format!("unknown client {other:?}; use lean or rumqttc")),
+        }
+    }
+}
+
+impl fmt::Display for ChatClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChatClient::Lean => "lean",
+            ChatClient::Rumqttc => "rumqttc",
+        })
+    }
+}
+
+/// The start signal: when the senders' window opens, and each
+/// conversation's topic `s/{id}` (by conversation index).
+#[derive(Debug, Clone)]
+struct Go {
+    start: tokio::time::Instant,
+    topics: Arc<Vec<String>>,
+}
+
+/// How the run waits for a sender to finish sending.
+enum SenderHandle {
+    /// A rumqttc sender: its send task is spawned at the start signal.
+    Rumqttc {
+        sender: u32,
+        conversation: usize,
+        requests: Requests,
+        queue: rumqttc_user::Queue,
+    },
+    /// A lean sender sends from its user's task and says when it is done.
+    Lean(oneshot::Receiver<()>),
 }
 
 /// A `chat` run that could not be carried out.
@@ -127,22 +195,6 @@ impl SenderStats {
     fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
-}
-
-/// A publish queued on a connection, in queue order; the connection's
-/// `Published(pkid)` events come in the same order.
-#[derive(Debug, Clone, Copy)]
-enum Queued {
-    /// A chat message sent at this time (bench clock).
-    Message { sent_nanos: u64 },
-    /// The `CreateGroup` request.
-    Request,
-}
-
-type Queue = Arc<Mutex<VecDeque<Queued>>>;
-
-fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
-    queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// State shared by every task of a run.
@@ -315,6 +367,7 @@ fn tally(
     ChatReport {
         scenario: "chat",
         broker: cfg.target.address(),
+        client: cfg.client,
         mqtt_version: cfg.target.version,
         layout: cfg.layout.kind(),
         conversations: plan.conversations.len(),
@@ -363,31 +416,66 @@ async fn drive(
 ) -> Result<(Vec<UserResult>, Duration, Instant, Option<BusSnapshot>), ChatError> {
     let plan = &shared.plan;
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+    let broker = match cfg.client {
+        ChatClient::Lean => Some(cfg.target.resolve().await.map_err(|e| ChatError::Setup {
+            client: cfg.target.address(),
+            reason: e.to_string(),
+        })?),
+        ChatClient::Rumqttc => None,
+    };
+    let shared_cfg = Arc::new(cfg.clone());
+    let (go_tx, go_rx) = watch::channel(None::<Go>);
     let mut tasks = JoinSet::new();
     let mut pending = Vec::new();
     let mut sender_handles = Vec::new();
     for user in &plan.users {
+        let port = match cfg.node_ports.len() {
+            0 => cfg.target.port,
+            n => cfg.node_ports[user.index % n],
+        };
+        let client_id = cfg.target.client_id(run_id, "chat", user.index);
+        let (tx, rx) = oneshot::channel();
+        pending.push((client_id.clone(), user.conversation, rx));
+        if let Some(mut target) = broker {
+            target.set_port(port);
+            let (done_tx, done_rx) = oneshot::channel();
+            if user.sender.is_some() {
+                sender_handles.push(SenderHandle::Lean(done_rx));
+            }
+            tasks.spawn(lean_user::run(lean_user::LeanUser {
+                user: user.clone(),
+                target,
+                client_id,
+                login: cfg.target.login(user.index),
+                cfg: shared_cfg.clone(),
+                shared: shared.clone(),
+                ready: tx,
+                go: go_rx.clone(),
+                sending_done: user.sender.is_some().then_some(done_tx),
+            }));
+            continue;
+        }
         let spec = ClientSpec {
             host: cfg.target.host.clone(),
-            port: match cfg.node_ports.len() {
-                0 => cfg.target.port,
-                n => cfg.node_ports[user.index % n],
-            },
+            port,
             version: cfg.target.version,
-            client_id: cfg.target.client_id(run_id, "chat", user.index),
+            client_id,
             login: cfg.target.login(user.index),
             keepalive: cfg.target.keepalive,
             inflight: cfg.inflight,
             connect_timeout: cfg.connect_timeout,
         };
         let (requests, events) = client::connect(&spec);
-        let queue: Queue = Arc::default();
-        let (tx, rx) = oneshot::channel();
-        pending.push((spec.client_id.clone(), user.conversation, rx));
+        let queue: rumqttc_user::Queue = Arc::default();
         if let Some(sender) = user.sender {
-            sender_handles.push((sender, user.conversation, requests.clone(), queue.clone()));
+            sender_handles.push(SenderHandle::Rumqttc {
+                sender,
+                conversation: user.conversation,
+                requests: requests.clone(),
+                queue: queue.clone(),
+            });
         }
-        tasks.spawn(user_task(
+        tasks.spawn(rumqttc_user::user_task(
             user.clone(),
             requests,
             events,
@@ -431,29 +519,51 @@ async fn drive(
         }
     }
 
-    let (go_tx, go_rx) = watch::channel(None::<tokio::time::Instant>);
-    let mut senders = JoinSet::new();
-    for (sender, conversation, requests, queue) in sender_handles {
-        let Some(id) = conversation_ids[conversation].clone() else {
+    let mut topics = Vec::with_capacity(conversation_ids.len());
+    for (conversation, id) in conversation_ids.into_iter().enumerate() {
+        let Some(id) = id else {
             return Err(ChatError::Setup {
                 client: format!("conversation {conversation}"),
                 reason: "group was not created".into(),
             });
         };
-        senders.spawn(send_loop(
-            requests,
-            queue,
-            sender,
-            format!("s/{id}"),
-            cfg.clone(),
-            shared.clone(),
-            go_rx.clone(),
-        ));
+        topics.push(format!("s/{id}"));
+    }
+    let topics = Arc::new(topics);
+    let mut senders = JoinSet::new();
+    let mut lean_senders = Vec::new();
+    for handle in sender_handles {
+        match handle {
+            SenderHandle::Rumqttc {
+                sender,
+                conversation,
+                requests,
+                queue,
+            } => {
+                senders.spawn(rumqttc_user::send_loop(
+                    requests,
+                    queue,
+                    sender,
+                    topics[conversation].clone(),
+                    cfg.clone(),
+                    shared.clone(),
+                    go_rx.clone(),
+                ));
+            }
+            SenderHandle::Lean(done) => lean_senders.push(done),
+        }
     }
     let bus_before = bus_snapshot(cfg).await;
     let started = Instant::now();
-    let _ = go_tx.send(Some(tokio::time::Instant::from_std(started)));
+    let _ = go_tx.send(Some(Go {
+        start: tokio::time::Instant::from_std(started),
+        topics,
+    }));
     while senders.join_next().await.is_some() {}
+    for done in lean_senders {
+        // A sender whose connection failed drops its end: done too.
+        let _ = done.await;
+    }
     let window = started.elapsed();
 
     drain(cfg, shared).await;
@@ -519,164 +629,6 @@ async fn drain(cfg: &ChatConfig, shared: &Shared) {
     }
 }
 
-/// One user's connection: subscribe, create the group if it is the creator,
-/// report ready, then record acknowledgements and inbox deliveries until
-/// stopped.
-async fn user_task(
-    user: UserPlan,
-    requests: Requests,
-    mut events: Events,
-    queue: Queue,
-    shared: Arc<Shared>,
-    ready: Ready,
-) -> UserResult {
-    let counters = &shared.counters;
-    let inbox_topic = format!("u/{}/i", user.name);
-    let answer_topic = format!("a/{}", user.name);
-    let request_id = format!("{}-create-{}", shared.run, user.conversation);
-    let mut ready = Some(ready);
-    let mut subscriptions_pending = if user.creates_group { 2 } else { 1 };
-    let mut in_flight: HashMap<u16, u64> = HashMap::new();
-    let mut result = UserResult {
-        inbox: Inbox::new(&shared.run, user.index).on_nodes(shared.nodes),
-        ack_latency: report::new_histogram(),
-        last_ack: None,
-    };
-    let stats = user.sender.and_then(|id| shared.senders.get(id as usize));
-    let clock = Clock::global();
-    let mut open = None;
-    loop {
-        let event = tokio::select! {
-            _ = shared.stop.cancelled() => break,
-            event = events.next() => event,
-        };
-        let failure = match event {
-            Ok(ClientEvent::Connected) => {
-                open.get_or_insert_with(|| OpenConnection::new(counters));
-                let mut filters = vec![inbox_topic.as_str()];
-                if user.creates_group {
-                    filters.push(answer_topic.as_str());
-                }
-                filters
-                    .into_iter()
-                    .find_map(|f| requests.subscribe(f, Qos::AtLeastOnce).err())
-                    .map(|e| format!("subscribe: {e}"))
-            }
-            Ok(ClientEvent::Subscribed { refused: None }) => {
-                subscriptions_pending -= 1;
-                if subscriptions_pending > 0 {
-                    None
-                } else if user.creates_group {
-                    create_group(&user, &shared, &requests, &queue, &request_id)
-                } else {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(Ok(None));
-                    }
-                    None
-                }
-            }
-            Ok(ClientEvent::Subscribed {
-                refused: Some(reason),
-            }) => Some(format!("subscription refused: {reason}")),
-            Ok(ClientEvent::Published(pkid)) => {
-                if let Some(Queued::Message { sent_nanos }) = lock(&queue).pop_front() {
-                    in_flight.insert(pkid, sent_nanos);
-                }
-                None
-            }
-            Ok(ClientEvent::Acked(pkid)) => {
-                if let (Some(sent), Some(stats)) = (in_flight.remove(&pkid), stats) {
-                    report::record(&mut result.ack_latency, clock.since(sent));
-                    result.last_ack = Some(Instant::now());
-                    Counters::bump(&stats.acked);
-                    Counters::bump(&counters.acked);
-                    shared.settled_one();
-                }
-                None
-            }
-            Ok(ClientEvent::PublishRejected { pkid, reason }) => {
-                match (in_flight.remove(&pkid), stats) {
-                    (Some(_), Some(stats)) => {
-                        Counters::bump(&stats.rejected_acks);
-                        shared.settled_one();
-                        None
-                    }
-                    // The CreateGroup request.
-                    _ if ready.is_some() => Some(format!("CreateGroup publish rejected: {reason}")),
-                    _ => None,
-                }
-            }
-            Ok(ClientEvent::Message { topic, payload }) => {
-                if topic == inbox_topic {
-                    on_inbox(&payload, &mut result.inbox, &shared);
-                    None
-                } else if topic == answer_topic {
-                    match wire::group_answer(&payload, &request_id) {
-                        Ok(GroupAnswer::Created(id)) => {
-                            if let Some(tx) = ready.take() {
-                                let _ = tx.send(Ok(Some(id)));
-                            }
-                            None
-                        }
-                        Ok(GroupAnswer::Refused(e)) => {
-                            Some(format!("CreateGroup refused: {} {}", e.code, e.message))
-                        }
-                        Ok(GroupAnswer::NotOurs) => None,
-                        Err(e) => Some(format!("answer on {answer_topic}: {e}")),
-                    }
-                } else {
-                    counters
-                        .errors
-                        .record(format!("message on an unexpected topic {topic}"));
-                    None
-                }
-            }
-            Ok(_) => None,
-            Err(e) => Some(format!("connection: {e}")),
-        };
-        if let Some(reason) = failure {
-            match ready.take() {
-                Some(tx) => {
-                    let _ = tx.send(Err(reason));
-                }
-                None => counters.errors.record(format!("user connection {reason}")),
-            }
-            return result;
-        }
-    }
-    close(&requests, &mut events).await;
-    result
-}
-
-/// Publishes the creator's `CreateGroup` request; `Some(reason)` if it can't.
-fn create_group(
-    user: &UserPlan,
-    shared: &Shared,
-    requests: &Requests,
-    queue: &Queue,
-    request_id: &str,
-) -> Option<String> {
-    let conversation = &shared.plan.conversations[user.conversation];
-    let ConversationKey::Group { name } = &conversation.key else {
-        return Some("only groups are created".into());
-    };
-    let members = conversation
-        .members
-        .iter()
-        .filter(|m| **m != user.index)
-        .map(|m| shared.plan.users[*m].name.clone())
-        .collect();
-    let payload = wire::create_group(request_id, name, members);
-    lock(queue).push_back(Queued::Request);
-    match requests.try_publish(&format!("q/{}", user.name), Qos::AtLeastOnce, payload) {
-        Ok(()) => None,
-        Err(e) => {
-            lock(queue).pop_back();
-            Some(format!("CreateGroup: {e}"))
-        }
-    }
-}
-
 /// Records one payload from the inbox.
 fn on_inbox(payload: &[u8], inbox: &mut Inbox, shared: &Shared) {
     let counters = &shared.counters;
@@ -716,92 +668,4 @@ fn on_inbox(payload: &[u8], inbox: &mut Inbox, shared: &Shared) {
         }
         Ok(InboxItem::Other) => {}
     }
-}
-
-/// Sends stamped messages to `topic` at the configured rate once told to go.
-async fn send_loop(
-    requests: Requests,
-    queue: Queue,
-    sender: u32,
-    topic: String,
-    cfg: ChatConfig,
-    shared: Arc<Shared>,
-    mut go: watch::Receiver<Option<tokio::time::Instant>>,
-) {
-    let start = tokio::select! {
-        _ = shared.stop.cancelled() => return,
-        started = go.wait_for(Option::is_some) => match started {
-            Ok(start) => match *start {
-                Some(start) => start,
-                None => return,
-            },
-            Err(_) => return,
-        },
-    };
-    let deadline = start + cfg.duration;
-    // A publish may wait for room in the client's queue past the window, but
-    // not forever.
-    let give_up = deadline + cfg.drain_timeout;
-    let clock = Clock::global();
-    let counters = &shared.counters;
-    let Some(stats) = shared.senders.get(sender as usize) else {
-        return;
-    };
-    for seq in 0u64.. {
-        let due = start + Duration::from_secs_f64(seq as f64 / cfg.rate);
-        if due >= deadline {
-            break;
-        }
-        tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            _ = tokio::time::sleep_until(due) => {}
-        }
-        let stamp = MessageStamp {
-            sender,
-            seq,
-            sent_nanos: clock.now_nanos(),
-        };
-        let payload = wire::chat_message(stamp.client_message_id(&shared.run), shared.text_size);
-        // Queued before the request so the connection task always finds it.
-        lock(&queue).push_back(Queued::Message {
-            sent_nanos: stamp.sent_nanos,
-        });
-        match tokio::time::timeout_at(
-            give_up,
-            requests.publish(&topic, Qos::AtLeastOnce, payload.into()),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
-                Counters::bump(&stats.sent);
-                Counters::bump(&counters.sent);
-            }
-            Ok(Err(e)) => {
-                lock(&queue).pop_back();
-                return counters.errors.record(format!("publish: {e}"));
-            }
-            Err(_) => {
-                lock(&queue).pop_back();
-                return counters
-                    .errors
-                    .record("publish: client queue still full after the drain timeout");
-            }
-        }
-    }
-}
-
-/// Sends DISCONNECT and polls until it is out (or a second passes).
-async fn close(requests: &Requests, events: &mut Events) {
-    if requests.disconnect().is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match events.next().await {
-                Ok(ClientEvent::Disconnected) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
 }
