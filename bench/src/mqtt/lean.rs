@@ -333,11 +333,13 @@ impl<T> LeanConnection<T> {
         self.flush()
     }
 
-    /// Waits for and returns at least one event (a convenience for callers
-    /// with nothing else to wait for).
+    /// Waits until at least one new event is appended to `events` (a
+    /// convenience for callers with nothing else to wait for); events
+    /// already in `events` do not count.
     pub async fn next(&mut self, events: &mut Vec<LeanEvent<T>>) -> Result<(), LeanError> {
         self.flush()?;
-        while events.is_empty() {
+        let before = events.len();
+        while events.len() == before {
             self.ready().await?;
             self.poll(events)?;
         }
