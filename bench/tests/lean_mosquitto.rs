@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parley_bench::compare::brokers::{self, RunningBroker, BENCH_MAX_INFLIGHT};
+use parley_bench::mqtt::endpoint::Endpoint;
 use parley_bench::mqtt::lean::{LeanConnection, LeanEvent, LeanSpec};
 use parley_bench::mqtt::{MqttVersion, Qos};
 use tempfile::TempDir;
@@ -48,12 +49,14 @@ async fn open(
 ) -> LeanConnection<u64> {
     let target = SocketAddr::from(([127, 0, 0, 1], broker.mqtt_port));
     let spec = LeanSpec {
-        target,
-        source: None,
-        version,
-        client_id,
-        login: None,
-        keepalive: Duration::from_secs(30),
+        endpoint: Endpoint {
+            target,
+            source: None,
+            version,
+            client_id,
+            login: None,
+            keepalive: Duration::from_secs(30),
+        },
         inflight,
     };
     LeanConnection::connect(&spec).await.expect("connect")

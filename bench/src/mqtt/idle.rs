@@ -7,7 +7,6 @@
 //! An idle session keeps only the socket and a small buffer, so a bench
 //! process can hold very many of them.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,26 +16,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::dial::{dial, DialError};
+use super::dial::DialError;
+use super::endpoint::Endpoint;
 use super::frame::{self, FrameError};
 use super::{MqttVersion, Qos, MAX_INCOMING_PACKET};
-use crate::credentials::Login;
 
-/// Where to connect, from where, and as whom.
+/// Where to connect, as whom, and what to subscribe to.
 #[derive(Debug, Clone)]
 pub struct IdleSpec<'a> {
-    /// Broker address.
-    pub target: SocketAddr,
-    /// Source address to bind before connecting (`None`: let the kernel pick).
-    pub source: Option<IpAddr>,
-    /// Protocol version.
-    pub version: MqttVersion,
-    /// MQTT client identifier.
-    pub client_id: &'a str,
-    /// Username and password, if any.
-    pub login: Option<&'a Login>,
-    /// Keep-alive sent in CONNECT; pings go out at this interval (zero: none).
-    pub keepalive: Duration,
+    /// Broker, source address and session; pings go out at its keep-alive.
+    pub endpoint: Endpoint<'a>,
     /// After CONNACK, subscribe to this topic at QoS 1 and wait for SUBACK.
     pub subscribe: Option<&'a str>,
 }
@@ -111,13 +100,13 @@ enum Incoming {
 /// Binds, connects and performs the MQTT handshake.
 pub async fn open(spec: &IdleSpec<'_>) -> Result<(IdleSession, HandshakeTimes), IdleError> {
     let tcp_started = Instant::now();
-    let stream = dial(spec.target, spec.source).await?;
+    let stream = spec.endpoint.dial().await?;
     let tcp = tcp_started.elapsed();
 
     let mut session = IdleSession {
         stream,
-        version: spec.version,
-        keepalive: spec.keepalive,
+        version: spec.endpoint.version,
+        keepalive: spec.endpoint.keepalive,
         buf: BytesMut::with_capacity(64),
     };
     let connect = encode_connect(spec)?;
@@ -238,13 +227,7 @@ fn codec_error(e: impl std::fmt::Debug) -> IdleError {
 
 fn encode_connect(spec: &IdleSpec<'_>) -> Result<BytesMut, IdleError> {
     let mut buf = BytesMut::new();
-    frame::connect(
-        &mut buf,
-        spec.version,
-        spec.client_id,
-        spec.login,
-        spec.keepalive,
-    )?;
+    spec.endpoint.encode_connect(&mut buf)?;
     Ok(buf)
 }
 
@@ -333,6 +316,7 @@ impl ConnAckCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials::Login;
 
     #[test]
     fn decodes_split_and_whole_packets() {
@@ -370,12 +354,14 @@ mod tests {
             password: "pw".into(),
         };
         let spec = IdleSpec {
-            target: "127.0.0.1:1883".parse().unwrap(),
-            source: None,
-            version: MqttVersion::V4,
-            client_id: "c1",
-            login: Some(&login),
-            keepalive: Duration::from_secs(30),
+            endpoint: Endpoint {
+                target: "127.0.0.1:1883".parse().unwrap(),
+                source: None,
+                version: MqttVersion::V4,
+                client_id: "c1",
+                login: Some(&login),
+                keepalive: Duration::from_secs(30),
+            },
             subscribe: None,
         };
         let mut bytes = encode_connect(&spec).unwrap();

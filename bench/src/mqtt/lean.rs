@@ -31,7 +31,6 @@
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -42,10 +41,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::dial::{dial, DialError};
+use super::dial::DialError;
+use super::endpoint::Endpoint;
 use super::frame::{self, FrameError};
 use super::{MqttVersion, Qos, MAX_INCOMING_PACKET};
-use crate::credentials::Login;
 
 /// Spare room made in the read buffer before every read.
 const READ_RESERVE: usize = 16 * 1024;
@@ -54,22 +53,11 @@ const MAX_WINDOW: u16 = 64_000;
 /// First packet id of SUBSCRIBE packets (they cycle up to `u16::MAX`).
 const FIRST_SUBSCRIBE_PKID: u16 = MAX_WINDOW + 1;
 
-/// Where to connect, from where, and as whom.
+/// Where to connect, as whom, and how many publishes may be in flight.
 #[derive(Debug, Clone)]
 pub struct LeanSpec<'a> {
-    /// Broker address.
-    pub target: SocketAddr,
-    /// Source address to bind before connecting (`None`: the kernel picks).
-    pub source: Option<IpAddr>,
-    /// Protocol version.
-    pub version: MqttVersion,
-    /// MQTT client identifier.
-    pub client_id: &'a str,
-    /// Username and password, if any.
-    pub login: Option<&'a Login>,
-    /// Keep-alive sent in CONNECT; a PINGREQ goes out at this interval
-    /// (zero: none).
-    pub keepalive: Duration,
+    /// Broker, source address and session.
+    pub endpoint: Endpoint<'a>,
     /// Most QoS 1 publishes awaiting PUBACK (at least 1; an MQTT 5 server's
     /// Receive Maximum lowers it).
     pub inflight: u16,
@@ -188,20 +176,15 @@ enum Incoming {
 impl<T> LeanConnection<T> {
     /// Opens the TCP connection, sends CONNECT and waits for CONNACK.
     pub async fn connect(spec: &LeanSpec<'_>) -> Result<LeanConnection<T>, LeanError> {
-        let mut stream = dial(spec.target, spec.source).await?;
+        let endpoint = &spec.endpoint;
+        let mut stream = endpoint.dial().await?;
         let mut write_buf = BytesMut::with_capacity(4096);
-        frame::connect(
-            &mut write_buf,
-            spec.version,
-            spec.client_id,
-            spec.login,
-            spec.keepalive,
-        )?;
+        endpoint.encode_connect(&mut write_buf)?;
         stream.write_all(&write_buf).await?;
         write_buf.clear();
         let mut read_buf = BytesMut::with_capacity(READ_RESERVE);
         let receive_max = loop {
-            if let Some(packet) = decode(spec.version, &mut read_buf)? {
+            if let Some(packet) = decode(endpoint.version, &mut read_buf)? {
                 match packet {
                     Incoming::ConnAck(Ok(receive_max)) => break receive_max,
                     Incoming::ConnAck(Err(code)) => return Err(LeanError::Refused(code)),
@@ -224,12 +207,12 @@ impl<T> LeanConnection<T> {
             .inflight
             .clamp(1, MAX_WINDOW)
             .min(receive_max.unwrap_or(u16::MAX).max(1));
-        let keepalive = (!spec.keepalive.is_zero()).then_some(spec.keepalive);
+        let keepalive = (!endpoint.keepalive.is_zero()).then_some(endpoint.keepalive);
         // Without keep-alive the timer is never polled.
-        let first_ping = Instant::now() + spec.keepalive;
+        let first_ping = Instant::now() + endpoint.keepalive;
         Ok(LeanConnection {
             stream,
-            version: spec.version,
+            version: endpoint.version,
             read_buf,
             write_buf,
             waiting: VecDeque::new(),
@@ -596,6 +579,8 @@ fn from_v5(packet: p5::Packet) -> Incoming {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use tokio::net::TcpListener;
 
     use super::*;
@@ -666,12 +651,14 @@ mod tests {
 
     fn spec(target: SocketAddr, version: MqttVersion, keepalive: u64) -> LeanSpec<'static> {
         LeanSpec {
-            target,
-            source: None,
-            version,
-            client_id: "c1",
-            login: None,
-            keepalive: Duration::from_secs(keepalive),
+            endpoint: Endpoint {
+                target,
+                source: None,
+                version,
+                client_id: "c1",
+                login: None,
+                keepalive: Duration::from_secs(keepalive),
+            },
             inflight: 10,
         }
     }

@@ -4,10 +4,12 @@
 //! a minimal connect-and-hold session on a socket the bench binds itself
 //! (rumqttc can't choose a source address), [`persistent`] a clean-session-0
 //! client that subscribes, drains and resumes; the socket clients open their
-//! sockets with [`dial`] and encode control packets with [`frame`].
+//! sockets with [`dial`] and encode control packets with [`frame`]; [`idle`]
+//! and [`lean`] share their connection settings, [`endpoint`].
 
 pub mod client;
 pub mod dial;
+pub mod endpoint;
 pub mod frame;
 pub mod idle;
 pub mod lean;

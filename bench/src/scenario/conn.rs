@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn_trace::ConnTrace;
 use super::{ResolveError, RunId, Target};
+use crate::mqtt::endpoint::Endpoint;
 use crate::mqtt::idle::{self, IdleSpec};
 use crate::progress::{Counters, OpenConnection, Progress, Style};
 use crate::report::{self, ConnReport, ErrorSummary, LatencySummary};
@@ -200,12 +201,14 @@ async fn spawn_connections(
         );
         tasks.spawn(async move {
             let spec = IdleSpec {
-                target: target_addr,
-                source,
-                version,
-                client_id: &client_id,
-                login: login.as_ref(),
-                keepalive,
+                endpoint: Endpoint {
+                    target: target_addr,
+                    source,
+                    version,
+                    client_id: &client_id,
+                    login: login.as_ref(),
+                    keepalive,
+                },
                 subscribe: topic.as_deref(),
             };
             connection(&shared, &spec, timeout, outcome, i).await;

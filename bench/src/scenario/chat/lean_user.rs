@@ -25,6 +25,7 @@ use super::layout::{ConversationKey, UserPlan};
 use super::wire::{self, GroupAnswer, MessageStamp};
 use super::{on_inbox, ChatConfig, Go, Ready, SenderStats, Shared, UserResult};
 use crate::credentials::Login;
+use crate::mqtt::endpoint::Endpoint;
 use crate::mqtt::lean::{LeanConnection, LeanEvent, LeanSpec};
 use crate::mqtt::Qos;
 use crate::payload::Clock;
@@ -126,12 +127,14 @@ pub(super) async fn run(task: LeanUser) -> UserResult {
         },
     };
     let spec = LeanSpec {
-        target,
-        source: None,
-        version: cfg.target.version,
-        client_id: &client_id,
-        login: login.as_ref(),
-        keepalive: cfg.target.keepalive,
+        endpoint: Endpoint {
+            target,
+            source: None,
+            version: cfg.target.version,
+            client_id: &client_id,
+            login: login.as_ref(),
+            keepalive: cfg.target.keepalive,
+        },
         inflight: cfg.inflight,
     };
     let connected = tokio::select! {
