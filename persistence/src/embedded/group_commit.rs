@@ -3,77 +3,74 @@
 //! append to the history log (see `history_log`).
 //!
 //! Read and delivered cursor advances ride along: they are queued on the same
-//! channel and applied in the same batch, so moving a cursor costs no sync of
-//! its own and never holds the database's write lock between two batches.
+//! channel and made durable in the same batch, so moving a cursor costs no
+//! sync of its own.
 //!
-//! Making a write durable costs a sync, which takes far longer than applying a
+//! Making a write durable costs a sync, which takes far longer than checking a
 //! message, so syncing each append on its own caps the store at one append
 //! per sync. Instead, `append` queues its request on a channel and awaits its
 //! answer, and the writer thread loops:
 //!
-//! 1. it blocks until a request arrives, then begins a write transaction
-//!    (waiting for any other writer of the database; requests keep queueing
-//!    meanwhile);
-//! 2. it takes every other request already queued, up to [`MAX_BATCH`] in all;
-//! 3. it applies the requests in queue order inside that one transaction: each
-//!    sees the seqs, idempotency entries and amends of the requests before it, so
-//!    requests for the same conversation, and even retries of one another, come
-//!    out exactly as if each had committed on its own; every row written also
-//!    goes into the batch's log record;
-//! 4. it appends the record to the history log and syncs it (`fdatasync`):
-//!    this is the batch's durability point;
-//! 5. it commits the transaction, recording the log position it reached, with
-//!    [`redb::Durability::None`] (no page writes forced, no fsync), and only
-//!    then answers each request through its oneshot channel. Readers see the
-//!    batch from this commit on, so nothing is visible before it is durable.
+//! 1. it blocks until a request arrives, then takes every other request
+//!    already queued, up to [`MAX_BATCH`] in all;
+//! 2. it checks the requests in queue order against a read snapshot of the
+//!    database plus the rows it logged that the database does not hold yet
+//!    (`history_sequencer`, `history_pending`): each sees the seqs,
+//!    idempotency entries and amends of the requests before it, so requests
+//!    for the same conversation, and even retries of one another, come out
+//!    exactly as if each had been stored on its own; every row a request
+//!    changes goes into the batch's log record;
+//! 3. it appends the record to the history log and syncs it (`fdatasync`):
+//!    this is the batch's durability point, and it answers each request
+//!    through its oneshot channel;
+//! 4. it hands the record to the history applier (`history_applier`), which
+//!    writes it into the database's tables behind the writer, with
+//!    checkpoints, so no answer waits for redb. Reads wait for the applier to
+//!    reach what was durable when they began, so nothing acknowledged is
+//!    missing from a read, and nothing is visible before it is durable.
 //!
-//! **Checkpoints.** Once [`HistoryCheckpoint::interval`] has passed or
-//! [`HistoryCheckpoint::bytes`] of log have been written since the last one,
-//! the writer, right after answering a batch, makes a small commit with
-//! [`redb::Durability::Immediate`] of its own (so no request waits for it);
-//! after it the database holds every batch durably and the log's segments
-//! are deleted. redb reuses the pages that non-durable commits free only after
-//! a durable commit, so checkpoints also keep the database file from growing.
-//! When the writer stops it makes a last checkpoint, so a clean shutdown
-//! leaves an empty log. After a crash, `history_recovery` replays what the log
-//! holds beyond the database's last durable commit.
+//! After a crash, `history_recovery` replays what the log holds beyond the
+//! database's last durable commit. Once the applier has checkpointed, the
+//! writer deletes the log's segments the checkpoint covers; when it stops, it
+//! waits for the applier's last checkpoint and empties the log, so a clean
+//! shutdown leaves an empty log.
 //!
 //! Queueing and answering are separate steps ([`GroupCommitter::enqueue`]): a
 //! request's place is fixed when it enters the channel, so one caller can queue
 //! several requests back to back, have them committed in that order (in one
-//! commit or in consecutive ones), and await their answers afterwards.
+//! batch or in consecutive ones), and await their answers afterwards.
 //!
 //! A request that is refused on its own (an amend of a missing seq, a corrupt
-//! record) is checked before anything of it is written, so it fails alone and
-//! the rest of the batch commits. If the database fails before the record is
-//! logged (beginning or writing the transaction), every request of the batch
-//! gets that error and none of it was applied. If appending the record or the
-//! commit after it fails, the log and the database may disagree about the
-//! batch, so the writer refuses every later request with
-//! [`StoreError::Unavailable`] until the store is reopened, which replays the
-//! log; the batch's requests got an error and may or may not be stored, like
-//! any request that times out, and retrying them is safe. A batch that wrote
-//! nothing (only retries and refusals) is rolled back and logs nothing.
+//! row) is checked before anything of it is recorded, so it fails alone and
+//! the rest of the batch commits. If reading the snapshot fails, every request
+//! of the batch gets that error and none of it was logged. If appending the
+//! record fails, or the applier fails, the log and the database may disagree,
+//! so the writer refuses every later request with [`StoreError::Unavailable`]
+//! until the store is reopened, which replays the log; the batch's requests
+//! got an error and may or may not be stored, like any request that times
+//! out, and retrying them is safe. A batch that changed nothing (only retries
+//! and refusals) logs nothing.
 //!
-//! The writer owns a handle to the database. Dropping the [`GroupCommitter`]
-//! (when the last [`EmbeddedStore`](super::EmbeddedStore) clone goes) closes the
-//! channel; the writer answers whatever is still queued, checkpoints, then
-//! exits, and the drop waits for it, so the database file is closed by the
-//! time the store is gone.
+//! The writer and the applier each own a handle to the database. Dropping the
+//! [`GroupCommitter`] (when the last [`EmbeddedStore`](super::EmbeddedStore)
+//! clone goes) closes the channel; the writer answers whatever is still
+//! queued, lets the applier finish and checkpoint, then exits, and the drop
+//! waits for it, so the database file is closed by the time the store is gone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redb::{Database, Durability, TableHandle};
+use redb::{Database, TableHandle};
 use tokio::sync::oneshot;
 
-use super::cursor_table::{self, CursorTable, OpenCursorTables};
-use super::history_log::{HistoryLog, LogEntry, RecordBuilder};
-use super::history_recovery::record_position;
-use super::messages::HistoryTables;
+use super::cursor_table::CursorTable;
+use super::history_applier::{self, ApplyProgress, LoggedRecord};
+use super::history_log::{HistoryLog, RecordBuilder};
+use super::history_pending::PendingRows;
+use super::history_sequencer::{Sequencer, Snapshot};
 use super::{delivered, read_cursors, Failure};
 use crate::{AppendRequest, Appended, PendingAppend, StoreError};
 
@@ -150,7 +147,8 @@ enum Job {
 struct Counters {
     commits: AtomicU64,
     requests: AtomicU64,
-    checkpoints: AtomicU64,
+    /// Shared with the applier, which makes the checkpoints.
+    checkpoints: Arc<AtomicU64>,
     log_bytes: AtomicU64,
 }
 
@@ -161,11 +159,17 @@ pub(super) struct GroupCommitter {
     /// `None` only while dropping.
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// Where the applier stands, for reads to wait on.
+    progress: Arc<ApplyProgress>,
+    /// Held by a test to keep the writer from taking its next batch.
+    #[cfg(test)]
+    intake: Arc<std::sync::Mutex<()>>,
 }
 
 impl GroupCommitter {
-    /// Starts the writer thread for `db`, logging to `log`, which must be
-    /// positioned where `db` stands (see `history_recovery::recover`).
+    /// Starts the writer thread and the applier thread for `db`, logging to
+    /// `log`, which must be positioned where `db` stands (see
+    /// `history_recovery::recover`).
     pub(super) fn start(
         db: Arc<Database>,
         log: HistoryLog,
@@ -173,18 +177,37 @@ impl GroupCommitter {
     ) -> Result<GroupCommitter, StoreError> {
         let (jobs, queue) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let progress = Arc::new(ApplyProgress::new(log.end()));
+        let (records, applier) = history_applier::start(
+            Arc::clone(&db),
+            log.end(),
+            checkpoint,
+            Arc::clone(&progress),
+            Arc::clone(&counters.checkpoints),
+        )?;
+        #[cfg(test)]
+        let intake = Arc::new(std::sync::Mutex::new(()));
         let writer_counters = Arc::clone(&counters);
+        let writer_progress = Arc::clone(&progress);
+        #[cfg(test)]
+        let writer_intake = Arc::clone(&intake);
         let writer = std::thread::Builder::new()
             .name("parley-history-writer".to_owned())
             .spawn(move || {
                 let mut writer = Writer {
                     db: &db,
                     log,
-                    checkpoint,
-                    last_checkpoint: Instant::now(),
                     record: RecordBuilder::default(),
+                    pending: PendingRows::default(),
+                    applied: 0,
+                    checkpointed: 0,
+                    records: Some(records),
+                    applier: Some(applier),
+                    progress: &writer_progress,
                     failed: None,
                     counters: &writer_counters,
+                    #[cfg(test)]
+                    intake: writer_intake,
                 };
                 writer.run(&queue);
             })
@@ -195,7 +218,26 @@ impl GroupCommitter {
             jobs: Some(jobs),
             writer: Some(writer),
             counters,
+            progress,
+            #[cfg(test)]
+            intake,
         })
+    }
+
+    /// Waits until the database holds every history batch acknowledged so
+    /// far; reads of the history and cursor tables call it first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the history applier has stopped after a failure.
+    pub(super) fn wait_applied(&self) -> Result<(), StoreError> {
+        self.progress.wait_applied()
+    }
+
+    /// Keeps the writer from taking its next batch while the guard lives.
+    #[cfg(test)]
+    pub(super) fn hold_intake(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.intake.lock().expect("intake lock")
     }
 
     /// Queues `request` for the next commit and waits until it is durable.
@@ -272,29 +314,45 @@ pub(super) fn cursor_table_named(name: &str) -> Option<CursorTable> {
 struct Writer<'a> {
     db: &'a Database,
     log: HistoryLog,
-    checkpoint: HistoryCheckpoint,
-    last_checkpoint: Instant,
-    /// The record of the batch being applied (its buffer is reused).
+    /// The record of the batch being checked (its buffer is reused).
     record: RecordBuilder,
-    /// Why the writer refuses every request, once logging or committing a
-    /// logged batch has failed.
+    /// Rows logged that the database did not hold at the last snapshot.
+    pending: PendingRows,
+    /// The log position the last snapshot held every batch up to.
+    applied: u64,
+    /// The position of the applier's last checkpoint the log has caught up with.
+    checkpointed: u64,
+    /// The applier's queue; `None` once closed.
+    records: Option<mpsc::SyncSender<LoggedRecord>>,
+    /// The applier thread; `None` once joined.
+    applier: Option<JoinHandle<()>>,
+    progress: &'a ApplyProgress,
+    /// Why the writer refuses every request, once logging a batch or
+    /// applying one has failed.
     failed: Option<String>,
     counters: &'a Counters,
+    #[cfg(test)]
+    intake: Arc<std::sync::Mutex<()>>,
 }
 
 /// Why a batch failed.
 enum BatchFailure {
     /// Before its record was logged: nothing of it is stored anywhere.
     Unlogged(Failure),
-    /// Logging it, or committing it after logging it: the log and the
-    /// database may disagree, so nothing more may be written.
+    /// Logging it: the log's tail is unknown, so nothing more may be written.
     Logged(StoreError),
 }
 
 impl Writer<'_> {
-    /// One batch per loop, until the queue closes; then a last checkpoint.
+    /// One batch per loop, until the queue closes; then lets the applier
+    /// finish and empties the log.
     fn run(&mut self, queue: &mpsc::Receiver<Job>) {
         while let Ok(first) = queue.recv() {
+            #[cfg(test)]
+            let intake = Arc::clone(&self.intake);
+            #[cfg(test)]
+            let _held = intake.lock();
+            self.follow_applier();
             if let Some(why) = &self.failed {
                 let error = StoreError::Unavailable(why.clone());
                 first.fail(same_error(&error));
@@ -303,25 +361,19 @@ impl Writer<'_> {
                 }
                 continue;
             }
-            let tx = self.db.begin_write().map_err(Failure::from);
-            // Whatever queued while the transaction was being begun joins this batch.
             let mut batch = vec![first];
             batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-            let result = match tx {
-                Ok(tx) => self.apply_batch(tx, &batch),
-                Err(failure) => Err(BatchFailure::Unlogged(failure)),
-            };
-            match result {
-                Ok((outcomes, committed)) => {
-                    if committed {
+            match self.log_batch(&batch) {
+                Ok((outcomes, logged)) => {
+                    if logged {
                         self.counters.commits.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .requests
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     answer(batch, outcomes);
-                    if self.checkpoint_due() {
-                        self.checkpoint();
+                    if logged {
+                        self.hand_to_applier();
                     }
                 }
                 Err(BatchFailure::Unlogged(failure)) => {
@@ -335,7 +387,7 @@ impl Writer<'_> {
                     tracing::error!(
                         %error,
                         requests = batch.len(),
-                        "history batch failed after reaching the log; \
+                        "history batch failed while being logged; \
                          history writes are refused until the store is reopened"
                     );
                     self.failed = Some(format!(
@@ -348,81 +400,113 @@ impl Writer<'_> {
                 }
             }
         }
-        if self.failed.is_none() && self.log.since_checkpoint() > 0 {
-            self.checkpoint();
+        self.stop_applier();
+    }
+
+    /// Takes in what the applier did since the last batch: deletes the log
+    /// segments its checkpoints cover, and stops on its failure.
+    fn follow_applier(&mut self) {
+        let (checkpointed, failed) = self.progress.checkpointed();
+        if let Some(why) = failed {
+            self.failed.get_or_insert(why);
+            return;
         }
-    }
-
-    /// Whether something was logged since the last checkpoint and it is time
-    /// for the next one.
-    fn checkpoint_due(&self) -> bool {
-        let logged = self.log.since_checkpoint();
-        logged > 0
-            && (logged >= self.checkpoint.bytes
-                || self.last_checkpoint.elapsed() >= self.checkpoint.interval)
-    }
-
-    /// The database holds everything logged so far durably: empty the log.
-    fn checkpointed(&mut self) {
-        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-        self.last_checkpoint = Instant::now();
-        if let Err(error) = self.log.checkpointed() {
-            // The segments stay until the next checkpoint; recovery skips what the
-            // database covers.
-            tracing::warn!(%error, "could not delete history log segments");
-        }
-    }
-
-    /// Makes the database durable with a commit of its own (after the last
-    /// batch was answered, so no request waits for it), then empties the log.
-    /// A failed checkpoint leaves the log as it is; the next one retries.
-    fn checkpoint(&mut self) {
-        let commit = || -> Result<(), Failure> {
-            let mut tx = self.db.begin_write()?;
-            tx.set_durability(Durability::Immediate)?;
-            record_position(&tx, self.log.end())?;
-            tx.commit()?;
-            Ok(())
-        };
-        match commit() {
-            Ok(()) => self.checkpointed(),
-            Err(failure) => {
-                let error = StoreError::from(failure);
-                tracing::warn!(%error, "history checkpoint failed; the log keeps the batches");
-                // Not before the interval is over again.
-                self.last_checkpoint = Instant::now();
+        if checkpointed > self.checkpointed {
+            self.checkpointed = checkpointed;
+            if let Err(error) = self.log.checkpointed_up_to(checkpointed) {
+                // The segments stay until the next checkpoint; recovery skips
+                // what the database covers.
+                tracing::warn!(%error, "could not delete history log segments");
             }
         }
     }
 
-    /// Applies `jobs` in order inside `tx`; if anything was written, logs the
-    /// batch's record and commits non-durably. Returns each job's outcome and
-    /// whether a commit happened.
-    fn apply_batch(
-        &mut self,
-        mut tx: redb::WriteTransaction,
-        jobs: &[Job],
-    ) -> Result<(Vec<Outcome>, bool), BatchFailure> {
-        let (outcomes, wrote) =
-            apply_jobs(&tx, jobs, &mut self.record).map_err(BatchFailure::Unlogged)?;
-        if !wrote {
-            tx.abort()
-                .map_err(|e| BatchFailure::Unlogged(Failure::from(e)))?;
+    /// Hands the batch just logged to the applier, waiting while its queue
+    /// is full.
+    fn hand_to_applier(&mut self) {
+        let record = LoggedRecord {
+            payload: self.record.payload().to_vec(),
+            end: self.log.end(),
+        };
+        let sent = self
+            .records
+            .as_ref()
+            .is_some_and(|records| records.send(record).is_ok());
+        if !sent {
+            // The applier stopped: it has recorded why, which the next batch reads.
+            self.failed.get_or_insert_with(|| {
+                "the history applier has stopped; reopening the store recovers \
+                 from the history log"
+                    .to_owned()
+            });
+        }
+    }
+
+    /// Closes the applier's queue, waits for its last checkpoint, and
+    /// empties the log if that covers all of it.
+    fn stop_applier(&mut self) {
+        drop(self.records.take());
+        if let Some(applier) = self.applier.take() {
+            if applier.join().is_err() {
+                tracing::error!("the history applier thread panicked");
+            }
+        }
+        let (checkpointed, failed) = self.progress.checkpointed();
+        if failed.is_none() && self.failed.is_none() && checkpointed >= self.log.end() {
+            if let Err(error) = self.log.checkpointed() {
+                tracing::warn!(%error, "could not delete history log segments");
+            }
+        }
+    }
+
+    /// Checks `jobs` in order against a fresh snapshot and the pending rows;
+    /// if anything changed, logs the batch's record. Returns each job's
+    /// outcome and whether a record was logged.
+    fn log_batch(&mut self, jobs: &[Job]) -> Result<(Vec<Outcome>, bool), BatchFailure> {
+        let unlogged = |e: redb::Error| BatchFailure::Unlogged(Failure::from(e));
+        let mut snapshot = Snapshot::open(self.db).map_err(unlogged)?;
+        if snapshot.position() > self.applied {
+            self.applied = snapshot.position();
+            self.pending.prune(self.applied);
+        }
+        self.record.clear();
+        let mut sequencer = Sequencer::new(&mut snapshot, &self.pending);
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let outcome = match job {
+                Job::Append { request, .. } => Outcome::Append(
+                    sequencer
+                        .append(request, &mut self.record)
+                        .map_err(unlogged)?,
+                ),
+                Job::Cursor { advance, .. } => Outcome::Cursor(
+                    sequencer
+                        .advance_cursor(
+                            advance.table,
+                            &advance.scope,
+                            &advance.name,
+                            advance.seq,
+                            &mut self.record,
+                        )
+                        .map_err(unlogged)?,
+                ),
+            };
+            outcomes.push(outcome);
+        }
+        let rows = sequencer.finish();
+        if self.record.entries() == 0 {
             return Ok((outcomes, false));
         }
-        let before = self.log.end();
+        let start = self.log.end();
         let end = self
             .log
             .append(&mut self.record)
             .map_err(|e| BatchFailure::Logged(e.into()))?;
         self.counters
             .log_bytes
-            .fetch_add(end - before, Ordering::Relaxed);
-        let logged = |failure: Failure| BatchFailure::Logged(failure.into());
-        record_position(&tx, end).map_err(|e| logged(e.into()))?;
-        tx.set_durability(Durability::None)
-            .map_err(|e| logged(e.into()))?;
-        tx.commit().map_err(|e| logged(e.into()))?;
+            .fetch_add(end - start, Ordering::Relaxed);
+        self.pending.merge(rows, start);
+        self.progress.logged(end);
         Ok((outcomes, true))
     }
 }
@@ -457,54 +541,12 @@ impl Job {
     }
 }
 
-/// What applying one job gave.
+/// What checking one job gave.
 enum Outcome {
     /// An append's own outcome.
     Append(Result<Appended, StoreError>),
     /// The cursor after an advance.
     Cursor(u64),
-}
-
-/// Applies `jobs` in order inside `tx`, adding every row written to `record`
-/// (cleared first); returns each job's outcome and whether anything was written.
-fn apply_jobs(
-    tx: &redb::WriteTransaction,
-    jobs: &[Job],
-    record: &mut RecordBuilder,
-) -> Result<(Vec<Outcome>, bool), Failure> {
-    record.clear();
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut history: Option<HistoryTables<'_>> = None;
-    let mut cursors = OpenCursorTables::default();
-    for job in jobs {
-        match job {
-            Job::Append { request, .. } => {
-                let tables = match &mut history {
-                    Some(tables) => tables,
-                    None => history.insert(HistoryTables::open(tx)?),
-                };
-                outcomes.push(Outcome::Append(tables.append(request, record)?));
-            }
-            Job::Cursor { advance, .. } => {
-                let table = cursors.open(tx, advance.table)?;
-                let (cursor, moved) =
-                    cursor_table::advance_in(table, &advance.scope, &advance.name, advance.seq)?;
-                if moved {
-                    record.push(&LogEntry::Cursor {
-                        table: advance.table.name(),
-                        scope: &advance.scope,
-                        name: &advance.name,
-                        seq: cursor,
-                    });
-                }
-                outcomes.push(Outcome::Cursor(cursor));
-            }
-        }
-    }
-    if let Some(tables) = history {
-        tables.finish()?;
-    }
-    Ok((outcomes, record.entries() > 0))
 }
 
 /// A copy of `error` for one more request of a failed batch.
@@ -520,7 +562,7 @@ fn same_error(error: &StoreError) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    //! These tests hold the database's write lock while they queue appends, so
+    //! These tests hold the writer's intake while they queue appends, so
     //! the writer cannot start a batch until every request is queued: what ends up
     //! in one commit is then fixed, not a matter of timing.
 
@@ -567,21 +609,21 @@ mod tests {
         }
     }
 
-    /// Queues `requests` while the write lock is held (checking that none can
+    /// Queues `requests` while the intake is held (checking that none can
     /// finish meanwhile), then releases the lock and awaits every outcome.
     async fn append_as_one_queue(
         store: &EmbeddedStore,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<Appended, StoreError>> {
-        let lock = store.inner.db.begin_write().expect("hold the write lock");
+        let lock = store.inner.committer.hold_intake();
         let mut pending: Vec<PendingAppend<'_>> =
             requests.into_iter().map(|r| store.append(r)).collect();
         let mut cx = Context::from_waker(Waker::noop());
         for append in &mut pending {
-            // The first poll queues the request; the answer needs a commit, which needs the lock.
+            // The first poll queues the request; the answer needs a batch, which needs the intake.
             assert!(
                 append.as_mut().poll(&mut cx).is_pending(),
-                "no append may finish while the write lock is held"
+                "no append may finish while the intake is held"
             );
         }
         drop(lock);
@@ -719,7 +761,7 @@ mod tests {
         use crate::{MetadataStore, OfflineQueue};
 
         let (store, _dir) = open();
-        let lock = store.inner.db.begin_write().expect("hold the write lock");
+        let lock = store.inner.committer.hold_intake();
         let mut append = store.append(request("f", "alice", "m1", b"x"));
         let mut read = store.mark_read("f", "bob", 1);
         let mut delivered = store.mark_delivered("bob", "f", 1);
@@ -798,11 +840,15 @@ mod tests {
         assert!(stats.log_bytes > 100, "{stats:?}");
         assert_eq!(log_segments(dir.path()), 1, "the batch is in the log");
         // Over 300 bytes logged since the last checkpoint once this batch is
-        // answered: a checkpoint follows it, before the writer takes the next.
+        // applied: the applier checkpoints before it reports the batch
+        // applied, which a read waits for.
         store
             .append(request("g", "alice", "m2", &[2; 300]))
             .await
             .expect("append");
+        assert_eq!(store.last_seq("g").await.expect("read"), 2);
+        assert_eq!(store.group_commit_stats().checkpoints, 1);
+        // The writer deletes what the checkpoint covers before its next batch.
         store
             .append(request("g", "alice", "m3", &[3; 10]))
             .await

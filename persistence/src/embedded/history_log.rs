@@ -197,6 +197,11 @@ impl RecordBuilder {
         self.bytes.extend_from_slice(bytes);
     }
 
+    /// The record's payload (its entries), as [`entries`] decodes it.
+    pub(super) fn payload(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+
     /// The framed record: header filled in, ready to append.
     fn framed(&mut self) -> &[u8] {
         let payload_len = self.bytes.len() - HEADER_LEN;
@@ -297,8 +302,6 @@ pub(super) struct HistoryLog {
     segment: Option<File>,
     /// The log position after the last record.
     end: u64,
-    /// Bytes appended since the last checkpoint.
-    since_checkpoint: u64,
 }
 
 impl HistoryLog {
@@ -310,7 +313,6 @@ impl HistoryLog {
             dir: dir.to_owned(),
             segment: None,
             end,
-            since_checkpoint: 0,
         };
         log.checkpointed()?;
         Ok(log)
@@ -319,11 +321,6 @@ impl HistoryLog {
     /// The log position after the last record.
     pub(super) fn end(&self) -> u64 {
         self.end
-    }
-
-    /// Bytes appended since the last checkpoint.
-    pub(super) fn since_checkpoint(&self) -> u64 {
-        self.since_checkpoint
     }
 
     /// Appends `record` and syncs it to disk; returns the log position after it.
@@ -350,15 +347,40 @@ impl HistoryLog {
         file.write_all(framed).map_err(io)?;
         file.sync_data().map_err(io)?;
         self.end += framed.len() as u64;
-        self.since_checkpoint += framed.len() as u64;
         Ok(self.end)
+    }
+
+    /// Marks the log up to `position` as durable in the database: if that is
+    /// all of it, see [`HistoryLog::checkpointed`]; otherwise every segment
+    /// that ends at or before `position` is deleted, and the next record
+    /// starts a new segment, so the one being written can go at a later
+    /// checkpoint.
+    pub(super) fn checkpointed_up_to(&mut self, position: u64) -> Result<(), HistoryLogError> {
+        if position >= self.end {
+            return self.checkpointed();
+        }
+        self.segment = None;
+        let segments = list_segments(&self.dir)?;
+        let mut deleted = false;
+        for pair in segments.windows(2) {
+            if pair[1].start <= position {
+                fs::remove_file(&pair[0].path).map_err(|source| HistoryLogError::Io {
+                    path: pair[0].path.clone(),
+                    source,
+                })?;
+                deleted = true;
+            }
+        }
+        if deleted {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Marks everything appended so far as durable in the database: every
     /// segment is deleted and the next record starts a new one.
     pub(super) fn checkpointed(&mut self) -> Result<(), HistoryLogError> {
         self.segment = None;
-        self.since_checkpoint = 0;
         for segment in list_segments(&self.dir)? {
             fs::remove_file(&segment.path).map_err(|source| HistoryLogError::Io {
                 path: segment.path.clone(),
@@ -625,7 +647,6 @@ mod tests {
         ];
         let ends = append_records(&mut log, &[all.clone(), vec![message(2)]]);
         assert_eq!(log.end(), ends[1]);
-        assert_eq!(log.since_checkpoint(), ends[1] - 100);
 
         let tail = read_segments(dir.path(), 100).expect("read");
         assert_eq!(tail.torn_bytes, 0);
@@ -722,7 +743,6 @@ mod tests {
         let mut log = HistoryLog::start_after(dir.path(), 0).expect("open");
         let first = append_records(&mut log, &[vec![message(1)]])[0];
         log.checkpointed().expect("checkpoint");
-        assert_eq!(log.since_checkpoint(), 0);
         assert!(list_segments(dir.path()).expect("list").is_empty());
         let second = append_records(&mut log, &[vec![message(2)]])[0];
         let segments = list_segments(dir.path()).expect("list");
@@ -734,6 +754,40 @@ mod tests {
         let tail = read_segments(dir.path(), first).expect("read");
         assert_eq!(tail.records.len(), 1);
         assert_eq!(tail.records[0].0, second);
+    }
+
+    #[test]
+    fn a_partial_checkpoint_keeps_the_segment_it_falls_in_and_rolls_to_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = HistoryLog::start_after(dir.path(), 0).expect("open");
+        let ends = append_records(&mut log, &[vec![message(1)], vec![message(2)]]);
+        log.checkpointed_up_to(ends[0])
+            .expect("checkpoint inside the segment");
+        assert_eq!(
+            list_segments(dir.path()).expect("list").len(),
+            1,
+            "still needed"
+        );
+        let third = append_records(&mut log, &[vec![message(3)]])[0];
+        let segments = list_segments(dir.path()).expect("list");
+        assert_eq!(segments.len(), 2, "the next record starts a new segment");
+        assert_eq!(segments[1].start, ends[1]);
+        let tail = read_segments(dir.path(), ends[0]).expect("read");
+        let positions: Vec<u64> = tail.records.iter().map(|(end, _)| *end).collect();
+        assert_eq!(positions, vec![ends[1], third], "recovery still finds both");
+
+        log.checkpointed_up_to(ends[1])
+            .expect("checkpoint at the segment's end");
+        let segments = list_segments(dir.path()).expect("list");
+        assert_eq!(
+            segments.len(),
+            1,
+            "the first segment is covered and deleted"
+        );
+        assert_eq!(segments[0].start, ends[1]);
+        log.checkpointed_up_to(third)
+            .expect("checkpoint of everything");
+        assert!(list_segments(dir.path()).expect("list").is_empty());
     }
 
     #[test]
@@ -752,7 +806,6 @@ mod tests {
             dir: dir.path().to_owned(),
             segment: None,
             end: ends[0],
-            since_checkpoint: 0,
         };
         let second = append_records(&mut log, &[vec![message(2)]])[0];
         let tail = read_segments(dir.path(), 0).expect("read");

@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
 
 use super::cursor_table::{self, OpenCursorTables};
 use super::group_commit::cursor_table_named;
@@ -58,6 +58,11 @@ pub(super) fn record_position(tx: &WriteTransaction, end: u64) -> Result<(), red
 /// The log position the durable database holds everything up to.
 fn covered_position(db: &Database) -> Result<u64, Failure> {
     let tx = db.begin_read()?;
+    Ok(position_in(&tx)?)
+}
+
+/// The log position the database holds every history batch up to, as `tx` sees it.
+pub(super) fn position_in(tx: &ReadTransaction) -> Result<u64, redb::Error> {
     let table = tx.open_table(LOG_POSITION)?;
     Ok(table.get(POSITION_KEY)?.map_or(0, |v| v.value()))
 }
@@ -106,7 +111,7 @@ pub(super) fn recover(db: &Database, log_dir: &Path) -> Result<(HistoryLog, Reco
 }
 
 /// Applies one logged change.
-fn replay<'txn>(
+pub(super) fn replay<'txn>(
     tx: &'txn WriteTransaction,
     history: &mut HistoryTables<'txn>,
     cursors: &mut OpenCursorTables<'txn>,

@@ -31,8 +31,11 @@ mod delivered;
 mod failure;
 mod group_commit;
 mod history;
+mod history_applier;
 mod history_log;
+mod history_pending;
 mod history_recovery;
+mod history_sequencer;
 mod key_codec;
 mod key_tables;
 mod keys;
@@ -189,10 +192,13 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T, Failure> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || job(&inner.db))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
-            .map_err(StoreError::from)
+        tokio::task::spawn_blocking(move || {
+            // Whatever was acknowledged before this read began is in what it reads.
+            inner.committer.wait_applied()?;
+            job(&inner.db).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
     }
 }
 

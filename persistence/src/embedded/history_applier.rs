@@ -1,0 +1,273 @@
+//! The history applier: the thread that writes logged history batches into
+//! the database, off the path of the requests they answer.
+//!
+//! A request's answer needs only its batch's record to be durable in the
+//! history log (`group_commit`). Writing the same rows into redb's tables
+//! takes far longer (page cache lookups, copy-on-write pages), and so do the
+//! periodic checkpoints that make the database durable; this thread does
+//! both, behind the writer, so neither holds up an acknowledgement:
+//!
+//! 1. it takes every logged record waiting for it (up to
+//!    [`MAX_RECORDS_PER_COMMIT`]) and replays their entries into one write
+//!    transaction, exactly as recovery replays the log after a crash;
+//! 2. it records the log position it reached and commits with
+//!    [`redb::Durability::None`];
+//! 3. once [`HistoryCheckpoint::interval`] has passed or
+//!    [`HistoryCheckpoint::bytes`] of log were applied since the last one, it
+//!    makes a durable commit (a checkpoint), after which the log up to that
+//!    position may be deleted;
+//! 4. it publishes the position reached ([`ApplyProgress`]).
+//!
+//! Reads of the history and cursor tables wait for the applier to reach the
+//! position that was durable when they began
+//! ([`ApplyProgress::wait_applied`]): whatever was acknowledged before a read
+//! began is in what it reads.
+//!
+//! At most [`APPLY_QUEUE`] records wait for the applier; beyond that the
+//! writer blocks (backpressure), which also bounds the memory the writer's
+//! pending rows take.
+//!
+//! If applying fails, the database no longer holds what the log does: the
+//! applier stops, and from then on the writer refuses every request and
+//! reads fail with [`StoreError::Unavailable`] until the store is reopened,
+//! which replays the log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use redb::{Database, Durability};
+
+use super::cursor_table::OpenCursorTables;
+use super::group_commit::HistoryCheckpoint;
+use super::history_log;
+use super::history_recovery::{record_position, replay};
+use super::messages::HistoryTables;
+use super::Failure;
+use crate::StoreError;
+
+/// How many logged records may wait for the applier before the writer blocks.
+pub const APPLY_QUEUE: usize = 256;
+
+/// The most logged records one applier commit takes.
+pub const MAX_RECORDS_PER_COMMIT: usize = 64;
+
+/// One logged record for the applier.
+pub(super) struct LoggedRecord {
+    /// The record's payload, as the log holds it.
+    pub(super) payload: Vec<u8>,
+    /// The log position after it.
+    pub(super) end: u64,
+}
+
+/// Where the applier stands, shared by the writer, the applier and readers.
+pub(super) struct ApplyProgress {
+    /// The log position every acknowledged batch lies before.
+    durable: AtomicU64,
+    state: Mutex<Applied>,
+    changed: Condvar,
+}
+
+/// What the applier has done so far.
+struct Applied {
+    /// The log position the database holds every batch up to.
+    applied: u64,
+    /// The log position of the last checkpoint: the durable database holds
+    /// every batch up to it, and the log before it may be deleted.
+    checkpointed: u64,
+    /// Why the applier stopped, if it did.
+    failed: Option<String>,
+}
+
+impl ApplyProgress {
+    /// Progress of a database that holds the history up to log position `at`.
+    pub(super) fn new(at: u64) -> ApplyProgress {
+        ApplyProgress {
+            durable: AtomicU64::new(at),
+            state: Mutex::new(Applied {
+                applied: at,
+                checkpointed: at,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The writer made the log durable up to `end`.
+    pub(super) fn logged(&self, end: u64) {
+        self.durable.store(end, Ordering::Release);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Applied> {
+        // The state is three plain values, consistent after any panic.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until the database holds every batch that was durable when it
+    /// was called.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the applier has stopped after a failure.
+    pub(super) fn wait_applied(&self) -> Result<(), StoreError> {
+        let target = self.durable.load(Ordering::Acquire);
+        let mut state = self.state();
+        loop {
+            if let Some(why) = &state.failed {
+                return Err(StoreError::Unavailable(why.clone()));
+            }
+            if state.applied >= target {
+                return Ok(());
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// The position of the last checkpoint, and why the applier stopped if it did.
+    pub(super) fn checkpointed(&self) -> (u64, Option<String>) {
+        let state = self.state();
+        (state.checkpointed, state.failed.clone())
+    }
+
+    fn publish(&self, applied: u64, checkpointed: u64) {
+        let mut state = self.state();
+        state.applied = applied;
+        state.checkpointed = checkpointed;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, why: String) {
+        self.state().failed = Some(why);
+        self.changed.notify_all();
+    }
+}
+
+/// The applier thread's state.
+struct Applier {
+    db: Arc<Database>,
+    progress: Arc<ApplyProgress>,
+    checkpoint: HistoryCheckpoint,
+    applied: u64,
+    checkpointed: u64,
+    last_checkpoint: Instant,
+    checkpoints: Arc<AtomicU64>,
+}
+
+/// Starts the applier for `db`, which holds the history up to log position
+/// `at`; returns the queue to hand it logged records and its thread.
+/// `checkpoints` counts the checkpoints it makes.
+pub(super) fn start(
+    db: Arc<Database>,
+    at: u64,
+    checkpoint: HistoryCheckpoint,
+    progress: Arc<ApplyProgress>,
+    checkpoints: Arc<AtomicU64>,
+) -> Result<(SyncSender<LoggedRecord>, JoinHandle<()>), StoreError> {
+    let (records, queue) = std::sync::mpsc::sync_channel(APPLY_QUEUE);
+    let mut applier = Applier {
+        db,
+        progress,
+        checkpoint,
+        applied: at,
+        checkpointed: at,
+        last_checkpoint: Instant::now(),
+        checkpoints,
+    };
+    let thread = std::thread::Builder::new()
+        .name("parley-history-applier".to_owned())
+        .spawn(move || applier.run(&queue))
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot start the history applier thread: {e}"))
+        })?;
+    Ok((records, thread))
+}
+
+impl Applier {
+    /// Applies records until the queue closes, then makes a last checkpoint.
+    fn run(&mut self, queue: &Receiver<LoggedRecord>) {
+        while let Ok(first) = queue.recv() {
+            let mut records = vec![first];
+            records.extend(queue.try_iter().take(MAX_RECORDS_PER_COMMIT - 1));
+            if let Err(error) = self.apply(&records) {
+                let why = format!(
+                    "the history applier stopped after a failure ({error}); \
+                     reopening the store recovers from the history log"
+                );
+                tracing::error!(%error, "history applier failed; history writes are refused");
+                self.progress.fail(why);
+                return;
+            }
+            if self.checkpoint_due() {
+                self.checkpoint();
+            }
+            self.progress.publish(self.applied, self.checkpointed);
+        }
+        if self.applied > self.checkpointed {
+            self.checkpoint();
+            self.progress.publish(self.applied, self.checkpointed);
+        }
+    }
+
+    /// Writes `records` into the database in one non-durable commit.
+    fn apply(&mut self, records: &[LoggedRecord]) -> Result<(), StoreError> {
+        let Some(end) = records.last().map(|r| r.end) else {
+            return Ok(());
+        };
+        let mut tx = self.db.begin_write().map_err(Failure::from)?;
+        {
+            let mut history = HistoryTables::open(&tx).map_err(Failure::from)?;
+            let mut cursors = OpenCursorTables::default();
+            for record in records {
+                for entry in history_log::entries(&record.payload)? {
+                    replay(&tx, &mut history, &mut cursors, &entry)?;
+                }
+            }
+            history.finish().map_err(Failure::from)?;
+        }
+        record_position(&tx, end).map_err(Failure::from)?;
+        tx.set_durability(Durability::None).map_err(Failure::from)?;
+        tx.commit().map_err(Failure::from)?;
+        self.applied = end;
+        Ok(())
+    }
+
+    /// Whether something was applied since the last checkpoint and it is
+    /// time for the next one.
+    fn checkpoint_due(&self) -> bool {
+        let since = self.applied - self.checkpointed;
+        since > 0
+            && (since >= self.checkpoint.bytes
+                || self.last_checkpoint.elapsed() >= self.checkpoint.interval)
+    }
+
+    /// Makes the database durable with a commit of its own. A failed
+    /// checkpoint leaves the log as it is; the next one retries.
+    fn checkpoint(&mut self) {
+        let commit = || -> Result<(), Failure> {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(Durability::Immediate)?;
+            record_position(&tx, self.applied)?;
+            tx.commit()?;
+            Ok(())
+        };
+        self.last_checkpoint = Instant::now();
+        match commit() {
+            Ok(()) => {
+                self.checkpointed = self.applied;
+                self.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(failure) => {
+                let error = StoreError::from(failure);
+                tracing::warn!(%error, "history checkpoint failed; the log keeps the batches");
+            }
+        }
+    }
+}

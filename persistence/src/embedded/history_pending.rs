@@ -1,0 +1,221 @@
+//! Rows the history writer has made durable in the history log that the
+//! history applier has not written into the database yet.
+//!
+//! The writer checks and numbers every request against the database as a
+//! read snapshot shows it plus these rows, so a request sees everything
+//! logged before it, exactly as if each request had been written to the
+//! database the moment it was logged. Each row is tagged with the log
+//! position where its batch's record starts; once the database records a
+//! position beyond that tag (the applier committed the batch), the snapshot
+//! holds the row and [`PendingRows::prune`] drops it.
+//!
+//! A batch's own rows are collected in a [`PendingRows`] of their own while
+//! it is checked, and joined to the writer's with [`PendingRows::merge`]
+//! only once its record is durable: a batch that fails before that leaves
+//! nothing behind.
+
+use std::collections::HashMap;
+
+/// A row with the log position of the record that wrote it.
+struct Tagged<T> {
+    value: T,
+    /// Where the record that wrote it starts in the history log.
+    since: u64,
+}
+
+/// Pending rows of the history tables and cursor tables, by key.
+#[derive(Default)]
+pub(super) struct PendingRows {
+    /// Conversation id -> highest seq assigned.
+    last_seqs: HashMap<String, Tagged<u64>>,
+    /// [`client_key`] -> seq.
+    client_ids: HashMap<String, Tagged<u64>>,
+    /// `(conversation, seq)` -> the message row's encoded value.
+    messages: HashMap<(String, u64), Tagged<Vec<u8>>>,
+    /// [`cursor_key`] -> cursor.
+    cursors: HashMap<String, Tagged<u64>>,
+}
+
+/// The key of an idempotency entry: each part length-prefixed, so no two
+/// different triples share a key whatever characters the ids hold.
+fn client_key(conversation: &str, sender: &str, client_message_id: &str) -> String {
+    format!(
+        "{}:{}:{conversation}{sender}{client_message_id}",
+        conversation.len(),
+        sender.len()
+    )
+}
+
+/// The key of a cursor, built like [`client_key`].
+fn cursor_key(table: &str, scope: &str, name: &str) -> String {
+    format!("{}:{}:{table}{scope}{name}", table.len(), scope.len())
+}
+
+impl PendingRows {
+    /// Whether no row is pending.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.last_seqs.is_empty()
+            && self.client_ids.is_empty()
+            && self.messages.is_empty()
+            && self.cursors.is_empty()
+    }
+
+    /// The highest seq assigned in `conversation`, if a pending row holds it.
+    pub(super) fn last_seq(&self, conversation: &str) -> Option<u64> {
+        self.last_seqs.get(conversation).map(|t| t.value)
+    }
+
+    /// The seq of the message with this idempotency key, if pending.
+    pub(super) fn client_seq(
+        &self,
+        conversation: &str,
+        sender: &str,
+        client_message_id: &str,
+    ) -> Option<u64> {
+        self.client_ids
+            .get(&client_key(conversation, sender, client_message_id))
+            .map(|t| t.value)
+    }
+
+    /// Message `seq`'s encoded row, if pending.
+    pub(super) fn message(&self, conversation: &str, seq: u64) -> Option<&[u8]> {
+        self.messages
+            .get(&(conversation.to_owned(), seq))
+            .map(|t| t.value.as_slice())
+    }
+
+    /// A cursor, if pending.
+    pub(super) fn cursor(&self, table: &str, scope: &str, name: &str) -> Option<u64> {
+        self.cursors
+            .get(&cursor_key(table, scope, name))
+            .map(|t| t.value)
+    }
+
+    /// Records a new message: its row, its idempotency entry and its
+    /// conversation's seq counter.
+    pub(super) fn put_message(
+        &mut self,
+        conversation: &str,
+        seq: u64,
+        sender: &str,
+        client_message_id: &str,
+        value: &[u8],
+    ) {
+        let untagged = |value| Tagged { value, since: 0 };
+        match self.last_seqs.get_mut(conversation) {
+            Some(last) => last.value = last.value.max(seq),
+            None => {
+                self.last_seqs
+                    .insert(conversation.to_owned(), untagged(seq));
+            }
+        }
+        self.client_ids.insert(
+            client_key(conversation, sender, client_message_id),
+            untagged(seq),
+        );
+        self.put_row(conversation, seq, value);
+    }
+
+    /// Records a message row written again (an amend's target).
+    pub(super) fn put_row(&mut self, conversation: &str, seq: u64, value: &[u8]) {
+        self.messages.insert(
+            (conversation.to_owned(), seq),
+            Tagged {
+                value: value.to_vec(),
+                since: 0,
+            },
+        );
+    }
+
+    /// Records a cursor moved to `seq`.
+    pub(super) fn put_cursor(&mut self, table: &str, scope: &str, name: &str, seq: u64) {
+        self.cursors.insert(
+            cursor_key(table, scope, name),
+            Tagged {
+                value: seq,
+                since: 0,
+            },
+        );
+    }
+
+    /// Adds every row of `batch`, whose record starts at log position
+    /// `since` and is durable, replacing older rows of the same keys.
+    pub(super) fn merge(&mut self, batch: PendingRows, since: u64) {
+        fn join<K: std::hash::Hash + Eq, T>(
+            into: &mut HashMap<K, Tagged<T>>,
+            from: HashMap<K, Tagged<T>>,
+            since: u64,
+        ) {
+            into.extend(
+                from.into_iter()
+                    .map(|(key, row)| (key, Tagged { since, ..row })),
+            );
+        }
+        join(&mut self.last_seqs, batch.last_seqs, since);
+        join(&mut self.client_ids, batch.client_ids, since);
+        join(&mut self.messages, batch.messages, since);
+        join(&mut self.cursors, batch.cursors, since);
+    }
+
+    /// Drops every row whose record the database holds: those of records
+    /// starting before `applied`, the log position the database records.
+    pub(super) fn prune(&mut self, applied: u64) {
+        let keep = |since: u64| since >= applied;
+        self.last_seqs.retain(|_, row| keep(row.since));
+        self.client_ids.retain(|_, row| keep(row.since));
+        self.messages.retain(|_, row| keep(row.since));
+        self.cursors.retain(|_, row| keep(row.since));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_found_until_the_database_holds_their_record() {
+        let mut batch = PendingRows::default();
+        batch.put_message("c", 1, "alice", "m1", b"row");
+        batch.put_cursor("read", "c", "bob", 1);
+        let mut pending = PendingRows::default();
+        pending.merge(batch, 100);
+        assert_eq!(pending.last_seq("c"), Some(1));
+        assert_eq!(pending.client_seq("c", "alice", "m1"), Some(1));
+        assert_eq!(
+            pending.client_seq("c", "alic", "em1"),
+            None,
+            "keys do not run together"
+        );
+        assert_eq!(pending.message("c", 1), Some(&b"row"[..]));
+        assert_eq!(pending.cursor("read", "c", "bob"), Some(1));
+
+        let mut later = PendingRows::default();
+        later.put_message("c", 2, "alice", "m2", b"two");
+        pending.merge(later, 200);
+        pending.prune(100);
+        assert_eq!(
+            pending.last_seq("c"),
+            Some(2),
+            "the record at 100 is not applied yet"
+        );
+        pending.prune(150);
+        assert_eq!(pending.client_seq("c", "alice", "m1"), None);
+        assert_eq!(pending.cursor("read", "c", "bob"), None);
+        assert_eq!(
+            pending.last_seq("c"),
+            Some(2),
+            "rewritten by the later record"
+        );
+        pending.prune(250);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_counter_only_moves_up() {
+        let mut batch = PendingRows::default();
+        batch.put_message("c", 5, "alice", "m5", b"x");
+        batch.put_message("c", 3, "alice", "m3", b"y");
+        assert_eq!(batch.last_seq("c"), Some(5));
+    }
+}
