@@ -61,7 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, TableHandle};
 use tokio::sync::oneshot;
@@ -76,6 +76,10 @@ use crate::{AppendRequest, Appended, PendingAppend, StoreError};
 
 /// The most requests one commit takes; more wait for the next one.
 pub const MAX_BATCH: usize = 1024;
+
+/// How often, at most, the writer drops the pending rows the database has
+/// caught up with.
+const PRUNE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How often the history writer makes the database itself durable (a
 /// checkpoint), after which the history log is emptied.
@@ -192,7 +196,7 @@ impl GroupCommitter {
         #[cfg(test)]
         let writer_intake = Arc::clone(&intake);
         let writer = std::thread::Builder::new()
-            .name("parley-history-writer".to_owned())
+            .name("history-writer".to_owned())
             .spawn(move || {
                 let mut writer = Writer {
                     db: &db,
@@ -200,6 +204,7 @@ impl GroupCommitter {
                     record: RecordBuilder::default(),
                     pending: PendingRows::default(),
                     applied: 0,
+                    last_prune: Instant::now(),
                     checkpointed: 0,
                     records: Some(records),
                     applier: Some(applier),
@@ -318,8 +323,10 @@ struct Writer<'a> {
     record: RecordBuilder,
     /// Rows logged that the database did not hold at the last snapshot.
     pending: PendingRows,
-    /// The log position the last snapshot held every batch up to.
+    /// The log position the database held every batch up to at the last prune.
     applied: u64,
+    /// When the pending rows were last pruned.
+    last_prune: Instant,
     /// The position of the applier's last checkpoint the log has caught up with.
     checkpointed: u64,
     /// The applier's queue; `None` once closed.
@@ -371,9 +378,9 @@ impl Writer<'_> {
                             .requests
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
-                    answer(batch, outcomes);
+                    let spent = answer(batch, outcomes);
                     if logged {
-                        self.hand_to_applier();
+                        self.hand_to_applier(spent);
                     }
                 }
                 Err(BatchFailure::Unlogged(failure)) => {
@@ -422,11 +429,12 @@ impl Writer<'_> {
     }
 
     /// Hands the batch just logged to the applier, waiting while its queue
-    /// is full.
-    fn hand_to_applier(&mut self) {
+    /// is full; its answered requests go along, to be freed there.
+    fn hand_to_applier(&mut self, spent: Vec<AppendRequest>) {
         let record = LoggedRecord {
             payload: self.record.payload().to_vec(),
             end: self.log.end(),
+            spent,
         };
         let sent = self
             .records
@@ -465,9 +473,13 @@ impl Writer<'_> {
     fn log_batch(&mut self, jobs: &[Job]) -> Result<(Vec<Outcome>, bool), BatchFailure> {
         let unlogged = |e: redb::Error| BatchFailure::Unlogged(Failure::from(e));
         let mut snapshot = Snapshot::open(self.db).map_err(unlogged)?;
-        if snapshot.position() > self.applied {
+        // Pending rows are never older than the snapshot's (each key holds
+        // the newest logged value), so pruning only bounds memory: it runs
+        // at most every PRUNE_INTERVAL, not on every batch.
+        if snapshot.position() > self.applied && self.last_prune.elapsed() >= PRUNE_INTERVAL {
             self.applied = snapshot.position();
             self.pending.prune(self.applied);
+            self.last_prune = Instant::now();
         }
         self.record.clear();
         let mut sequencer = Sequencer::new(&mut snapshot, &self.pending);
@@ -511,13 +523,17 @@ impl Writer<'_> {
     }
 }
 
-/// Answers each job of a batch with its outcome.
-fn answer(batch: Vec<Job>, outcomes: Vec<Outcome>) {
+/// Answers each job of a batch with its outcome; returns the append
+/// requests, which the caller frees elsewhere (they were allocated by other
+/// threads, and freeing them is not this thread's job).
+fn answer(batch: Vec<Job>, outcomes: Vec<Outcome>) -> Vec<AppendRequest> {
+    let mut spent = Vec::with_capacity(batch.len());
     for (job, outcome) in batch.into_iter().zip(outcomes) {
         // The caller may have given up waiting; the write stands regardless.
         match (job, outcome) {
-            (Job::Append { reply, .. }, Outcome::Append(outcome)) => {
+            (Job::Append { reply, request }, Outcome::Append(outcome)) => {
                 let _ = reply.send(outcome);
+                spent.push(request);
             }
             (Job::Cursor { reply, .. }, Outcome::Cursor(cursor)) => {
                 let _ = reply.send(Ok(cursor));
@@ -525,6 +541,7 @@ fn answer(batch: Vec<Job>, outcomes: Vec<Outcome>) {
             (job, _) => job.fail(writer_stopped()),
         }
     }
+    spent
 }
 
 impl Job {

@@ -54,12 +54,21 @@ pub const APPLY_QUEUE: usize = 256;
 /// The most logged records one applier commit takes.
 pub const MAX_RECORDS_PER_COMMIT: usize = 64;
 
+/// The applier thread's nice value: it yields the CPU to the threads that
+/// answer requests (Tokio's workers, the history writer), and falls behind
+/// them when the machine is busy, which makes its commits larger and cheaper
+/// per record. The queue bound keeps it from falling behind too far.
+pub const APPLIER_NICE: i32 = 10;
+
 /// One logged record for the applier.
 pub(super) struct LoggedRecord {
     /// The record's payload, as the log holds it.
     pub(super) payload: Vec<u8>,
     /// The log position after it.
     pub(super) end: u64,
+    /// The requests it answered, freed by the applier rather than on the
+    /// writer's path.
+    pub(super) spent: Vec<crate::AppendRequest>,
 }
 
 /// Where the applier stands, shared by the writer, the applier and readers.
@@ -182,12 +191,26 @@ pub(super) fn start(
         checkpoints,
     };
     let thread = std::thread::Builder::new()
-        .name("parley-history-applier".to_owned())
-        .spawn(move || applier.run(&queue))
+        .name("history-applier".to_owned())
+        .spawn(move || {
+            lower_priority();
+            applier.run(&queue);
+        })
         .map_err(|e| {
             StoreError::Unavailable(format!("cannot start the history applier thread: {e}"))
         })?;
     Ok((records, thread))
+}
+
+/// Gives the calling thread (alone) the nice value [`APPLIER_NICE`]; a
+/// failure only costs latency under load, so it is logged and ignored.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), APPLIER_NICE)
+    {
+        tracing::warn!(%error, "could not lower the history applier's priority");
+    }
 }
 
 impl Applier {
@@ -209,6 +232,10 @@ impl Applier {
                 self.checkpoint();
             }
             self.progress.publish(self.applied, self.checkpointed);
+            // Freed here, at the applier's low priority.
+            for record in records {
+                drop(record.spent);
+            }
         }
         if self.applied > self.checkpointed {
             self.checkpoint();

@@ -39,16 +39,39 @@ pub(super) struct PendingRows {
 /// The key of an idempotency entry: each part length-prefixed, so no two
 /// different triples share a key whatever characters the ids hold.
 fn client_key(conversation: &str, sender: &str, client_message_id: &str) -> String {
-    format!(
-        "{}:{}:{conversation}{sender}{client_message_id}",
-        conversation.len(),
-        sender.len()
-    )
+    joined_key([conversation, sender, client_message_id])
+}
+
+/// `parts` as one string: the decimal length of each part but the last,
+/// each followed by `:`, then the parts themselves; no two different lists
+/// of parts give the same string.
+fn joined_key<const N: usize>(parts: [&str; N]) -> String {
+    let len: usize = parts.iter().map(|p| p.len() + 21).sum();
+    let mut key = String::with_capacity(len);
+    for part in &parts[..N - 1] {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = part.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        key.extend(digits[at..].iter().map(|&d| char::from(d)));
+        key.push(':');
+    }
+    for part in parts {
+        key.push_str(part);
+    }
+    key
 }
 
 /// The key of a cursor, built like [`client_key`].
 fn cursor_key(table: &str, scope: &str, name: &str) -> String {
-    format!("{}:{}:{table}{scope}{name}", table.len(), scope.len())
+    joined_key([table, scope, name])
 }
 
 impl PendingRows {
@@ -209,6 +232,16 @@ mod tests {
         );
         pending.prune(250);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn joined_keys_tell_every_split_apart() {
+        assert_eq!(joined_key(["ab", "c", "d"]), "2:1:abcd");
+        assert_ne!(joined_key(["ab", "c", "d"]), joined_key(["a", "bc", "d"]));
+        assert_ne!(joined_key(["1:", "", "x"]), joined_key(["", "1:", "x"]));
+        assert_eq!(joined_key(["", "", ""]), "0:0:");
+        let long = "x".repeat(1234);
+        assert!(joined_key([long.as_str(), "", ""]).starts_with("1234:0:x"));
     }
 
     #[test]

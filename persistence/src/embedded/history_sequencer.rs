@@ -21,6 +21,9 @@ use super::message_codec::{self, MessageBody};
 use super::messages::{CLIENT_MESSAGE_IDS, LAST_SEQS, MESSAGES};
 use crate::{AppendRequest, Appended, StoreError, StoredMessage};
 
+/// A cursor table open for reading.
+type ReadCursorTable = ReadOnlyTable<(&'static str, &'static str), u64>;
+
 /// The history tables and cursor tables as one read transaction sees them.
 pub(super) struct Snapshot {
     tx: ReadTransaction,
@@ -28,7 +31,7 @@ pub(super) struct Snapshot {
     last_seqs: ReadOnlyTable<&'static str, u64>,
     client_ids: ReadOnlyTable<(&'static str, &'static str, &'static str), u64>,
     /// Cursor tables, opened on first use.
-    cursors: Vec<(String, ReadOnlyTable<(&'static str, &'static str), u64>)>,
+    cursors: Vec<(String, ReadCursorTable)>,
     /// The history log position the snapshot holds every batch up to.
     position: u64,
 }
