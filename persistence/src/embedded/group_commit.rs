@@ -808,6 +808,92 @@ mod tests {
         assert_eq!(store.delivered("bob", "f").await.expect("delivered"), 1);
     }
 
+    fn everything() -> crate::PageRequest {
+        crate::PageRequest {
+            after_seq: 0,
+            before_seq: u64::MAX,
+            limit: 100,
+            direction: crate::Direction::Forward,
+        }
+    }
+
+    /// Copies the store's files as they are on disk now: what a `kill -9`
+    /// at this moment would leave behind.
+    fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+        let log = crate::embedded::HISTORY_LOG_DIR;
+        std::fs::create_dir_all(to.join(log)).expect("image dirs");
+        std::fs::copy(
+            from.join(crate::embedded::DATABASE_FILE_NAME),
+            to.join(crate::embedded::DATABASE_FILE_NAME),
+        )
+        .expect("copy the database");
+        for segment in std::fs::read_dir(from.join(log)).expect("log dir") {
+            let segment = segment.expect("segment");
+            std::fs::copy(segment.path(), to.join(log).join(segment.file_name()))
+                .expect("copy a segment");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_do_not_wait_for_the_applier_and_a_crash_before_it_loses_nothing() {
+        let (store, dir) = open();
+        store
+            .append(request("k", "alice", "m1", b"applied"))
+            .await
+            .expect("append");
+        assert_eq!(store.last_seq("k").await.expect("read"), 1);
+        // The applier needs the database's write lock; the writer does not.
+        let lock = store.inner.db.begin_write().expect("hold the write lock");
+        let second = store
+            .append(request("k", "alice", "m2", b"logged only"))
+            .await
+            .expect("answered while the applier is held up");
+        let retry = store
+            .append(request("k", "alice", "m2", b"retry"))
+            .await
+            .expect("retry");
+        let amend = store
+            .append(amend("k", "e1", 2, b"edited"))
+            .await
+            .expect("an amend of a message only the log holds");
+        assert_eq!((second.seq, retry.seq, retry.duplicate), (2, 2, true));
+        assert_eq!(amend.seq, 3);
+
+        let image = tempfile::tempdir().expect("tempdir");
+        crash_image(dir.path(), image.path());
+        // A read begun now waits for the applier, then sees every answer.
+        let read = tokio::spawn({
+            let store = store.clone();
+            async move { store.fetch("k", everything()).await }
+        });
+        drop(lock);
+        let seen = read.await.expect("read task").expect("fetch");
+        assert_eq!(
+            seen.iter().map(|m| m.payload.as_slice()).collect::<Vec<_>>(),
+            vec![&b"applied"[..], b"edited", b"edit"]
+        );
+
+        let recovered = EmbeddedStore::open(image.path()).expect("open the crash image");
+        assert_eq!(recovered.recovery().replayed_records, 3);
+        let messages = recovered
+            .fetch("k", everything())
+            .await
+            .expect("fetch");
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[1].payload, b"edited");
+        assert_eq!(messages[1].client_message_id, "m2");
+        let again = recovered
+            .append(request("k", "alice", "m2", b"retry after the crash"))
+            .await
+            .expect("retry");
+        assert_eq!((again.seq, again.duplicate), (2, true));
+        let next = recovered
+            .append(request("k", "bob", "b1", b"next"))
+            .await
+            .expect("append");
+        assert_eq!(next.seq, 4);
+    }
+
     #[tokio::test]
     async fn dropping_the_last_handle_stops_the_writer_and_closes_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
