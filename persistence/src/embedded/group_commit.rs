@@ -869,16 +869,15 @@ mod tests {
         drop(lock);
         let seen = read.await.expect("read task").expect("fetch");
         assert_eq!(
-            seen.iter().map(|m| m.payload.as_slice()).collect::<Vec<_>>(),
+            seen.iter()
+                .map(|m| m.payload.as_slice())
+                .collect::<Vec<_>>(),
             vec![&b"applied"[..], b"edited", b"edit"]
         );
 
         let recovered = EmbeddedStore::open(image.path()).expect("open the crash image");
         assert_eq!(recovered.recovery().replayed_records, 3);
-        let messages = recovered
-            .fetch("k", everything())
-            .await
-            .expect("fetch");
+        let messages = recovered.fetch("k", everything()).await.expect("fetch");
         assert_eq!(messages.len(), 3, "{messages:?}");
         assert_eq!(messages[1].payload, b"edited");
         assert_eq!(messages[1].client_message_id, "m2");

@@ -7,9 +7,13 @@
 //! periodic checkpoints that make the database durable; this thread does
 //! both, behind the writer, so neither holds up an acknowledgement:
 //!
-//! 1. it takes every logged record waiting for it (up to
-//!    [`MAX_RECORDS_PER_COMMIT`]) and replays their entries into one write
-//!    transaction, exactly as recovery replays the log after a crash;
+//! 1. it gathers logged records for up to [`APPLY_DELAY`] after the first
+//!    one arrives (at most [`MAX_RECORDS_PER_COMMIT`], and at once when a
+//!    read is waiting for them), then replays their entries into one write
+//!    transaction, exactly as recovery replays the log after a crash. A
+//!    commit's cost grows with the pages it touches, which neighbouring
+//!    records share (the tables' upper levels, a conversation's last leaf),
+//!    so fewer, larger commits cost far less per message;
 //! 2. it records the log position it reached and commits with
 //!    [`redb::Durability::None`];
 //! 3. once [`HistoryCheckpoint::interval`] has passed or
@@ -32,11 +36,11 @@
 //! reads fail with [`StoreError::Unavailable`] until the store is reopened,
 //! which replays the log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 
@@ -52,7 +56,14 @@ use crate::StoreError;
 pub const APPLY_QUEUE: usize = 256;
 
 /// The most logged records one applier commit takes.
-pub const MAX_RECORDS_PER_COMMIT: usize = 64;
+pub const MAX_RECORDS_PER_COMMIT: usize = 256;
+
+/// How long the applier gathers records for one commit, unless a read is
+/// waiting for them.
+pub const APPLY_DELAY: Duration = Duration::from_millis(20);
+
+/// How often a gathering applier looks for a waiting read.
+const READER_CHECK: Duration = Duration::from_millis(1);
 
 /// The applier thread's nice value: it yields the CPU to the threads that
 /// answer requests (Tokio's workers, the history writer), and falls behind
@@ -75,6 +86,8 @@ pub(super) struct LoggedRecord {
 pub(super) struct ApplyProgress {
     /// The log position every acknowledged batch lies before.
     durable: AtomicU64,
+    /// Reads waiting for the applier.
+    readers: AtomicUsize,
     state: Mutex<Applied>,
     changed: Condvar,
 }
@@ -95,6 +108,7 @@ impl ApplyProgress {
     pub(super) fn new(at: u64) -> ApplyProgress {
         ApplyProgress {
             durable: AtomicU64::new(at),
+            readers: AtomicUsize::new(0),
             state: Mutex::new(Applied {
                 applied: at,
                 checkpointed: at,
@@ -125,18 +139,33 @@ impl ApplyProgress {
     pub(super) fn wait_applied(&self) -> Result<(), StoreError> {
         let target = self.durable.load(Ordering::Acquire);
         let mut state = self.state();
-        loop {
+        let mut counted = false;
+        let outcome = loop {
             if let Some(why) = &state.failed {
-                return Err(StoreError::Unavailable(why.clone()));
+                break Err(StoreError::Unavailable(why.clone()));
             }
             if state.applied >= target {
-                return Ok(());
+                break Ok(());
+            }
+            if !counted {
+                // The applier commits at once rather than gathering more.
+                self.readers.fetch_add(1, Ordering::AcqRel);
+                counted = true;
             }
             state = self
                 .changed
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+        };
+        if counted {
+            self.readers.fetch_sub(1, Ordering::AcqRel);
         }
+        outcome
+    }
+
+    /// Whether a read is waiting for the applier.
+    fn readers_waiting(&self) -> bool {
+        self.readers.load(Ordering::Acquire) > 0
     }
 
     /// The position of the last checkpoint, and why the applier stopped if it did.
@@ -217,8 +246,7 @@ impl Applier {
     /// Applies records until the queue closes, then makes a last checkpoint.
     fn run(&mut self, queue: &Receiver<LoggedRecord>) {
         while let Ok(first) = queue.recv() {
-            let mut records = vec![first];
-            records.extend(queue.try_iter().take(MAX_RECORDS_PER_COMMIT - 1));
+            let records = self.gather(first, queue);
             if let Err(error) = self.apply(&records) {
                 let why = format!(
                     "the history applier stopped after a failure ({error}); \
@@ -240,6 +268,33 @@ impl Applier {
         if self.applied > self.checkpointed {
             self.checkpoint();
             self.progress.publish(self.applied, self.checkpointed);
+        }
+    }
+
+    /// The records for one commit: `first`, and those that arrive within
+    /// [`APPLY_DELAY`] of it, up to [`MAX_RECORDS_PER_COMMIT`]; fewer if a
+    /// read is waiting or the queue closes.
+    fn gather(&self, first: LoggedRecord, queue: &Receiver<LoggedRecord>) -> Vec<LoggedRecord> {
+        let deadline = Instant::now() + APPLY_DELAY;
+        let mut records = vec![first];
+        loop {
+            records.extend(
+                queue
+                    .try_iter()
+                    .take(MAX_RECORDS_PER_COMMIT - records.len()),
+            );
+            let now = Instant::now();
+            if records.len() >= MAX_RECORDS_PER_COMMIT
+                || now >= deadline
+                || self.progress.readers_waiting()
+            {
+                return records;
+            }
+            match queue.recv_timeout(READER_CHECK.min(deadline - now)) {
+                Ok(record) => records.push(record),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return records,
+            }
         }
     }
 
