@@ -236,7 +236,7 @@ async fn run(
                     open = false;
                     continue;
                 };
-                let started = Instant::now();
+                let started = job.received;
                 let (qos, pkid) = (job.qos, job.pkid);
                 // Earlier publishes go on finishing meanwhile: beginning this
                 // one may wait for them (a group change's fan-out on the
@@ -429,6 +429,7 @@ mod tests {
             },
             qos: 1,
             pkid,
+            received: Instant::now(),
         }
     }
 

@@ -67,6 +67,10 @@ pub struct PendingChat {
     pub qos: u8,
     /// Packet id to acknowledge (0 for QoS 0).
     pub pkid: u16,
+    /// When the connection read it: a send's latency
+    /// (`parley_chat_send_duration_seconds`) counts from here, including
+    /// any wait for the chat worker.
+    pub received: Instant,
 }
 
 /// The outcome of one client packet.
@@ -339,6 +343,7 @@ impl InboundState {
                     },
                     qos: meta.qos,
                     pkid: meta.pkid,
+                    received: Instant::now(),
                 })
             }
             PublishDecision::Deny(reason) => {

@@ -26,7 +26,7 @@ impl HistoryStore for EmbeddedStore {
         page: PageRequest,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let conversation_id = conversation_id.to_owned();
-        self.run_blocking(move |db| messages::fetch(db, &conversation_id, page))
+        self.run_history_read(move |db| messages::fetch(db, &conversation_id, page))
             .await
     }
 
@@ -36,13 +36,13 @@ impl HistoryStore for EmbeddedStore {
         seq: u64,
     ) -> Result<Option<StoredMessage>, StoreError> {
         let conversation_id = conversation_id.to_owned();
-        self.run_blocking(move |db| messages::get(db, &conversation_id, seq))
+        self.run_history_read(move |db| messages::get(db, &conversation_id, seq))
             .await
     }
 
     async fn last_seq(&self, conversation_id: &str) -> Result<u64, StoreError> {
         let conversation_id = conversation_id.to_owned();
-        self.run_blocking(move |db| messages::last_seq(db, &conversation_id))
+        self.run_history_read(move |db| messages::last_seq(db, &conversation_id))
             .await
     }
 }

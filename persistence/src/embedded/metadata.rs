@@ -77,7 +77,7 @@ impl MetadataStore for EmbeddedStore {
 
     async fn read_cursors(&self, conversation_id: &str) -> Result<Vec<ReadCursor>, StoreError> {
         let conversation_id = conversation_id.to_owned();
-        self.run_blocking(move |db| read_cursors::of_conversation(db, &conversation_id))
+        self.run_history_read(move |db| read_cursors::of_conversation(db, &conversation_id))
             .await
     }
 

@@ -192,8 +192,23 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T, Failure> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || job(&inner.db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
+            .map_err(StoreError::from)
+    }
+
+    /// [`EmbeddedStore::run_blocking`] for a read of the history or cursor
+    /// tables: it first waits until the history applier has written every
+    /// batch acknowledged before it began, so whatever was acknowledged is in
+    /// what it reads (see `history_applier`). Other tables do not wait.
+    pub(crate) async fn run_history_read<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            // Whatever was acknowledged before this read began is in what it reads.
             inner.committer.wait_applied()?;
             job(&inner.db).map_err(StoreError::from)
         })

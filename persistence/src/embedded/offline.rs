@@ -23,7 +23,7 @@ impl OfflineQueue for EmbeddedStore {
 
     async fn delivered(&self, user: &str, conversation_id: &str) -> Result<u64, StoreError> {
         let (user, conversation_id) = (user.to_owned(), conversation_id.to_owned());
-        self.run_blocking(move |db| delivered::get(db, &user, &conversation_id))
+        self.run_history_read(move |db| delivered::get(db, &user, &conversation_id))
             .await
     }
 }
