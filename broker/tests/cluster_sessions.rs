@@ -78,7 +78,11 @@ impl Cluster {
         config.cluster.kafka.bootstrap_servers = self.kafka.clone();
         config.cluster.kafka.topic = self.topic.clone();
         config.cluster.kafka.partitions = 3;
-        config.cluster.node_lease_ttl_ms = 1_000;
+        // These nodes are never killed; they share the test's one thread,
+        // so on a busy machine a 1 s lease could lapse between renewals and
+        // make a live node look dead (its sessions adopted by the other).
+        // Only the separate process (node 3) needs a lease that runs out fast.
+        config.cluster.node_lease_ttl_ms = 10_000;
         config.cluster.session_handover_timeout_ms = 10_000;
         let node = Node::start(config).await.expect("node starts");
         TestNode { node, dir }
