@@ -15,9 +15,10 @@
 //! writer thread batches into group commits (see `group_commit`), and MQTT
 //! session changes, which a second writer batches the same way (`session_writer`). Once a write
 //! method returns `Ok`, the write survives a crash or `kill -9` of the process: every write
-//! transaction commits with [`redb::Durability::Immediate`], except the history writer's, which
-//! are made durable by the history log (`{data_dir}/history-log/`, see `history_log`) and commit
-//! to redb non-durably between checkpoints; opening the store replays the log
+//! transaction commits with [`redb::Durability::Immediate`], except the history applier's
+//! (`history_applier`): history batches are made durable by the history log
+//! (`{data_dir}/history-log/`, see `history_log`) before they are answered, and written to
+//! redb behind that, non-durably between checkpoints; opening the store replays the log
 //! (`history_recovery`).
 //!
 //! Only one [`EmbeddedStore`] may have a data directory open at a time, in this
