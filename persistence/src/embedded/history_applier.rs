@@ -44,11 +44,8 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 
-use super::cursor_table::OpenCursorTables;
 use super::group_commit::HistoryCheckpoint;
-use super::history_log;
-use super::history_recovery::{record_position, replay};
-use super::messages::HistoryTables;
+use super::history_recovery::{record_position, replay_records};
 use super::Failure;
 use crate::StoreError;
 
@@ -304,17 +301,7 @@ impl Applier {
             return Ok(());
         };
         let mut tx = self.db.begin_write().map_err(Failure::from)?;
-        {
-            let mut history = HistoryTables::open(&tx).map_err(Failure::from)?;
-            let mut cursors = OpenCursorTables::default();
-            for record in records {
-                for entry in history_log::entries(&record.payload)? {
-                    replay(&tx, &mut history, &mut cursors, &entry)?;
-                }
-            }
-            history.finish().map_err(Failure::from)?;
-        }
-        record_position(&tx, end).map_err(Failure::from)?;
+        replay_records(&tx, records.iter().map(|r| r.payload.as_slice()), end)?;
         tx.set_durability(Durability::None).map_err(Failure::from)?;
         tx.commit().map_err(Failure::from)?;
         self.applied = end;

@@ -86,17 +86,11 @@ pub(super) fn recover(db: &Database, log_dir: &Path) -> Result<(HistoryLog, Reco
     if let Some((end, _)) = tail.records.last() {
         let end = *end;
         let tx = begin_durable_write(db)?;
-        {
-            let mut history = HistoryTables::open(&tx).map_err(Failure::from)?;
-            let mut cursors = OpenCursorTables::default();
-            for (_, payload) in &tail.records {
-                for entry in history_log::entries(payload)? {
-                    replay(&tx, &mut history, &mut cursors, &entry)?;
-                }
-            }
-            history.finish().map_err(Failure::from)?;
-        }
-        record_position(&tx, end).map_err(Failure::from)?;
+        replay_records(
+            &tx,
+            tail.records.iter().map(|(_, payload)| payload.as_slice()),
+            end,
+        )?;
         tx.commit().map_err(Failure::from)?;
         recovery.position = end;
         tracing::info!(
@@ -110,8 +104,31 @@ pub(super) fn recover(db: &Database, log_dir: &Path) -> Result<(HistoryLog, Reco
     Ok((log, recovery))
 }
 
+/// Writes the entries of the record payloads `records`, in order, into `tx`
+/// and records that it holds the log up to position `end` (the position
+/// after the last of them). Recovery does it once on open; the history
+/// applier does it for every commit.
+pub(super) fn replay_records<'p>(
+    tx: &WriteTransaction,
+    records: impl IntoIterator<Item = &'p [u8]>,
+    end: u64,
+) -> Result<(), StoreError> {
+    {
+        let mut history = HistoryTables::open(tx).map_err(Failure::from)?;
+        let mut cursors = OpenCursorTables::default();
+        for payload in records {
+            for entry in history_log::entries(payload)? {
+                replay(tx, &mut history, &mut cursors, &entry)?;
+            }
+        }
+        history.finish().map_err(Failure::from)?;
+    }
+    record_position(tx, end).map_err(Failure::from)?;
+    Ok(())
+}
+
 /// Applies one logged change.
-pub(super) fn replay<'txn>(
+fn replay<'txn>(
     tx: &'txn WriteTransaction,
     history: &mut HistoryTables<'txn>,
     cursors: &mut OpenCursorTables<'txn>,
