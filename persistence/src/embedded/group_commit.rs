@@ -81,8 +81,8 @@ pub const MAX_BATCH: usize = 1024;
 /// caught up with.
 const PRUNE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// How often the history writer makes the database itself durable (a
-/// checkpoint), after which the history log is emptied.
+/// How often the history applier makes the database itself durable (a
+/// checkpoint), after which the log it covers is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryCheckpoint {
     /// A checkpoint is due this long after the last one.

@@ -16,11 +16,20 @@
 
 use std::collections::HashMap;
 
+use super::history_log::LogEntry;
+
 /// A row with the log position of the record that wrote it.
 struct Tagged<T> {
     value: T,
     /// Where the record that wrote it starts in the history log.
     since: u64,
+}
+
+impl<T> Tagged<T> {
+    /// A row of a batch still being checked: [`PendingRows::merge`] tags it.
+    fn untagged(value: T) -> Tagged<T> {
+        Tagged { value, since: 0 }
+    }
 }
 
 /// Pending rows of the history tables and cursor tables, by key.
@@ -115,51 +124,53 @@ impl PendingRows {
             .map(|t| t.value)
     }
 
-    /// Records a new message: its row, its idempotency entry and its
-    /// conversation's seq counter.
-    pub(super) fn put_message(
-        &mut self,
-        conversation: &str,
-        seq: u64,
-        sender: &str,
-        client_message_id: &str,
-        value: &[u8],
-    ) {
-        let untagged = |value| Tagged { value, since: 0 };
-        match self.last_seqs.get_mut(conversation) {
-            Some(last) => last.value = last.value.max(seq),
-            None => {
-                self.last_seqs
-                    .insert(conversation.to_owned(), untagged(seq));
+    /// Records the rows `entry` changes: a new message's row, idempotency
+    /// entry and seq counter; a rewritten row; a moved cursor.
+    pub(super) fn put(&mut self, entry: &LogEntry<'_>) {
+        match *entry {
+            LogEntry::Message {
+                conversation,
+                seq,
+                sender,
+                client_message_id,
+                value,
+            } => {
+                match self.last_seqs.get_mut(conversation) {
+                    Some(last) => last.value = last.value.max(seq),
+                    None => {
+                        self.last_seqs
+                            .insert(conversation.to_owned(), Tagged::untagged(seq));
+                    }
+                }
+                self.client_ids.insert(
+                    client_key(conversation, sender, client_message_id),
+                    Tagged::untagged(seq),
+                );
+                self.messages.insert(
+                    (conversation.to_owned(), seq),
+                    Tagged::untagged(value.to_vec()),
+                );
+            }
+            LogEntry::Rewritten {
+                conversation,
+                seq,
+                value,
+            } => {
+                self.messages.insert(
+                    (conversation.to_owned(), seq),
+                    Tagged::untagged(value.to_vec()),
+                );
+            }
+            LogEntry::Cursor {
+                table,
+                scope,
+                name,
+                seq,
+            } => {
+                self.cursors
+                    .insert(cursor_key(table, scope, name), Tagged::untagged(seq));
             }
         }
-        self.client_ids.insert(
-            client_key(conversation, sender, client_message_id),
-            untagged(seq),
-        );
-        self.put_row(conversation, seq, value);
-    }
-
-    /// Records a message row written again (an amend's target).
-    pub(super) fn put_row(&mut self, conversation: &str, seq: u64, value: &[u8]) {
-        self.messages.insert(
-            (conversation.to_owned(), seq),
-            Tagged {
-                value: value.to_vec(),
-                since: 0,
-            },
-        );
-    }
-
-    /// Records a cursor moved to `seq`.
-    pub(super) fn put_cursor(&mut self, table: &str, scope: &str, name: &str, seq: u64) {
-        self.cursors.insert(
-            cursor_key(table, scope, name),
-            Tagged {
-                value: seq,
-                since: 0,
-            },
-        );
     }
 
     /// Adds every row of `batch`, whose record starts at log position
@@ -196,11 +207,32 @@ impl PendingRows {
 mod tests {
     use super::*;
 
+    /// A new message of alice's.
+    fn message<'a>(
+        conversation: &'a str,
+        seq: u64,
+        client_message_id: &'a str,
+        value: &'a [u8],
+    ) -> LogEntry<'a> {
+        LogEntry::Message {
+            conversation,
+            seq,
+            sender: "alice",
+            client_message_id,
+            value,
+        }
+    }
+
     #[test]
     fn rows_are_found_until_the_database_holds_their_record() {
         let mut batch = PendingRows::default();
-        batch.put_message("c", 1, "alice", "m1", b"row");
-        batch.put_cursor("read", "c", "bob", 1);
+        batch.put(&message("c", 1, "m1", b"row"));
+        batch.put(&LogEntry::Cursor {
+            table: "read",
+            scope: "c",
+            name: "bob",
+            seq: 1,
+        });
         let mut pending = PendingRows::default();
         pending.merge(batch, 100);
         assert_eq!(pending.last_seq("c"), Some(1));
@@ -214,7 +246,7 @@ mod tests {
         assert_eq!(pending.cursor("read", "c", "bob"), Some(1));
 
         let mut later = PendingRows::default();
-        later.put_message("c", 2, "alice", "m2", b"two");
+        later.put(&message("c", 2, "m2", b"two"));
         pending.merge(later, 200);
         pending.prune(100);
         assert_eq!(
@@ -247,8 +279,8 @@ mod tests {
     #[test]
     fn a_counter_only_moves_up() {
         let mut batch = PendingRows::default();
-        batch.put_message("c", 5, "alice", "m5", b"x");
-        batch.put_message("c", 3, "alice", "m3", b"y");
+        batch.put(&message("c", 5, "m5", b"x"));
+        batch.put(&message("c", 3, "m3", b"y"));
         assert_eq!(batch.last_seq("c"), Some(5));
     }
 }

@@ -218,28 +218,28 @@ impl<'a> Sequencer<'a> {
             payload: &request.payload,
         };
         message_codec::encode_into(&body, &mut self.value);
-        record.push(&LogEntry::Message {
-            conversation,
-            seq,
-            sender: &request.sender,
-            client_message_id: &request.client_message_id,
-            value: &self.value,
-        });
-        self.batch.put_message(
-            conversation,
-            seq,
-            &request.sender,
-            &request.client_message_id,
-            &self.value,
+        keep(
+            record,
+            &mut self.batch,
+            &LogEntry::Message {
+                conversation,
+                seq,
+                sender: &request.sender,
+                client_message_id: &request.client_message_id,
+                value: &self.value,
+            },
         );
         if let Some(target) = amended {
             message_codec::encode_into(&MessageBody::of(&target), &mut self.value);
-            record.push(&LogEntry::Rewritten {
-                conversation,
-                seq: target.seq,
-                value: &self.value,
-            });
-            self.batch.put_row(conversation, target.seq, &self.value);
+            keep(
+                record,
+                &mut self.batch,
+                &LogEntry::Rewritten {
+                    conversation,
+                    seq: target.seq,
+                    value: &self.value,
+                },
+            );
         }
         Ok(Ok(Appended {
             seq,
@@ -271,13 +271,22 @@ impl<'a> Sequencer<'a> {
         if seq <= current {
             return Ok(current);
         }
-        record.push(&LogEntry::Cursor {
-            table: table.name(),
-            scope,
-            name,
-            seq,
-        });
-        self.batch.put_cursor(table.name(), scope, name, seq);
+        keep(
+            record,
+            &mut self.batch,
+            &LogEntry::Cursor {
+                table: table.name(),
+                scope,
+                name,
+                seq,
+            },
+        );
         Ok(seq)
     }
+}
+
+/// Adds a change to the batch's log record and to its pending rows.
+fn keep(record: &mut RecordBuilder, batch: &mut PendingRows, entry: &LogEntry<'_>) {
+    record.push(entry);
+    batch.put(entry);
 }
