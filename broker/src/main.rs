@@ -11,12 +11,14 @@ use parley::config::{Cli, Config};
 use parley::server::Node;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc keeps free lists per thread: the chat path's many small, short
-/// lived allocations (decoded envelopes, requests, encoded deliveries) stay
-/// off glibc's shared arenas. Built only with `--features mimalloc`.
-#[cfg(feature = "mimalloc")]
+/// jemalloc keeps per-thread caches, and a block freed on another thread
+/// (a request allocated on a runtime worker and dropped by the history
+/// writer, a delivery dropped by the recipient's connection) goes back
+/// without the arena locking and chunk merging of glibc's allocator. On by
+/// default (feature `jemalloc`); idle connections cost the same memory.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
