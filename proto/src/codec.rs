@@ -34,3 +34,33 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
 pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
     envelope.encode_to_vec()
 }
+
+/// The envelope of a chat message given its encoding `message` (a
+/// [`ChatMessage`](crate::v1::ChatMessage) without its seq) and the seq it
+/// was stored as: what [`encode_envelope`] gives for the message with that
+/// seq, except that the seq comes last, after the fields `message` holds,
+/// which protobuf decoders read alike (a later value of a field wins). The
+/// message is not encoded a second time for its delivery.
+pub fn message_envelope(message: &[u8], seq: u64) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    /// `Envelope.message`.
+    const ENVELOPE_MESSAGE: u32 = 1;
+    /// `ChatMessage.seq`.
+    const MESSAGE_SEQ: u32 = 3;
+    // A key of a field numbered below 16 is one byte.
+    let seq_len = if seq == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(seq)
+    };
+    let body = message.len() + seq_len;
+    let mut out = Vec::with_capacity(1 + encoded_len_varint(body as u64) + body);
+    encode_key(ENVELOPE_MESSAGE, WireType::LengthDelimited, &mut out);
+    encode_varint(body as u64, &mut out);
+    out.extend_from_slice(message);
+    if seq != 0 {
+        encode_key(MESSAGE_SEQ, WireType::Varint, &mut out);
+        encode_varint(seq, &mut out);
+    }
+    out
+}

@@ -20,7 +20,7 @@ mod codec;
 mod convert;
 pub mod fuzzing;
 
-pub use codec::{decode_envelope, encode_envelope, DecodeError};
+pub use codec::{decode_envelope, encode_envelope, message_envelope, DecodeError};
 pub use prost;
 
 /// Types generated from the `parley.v1` protobuf package.

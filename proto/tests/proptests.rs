@@ -5,7 +5,7 @@ mod support;
 
 use parley_proto::prost::Message;
 use parley_proto::v1::{ChatMessage, Envelope};
-use parley_proto::{decode_envelope, encode_envelope, DecodeError};
+use parley_proto::{decode_envelope, encode_envelope, message_envelope, DecodeError};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -27,6 +27,16 @@ proptest! {
 
         let envelope = Envelope::from(message);
         prop_assert_eq!(decode_envelope(&encode_envelope(&envelope)), Ok(envelope));
+    }
+
+    #[test]
+    fn a_message_envelope_from_stored_bytes_decodes_like_an_encoded_one(
+        message in support::chat_message(),
+        seq in prop_oneof![Just(0u64), any::<u64>()],
+    ) {
+        let stored = ChatMessage { seq: 0, ..message.clone() }.encode_to_vec();
+        let expected = Envelope::from(ChatMessage { seq, ..message });
+        prop_assert_eq!(decode_envelope(&message_envelope(&stored, seq)), Ok(expected));
     }
 
     #[test]

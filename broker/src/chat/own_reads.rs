@@ -26,8 +26,9 @@ pub struct OwnReads {
 
 #[derive(Default)]
 struct State {
-    /// The newest own seq per `(conversation, user)` not yet written.
-    pending: HashMap<(String, String), u64>,
+    /// The newest own seq per conversation and user not yet written
+    /// (nested, so that recording a sender's next entry allocates nothing).
+    pending: HashMap<String, HashMap<String, u64>>,
     /// Whether a task is writing them.
     writing: bool,
 }
@@ -46,11 +47,16 @@ impl OwnReads {
     /// to it (soon, in the store; at once, for [`OwnReads::pending`]).
     pub fn record(self: &Arc<Self>, stores: &ChatStores, conversation: &str, user: &str, seq: u64) {
         let mut state = self.lock();
-        let entry = state
-            .pending
-            .entry((conversation.to_owned(), user.to_owned()))
-            .or_insert(0);
-        *entry = (*entry).max(seq);
+        let users = match state.pending.get_mut(conversation) {
+            Some(users) => users,
+            None => state.pending.entry(conversation.to_owned()).or_default(),
+        };
+        match users.get_mut(user) {
+            Some(newest) => *newest = (*newest).max(seq),
+            None => {
+                users.insert(user.to_owned(), seq);
+            }
+        }
         if !state.writing {
             state.writing = true;
             tokio::spawn(Arc::clone(self).write(stores.clone()));
@@ -62,7 +68,8 @@ impl OwnReads {
     pub fn pending(&self, conversation: &str, user: &str) -> u64 {
         self.lock()
             .pending
-            .get(&(conversation.to_owned(), user.to_owned()))
+            .get(conversation)
+            .and_then(|users| users.get(user))
             .copied()
             .unwrap_or(0)
     }
@@ -79,7 +86,15 @@ impl OwnReads {
                     state.writing = false;
                     return;
                 }
-                state.pending.iter().map(|(k, v)| (k.clone(), *v)).collect()
+                state
+                    .pending
+                    .iter()
+                    .flat_map(|(conversation, users)| {
+                        users
+                            .iter()
+                            .map(|(user, seq)| ((conversation.clone(), user.clone()), *seq))
+                    })
+                    .collect()
             };
             // All at once: a store with group commit writes them together.
             let writes = batch.iter().map(|((conversation, user), seq)| {
@@ -95,9 +110,13 @@ impl OwnReads {
                     tracing::warn!(%conversation, %user, seq, error = %e, "sender's read cursor not moved");
                 }
                 // Written (or given up on): forget it unless a newer seq came.
-                let key = (conversation, user);
-                if state.pending.get(&key) == Some(&seq) {
-                    state.pending.remove(&key);
+                if let Some(users) = state.pending.get_mut(&conversation) {
+                    if users.get(&user) == Some(&seq) {
+                        users.remove(&user);
+                    }
+                    if users.is_empty() {
+                        state.pending.remove(&conversation);
+                    }
                 }
             }
         }

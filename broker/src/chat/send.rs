@@ -20,8 +20,8 @@ use chat_core::message::{
 };
 use chat_core::topics::inbox_topic;
 use parley_proto::v1::ChatMessage;
-use parley_proto::v1::{envelope::Kind, Envelope, ErrorCode};
-use parley_proto::{decode_envelope, encode_envelope, prost::Message};
+use parley_proto::v1::{envelope::Kind, ErrorCode};
+use parley_proto::{decode_envelope, encode_envelope, message_envelope, prost::Message};
 use persistence::{Amend, AppendRequest, ConversationRecord, PendingAppend, StoreError};
 
 use super::convert::message_proto;
@@ -52,6 +52,9 @@ pub(super) struct QueuedSend<'a> {
     record: Arc<ConversationRecord>,
     /// The entry as stored; its seq is filled in once known.
     message: ChatMessage,
+    /// `message` encoded (without its seq), as the history stores it: its
+    /// delivered envelope is made from these bytes and the seq.
+    stored: Vec<u8>,
     intent: Intent,
     /// Whether this is a message request (a stranger's direct message).
     request: bool,
@@ -183,6 +186,7 @@ impl ChatService {
         // Taken before the append is queued, so that this entry is delivered
         // in its seq's turn among concurrent sends to the conversation.
         let ticket = self.delivery.begin(conv.as_str());
+        let stored = message.encode_to_vec();
         let appended = self
             .stores
             .history
@@ -192,7 +196,7 @@ impl ChatService {
                 client_message_id,
                 message_id,
                 server_time_ms,
-                payload: message.encode_to_vec(),
+                payload: stored.clone(),
                 amend: amend_request,
             })
             .await;
@@ -202,6 +206,7 @@ impl ChatService {
             conv: conv.clone(),
             record,
             message,
+            stored,
             intent,
             request,
             ticket,
@@ -325,6 +330,7 @@ impl QueuedSend<'_> {
             conv,
             record,
             message,
+            stored,
             intent,
             request,
             ticket,
@@ -349,16 +355,17 @@ impl QueuedSend<'_> {
             chat.redeliver(&record, &conv, appended.seq).await;
             return Ok(());
         }
-        let mut delivered = message;
-        delivered.seq = appended.seq;
         // A message request pushes its recipient once: for the
         // conversation's first message only.
-        let pushed =
-            (chat.push.is_some() && intent == Intent::New && (!request || appended.seq == 1))
-                .then(|| delivered.clone());
-        // Encoded once for every member.
-        let envelope: Envelope = delivered.into();
-        let fanout = inbox_fanout(&record, encode_envelope(&envelope));
+        let pushed = (chat.push.is_some()
+            && intent == Intent::New
+            && (!request || appended.seq == 1))
+            .then(|| ChatMessage {
+                seq: appended.seq,
+                ..message.clone()
+            });
+        // Encoded once for every member, from the stored bytes.
+        let fanout = inbox_fanout(&record, message_envelope(&stored, appended.seq));
         let (outgoing, pending) = chat.deliveries.outgoing(conv.as_str(), 1, fanout);
         ticket.stored(appended.seq, outgoing);
         // Stored and handed to delivery: members without a live session
@@ -369,16 +376,12 @@ impl QueuedSend<'_> {
         }
         chat.mark_own_entry_read(conv.as_str(), &user, appended.seq);
         pending.wait().await.map_err(|e| {
-            let client_message_id = match &envelope.kind {
-                Some(Kind::Message(message)) => message.client_message_id.as_str(),
-                _ => "",
-            };
             fail(
                 ChatError::new(
                     ErrorCode::Unavailable,
                     format!("stored as {} but not delivered ({e}); retry", appended.seq),
                 ),
-                client_message_id,
+                &message.client_message_id,
             )
         })
     }

@@ -482,7 +482,7 @@ impl Writer<'_> {
             self.last_prune = Instant::now();
         }
         self.record.clear();
-        let mut sequencer = Sequencer::new(&mut snapshot, &self.pending);
+        let mut sequencer = Sequencer::new(&mut snapshot, &self.pending, jobs.len());
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let outcome = match job {

@@ -13,8 +13,14 @@
 //! it is checked, and joined to the writer's with [`PendingRows::merge`]
 //! only once its record is durable: a batch that fails before that leaves
 //! nothing behind.
+//!
+//! The maps hash with foldhash (randomly seeded per process, so ids a
+//! client picks cannot aim at one bucket) rather than SipHash: every message
+//! puts three rows and looks up two on the writer's thread. A batch's maps
+//! are sized for its requests up front ([`PendingRows::with_capacity`]).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use super::history_log::LogEntry;
 
@@ -84,6 +90,17 @@ fn cursor_key(table: &str, scope: &str, name: &str) -> String {
 }
 
 impl PendingRows {
+    /// Empty, with room for the rows of `messages` new messages without
+    /// growing.
+    pub(super) fn with_capacity(messages: usize) -> PendingRows {
+        PendingRows {
+            last_seqs: HashMap::new(),
+            client_ids: HashMap::with_capacity(messages),
+            messages: HashMap::with_capacity(messages),
+            cursors: HashMap::new(),
+        }
+    }
+
     /// Whether no row is pending.
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {

@@ -84,12 +84,17 @@ pub(super) struct Sequencer<'a> {
 }
 
 impl<'a> Sequencer<'a> {
-    /// Starts a batch over `snapshot` and the rows of `earlier` batches.
-    pub(super) fn new(snapshot: &'a mut Snapshot, earlier: &'a PendingRows) -> Sequencer<'a> {
+    /// Starts a batch of up to `requests` requests over `snapshot` and the
+    /// rows of `earlier` batches.
+    pub(super) fn new(
+        snapshot: &'a mut Snapshot,
+        earlier: &'a PendingRows,
+        requests: usize,
+    ) -> Sequencer<'a> {
         Sequencer {
             snapshot,
             earlier,
-            batch: PendingRows::default(),
+            batch: PendingRows::with_capacity(requests),
             value: Vec::new(),
         }
     }
