@@ -16,9 +16,7 @@
 //!   ("no user ..."), the answer for a user who does not exist, so the
 //!   sender cannot tell a block from a deleted account.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use chat_core::consent::{self, DirectSend, Stance};
 use chat_core::ids::{ConversationId, UserId};
@@ -26,95 +24,42 @@ use parley_proto::v1::{
     response::Result as Answer, AcceptRequest, BlockUser, Empty, ErrorCode, ListBlocks,
     ReportConversation, SetGroupConsent, UnblockUser, UserList,
 };
-use persistence::{ConversationRecord, Relation, RelationRecord, StoreError};
+use persistence::{ConversationRecord, MetadataStore, Relation, RelationRecord, StoreError};
 
+use super::consent_cache::Shared;
 use super::{now_ms, ChatError, ChatService};
-
-/// How long a user's relations are read from the cache rather than the store
-/// (a change made on another node of a cluster takes at most this long here).
-const CACHE_TTL: Duration = Duration::from_secs(2);
-
-/// Most users whose relations are cached; past it the cache starts over.
-const CACHE_MAX: usize = 100_000;
-
-/// One user's relations and when they were read.
-type Cached = (Instant, Arc<Vec<RelationRecord>>);
-
-/// Users' relations, cached briefly.
-#[derive(Default)]
-pub(super) struct RelationCache {
-    entries: Mutex<HashMap<String, Cached>>,
-}
-
-impl RelationCache {
-    fn get(&self, user: &str) -> Option<Arc<Vec<RelationRecord>>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(user)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, relations)| relations.clone())
-    }
-
-    fn put(&self, user: &str, relations: Arc<Vec<RelationRecord>>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(user.to_owned(), (Instant::now(), relations));
-    }
-
-    fn forget(&self, user: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(user);
-    }
-}
-
-/// What two users share: (a group, their direct conversation).
-type Shared = (bool, bool);
-
-/// A pair's answer, when it was read and at which conversation generation.
-type SharedEntry = (Instant, u64, Shared);
-
-/// What pairs of users share, cached briefly and only while no conversation
-/// changed on this node (the conversation cache's generation): a request
-/// stream in a direct conversation would otherwise read both users'
-/// conversation lists for every message.
-#[derive(Default)]
-pub(super) struct SharedCache {
-    entries: Mutex<HashMap<(String, String), SharedEntry>>,
-}
-
-impl SharedCache {
-    fn key(a: &UserId, b: &UserId) -> (String, String) {
-        let (a, b) = (a.as_str(), b.as_str());
-        if a <= b {
-            (a.to_owned(), b.to_owned())
-        } else {
-            (b.to_owned(), a.to_owned())
-        }
-    }
-
-    fn get(&self, a: &UserId, b: &UserId, generation: u64) -> Option<Shared> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&Self::key(a, b))
-            .filter(|(at, seen, _)| *seen == generation && at.elapsed() < CACHE_TTL)
-            .map(|(_, _, shared)| *shared)
-    }
-
-    fn put(&self, a: &UserId, b: &UserId, generation: u64, shared: Shared) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(Self::key(a, b), (Instant::now(), generation, shared));
-    }
-}
 
 /// The other user of a direct conversation record, if it is one.
 fn direct_peer(record: &ConversationRecord, user: &UserId) -> Option<UserId> {
     let (a, b) = ConversationId::parse(&record.id).ok()?.direct_members()?;
     Some(if &a == user { b } else { a })
+}
+
+/// What `a` and `b` share, read from the store.
+async fn shared_by(
+    store: &dyn MetadataStore,
+    a: &UserId,
+    b: &UserId,
+) -> Result<Shared, StoreError> {
+    let theirs: std::collections::HashSet<String> = store
+        .conversations_of(b.as_str())
+        .await?
+        .into_iter()
+        .collect();
+    let mut group = false;
+    let mut direct = false;
+    for id in store.conversations_of(a.as_str()).await? {
+        if theirs.contains(&id) {
+            match ConversationId::parse(&id)
+                .ok()
+                .and_then(|c| c.direct_members())
+            {
+                Some(_) => direct = true,
+                None => group = true,
+            }
+        }
+    }
+    Ok((group, direct))
 }
 
 impl ChatService {
@@ -125,12 +70,34 @@ impl ChatService {
 
     /// `user`'s relations (cached).
     async fn relations(&self, user: &UserId) -> Result<Arc<Vec<RelationRecord>>, StoreError> {
-        if let Some(cached) = self.relations.get(user.as_str()) {
-            return Ok(cached);
+        if let Some(hit) = self.relations.get(user.as_str()) {
+            if hit.refresh {
+                self.refresh_relations(user);
+            }
+            return Ok(hit.value);
         }
+        let version = self.relations.version();
         let loaded = Arc::new(self.stores.metadata.relations_of(user.as_str()).await?);
-        self.relations.put(user.as_str(), loaded.clone());
+        self.relations.put(user.as_str(), loaded.clone(), version);
         Ok(loaded)
+    }
+
+    /// Re-reads `user`'s relations in the background (the lookup that
+    /// claimed it answered from the cache meanwhile).
+    fn refresh_relations(&self, user: &UserId) {
+        let cache = Arc::clone(&self.relations);
+        let store = Arc::clone(&self.stores.metadata);
+        let user = user.to_string();
+        let version = cache.version();
+        tokio::spawn(async move {
+            match store.relations_of(&user).await {
+                Ok(loaded) => cache.put(&user, Arc::new(loaded), version),
+                Err(e) => {
+                    cache.refreshed(&user);
+                    tracing::debug!(%user, error = %e, "relations not re-read");
+                }
+            }
+        });
     }
 
     /// What `user` decided about `other`.
@@ -179,31 +146,25 @@ impl ChatService {
     async fn share_group(&self, a: &UserId, b: &UserId) -> Result<Shared, StoreError> {
         // Read before the store, so a change racing the reads invalidates.
         let generation = self.conversations.generation();
-        if let Some(shared) = self.shared.get(a, b, generation) {
-            return Ok(shared);
-        }
-        let theirs: std::collections::HashSet<String> = self
-            .stores
-            .metadata
-            .conversations_of(b.as_str())
-            .await?
-            .into_iter()
-            .collect();
-        let mut group = false;
-        let mut direct = false;
-        for id in self.stores.metadata.conversations_of(a.as_str()).await? {
-            if theirs.contains(&id) {
-                match ConversationId::parse(&id)
-                    .ok()
-                    .and_then(|c| c.direct_members())
-                {
-                    Some(_) => direct = true,
-                    None => group = true,
-                }
+        if let Some(hit) = self.shared.get(a, b, generation) {
+            if hit.refresh {
+                let (cache, store) = (Arc::clone(&self.shared), Arc::clone(&self.stores.metadata));
+                let (a, b) = (a.clone(), b.clone());
+                tokio::spawn(async move {
+                    match shared_by(store.as_ref(), &a, &b).await {
+                        Ok(shared) => cache.put(&a, &b, generation, shared),
+                        Err(e) => {
+                            cache.refreshed(&a, &b);
+                            tracing::debug!(%a, %b, error = %e, "shared conversations not re-read");
+                        }
+                    }
+                });
             }
+            return Ok(hit.value);
         }
-        self.shared.put(a, b, generation, (group, direct));
-        Ok((group, direct))
+        let shared = shared_by(self.stores.metadata.as_ref(), a, b).await?;
+        self.shared.put(a, b, generation, shared);
+        Ok(shared)
     }
 
     /// Whether `viewer` may see `owner`'s presence and fetch `owner`'s keys:

@@ -15,6 +15,7 @@
 
 mod cache;
 pub mod consent;
+mod consent_cache;
 mod convert;
 mod errors;
 mod events;
@@ -107,9 +108,9 @@ pub struct ChatService {
     /// Senders' cursors moved by their own entries, on their way to the store.
     own_reads: Arc<own_reads::OwnReads>,
     /// Who accepted and blocked whom, cached briefly.
-    relations: consent::RelationCache,
+    relations: Arc<consent_cache::RelationCache>,
     /// What pairs of users share, cached briefly.
-    shared: consent::SharedCache,
+    shared: Arc<consent_cache::SharedCache>,
     /// Conversations reported by their members.
     reports: consent::Reports,
     /// Where users are connected across the cluster; unset on a single node.
@@ -162,8 +163,8 @@ impl ChatService {
             ids: Mutex::new(ids),
             push: None,
             own_reads,
-            relations: consent::RelationCache::default(),
-            shared: consent::SharedCache::default(),
+            relations: Arc::default(),
+            shared: Arc::default(),
             reports: consent::Reports::default(),
             cluster: OnceLock::new(),
         })
