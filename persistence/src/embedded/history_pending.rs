@@ -61,22 +61,12 @@ fn client_key(conversation: &str, sender: &str, client_message_id: &str) -> Stri
 /// each followed by `:`, then the parts themselves; no two different lists
 /// of parts give the same string.
 fn joined_key<const N: usize>(parts: [&str; N]) -> String {
-    let len: usize = parts.iter().map(|p| p.len() + 21).sum();
-    let mut key = String::with_capacity(len);
-    for part in &parts[..N - 1] {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = part.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 21).sum());
+    if let Some((_, prefixed)) = parts.split_last() {
+        for part in prefixed {
+            key.push_str(itoa::Buffer::new().format(part.len()));
+            key.push(':');
         }
-        key.extend(digits[at..].iter().map(|&d| char::from(d)));
-        key.push(':');
     }
     for part in parts {
         key.push_str(part);
@@ -163,21 +153,13 @@ impl PendingRows {
                     client_key(conversation, sender, client_message_id),
                     Tagged::untagged(seq),
                 );
-                self.messages.insert(
-                    (conversation.to_owned(), seq),
-                    Tagged::untagged(value.to_vec()),
-                );
+                self.put_row(conversation, seq, value);
             }
             LogEntry::Rewritten {
                 conversation,
                 seq,
                 value,
-            } => {
-                self.messages.insert(
-                    (conversation.to_owned(), seq),
-                    Tagged::untagged(value.to_vec()),
-                );
-            }
+            } => self.put_row(conversation, seq, value),
             LogEntry::Cursor {
                 table,
                 scope,
@@ -188,6 +170,14 @@ impl PendingRows {
                     .insert(cursor_key(table, scope, name), Tagged::untagged(seq));
             }
         }
+    }
+
+    /// Records message `seq`'s encoded row (new or rewritten).
+    fn put_row(&mut self, conversation: &str, seq: u64, value: &[u8]) {
+        self.messages.insert(
+            (conversation.to_owned(), seq),
+            Tagged::untagged(value.to_vec()),
+        );
     }
 
     /// Adds every row of `batch`, whose record starts at log position
