@@ -148,23 +148,31 @@ impl ChatService {
         let generation = self.conversations.generation();
         if let Some(hit) = self.shared.get(a, b, generation) {
             if hit.refresh {
-                let (cache, store) = (Arc::clone(&self.shared), Arc::clone(&self.stores.metadata));
-                let (a, b) = (a.clone(), b.clone());
-                tokio::spawn(async move {
-                    match shared_by(store.as_ref(), &a, &b).await {
-                        Ok(shared) => cache.put(&a, &b, generation, shared),
-                        Err(e) => {
-                            cache.refreshed(&a, &b);
-                            tracing::debug!(%a, %b, error = %e, "shared conversations not re-read");
-                        }
-                    }
-                });
+                self.refresh_shared(a, b, generation);
             }
             return Ok(hit.value);
         }
         let shared = shared_by(self.stores.metadata.as_ref(), a, b).await?;
         self.shared.put(a, b, generation, shared);
         Ok(shared)
+    }
+
+    /// Re-reads what `a` and `b` share in the background, at conversation
+    /// generation `generation` (the lookup that claimed it answered from the
+    /// cache meanwhile).
+    fn refresh_shared(&self, a: &UserId, b: &UserId, generation: u64) {
+        let cache = Arc::clone(&self.shared);
+        let store = Arc::clone(&self.stores.metadata);
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            match shared_by(store.as_ref(), &a, &b).await {
+                Ok(shared) => cache.put(&a, &b, generation, shared),
+                Err(e) => {
+                    cache.refreshed(&a, &b);
+                    tracing::debug!(%a, %b, error = %e, "shared conversations not re-read");
+                }
+            }
+        });
     }
 
     /// Whether `viewer` may see `owner`'s presence and fetch `owner`'s keys:
