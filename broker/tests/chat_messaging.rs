@@ -220,6 +220,39 @@ async fn group_of_three_with_concurrent_senders_receives_one_gapless_order() {
     assert_eq!(history[1..], streams[0]);
 }
 
+/// A connection keeps the checks its messages passed (membership, consent)
+/// while nothing they depend on changes: a removal must still refuse the
+/// removed member's very next message on the same connection.
+#[tokio::test]
+async fn a_member_removed_after_sending_is_refused_on_the_same_connection() {
+    let node = start_node(|_| {}).await;
+    sign_up_users(&node, &["olga", "pete", "quinn"]).await;
+    let mut olga = ChatClient::v5(&node, "olga", "olga-1").await;
+    let mut pete = ChatClient::v5(&node, "pete", "pete-1").await;
+    let group = olga.create_group("book club", &["pete", "quinn"]).await;
+    let conv = group.id.clone();
+    expect_event(
+        &mut [&mut olga, &mut pete],
+        1,
+        "olga",
+        ConversationEventKind::Created,
+    )
+    .await;
+    for n in 0..3 {
+        let sent = pete.say(&conv, &format!("p-{n}"), "page 12").await;
+        assert_eq!(olga.next_message().await, sent);
+    }
+
+    olga.conversation_op(RemoveMember {
+        conversation_id: conv.clone(),
+        user: "pete".into(),
+    })
+    .await;
+    let ack = pete.send_text(&conv, "p-3", "still here?").await;
+    assert_eq!(ack, Ack::V5(PubAckReason::NotAuthorized));
+    assert_eq!(pete.next_error().await.code(), ErrorCode::NotAMember);
+}
+
 #[tokio::test]
 async fn group_management_decides_who_receives() {
     let node = start_node(|_| {}).await;

@@ -17,6 +17,7 @@
 //!   sender cannot tell a block from a deleted account.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use chat_core::consent::{self, DirectSend, Stance};
 use chat_core::ids::{ConversationId, UserId};
@@ -26,7 +27,7 @@ use parley_proto::v1::{
 };
 use persistence::{ConversationRecord, MetadataStore, Relation, RelationRecord, StoreError};
 
-use super::consent_cache::Shared;
+use super::consent_cache::{Shared, REFRESH_AFTER};
 use super::{now_ms, ChatError, ChatService};
 
 /// The other user of a direct conversation record, if it is one.
@@ -68,18 +69,22 @@ impl ChatService {
         self.config.message_requests
     }
 
-    /// `user`'s relations (cached).
-    async fn relations(&self, user: &UserId) -> Result<Arc<Vec<RelationRecord>>, StoreError> {
+    /// `user`'s relations (cached), and until when a verdict drawn from
+    /// them may be kept.
+    async fn relations(
+        &self,
+        user: &UserId,
+    ) -> Result<(Arc<Vec<RelationRecord>>, Instant), StoreError> {
         if let Some(hit) = self.relations.get(user.as_str()) {
             if hit.refresh {
                 self.refresh_relations(user);
             }
-            return Ok(hit.value);
+            return Ok((hit.value, hit.fresh_until));
         }
         let version = self.relations.version();
         let loaded = Arc::new(self.stores.metadata.relations_of(user.as_str()).await?);
         self.relations.put(user.as_str(), loaded.clone(), version);
-        Ok(loaded)
+        Ok((loaded, Instant::now() + REFRESH_AFTER))
     }
 
     /// Re-reads `user`'s relations in the background (the lookup that
@@ -102,16 +107,27 @@ impl ChatService {
 
     /// What `user` decided about `other`.
     pub(super) async fn stance(&self, user: &UserId, other: &UserId) -> Result<Stance, StoreError> {
-        let relations = self.relations(user).await?;
+        Ok(self.stance_until(user, other).await?.0)
+    }
+
+    /// What `user` decided about `other`, and until when that answer may be
+    /// kept.
+    async fn stance_until(
+        &self,
+        user: &UserId,
+        other: &UserId,
+    ) -> Result<(Stance, Instant), StoreError> {
+        let (relations, fresh_until) = self.relations(user).await?;
         let about = |relation| {
             relations
                 .iter()
                 .any(|r| r.other == other.as_str() && r.relation == relation)
         };
-        Ok(Stance {
+        let stance = Stance {
             accepted: about(Relation::Accepted),
             blocked: about(Relation::Blocked),
-        })
+        };
+        Ok((stance, fresh_until))
     }
 
     /// Records `user`'s decision about `other`.
@@ -136,25 +152,46 @@ impl ChatService {
 
     /// Records that `user` accepts `other`, unless already recorded.
     pub(super) async fn accept(&self, user: &UserId, other: &UserId) -> Result<(), StoreError> {
-        if !self.requests_on() || self.stance(user, other).await?.accepted {
-            return Ok(());
-        }
-        self.decide(user, other, Relation::Accepted).await
+        self.accept_until(user, other).await.map(drop)
     }
 
-    /// Whether `a` and `b` share a group (not just their direct conversation).
+    /// [`Self::accept`], and until when "already recorded" may be kept
+    /// (no longer than now if it was recorded just now).
+    async fn accept_until(&self, user: &UserId, other: &UserId) -> Result<Instant, StoreError> {
+        if !self.requests_on() {
+            return Ok(Instant::now() + REFRESH_AFTER);
+        }
+        let (stance, fresh_until) = self.stance_until(user, other).await?;
+        if stance.accepted {
+            return Ok(fresh_until);
+        }
+        self.decide(user, other, Relation::Accepted).await?;
+        Ok(Instant::now())
+    }
+
+    /// What `a` and `b` share (a group, their direct conversation).
     async fn share_group(&self, a: &UserId, b: &UserId) -> Result<Shared, StoreError> {
+        Ok(self.share_group_until(a, b).await?.0)
+    }
+
+    /// [`Self::share_group`], and until when the answer may be kept (as
+    /// long as no conversation changes).
+    async fn share_group_until(
+        &self,
+        a: &UserId,
+        b: &UserId,
+    ) -> Result<(Shared, Instant), StoreError> {
         // Read before the store, so a change racing the reads invalidates.
         let generation = self.conversations.generation();
         if let Some(hit) = self.shared.get(a, b, generation) {
             if hit.refresh {
                 self.refresh_shared(a, b, generation);
             }
-            return Ok(hit.value);
+            return Ok((hit.value, hit.fresh_until));
         }
         let shared = shared_by(self.stores.metadata.as_ref(), a, b).await?;
         self.shared.put(a, b, generation, shared);
-        Ok(shared)
+        Ok((shared, Instant::now() + REFRESH_AFTER))
     }
 
     /// Re-reads what `a` and `b` share in the background, at conversation
@@ -192,20 +229,25 @@ impl ChatService {
     }
 
     /// What happens to `sender`'s message in `record`: delivered, delivered
-    /// as a request, or refused (blocked). Sending is the sender's consent.
+    /// as a request, or refused (blocked), and until when the verdict may be
+    /// kept while nothing changes on this node (the relations and the
+    /// conversations it was drawn from are fresh until then). Sending is the
+    /// sender's consent.
     pub(super) async fn direct_send(
         &self,
         sender: &UserId,
         record: &ConversationRecord,
-    ) -> Result<DirectSend, ChatError> {
+    ) -> Result<(DirectSend, Instant), ChatError> {
         let Some(recipient) = direct_peer(record, sender).filter(|_| self.requests_on()) else {
-            return Ok(DirectSend::Deliver);
+            return Ok((DirectSend::Deliver, Instant::now() + REFRESH_AFTER));
         };
-        let stance = self.stance(&recipient, sender).await?;
+        let (stance, mut fresh_until) = self.stance_until(&recipient, sender).await?;
         let verdict = if stance.blocked || stance.accepted {
             consent::direct_send(stance, false)
         } else {
-            consent::direct_send(stance, self.share_group(sender, &recipient).await?.0)
+            let ((group, _), shared_until) = self.share_group_until(sender, &recipient).await?;
+            fresh_until = fresh_until.min(shared_until);
+            consent::direct_send(stance, group)
         };
         match verdict {
             DirectSend::Refuse => {
@@ -215,9 +257,12 @@ impl ChatService {
                         .in_conversation(&record.id),
                 );
             }
-            DirectSend::Request | DirectSend::Deliver => self.accept(sender, &recipient).await?,
+            DirectSend::Request | DirectSend::Deliver => {
+                let accepted_until = self.accept_until(sender, &recipient).await?;
+                fresh_until = fresh_until.min(accepted_until);
+            }
         }
-        Ok(verdict)
+        Ok((verdict, fresh_until))
     }
 
     /// Whether typing indicators and receipts of `user` in `record` reach the
@@ -316,7 +361,7 @@ impl ChatService {
             return Ok(());
         }
         for added in users.iter().filter(|u| *u != adder) {
-            let relations = self.relations(added).await?;
+            let (relations, _) = self.relations(added).await?;
             let has = |other: &str, relation| {
                 relations
                     .iter()

@@ -14,10 +14,15 @@
 //! A read that began before a forget of the same cache does not cache what it
 //! read ([`RelationCache::version`]), so a decision made here is never
 //! replaced by the relations read just before it.
+//!
+//! Every answer says until when it is fresh ([`Hit::fresh_until`]: younger
+//! than [`REFRESH_AFTER`]), so that a connection may keep a verdict derived
+//! from it that long without asking again (`super::send_checks`).
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -42,14 +47,15 @@ pub(super) struct Hit<T> {
     pub value: T,
     /// Whether this lookup claimed the entry's background re-read.
     pub refresh: bool,
+    /// When the entry turns [`REFRESH_AFTER`] old: until then a verdict
+    /// derived from it may be kept without asking again.
+    pub fresh_until: Instant,
 }
 
 /// Entries by key, with the keys being re-read in the background.
 struct Entries<K, V> {
     by_key: HashMap<K, (Instant, V)>,
     refreshing: HashSet<K>,
-    /// Bumped by every forget.
-    forgets: u64,
 }
 
 impl<K, V> Default for Entries<K, V> {
@@ -57,7 +63,6 @@ impl<K, V> Default for Entries<K, V> {
         Entries {
             by_key: HashMap::new(),
             refreshing: HashSet::new(),
-            forgets: 0,
         }
     }
 }
@@ -73,18 +78,19 @@ impl<K: Hash + Eq, V: Clone> Entries<K, V> {
         if age >= CACHE_TTL {
             return None;
         }
-        let value = value.clone();
+        let (value, fresh_until) = (value.clone(), *at + REFRESH_AFTER);
         let refresh = age >= REFRESH_AFTER
             && !self.refreshing.contains(key)
             && self.refreshing.insert(key.to_owned());
-        Some(Hit { value, refresh })
+        Some(Hit {
+            value,
+            refresh,
+            fresh_until,
+        })
     }
 
-    fn put(&mut self, key: K, value: V, version: u64, at: Instant) {
+    fn put(&mut self, key: K, value: V, at: Instant) {
         self.refreshing.remove(&key);
-        if version != self.forgets {
-            return;
-        }
         if self.by_key.len() >= CACHE_MAX {
             self.by_key.clear();
         }
@@ -100,6 +106,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub(super) struct RelationCache {
     entries: Mutex<Entries<String, Arc<Vec<RelationRecord>>>>,
+    /// Bumped by every forget, with `entries` locked.
+    forgets: AtomicU64,
 }
 
 impl RelationCache {
@@ -108,16 +116,22 @@ impl RelationCache {
         lock(&self.entries).get(user, Instant::now())
     }
 
-    /// What to pass to [`RelationCache::put`] for a read that starts now.
+    /// What to pass to [`RelationCache::put`] for a read that starts now;
+    /// it moves whenever this node changes someone's relations.
     pub(super) fn version(&self) -> u64 {
-        lock(&self.entries).forgets
+        self.forgets.load(Ordering::Acquire)
     }
 
     /// Caches `relations`, read after [`RelationCache::version`] gave
     /// `version`, unless something was forgotten since; ends a background
     /// re-read of `user` either way.
     pub(super) fn put(&self, user: &str, relations: Arc<Vec<RelationRecord>>, version: u64) {
-        lock(&self.entries).put(user.to_owned(), relations, version, Instant::now());
+        let mut entries = lock(&self.entries);
+        if version == self.forgets.load(Ordering::Acquire) {
+            entries.put(user.to_owned(), relations, Instant::now());
+        } else {
+            entries.refreshing.remove(user);
+        }
     }
 
     /// Ends a background re-read of `user` that failed.
@@ -129,7 +143,7 @@ impl RelationCache {
     pub(super) fn forget(&self, user: &str) {
         let mut entries = lock(&self.entries);
         entries.by_key.remove(user);
-        entries.forgets += 1;
+        self.forgets.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -171,20 +185,14 @@ impl SharedCache {
         Some(Hit {
             value: shared,
             refresh: hit.refresh,
+            fresh_until: hit.fresh_until,
         })
     }
 
     /// Caches what `a` and `b` share, read at conversation generation
     /// `generation`; ends a background re-read of the pair.
     pub(super) fn put(&self, a: &UserId, b: &UserId, generation: u64, shared: Shared) {
-        let mut entries = lock(&self.entries);
-        let version = entries.forgets;
-        entries.put(
-            Self::key(a, b),
-            (generation, shared),
-            version,
-            Instant::now(),
-        );
+        lock(&self.entries).put(Self::key(a, b), (generation, shared), Instant::now());
     }
 
     /// Ends a background re-read of the pair that failed.
@@ -206,7 +214,7 @@ mod tests {
     fn a_young_entry_is_answered_without_a_refresh() {
         let now = Instant::now();
         let mut entries = Entries::<String, u32>::default();
-        entries.put("a".into(), 7, 0, at(now, Duration::from_millis(10)));
+        entries.put("a".into(), 7, at(now, Duration::from_millis(10)));
         let hit = entries.get("a", now).expect("cached");
         assert_eq!((hit.value, hit.refresh), (7, false));
     }
@@ -215,7 +223,7 @@ mod tests {
     fn an_ageing_entry_is_answered_and_claims_one_refresh() {
         let now = Instant::now();
         let mut entries = Entries::<String, u32>::default();
-        entries.put("a".into(), 7, 0, at(now, REFRESH_AFTER));
+        entries.put("a".into(), 7, at(now, REFRESH_AFTER));
         let first = entries.get("a", now).expect("still cached");
         let second = entries.get("a", now).expect("still cached");
         assert_eq!((first.value, first.refresh), (7, true));
@@ -225,7 +233,7 @@ mod tests {
             "one re-read at a time"
         );
         // The re-read's answer ends the claim and makes the entry young.
-        entries.put("a".into(), 8, 0, now);
+        entries.put("a".into(), 8, now);
         let hit = entries.get("a", now).expect("cached");
         assert_eq!((hit.value, hit.refresh), (8, false));
     }
@@ -234,7 +242,7 @@ mod tests {
     fn an_expired_entry_is_not_answered() {
         let now = Instant::now();
         let mut entries = Entries::<String, u32>::default();
-        entries.put("a".into(), 7, 0, at(now, CACHE_TTL));
+        entries.put("a".into(), 7, at(now, CACHE_TTL));
         assert!(entries.get("a", now).is_none());
     }
 

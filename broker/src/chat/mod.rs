@@ -26,6 +26,7 @@ mod push;
 mod receipts;
 mod requests;
 mod send;
+mod send_checks;
 mod typing;
 
 use std::future::Future;
@@ -50,6 +51,7 @@ use ordering::DeliveryOrder;
 use presence::PresenceTracker;
 pub use rate::RateLimited;
 use rate::RateLimits;
+pub use send_checks::SendChecks;
 
 mod rate;
 
@@ -189,17 +191,22 @@ impl ChatService {
     /// durable commit (see [`Begun`]). Publishes begun one after another take
     /// effect in that order: messages get seqs in it, and whatever else is
     /// handled completely before `begin` returns. `alone` says that nothing
-    /// this connection began earlier is still unfinished.
+    /// this connection began earlier is still unfinished; `checks` are the
+    /// connection's kept message checks.
     pub async fn begin<'a>(
         &'a self,
         user: &UserId,
         publish: ChatPublish,
         alone: bool,
+        checks: &mut SendChecks,
     ) -> Begun<'a> {
         let ChatTopic::Send(conv) = &publish.topic else {
             return Begun::Done(self.handle(user, publish).await);
         };
-        match self.start_send(user, conv, &publish.payload, alone).await {
+        match self
+            .start_send(user, conv, &publish.payload, alone, checks)
+            .await
+        {
             Ok(send::SendStart::Queued(queued)) => {
                 let (user, topic) = (user.clone(), publish.topic);
                 Begun::Committing(Box::pin(async move {

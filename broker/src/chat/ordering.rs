@@ -16,15 +16,31 @@
 //!
 //! A ticket always finishes: stored, or on drop (a refused or duplicate
 //! append, or a send abandoned half way), so a conversation never stalls.
-//! Entries are delivered under the lock, so two threads releasing entries of
-//! one conversation cannot reorder them on the way to the router.
+//! Entries are delivered under their conversation's lock, so two threads
+//! releasing entries of one conversation cannot reorder them on the way to
+//! the router.
+//!
+//! The conversations are spread over [`SHARDS`] locks by a hash of their id:
+//! a delivery holds only its own shard, so deliveries of different
+//! conversations rarely wait for each other (one lock for all of them made
+//! every message's fan-out wait behind any other's, and behind a thread
+//! preempted while holding it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
+
+/// How many locks the conversations are spread over.
+const SHARDS: usize = 64;
+
+/// The lanes of the conversations whose ids hash to one shard.
+type Shard<T> = Mutex<HashMap<String, Lane<T>>>;
 
 /// Releases each conversation's stored entries in `seq` order to a delivery function.
 pub struct DeliveryOrder<T> {
-    lanes: Mutex<HashMap<String, Lane<T>>>,
+    shards: Box<[Shard<T>]>,
+    /// Picks a conversation's shard.
+    hasher: foldhash::fast::RandomState,
     deliver: Box<dyn Fn(T) + Send + Sync>,
 }
 
@@ -52,6 +68,8 @@ struct Held<T> {
 pub struct Ticket<'a, T> {
     order: &'a DeliveryOrder<T>,
     conversation: String,
+    /// The conversation's shard.
+    shard: usize,
     number: u64,
     finished: bool,
 }
@@ -60,14 +78,16 @@ impl<T> DeliveryOrder<T> {
     /// An order that hands each released entry to `deliver`.
     pub fn new(deliver: impl Fn(T) + Send + Sync + 'static) -> DeliveryOrder<T> {
         DeliveryOrder {
-            lanes: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
             deliver: Box::new(deliver),
         }
     }
 
     /// Registers an append to `conversation` that is about to begin.
     pub fn begin(&self, conversation: &str) -> Ticket<'_, T> {
-        let mut lanes = self.lock();
+        let shard = self.shard_of(conversation);
+        let mut lanes = self.lock(shard);
         let lane = lanes
             .entry(conversation.to_owned())
             .or_insert_with(|| Lane {
@@ -82,6 +102,7 @@ impl<T> DeliveryOrder<T> {
         Ticket {
             order: self,
             conversation: conversation.to_owned(),
+            shard,
             number,
             finished: false,
         }
@@ -89,8 +110,8 @@ impl<T> DeliveryOrder<T> {
 
     /// Finishes ticket `number`, holding `stored` (its seq and entry) if any,
     /// and releases whatever is now due.
-    fn finish(&self, conversation: &str, number: u64, stored: Option<(u64, T)>) {
-        let mut lanes = self.lock();
+    fn finish(&self, shard: usize, conversation: &str, number: u64, stored: Option<(u64, T)>) {
+        let mut lanes = self.lock(shard);
         let Some(lane) = lanes.get_mut(conversation) else {
             return;
         };
@@ -118,9 +139,20 @@ impl<T> DeliveryOrder<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Lane<T>>> {
+    fn shard_of(&self, conversation: &str) -> usize {
+        // The low bits of a 64-bit hash; SHARDS divides 2^64.
+        (self.hasher.hash_one(conversation) % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, HashMap<String, Lane<T>>> {
         // Every update leaves the map consistent, so a panic elsewhere cannot poison it.
-        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether no conversation has a lane (every one that went idle was removed).
+    #[cfg(test)]
+    fn is_idle(&self) -> bool {
+        (0..SHARDS).all(|shard| self.lock(shard).is_empty())
     }
 }
 
@@ -128,8 +160,12 @@ impl<T> Ticket<'_, T> {
     /// The append stored a new entry at `seq`: deliver `item` in its turn.
     pub fn stored(mut self, seq: u64, item: T) {
         self.finished = true;
-        self.order
-            .finish(&self.conversation, self.number, Some((seq, item)));
+        self.order.finish(
+            self.shard,
+            &self.conversation,
+            self.number,
+            Some((seq, item)),
+        );
     }
 }
 
@@ -137,7 +173,8 @@ impl<T> Drop for Ticket<'_, T> {
     /// Finishes without an entry: the append failed, was a retry, or was abandoned.
     fn drop(&mut self) {
         if !self.finished {
-            self.order.finish(&self.conversation, self.number, None);
+            self.order
+                .finish(self.shard, &self.conversation, self.number, None);
         }
     }
 }
@@ -164,7 +201,7 @@ mod tests {
         order.begin("c").stored(1, 1);
         order.begin("c").stored(2, 2);
         assert_eq!(released(&out), vec![1, 2]);
-        assert!(order.lock().is_empty(), "idle lanes are removed");
+        assert!(order.is_idle(), "idle lanes are removed");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! [`QueuedSend::finish`] awaits the durable commit and delivers it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chat_core::consent::DirectSend;
@@ -27,6 +28,7 @@ use persistence::{Amend, AppendRequest, ConversationRecord, PendingAppend, Store
 use super::convert::message_proto;
 use super::ordering::Ticket;
 use super::rate::MessagePermit;
+use super::send_checks::{Passed, SendChecks, Versions};
 use super::{now_ms, ChatError, ChatService};
 use crate::cluster::{Fanout, Outgoing};
 
@@ -71,7 +73,11 @@ impl ChatService {
         conv: &ConversationId,
         payload: &[u8],
     ) -> Result<(), ChatError> {
-        match self.start_send(user, conv, payload, true).await? {
+        let mut checks = SendChecks::new();
+        match self
+            .start_send(user, conv, payload, true, &mut checks)
+            .await?
+        {
             SendStart::Queued(queued) => (*queued).finish().await,
             SendStart::Answered | SendStart::AfterEarlier => Ok(()),
         }
@@ -81,13 +87,15 @@ impl ChatService {
     /// the durable commit, without waiting for the commit: messages started
     /// one after another get seqs in that order. `alone` says that no earlier
     /// send of the same connection is still in flight; without it an edit or
-    /// delete is not started ([`SendStart::AfterEarlier`]).
+    /// delete is not started ([`SendStart::AfterEarlier`]). `checks` are the
+    /// connection's kept membership and consent checks.
     pub(super) async fn start_send<'a>(
         &'a self,
         user: &UserId,
         conv: &ConversationId,
         payload: &[u8],
         alone: bool,
+        checks: &mut SendChecks,
     ) -> Result<SendStart<'a>, ChatError> {
         let envelope = decode_envelope(payload)
             .map_err(|e| ChatError::malformed(e.to_string()).in_conversation(conv.as_str()))?;
@@ -125,8 +133,7 @@ impl ChatService {
                 )))
             }
         }
-        let record = self.open_conversation(user, conv).await.map_err(fail)?;
-        let request = self.direct_send(user, &record).await.map_err(fail)? == DirectSend::Request;
+        let Passed { record, request } = self.checked(user, conv, checks).await.map_err(fail)?;
 
         let message_id = self.next_message_id();
         let server_time_ms = now_ms();
@@ -276,6 +283,33 @@ impl ChatService {
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The checks `user`'s message to `conv` must pass (membership, then
+    /// consent in a direct conversation), from `checks` while nothing they
+    /// depend on changed (see `super::send_checks`).
+    async fn checked(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+        checks: &mut SendChecks,
+    ) -> Result<Passed, ChatError> {
+        // Read before the checks, so a change racing them is not missed.
+        let versions = Versions {
+            conversations: self.conversations.generation(),
+            relations: self.relations.version(),
+        };
+        if let Some(passed) = checks.get(conv.as_str(), versions, Instant::now()) {
+            return Ok(passed.clone());
+        }
+        let record = self.open_conversation(user, conv).await?;
+        let (verdict, fresh_until) = self.direct_send(user, &record).await?;
+        let passed = Passed {
+            record,
+            request: verdict == DirectSend::Request,
+        };
+        checks.keep(conv.as_str(), passed.clone(), versions, fresh_until);
+        Ok(passed)
     }
 
     /// The conversation `conv` if it exists and `user` is a member.

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::inbound::PendingChat;
-use crate::chat::{Begun, ChatAck, ChatService};
+use crate::chat::{Begun, ChatAck, ChatService, SendChecks};
 use crate::metrics::Metrics;
 
 /// How many chat publishes of one connection may wait for the worker, beyond
@@ -218,6 +218,7 @@ async fn run(
 ) {
     let most = chat.max_pipelined_sends();
     let mut unfinished: FuturesOrdered<Unfinished<'_>> = FuturesOrdered::new();
+    let mut checks = SendChecks::new();
     let mut open = true;
     // A connection that is gone no longer needs the answers; what it queued
     // is still handled (a client that did not get its acknowledgement
@@ -242,14 +243,16 @@ async fn run(
                 // one may wait for them (a group change's fan-out on the
                 // cluster bus is released after earlier entries of its
                 // conversation), and their acknowledgements need not wait.
-                let begin = chat.begin(user, job.publish, unfinished.is_empty());
-                tokio::pin!(begin);
-                let mut begun = loop {
-                    tokio::select! {
-                        biased;
-                        begun = &mut begin => break begun,
-                        Some(outcome) = unfinished.next(), if !unfinished.is_empty() => {
-                            finished(outcome)
+                let mut begun = {
+                    let begin = chat.begin(user, job.publish, unfinished.is_empty(), &mut checks);
+                    tokio::pin!(begin);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            begun = &mut begin => break begun,
+                            Some(outcome) = unfinished.next(), if !unfinished.is_empty() => {
+                                finished(outcome)
+                            }
                         }
                     }
                 };
@@ -257,7 +260,7 @@ async fn run(
                     while let Some(outcome) = unfinished.next().await {
                         finished(outcome);
                     }
-                    begun = chat.begin(user, publish, true).await;
+                    begun = chat.begin(user, publish, true, &mut checks).await;
                 }
                 let outcome = match begun {
                     Begun::Committing(commit) => Outcome::Committing(commit),
