@@ -85,7 +85,8 @@ impl fmt::Display for LayoutKind {
 /// A conversation's id, or how it comes to exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConversationKey {
-    /// A direct conversation `{a}~{b}`, created by its first message.
+    /// A direct conversation `{a}~{b}`, opened by its first member with
+    /// `OpenDirect`.
     Direct(String),
     /// A group, created by a `CreateGroup` request of its first member; its id
     /// comes back in the answer.
@@ -117,8 +118,10 @@ pub struct UserPlan {
     pub conversation: usize,
     /// The user's sender id, if it sends.
     pub sender: Option<u32>,
-    /// Whether it creates its (group) conversation.
-    pub creates_group: bool,
+    /// Whether it opens its conversation before the run starts: creates
+    /// the group (`CreateGroup`), or opens the pair's direct conversation
+    /// (`OpenDirect`), so that no timed message pays for creating it.
+    pub opens: bool,
 }
 
 /// Every user and conversation of a run.
@@ -239,7 +242,7 @@ pub fn plan(
                 name: name(index),
                 conversation: c,
                 sender,
-                creates_group: position == 0 && matches!(layout, Layout::Groups { .. }),
+                opens: position == 0,
             });
         }
         conversations.push(ConversationPlan {
@@ -294,7 +297,13 @@ mod tests {
         assert_eq!(plan.sender_users[5], 10);
         assert_eq!(plan.users[10].sender, Some(5));
         assert_eq!(plan.users[11].sender, None);
-        assert!(plan.users.iter().all(|u| !u.creates_group));
+        let openers: Vec<usize> = plan
+            .users
+            .iter()
+            .filter(|u| u.opens)
+            .map(|u| u.index)
+            .collect();
+        assert_eq!(openers, (0..12).step_by(2).collect::<Vec<_>>());
         assert_eq!(plan.deliveries_of(5, 7), 14);
     }
 
@@ -313,7 +322,7 @@ mod tests {
         let creators: Vec<usize> = plan
             .users
             .iter()
-            .filter(|u| u.creates_group)
+            .filter(|u| u.opens)
             .map(|u| u.index)
             .collect();
         assert_eq!(creators, [0, 4]);

@@ -21,8 +21,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::inbox::Inbox;
-use super::layout::{ConversationKey, UserPlan};
-use super::wire::{self, GroupAnswer, MessageStamp};
+use super::layout::UserPlan;
+use super::wire::{self, MessageStamp, OpenAnswer};
 use super::{on_inbox, ChatConfig, Go, Ready, SenderStats, Shared, UserResult};
 use crate::credentials::Login;
 use crate::mqtt::endpoint::Endpoint;
@@ -40,7 +40,7 @@ pub const SEND_QUEUE: usize = 64;
 enum Tag {
     /// A chat message sent at this time (bench clock).
     Message { sent_nanos: u64 },
-    /// The `CreateGroup` request.
+    /// The request that opens the conversation.
     Request,
 }
 
@@ -58,8 +58,8 @@ pub(super) struct LeanUser {
     pub cfg: Arc<ChatConfig>,
     /// The run's shared state.
     pub shared: Arc<Shared>,
-    /// Told once the user is connected, subscribed and (as a creator) has
-    /// its group.
+    /// Told once the user is connected, subscribed and (as its first
+    /// member) has opened its conversation.
     pub ready: Ready,
     /// The start signal with each conversation's topic.
     pub go: watch::Receiver<Option<Go>>,
@@ -119,7 +119,7 @@ pub(super) async fn run(task: LeanUser) -> UserResult {
         answer_topic: format!("a/{}", user.name),
         request_id: format!("{}-create-{}", shared.run, user.conversation),
         ready: Some(ready),
-        subscriptions_pending: if user.creates_group { 2 } else { 1 },
+        subscriptions_pending: if user.opens { 2 } else { 1 },
         result: UserResult {
             inbox: Inbox::new(&shared.run, user.index).on_nodes(shared.nodes),
             ack_latency: report::new_histogram(),
@@ -155,7 +155,7 @@ pub(super) async fn run(task: LeanUser) -> UserResult {
     let subscribed = conn
         .subscribe(&session.inbox_topic, Qos::AtLeastOnce)
         .and_then(|_| {
-            if user.creates_group {
+            if user.opens {
                 conn.subscribe(&session.answer_topic, Qos::AtLeastOnce)
                     .map(drop)
             } else {
@@ -272,8 +272,8 @@ impl Session<'_> {
                 self.subscriptions_pending = self.subscriptions_pending.saturating_sub(1);
                 if self.subscriptions_pending > 0 {
                     None
-                } else if self.user.creates_group {
-                    self.create_group(conn)
+                } else if self.user.opens {
+                    self.open_conversation(conn)
                 } else {
                     if let Some(tx) = self.ready.take() {
                         let _ = tx.send(Ok(None));
@@ -315,23 +315,24 @@ impl Session<'_> {
             } => self
                 .ready
                 .is_some()
-                .then(|| format!("CreateGroup publish rejected: {reason}")),
+                .then(|| format!("opening request rejected: {reason}")),
             LeanEvent::Message { topic, payload } => {
                 if topic == self.inbox_topic {
                     on_inbox(&payload, &mut self.result.inbox, shared);
                     None
                 } else if topic == self.answer_topic {
-                    match wire::group_answer(&payload, &self.request_id) {
-                        Ok(GroupAnswer::Created(id)) => {
+                    match wire::open_answer(&payload, &self.request_id) {
+                        Ok(OpenAnswer::Opened(id)) => {
                             if let Some(tx) = self.ready.take() {
                                 let _ = tx.send(Ok(Some(id)));
                             }
                             None
                         }
-                        Ok(GroupAnswer::Refused(e)) => {
-                            Some(format!("CreateGroup refused: {} {}", e.code, e.message))
-                        }
-                        Ok(GroupAnswer::NotOurs) => None,
+                        Ok(OpenAnswer::Refused(e)) => Some(format!(
+                            "opening the conversation refused: {} {}",
+                            e.code, e.message
+                        )),
+                        Ok(OpenAnswer::NotOurs) => None,
                         Err(e) => Some(format!("answer on {}: {e}", self.answer_topic)),
                     }
                 } else {
@@ -344,20 +345,18 @@ impl Session<'_> {
         }
     }
 
-    /// Publishes the creator's `CreateGroup` request; `Some(reason)` if it can't.
-    fn create_group(&self, conn: &mut LeanConnection<Tag>) -> Option<String> {
+    /// Publishes the first member's request that opens the conversation;
+    /// `Some(reason)` if it can't.
+    fn open_conversation(&self, conn: &mut LeanConnection<Tag>) -> Option<String> {
         let plan = &self.shared.plan;
         let conversation = &plan.conversations[self.user.conversation];
-        let ConversationKey::Group { name } = &conversation.key else {
-            return Some("only groups are created".into());
-        };
-        let members = conversation
+        let others = conversation
             .members
             .iter()
             .filter(|m| **m != self.user.index)
             .map(|m| plan.users[*m].name.clone())
             .collect();
-        let payload = wire::create_group(&self.request_id, name, members);
+        let payload = wire::open_request(&self.request_id, &conversation.key, others);
         conn.publish(
             &format!("q/{}", self.user.name),
             Qos::AtLeastOnce,
@@ -365,7 +364,7 @@ impl Session<'_> {
             Tag::Request,
         )
         .err()
-        .map(|e| format!("CreateGroup: {e}"))
+        .map(|e| format!("opening request: {e}"))
     }
 
     /// Stamps and queues every message that is due, as long as the queue

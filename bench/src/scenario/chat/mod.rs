@@ -13,8 +13,10 @@
 //! `client_message_id` ([`wire::MessageStamp`]).
 //!
 //! Order of events: every user connects and subscribes (SUBACK awaited);
-//! group creators also subscribe to `a/{user}` and create their group with a
-//! `CreateGroup` request on `q/{user}`, answered on `a/{user}`. Then all
+//! each conversation's first member also subscribes to `a/{user}` and opens
+//! the conversation with a request on `q/{user}`, answered on `a/{user}`:
+//! `CreateGroup` for a group, `OpenDirect` for a pair (which would otherwise
+//! be created by its first message, inside the timed window). Then all
 //! senders start together. After the window the run waits, up to a drain
 //! timeout, for outstanding PUBACKs and deliveries before counting losses.
 //!
@@ -245,7 +247,7 @@ struct UserResult {
     last_ack: Option<Instant>,
 }
 
-/// Ready with the id of the group the user created, if it created one.
+/// Ready with the id of the conversation the user opened, if it opened one.
 type Ready = oneshot::Sender<Result<Option<String>, String>>;
 
 /// Runs the scenario and returns its report.
@@ -485,7 +487,7 @@ async fn drive(
         ));
     }
 
-    // Wait for every user; creators answer with their group's id.
+    // Wait for every user; openers answer with their conversation's id.
     let total = pending.len();
     let mut conversation_ids: Vec<Option<String>> = plan
         .conversations

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::layout::{ConversationKey, UserPlan};
-use super::wire::{self, GroupAnswer, MessageStamp};
+use super::layout::UserPlan;
+use super::wire::{self, MessageStamp, OpenAnswer};
 use super::{on_inbox, ChatConfig, Go, Ready, Shared, UserResult};
 use crate::mqtt::client::{ClientEvent, Events, Requests};
 use crate::mqtt::Qos;
@@ -31,7 +31,7 @@ use crate::scenario::chat::inbox::Inbox;
 pub(super) enum Queued {
     /// A chat message sent at this time (bench clock).
     Message { sent_nanos: u64 },
-    /// The `CreateGroup` request.
+    /// The request that opens the conversation.
     Request,
 }
 
@@ -42,8 +42,8 @@ fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
     queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One user's connection: subscribe, create the group if it is the creator,
-/// report ready, then record acknowledgements and inbox deliveries until
+/// One user's connection: subscribe, open the conversation if it is its
+/// first member, report ready, then record acknowledgements and inbox deliveries until
 /// stopped.
 pub(super) async fn user_task(
     user: UserPlan,
@@ -58,7 +58,7 @@ pub(super) async fn user_task(
     let answer_topic = format!("a/{}", user.name);
     let request_id = format!("{}-create-{}", shared.run, user.conversation);
     let mut ready = Some(ready);
-    let mut subscriptions_pending = if user.creates_group { 2 } else { 1 };
+    let mut subscriptions_pending = if user.opens { 2 } else { 1 };
     let mut in_flight: HashMap<u16, u64> = HashMap::new();
     let mut result = UserResult {
         inbox: Inbox::new(&shared.run, user.index).on_nodes(shared.nodes),
@@ -77,7 +77,7 @@ pub(super) async fn user_task(
             Ok(ClientEvent::Connected) => {
                 open.get_or_insert_with(|| OpenConnection::new(counters));
                 let mut filters = vec![inbox_topic.as_str()];
-                if user.creates_group {
+                if user.opens {
                     filters.push(answer_topic.as_str());
                 }
                 filters
@@ -89,8 +89,8 @@ pub(super) async fn user_task(
                 subscriptions_pending -= 1;
                 if subscriptions_pending > 0 {
                     None
-                } else if user.creates_group {
-                    create_group(&user, &shared, &requests, &queue, &request_id)
+                } else if user.opens {
+                    open_conversation(&user, &shared, &requests, &queue, &request_id)
                 } else {
                     if let Some(tx) = ready.take() {
                         let _ = tx.send(Ok(None));
@@ -124,8 +124,8 @@ pub(super) async fn user_task(
                         shared.settled_one();
                         None
                     }
-                    // The CreateGroup request.
-                    _ if ready.is_some() => Some(format!("CreateGroup publish rejected: {reason}")),
+                    // The request that opens the conversation.
+                    _ if ready.is_some() => Some(format!("opening request rejected: {reason}")),
                     _ => None,
                 }
             }
@@ -134,17 +134,18 @@ pub(super) async fn user_task(
                     on_inbox(&payload, &mut result.inbox, &shared);
                     None
                 } else if topic == answer_topic {
-                    match wire::group_answer(&payload, &request_id) {
-                        Ok(GroupAnswer::Created(id)) => {
+                    match wire::open_answer(&payload, &request_id) {
+                        Ok(OpenAnswer::Opened(id)) => {
                             if let Some(tx) = ready.take() {
                                 let _ = tx.send(Ok(Some(id)));
                             }
                             None
                         }
-                        Ok(GroupAnswer::Refused(e)) => {
-                            Some(format!("CreateGroup refused: {} {}", e.code, e.message))
-                        }
-                        Ok(GroupAnswer::NotOurs) => None,
+                        Ok(OpenAnswer::Refused(e)) => Some(format!(
+                            "opening the conversation refused: {} {}",
+                            e.code, e.message
+                        )),
+                        Ok(OpenAnswer::NotOurs) => None,
                         Err(e) => Some(format!("answer on {answer_topic}: {e}")),
                     }
                 } else {
@@ -171,8 +172,9 @@ pub(super) async fn user_task(
     result
 }
 
-/// Publishes the creator's `CreateGroup` request; `Some(reason)` if it can't.
-fn create_group(
+/// Publishes the first member's request that opens the conversation;
+/// `Some(reason)` if it can't.
+fn open_conversation(
     user: &UserPlan,
     shared: &Shared,
     requests: &Requests,
@@ -180,22 +182,19 @@ fn create_group(
     request_id: &str,
 ) -> Option<String> {
     let conversation = &shared.plan.conversations[user.conversation];
-    let ConversationKey::Group { name } = &conversation.key else {
-        return Some("only groups are created".into());
-    };
-    let members = conversation
+    let others = conversation
         .members
         .iter()
         .filter(|m| **m != user.index)
         .map(|m| shared.plan.users[*m].name.clone())
         .collect();
-    let payload = wire::create_group(request_id, name, members);
+    let payload = wire::open_request(request_id, &conversation.key, others);
     lock(queue).push_back(Queued::Request);
     match requests.try_publish(&format!("q/{}", user.name), Qos::AtLeastOnce, payload) {
         Ok(()) => None,
         Err(e) => {
             lock(queue).pop_back();
-            Some(format!("CreateGroup: {e}"))
+            Some(format!("opening request: {e}"))
         }
     }
 }

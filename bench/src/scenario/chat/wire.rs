@@ -1,6 +1,6 @@
 //! What the `chat` scenario puts on and reads off Parley's chat topics:
-//! `parley.v1` envelopes (a `ChatMessage` to `s/{conv}`, a `CreateGroup`
-//! request to `q/{user}`), and the stamp each message carries in its
+//! `parley.v1` envelopes (a `ChatMessage` to `s/{conv}`, a `CreateGroup` or
+//! `OpenDirect` request to `q/{user}`), and the stamp each message carries in its
 //! `client_message_id` so that receivers can measure latency and spot losses
 //! and duplicates without any shared state.
 //!
@@ -13,6 +13,8 @@
 
 use parley_proto::v1::{self, chat_message::Body, envelope::Kind, request::Op};
 use parley_proto::{decode_envelope, encode_envelope};
+
+use super::layout::ConversationKey;
 
 /// Longest `client_message_id` Parley accepts.
 pub const CLIENT_MESSAGE_ID_MAX_LEN: usize = 64;
@@ -63,6 +65,24 @@ pub fn chat_message(client_message_id: String, text_len: usize) -> Vec<u8> {
         ..Default::default()
     };
     encode_envelope(&message.into())
+}
+
+/// The request that opens a conversation before the run: `OpenDirect` with
+/// the other member of a pair, `CreateGroup` with the other members of a
+/// group.
+pub fn open_request(request_id: &str, key: &ConversationKey, others: Vec<String>) -> Vec<u8> {
+    match key {
+        ConversationKey::Direct(_) => {
+            let request = v1::Request {
+                request_id: request_id.to_string(),
+                op: Some(Op::OpenDirect(v1::OpenDirect {
+                    peer: others.into_iter().next().unwrap_or_default(),
+                })),
+            };
+            encode_envelope(&request.into())
+        }
+        ConversationKey::Group { name } => create_group(request_id, name, others),
+    }
 }
 
 /// The payload of a `CreateGroup` request.
@@ -129,33 +149,34 @@ pub fn inbox_item(payload: &[u8]) -> Result<InboxItem, parley_proto::DecodeError
     })
 }
 
-/// The answer to a `CreateGroup` request, from a payload on `a/{user}`.
+/// The answer to a `CreateGroup` or `OpenDirect` request, from a payload on
+/// `a/{user}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupAnswer {
+pub enum OpenAnswer {
     /// Not an answer to the request asked about.
     NotOurs,
-    /// The group was created with this id.
-    Created(String),
+    /// The conversation is open (created if it was new) with this id.
+    Opened(String),
     /// The request failed.
     Refused(ServerError),
 }
 
 /// Reads a payload on `a/{user}` as the answer to request `request_id`.
-pub fn group_answer(
+pub fn open_answer(
     payload: &[u8],
     request_id: &str,
-) -> Result<GroupAnswer, parley_proto::DecodeError> {
+) -> Result<OpenAnswer, parley_proto::DecodeError> {
     use parley_proto::v1::response::Result as Answer;
     let Some(Kind::Response(response)) = decode_envelope(payload)?.kind else {
-        return Ok(GroupAnswer::NotOurs);
+        return Ok(OpenAnswer::NotOurs);
     };
     if response.request_id != request_id {
-        return Ok(GroupAnswer::NotOurs);
+        return Ok(OpenAnswer::NotOurs);
     }
     Ok(match response.result {
-        Some(Answer::Conversation(c)) => GroupAnswer::Created(c.id),
-        Some(Answer::Error(e)) => GroupAnswer::Refused(ServerError::from_proto(&e)),
-        other => GroupAnswer::Refused(ServerError {
+        Some(Answer::Conversation(c)) => OpenAnswer::Opened(c.id),
+        Some(Answer::Error(e)) => OpenAnswer::Refused(ServerError::from_proto(&e)),
+        other => OpenAnswer::Refused(ServerError {
             code: "unexpected answer".into(),
             message: format!("{other:?}"),
             client_message_id: String::new(),
@@ -264,7 +285,35 @@ mod tests {
     }
 
     #[test]
-    fn matches_group_answers_by_request_id() {
+    fn a_pair_is_opened_with_open_direct_and_a_group_with_create_group() {
+        let direct = open_request(
+            "open-1",
+            &ConversationKey::Direct("u0~u1".into()),
+            vec!["u1".into()],
+        );
+        let Some(Kind::Request(r)) = decode_envelope(&direct).unwrap().kind else {
+            panic!("not a request");
+        };
+        assert_eq!(r.request_id, "open-1");
+        assert_eq!(
+            r.op,
+            Some(Op::OpenDirect(v1::OpenDirect { peer: "u1".into() }))
+        );
+        let group = ConversationKey::Group {
+            name: "team".into(),
+        };
+        let created = open_request("open-2", &group, vec!["u1".into(), "u2".into()]);
+        let Some(Kind::Request(r)) = decode_envelope(&created).unwrap().kind else {
+            panic!("not a request");
+        };
+        let Some(Op::CreateGroup(g)) = r.op else {
+            panic!("not CreateGroup");
+        };
+        assert_eq!((g.name.as_str(), g.members.len()), ("team", 2));
+    }
+
+    #[test]
+    fn matches_open_answers_by_request_id() {
         let request = create_group("create-1", "team", vec!["u1".into(), "u2".into()]);
         let Some(Kind::Request(r)) = decode_envelope(&request).unwrap().kind else {
             panic!("not a request");
@@ -292,12 +341,12 @@ mod tests {
             }),
         );
         assert_eq!(
-            group_answer(&created, "create-1").unwrap(),
-            GroupAnswer::Created("gaaaaaaaaaaaaaaaa".into())
+            open_answer(&created, "create-1").unwrap(),
+            OpenAnswer::Opened("gaaaaaaaaaaaaaaaa".into())
         );
         assert_eq!(
-            group_answer(&created, "create-2").unwrap(),
-            GroupAnswer::NotOurs
+            open_answer(&created, "create-2").unwrap(),
+            OpenAnswer::NotOurs
         );
         let refused = answer(
             "create-1",
@@ -307,8 +356,8 @@ mod tests {
                 ..Default::default()
             }),
         );
-        match group_answer(&refused, "create-1").unwrap() {
-            GroupAnswer::Refused(e) => assert_eq!(e.code, "ERROR_CODE_GROUP_FULL"),
+        match open_answer(&refused, "create-1").unwrap() {
+            OpenAnswer::Refused(e) => assert_eq!(e.code, "ERROR_CODE_GROUP_FULL"),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
