@@ -25,7 +25,7 @@ use std::time::Instant;
 use persistence::ConversationRecord;
 
 /// Most conversations remembered per connection; past it the memo starts over.
-const MAX_CONVERSATIONS: usize = 64;
+const MAX_CONVERSATIONS: usize = 16;
 
 /// What the shared caches were at when a check was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
