@@ -43,7 +43,9 @@ fn main() -> std::process::ExitCode {
         Ok(n) => tracing::debug!(descriptors = n, "descriptor table sized"),
         Err(e) => tracing::warn!(error = %e, "descriptor table not sized up front"),
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.worker_threads_for(cores))
         .enable_all()
         .build()
     {
