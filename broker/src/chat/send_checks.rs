@@ -86,22 +86,19 @@ impl SendChecks {
         versions: Versions,
         fresh_until: Instant,
     ) {
-        if self.by_conversation.len() >= MAX_CONVERSATIONS
-            && !self.by_conversation.contains_key(conversation)
-        {
-            self.by_conversation.clear();
-        }
         let kept = Kept {
             passed,
             versions,
             fresh_until,
         };
-        match self.by_conversation.get_mut(conversation) {
-            Some(slot) => *slot = kept,
-            None => {
-                self.by_conversation.insert(conversation.to_owned(), kept);
-            }
+        if let Some(slot) = self.by_conversation.get_mut(conversation) {
+            *slot = kept;
+            return;
         }
+        if self.by_conversation.len() >= MAX_CONVERSATIONS {
+            self.by_conversation.clear();
+        }
+        self.by_conversation.insert(conversation.to_owned(), kept);
     }
 
     /// How many conversations' checks are kept.
