@@ -76,6 +76,31 @@ async fn keep_alive_expiry_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn pings_keep_a_connection_open_past_its_keep_alive() {
+    let node = start_node(|_| {}).await;
+    sign_up(&node, "rawuser", "raw password").await;
+    let mut s = raw_connect(&node, 1).await;
+    // Eight pings 400 ms apart: 3.2 s, over twice the 1.5 s the server
+    // allows without traffic. Each read moves the deadline later.
+    for round in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        s.write_all(&[0xC0, 0]).await.unwrap();
+        let mut pingresp = [0u8; 2];
+        within("PINGRESP", s.read_exact(&mut pingresp))
+            .await
+            .unwrap_or_else(|e| panic!("ping {round}: closed ({e})"));
+        assert_eq!(pingresp, [0xD0, 0], "ping {round}");
+    }
+    // Then silence: closed, and not before 1.5 x keep-alive after the last ping.
+    let started = std::time::Instant::now();
+    assert!(read_to_close(&mut s).await.is_empty());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1400),
+        "not before 1.5 x keep-alive"
+    );
+}
+
+#[tokio::test]
 async fn oversize_packet_closes_the_connection() {
     let node = start_node(|c| c.mqtt.max_packet_size = 2048).await;
     sign_up(&node, "rawuser", "raw password").await;

@@ -113,7 +113,7 @@ impl UserId {
 }
 
 /// Checks `s` against the user id rules without allocating.
-fn check_user_id(s: &str) -> Result<(), IdError> {
+pub(crate) fn check_user_id(s: &str) -> Result<(), IdError> {
     check_length(s, USER_ID_MAX_LEN)?;
     for (pos, ch) in s.char_indices() {
         match ch {

@@ -142,16 +142,19 @@ impl ChatTopic {
     }
 
     /// The topic name of this chat topic.
+    ///
+    /// Built by concatenation rather than `format!`: every chat message
+    /// builds one per member it is delivered to.
     pub fn topic(&self) -> String {
         match self {
-            ChatTopic::Inbox(u) => format!("u/{u}/{INBOX_LEVEL}"),
-            ChatTopic::TypingFeed(u) => format!("u/{u}/{TYPING_FEED_LEVEL}"),
-            ChatTopic::Send(c) => format!("s/{c}"),
-            ChatTopic::Receipt(c) => format!("r/{c}"),
-            ChatTopic::Typing(c) => format!("t/{c}"),
-            ChatTopic::Presence(u) => format!("p/{u}"),
-            ChatTopic::Request(u) => format!("q/{u}"),
-            ChatTopic::Answer(u) => format!("a/{u}"),
+            ChatTopic::Inbox(u) => ["u/", u.as_str(), "/", INBOX_LEVEL].concat(),
+            ChatTopic::TypingFeed(u) => ["u/", u.as_str(), "/", TYPING_FEED_LEVEL].concat(),
+            ChatTopic::Send(c) => ["s/", c.as_str()].concat(),
+            ChatTopic::Receipt(c) => ["r/", c.as_str()].concat(),
+            ChatTopic::Typing(c) => ["t/", c.as_str()].concat(),
+            ChatTopic::Presence(u) => ["p/", u.as_str()].concat(),
+            ChatTopic::Request(u) => ["q/", u.as_str()].concat(),
+            ChatTopic::Answer(u) => ["a/", u.as_str()].concat(),
         }
     }
 }
@@ -189,12 +192,19 @@ fn shape_error(first: &str) -> TopicError {
 
 /// `u/{user}/i`: the user's inbox.
 pub fn inbox_topic(user: &UserId) -> String {
-    ChatTopic::Inbox(user.clone()).topic()
+    ["u/", user.as_str(), "/", INBOX_LEVEL].concat()
+}
+
+/// `u/{user}/i` for a user id not parsed yet, such as a stored member's;
+/// `None` if `user` is not a valid user id.
+pub fn inbox_topic_of(user: &str) -> Option<String> {
+    crate::ids::check_user_id(user).ok()?;
+    Some(["u/", user, "/", INBOX_LEVEL].concat())
 }
 
 /// `u/{user}/t`: the user's typing feed.
 pub fn typing_feed_topic(user: &UserId) -> String {
-    ChatTopic::TypingFeed(user.clone()).topic()
+    ["u/", user.as_str(), "/", TYPING_FEED_LEVEL].concat()
 }
 
 /// `p/{user}`: the user's retained presence.
@@ -390,6 +400,18 @@ mod tests {
         assert_eq!(typing_feed_topic(&u), "u/carol/t");
         assert_eq!(presence_topic(&u), "p/carol");
         assert_eq!(answer_topic(&u), "a/carol");
+        assert_eq!(inbox_topic_of("carol").as_deref(), Some("u/carol/i"));
+        assert_eq!(
+            ChatTopic::parse("u/carol/i").unwrap().unwrap().topic(),
+            "u/carol/i"
+        );
+    }
+
+    #[test]
+    fn an_invalid_stored_member_has_no_inbox() {
+        for bad in ["", "Carol", "_carol", "car/ol", "car+ol", "#"] {
+            assert_eq!(inbox_topic_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

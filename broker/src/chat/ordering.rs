@@ -26,14 +26,18 @@
 //! every message's fan-out wait behind any other's, and behind a thread
 //! preempted while holding it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
+
+use foldhash::{HashMap, HashMapExt};
 
 /// How many locks the conversations are spread over.
 const SHARDS: usize = 64;
 
-/// The lanes of the conversations whose ids hash to one shard.
+/// The lanes of the conversations whose ids hash to one shard (foldhash,
+/// randomly seeded per process, as the shard pick: SipHash cost more than
+/// the rest of taking a ticket).
 type Shard<T> = Mutex<HashMap<String, Lane<T>>>;
 
 /// Releases each conversation's stored entries in `seq` order to a delivery function.
@@ -88,17 +92,20 @@ impl<T> DeliveryOrder<T> {
     pub fn begin(&self, conversation: &str) -> Ticket<'_, T> {
         let shard = self.shard_of(conversation);
         let mut lanes = self.lock(shard);
-        let lane = lanes
-            .entry(conversation.to_owned())
-            .or_insert_with(|| Lane {
-                next_ticket: 0,
-                in_flight: BTreeSet::new(),
-                held: BTreeMap::new(),
-                last_released: None,
-            });
-        let number = lane.next_ticket;
-        lane.next_ticket += 1;
-        lane.in_flight.insert(number);
+        let number = match lanes.get_mut(conversation) {
+            Some(lane) => lane.take_ticket(),
+            None => {
+                let mut lane = Lane {
+                    next_ticket: 0,
+                    in_flight: BTreeSet::new(),
+                    held: BTreeMap::new(),
+                    last_released: None,
+                };
+                let number = lane.take_ticket();
+                lanes.insert(conversation.to_owned(), lane);
+                number
+            }
+        };
         Ticket {
             order: self,
             conversation: conversation.to_owned(),
@@ -153,6 +160,16 @@ impl<T> DeliveryOrder<T> {
     #[cfg(test)]
     fn is_idle(&self) -> bool {
         (0..SHARDS).all(|shard| self.lock(shard).is_empty())
+    }
+}
+
+impl<T> Lane<T> {
+    /// The next ticket's number, now in flight.
+    fn take_ticket(&mut self) -> u64 {
+        let number = self.next_ticket;
+        self.next_ticket += 1;
+        self.in_flight.insert(number);
+        number
     }
 }
 

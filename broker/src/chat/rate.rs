@@ -13,10 +13,11 @@
 //! together they allow the configured rate (see `docs/cluster.md`, "Rate
 //! limits").
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 use chat_core::rate::TokenBucket;
 
@@ -154,15 +155,25 @@ impl RateLimits {
         let nodes = self.share.get().map_or(1, |s| s.nodes_of(user).max(1));
         let (node_rate, node_burst) = share_of(rate, burst, nodes);
         let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-        let share = map.entry(user.to_owned()).or_insert_with(|| Share {
-            bucket: TokenBucket::new(node_rate, node_burst, now),
-            nodes,
-        });
-        if share.nodes != nodes {
-            share.bucket.set_limits(node_rate, node_burst, now);
-            share.nodes = nodes;
+        // Looked up before inserting, so a known user's id is not copied.
+        match map.get_mut(user) {
+            Some(share) => {
+                if share.nodes != nodes {
+                    share.bucket.set_limits(node_rate, node_burst, now);
+                    share.nodes = nodes;
+                }
+                f(&mut share.bucket, now)
+            }
+            None => {
+                let mut share = Share {
+                    bucket: TokenBucket::new(node_rate, node_burst, now),
+                    nodes,
+                };
+                let answer = f(&mut share.bucket, now);
+                map.insert(user.to_owned(), share);
+                answer
+            }
         }
-        f(&mut share.bucket, now)
     }
 }
 

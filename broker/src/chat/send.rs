@@ -19,7 +19,7 @@ use chat_core::ids::{ConversationId, UserId};
 use chat_core::message::{
     amend, server_message, validate_client_message, Intent, MessageError, MessageLimits,
 };
-use chat_core::topics::inbox_topic;
+use chat_core::topics::inbox_topic_of;
 use parley_proto::v1::ChatMessage;
 use parley_proto::v1::{envelope::Kind, ErrorCode};
 use parley_proto::{decode_envelope, encode_envelope, message_envelope, prost::Message};
@@ -437,7 +437,7 @@ fn inbox_fanout(record: &ConversationRecord, envelope: Vec<u8>) -> Fanout {
     let topics = record
         .members
         .iter()
-        .filter_map(|m| Some(inbox_topic(&UserId::parse(&m.user).ok()?)))
+        .filter_map(|m| inbox_topic_of(&m.user))
         .collect();
     Fanout::new(topics, Bytes::from(envelope))
 }

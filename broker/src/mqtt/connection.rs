@@ -213,6 +213,11 @@ where
     let mut packet_deadline: Option<Instant> = None;
     let mut pause: Option<Pause> = None;
     let pause_limit = Duration::from_millis(ctx.config.max_publisher_pause_ms);
+    // Made once and kept across the loop's turns: a busy connection turns
+    // several times per message, and registering a new kick waiter and a new
+    // timer each time (and removing them again) cost more than the turn.
+    let mut kicked = Box::pin(registration.kicked());
+    let mut timer = WakeTimer::new();
 
     let end = 'conn: loop {
         let mut fx = Effects::default();
@@ -390,11 +395,12 @@ where
         // One timer for both: the keep-alive (or packet) deadline, or giving
         // the buffers back, whichever comes first.
         let wake_at = earliest(read_deadline, keep_buffers_until);
+        timer.arm(wake_at);
         // An idle connection keeps no effects buffers while it waits.
         drop(fx);
         tokio::select! {
             // The registration's token is a child of the node's shutdown token.
-            _ = registration.kicked() => {
+            _ = &mut kicked => {
                 break 'conn if ctx.shutdown.is_cancelled() {
                     End::Shutdown
                 } else if registration.was_taken_over() {
@@ -404,7 +410,7 @@ where
                 };
             }
             _ = chat_finished(&mut chat, &mut chat_done) => {}
-            _ = sleep_until(wake_at), if pause.is_none() => {
+            _ = timer.fired(), if pause.is_none() && timer.is_armed() => {
                 if read_deadline.is_some_and(|d| Instant::now() >= d) {
                     break 'conn End::KeepAlive;
                 }
@@ -437,6 +443,7 @@ where
         }
     };
 
+    drop(kicked);
     if end == End::StalledWriter {
         ctx.metrics.limited(Limit::StalledWriter);
     }
@@ -603,10 +610,48 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// The connection's one timer, kept across the loop's turns.
+///
+/// Its deadlines (keep-alive, a half-read packet, giving the buffers back)
+/// move later with almost every read, and moving a timer costs a removal
+/// and an insertion in the runtime's timer wheel. So the timer only moves
+/// to an earlier instant; asked for a later one, it keeps the one it has,
+/// fires early, and the loop, finding nothing due, arms it again.
+struct WakeTimer {
+    /// Boxed so that a connection carries a pointer's worth of it.
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// When it fires; `None` once it fired (or was never armed).
+    at: Option<Instant>,
+}
+
+impl WakeTimer {
+    /// A timer that is not armed.
+    fn new() -> WakeTimer {
+        WakeTimer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            at: None,
+        }
+    }
+
+    /// Makes sure the timer fires no later than `wake_at` (if any).
+    fn arm(&mut self, wake_at: Option<Instant>) {
+        if let Some(wake_at) = wake_at {
+            if self.at.is_none_or(|at| wake_at < at) {
+                self.sleep.as_mut().reset(wake_at);
+                self.at = Some(wake_at);
+            }
+        }
+    }
+
+    /// Whether it is armed: [`WakeTimer::fired`] resolves only then.
+    fn is_armed(&self) -> bool {
+        self.at.is_some()
+    }
+
+    /// Resolves when the armed instant comes, and disarms the timer.
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await;
+        self.at = None;
     }
 }
 
