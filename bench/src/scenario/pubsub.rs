@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ use crate::mqtt::client::{self, ClientEvent, ClientSpec, Events, Requests};
 use crate::mqtt::Qos;
 use crate::payload::{Clock, PayloadError, Stamp};
 use crate::progress::{Counters, OpenConnection, Progress, Style};
-use crate::report::{self, ErrorSummary, LatencySummary, PubsubReport};
+use crate::report::{ErrorSummary, LatencyRecorder, LatencySink, LatencySummary, PubsubReport};
 
 /// Settings of a `pubsub` run.
 #[derive(Debug, Clone)]
@@ -109,6 +108,8 @@ struct Shared {
     progress_made: Notify,
     /// Cancelled when the run ends (or setup fails).
     stop: CancellationToken,
+    /// Delivery latencies, added to by every subscriber.
+    latency: LatencySink,
 }
 
 impl Shared {
@@ -121,7 +122,7 @@ impl Shared {
 
 /// What one subscriber saw.
 struct SubscriberResult {
-    latency: Histogram<u64>,
+    latency: LatencyRecorder,
     tracker: SeqTracker,
     expects: Vec<u32>,
     last_delivery: Option<Instant>,
@@ -153,12 +154,13 @@ pub async fn run(cfg: &PubsubConfig) -> Result<PubsubReport, PubsubError> {
         draining: AtomicBool::new(false),
         progress_made: Notify::new(),
         stop: CancellationToken::new(),
+        latency: LatencySink::default(),
     });
     let progress = Progress::start(counters.clone(), Style::Messages, cfg.progress);
     let result = drive(cfg, &plan, &run_id, &shared).await;
     shared.stop.cancel();
     progress.stop().await;
-    let (subscribers, stats, window, started) = result?;
+    let (mut subscribers, stats, window, started) = result?;
 
     // Tally.
     let sent_by = |id: u32| {
@@ -166,18 +168,17 @@ pub async fn run(cfg: &PubsubConfig) -> Result<PubsubReport, PubsubError> {
             .get(id as usize)
             .map_or(0, |s| s.sent.load(Ordering::Relaxed))
     };
-    let mut latency = report::new_histogram();
     let (mut received, mut lost) = (0u64, 0u64);
     let mut last_delivery = None;
-    for sub in &subscribers {
-        // Histograms share bounds, so adding cannot fail.
-        let _ = latency.add(&sub.latency);
+    for sub in &mut subscribers {
+        sub.latency.flush();
         for id in &sub.expects {
             received += sub.tracker.unique_from(*id);
             lost += sub.tracker.missing_from(*id, sent_by(*id));
         }
         last_delivery = last_delivery.max(sub.last_delivery);
     }
+    let latency = shared.latency.histogram();
     let sent: u64 = stats.iter().map(|s| s.sent.load(Ordering::Relaxed)).sum();
     let acked: u64 = stats.iter().map(|s| s.acked.load(Ordering::Relaxed)).sum();
     let receive_window = last_delivery.map_or(window, |t| t.saturating_duration_since(started));
@@ -387,7 +388,7 @@ async fn subscriber(
     let mut ready = Some(ready);
     let expected: HashSet<u32> = plan.expects.iter().copied().collect();
     let mut result = SubscriberResult {
-        latency: report::new_histogram(),
+        latency: shared.latency.recorder(),
         tracker: SeqTracker::default(),
         expects: plan.expects.clone(),
         last_delivery: None,
@@ -451,7 +452,9 @@ fn on_message(
     }
     match result.tracker.record(stamp.publisher, stamp.seq) {
         Delivery::First => {
-            report::record(&mut result.latency, Clock::global().since(stamp.sent_nanos));
+            result
+                .latency
+                .record(Clock::global().since(stamp.sent_nanos));
             result.last_delivery = Some(Instant::now());
             Counters::bump(&counters.received);
             shared.settled_one();

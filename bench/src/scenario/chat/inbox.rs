@@ -6,12 +6,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use parley_proto::v1::ChatMessage;
 
 use super::layout::ChatPlan;
 use super::wire::MessageStamp;
-use crate::report;
+use crate::report::{LatencyRecorder, LatencySink};
 use crate::scenario::tracker::{Delivery, SeqTracker};
 
 /// How a delivered message relates to what the run sent.
@@ -60,20 +59,33 @@ impl SeqIssue {
     }
 }
 
+/// The run's delivery latency histograms, which every inbox adds to.
+#[derive(Debug, Clone, Default)]
+pub struct InboxLatency {
+    /// Send to delivery, every delivery.
+    pub latency: LatencySink,
+    /// Send to delivery, deliveries to members other than the sender.
+    pub peer: LatencySink,
+    /// Peer deliveries on the sender's node.
+    pub same_node: LatencySink,
+    /// Peer deliveries on another node.
+    pub cross_node: LatencySink,
+}
+
 /// What one receiver saw.
 #[derive(Debug)]
 pub struct Inbox {
     run: String,
     user: usize,
     /// Send to delivery, every delivery (the sender's own copy included).
-    pub latency: Histogram<u64>,
+    pub latency: LatencyRecorder,
     /// Send to delivery, deliveries to members other than the sender.
-    pub peer_latency: Histogram<u64>,
+    pub peer_latency: LatencyRecorder,
     /// Of those, deliveries to a member on the sender's node, when users
     /// are spread over several nodes ([`Inbox::on_nodes`]).
-    pub same_node_latency: Histogram<u64>,
+    pub same_node_latency: LatencyRecorder,
     /// Of those, deliveries to a member on another node than the sender's.
-    pub cross_node_latency: Histogram<u64>,
+    pub cross_node_latency: LatencyRecorder,
     /// Users are on `nodes` nodes, user `i` on node `i % nodes`.
     nodes: usize,
     /// Messages received, per sender id.
@@ -84,15 +96,22 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// An empty inbox of user `user` (client index) in run `run`.
+    /// An empty inbox of user `user` (client index) in run `run`, with
+    /// latency histograms of its own.
     pub fn new(run: &str, user: usize) -> Inbox {
+        Inbox::into_sinks(run, user, &InboxLatency::default())
+    }
+
+    /// An empty inbox of user `user` (client index) in run `run` that adds
+    /// its latencies to `sinks` (shared by the run's inboxes).
+    pub fn into_sinks(run: &str, user: usize, sinks: &InboxLatency) -> Inbox {
         Inbox {
             run: run.to_string(),
             user,
-            latency: report::new_histogram(),
-            peer_latency: report::new_histogram(),
-            same_node_latency: report::new_histogram(),
-            cross_node_latency: report::new_histogram(),
+            latency: sinks.latency.recorder(),
+            peer_latency: sinks.peer.recorder(),
+            same_node_latency: sinks.same_node.recorder(),
+            cross_node_latency: sinks.cross_node.recorder(),
             nodes: 1,
             tracker: SeqTracker::default(),
             last_seq: HashMap::new(),
@@ -106,6 +125,14 @@ impl Inbox {
     pub fn on_nodes(mut self, nodes: usize) -> Inbox {
         self.nodes = nodes.max(1);
         self
+    }
+
+    /// Adds the latencies recorded so far to the run's histograms.
+    pub fn flush_latency(&mut self) {
+        self.latency.flush();
+        self.peer_latency.flush();
+        self.same_node_latency.flush();
+        self.cross_node_latency.flush();
     }
 
     /// The receiving user's client index.
@@ -132,16 +159,16 @@ impl Inbox {
         let arrival = match self.tracker.record(stamp.sender, stamp.seq) {
             Delivery::First => {
                 let latency = Duration::from_nanos(now_nanos.saturating_sub(stamp.sent_nanos));
-                report::record(&mut self.latency, latency);
+                self.latency.record(latency);
                 let sender_user = plan.sender_users.get(stamp.sender as usize).copied();
                 let own = sender_user == Some(self.user);
                 if !own {
-                    report::record(&mut self.peer_latency, latency);
+                    self.peer_latency.record(latency);
                     if let (Some(sender), true) = (sender_user, self.nodes > 1) {
                         if sender % self.nodes == self.user % self.nodes {
-                            report::record(&mut self.same_node_latency, latency);
+                            self.same_node_latency.record(latency);
                         } else {
-                            report::record(&mut self.cross_node_latency, latency);
+                            self.cross_node_latency.record(latency);
                         }
                     }
                 }
@@ -256,10 +283,11 @@ mod tests {
             inbox.record(&own, &plan, 2_500_000),
             (Arrival::First { own: true }, None)
         );
-        assert_eq!(inbox.latency.len(), 2);
-        assert_eq!(inbox.peer_latency.len(), 1);
+        assert_eq!(inbox.latency.histogram().len(), 2);
+        let peer = inbox.peer_latency.histogram();
+        assert_eq!(peer.len(), 1);
         // 2 ms, to the histogram's precision.
-        assert!((1990..=2010).contains(&inbox.peer_latency.max()));
+        assert!((1990..=2010).contains(&peer.max()));
         assert_eq!(inbox.tracker.unique_from(0), 1);
         assert_eq!(inbox.tracker.missing_from(0, 3), 2);
         assert!(inbox.last_delivery.is_some());

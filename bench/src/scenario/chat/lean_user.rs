@@ -30,7 +30,6 @@ use crate::mqtt::lean::{LeanConnection, LeanEvent, LeanSpec};
 use crate::mqtt::Qos;
 use crate::payload::Clock;
 use crate::progress::{Counters, OpenConnection};
-use crate::report;
 
 /// Released messages that may wait for room in the in-flight window.
 pub const SEND_QUEUE: usize = 64;
@@ -121,8 +120,9 @@ pub(super) async fn run(task: LeanUser) -> UserResult {
         ready: Some(ready),
         subscriptions_pending: if user.opens { 2 } else { 1 },
         result: UserResult {
-            inbox: Inbox::new(&shared.run, user.index).on_nodes(shared.nodes),
-            ack_latency: report::new_histogram(),
+            inbox: Inbox::into_sinks(&shared.run, user.index, &shared.inbox_latency)
+                .on_nodes(shared.nodes),
+            ack_latency: shared.ack_latency.recorder(),
             last_ack: None,
         },
     };
@@ -287,10 +287,9 @@ impl Session<'_> {
             } => Some(format!("subscription refused: {reason}")),
             LeanEvent::Acked(Tag::Message { sent_nanos }) => {
                 if let Some(stats) = self.stats {
-                    report::record(
-                        &mut self.result.ack_latency,
-                        Clock::global().since(sent_nanos),
-                    );
+                    self.result
+                        .ack_latency
+                        .record(Clock::global().since(sent_nanos));
                     self.result.last_ack = Some(StdInstant::now());
                     Counters::bump(&stats.acked);
                     Counters::bump(&counters.acked);

@@ -40,13 +40,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::inbox::{Arrival, Inbox, SeqIssue};
+use self::inbox::{Arrival, Inbox, InboxLatency, SeqIssue};
 use self::layout::{ChatPlan, ConversationKey, Layout, LayoutError};
 use self::wire::{InboxItem, MessageStamp};
 use super::{RunId, Target};
@@ -55,7 +54,7 @@ use crate::credentials::Credentials;
 use crate::mqtt::client::{self, ClientSpec, Requests};
 use crate::payload::Clock;
 use crate::progress::{Counters, Progress, Style};
-use crate::report::{self, ChatReport, ErrorSummary, LatencySummary};
+use crate::report::{self, ChatReport, ErrorSummary, LatencyRecorder, LatencySink, LatencySummary};
 
 /// Settings of a `chat` run.
 #[derive(Debug, Clone)]
@@ -217,6 +216,10 @@ struct Shared {
     stop: CancellationToken,
     /// Nodes the users are spread over (1 without node ports).
     nodes: usize,
+    /// Delivery latencies, added to by every user's inbox.
+    inbox_latency: InboxLatency,
+    /// Send to PUBACK, added to by every sender.
+    ack_latency: LatencySink,
 }
 
 impl Shared {
@@ -243,7 +246,7 @@ impl Shared {
 /// What one user's connection saw.
 struct UserResult {
     inbox: Inbox,
-    ack_latency: Histogram<u64>,
+    ack_latency: LatencyRecorder,
     last_ack: Option<Instant>,
 }
 
@@ -285,13 +288,15 @@ pub async fn run(cfg: &ChatConfig) -> Result<ChatReport, ChatError> {
         progress_made: Notify::new(),
         stop: CancellationToken::new(),
         nodes: cfg.node_ports.len().max(1),
+        inbox_latency: InboxLatency::default(),
+        ack_latency: LatencySink::default(),
     });
     let progress = Progress::start(counters.clone(), Style::Messages, cfg.progress);
     let result = drive(cfg, &run_id, &shared).await;
     shared.stop.cancel();
     progress.stop().await;
-    let (users, window, started, bus) = result?;
-    let mut report = tally(cfg, &shared, &users, window, started);
+    let (mut users, window, started, bus) = result?;
+    let mut report = tally(cfg, &shared, &mut users, window, started);
     let acked = report.acked.max(1) as f64;
     if let Some(cluster) = report.cluster.as_mut() {
         cluster.bus = bus.map(|bus| report::BusCost {
@@ -308,7 +313,7 @@ pub async fn run(cfg: &ChatConfig) -> Result<ChatReport, ChatError> {
 fn tally(
     cfg: &ChatConfig,
     shared: &Shared,
-    users: &[UserResult],
+    users: &mut [UserResult],
     window: Duration,
     started: Instant,
 ) -> ChatReport {
@@ -326,20 +331,11 @@ fn tally(
             .get(id as usize)
             .map_or(0, |s| SenderStats::get(&s.sent))
     };
-    let mut latency = report::new_histogram();
-    let mut peer_latency = report::new_histogram();
-    let mut same_node = report::new_histogram();
-    let mut cross_node = report::new_histogram();
-    let mut ack_latency = report::new_histogram();
     let (mut received, mut missing) = (0u64, 0u64);
     let (mut last_delivery, mut last_ack) = (None, None);
-    for user in users {
-        // Histograms share bounds, so adding cannot fail.
-        let _ = latency.add(&user.inbox.latency);
-        let _ = peer_latency.add(&user.inbox.peer_latency);
-        let _ = same_node.add(&user.inbox.same_node_latency);
-        let _ = cross_node.add(&user.inbox.cross_node_latency);
-        let _ = ack_latency.add(&user.ack_latency);
+    for user in users.iter_mut() {
+        user.inbox.flush_latency();
+        user.ack_latency.flush();
         let conversation = &plan.conversations[plan.users[user.inbox.user()].conversation];
         for sender in &conversation.senders {
             received += user.inbox.tracker.unique_from(*sender);
@@ -348,6 +344,11 @@ fn tally(
         last_delivery = last_delivery.max(user.inbox.last_delivery);
         last_ack = last_ack.max(user.last_ack);
     }
+    let latency = shared.inbox_latency.latency.histogram();
+    let peer_latency = shared.inbox_latency.peer.histogram();
+    let same_node = shared.inbox_latency.same_node.histogram();
+    let cross_node = shared.inbox_latency.cross_node.histogram();
+    let ack_latency = shared.ack_latency.histogram();
     // A refused message is missing at every member; that is not a loss.
     let refused_deliveries: u64 = shared
         .senders

@@ -22,7 +22,6 @@ use crate::mqtt::client::{ClientEvent, Events, Requests};
 use crate::mqtt::Qos;
 use crate::payload::Clock;
 use crate::progress::{Counters, OpenConnection};
-use crate::report;
 use crate::scenario::chat::inbox::Inbox;
 
 /// A publish queued on a connection, in queue order; the connection's
@@ -61,8 +60,9 @@ pub(super) async fn user_task(
     let mut subscriptions_pending = if user.opens { 2 } else { 1 };
     let mut in_flight: HashMap<u16, u64> = HashMap::new();
     let mut result = UserResult {
-        inbox: Inbox::new(&shared.run, user.index).on_nodes(shared.nodes),
-        ack_latency: report::new_histogram(),
+        inbox: Inbox::into_sinks(&shared.run, user.index, &shared.inbox_latency)
+            .on_nodes(shared.nodes),
+        ack_latency: shared.ack_latency.recorder(),
         last_ack: None,
     };
     let stats = user.sender.and_then(|id| shared.senders.get(id as usize));
@@ -109,7 +109,7 @@ pub(super) async fn user_task(
             }
             Ok(ClientEvent::Acked(pkid)) => {
                 if let (Some(sent), Some(stats)) = (in_flight.remove(&pkid), stats) {
-                    report::record(&mut result.ack_latency, clock.since(sent));
+                    result.ack_latency.record(clock.since(sent));
                     result.last_ack = Some(Instant::now());
                     Counters::bump(&stats.acked);
                     Counters::bump(&counters.acked);
