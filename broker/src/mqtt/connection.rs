@@ -12,6 +12,7 @@
 //! this connection stops reading (so its client slows down) until that
 //! subscriber drains, for at most `max_publisher_pause_ms`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +22,14 @@ use parley_engine::router::{Attachment, Detach, SessionSlot};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::sync::WaitForCancellationFuture;
 use tracing::{debug, info, warn};
 
 use super::chat_worker::{ChatDone, ChatWorker};
 use super::durable::DurableSessions;
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
-use super::sessions::TransportKind;
+use super::sessions::{SessionHandle, TransportKind};
 use super::MqttContext;
 use crate::metrics::{DisconnectReason, Limit, OutKind};
 
@@ -213,11 +215,14 @@ where
     let mut packet_deadline: Option<Instant> = None;
     let mut pause: Option<Pause> = None;
     let pause_limit = Duration::from_millis(ctx.config.max_publisher_pause_ms);
-    // Made once and kept across the loop's turns: a busy connection turns
+    // While the connection is busy (it read within `BUFFER_GRACE`), its kick
+    // waiter and its timer are kept across the loop's turns: it turns
     // several times per message, and registering a new kick waiter and a new
-    // timer each time (and removing them again) cost more than the turn.
-    let mut kicked = Box::pin(registration.kicked());
-    let mut timer = WakeTimer::new();
+    // timer each turn (and removing them again) cost more than the turn. An
+    // idle connection gives them back and waits on ones made for the wait,
+    // inside its task, so it carries no more than two pointers for them.
+    let mut kept_kick: Option<Pin<Box<WaitForCancellationFuture<'_>>>> = None;
+    let mut kept_timer: Option<WakeTimer> = None;
 
     let end = 'conn: loop {
         let mut fx = Effects::default();
@@ -395,12 +400,18 @@ where
         // One timer for both: the keep-alive (or packet) deadline, or giving
         // the buffers back, whichever comes first.
         let wake_at = earliest(read_deadline, keep_buffers_until);
-        timer.arm(wake_at);
+        if busy {
+            kept_kick.get_or_insert_with(|| Box::pin(registration.kicked()));
+            kept_timer.get_or_insert_with(WakeTimer::new).arm(wake_at);
+        } else {
+            kept_kick = None;
+            kept_timer = None;
+        }
         // An idle connection keeps no effects buffers while it waits.
         drop(fx);
         tokio::select! {
             // The registration's token is a child of the node's shutdown token.
-            _ = &mut kicked => {
+            _ = kicked(&mut kept_kick, &registration) => {
                 break 'conn if ctx.shutdown.is_cancelled() {
                     End::Shutdown
                 } else if registration.was_taken_over() {
@@ -410,7 +421,7 @@ where
                 };
             }
             _ = chat_finished(&mut chat, &mut chat_done) => {}
-            _ = timer.fired(), if pause.is_none() && timer.is_armed() => {
+            _ = woken(&mut kept_timer, wake_at), if pause.is_none() => {
                 if read_deadline.is_some_and(|d| Instant::now() >= d) {
                     break 'conn End::KeepAlive;
                 }
@@ -443,7 +454,7 @@ where
         }
     };
 
-    drop(kicked);
+    drop(kept_kick);
     if end == End::StalledWriter {
         ctx.metrics.limited(Limit::StalledWriter);
     }
@@ -610,7 +621,35 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// The connection's one timer, kept across the loop's turns.
+/// Resolves when the connection is kicked, through its kept kick waiter
+/// if it has one.
+async fn kicked(
+    kept: &mut Option<Pin<Box<WaitForCancellationFuture<'_>>>>,
+    registration: &SessionHandle,
+) {
+    match kept {
+        Some(kick) => kick.as_mut().await,
+        None => registration.kicked().await,
+    }
+}
+
+/// Resolves at `wake_at` (never without one), or earlier through the kept
+/// timer if there is one (see [`WakeTimer`]).
+async fn woken(kept: &mut Option<WakeTimer>, wake_at: Option<Instant>) {
+    match kept {
+        Some(timer) => timer.fired().await,
+        None => sleep_until(wake_at).await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A busy connection's timer, kept across the loop's turns.
 ///
 /// Its deadlines (keep-alive, a half-read packet, giving the buffers back)
 /// move later with almost every read, and moving a timer costs a removal
@@ -619,7 +658,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// fires early, and the loop, finding nothing due, arms it again.
 struct WakeTimer {
     /// Boxed so that a connection carries a pointer's worth of it.
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
     /// When it fires; `None` once it fired (or was never armed).
     at: Option<Instant>,
 }
@@ -643,13 +682,12 @@ impl WakeTimer {
         }
     }
 
-    /// Whether it is armed: [`WakeTimer::fired`] resolves only then.
-    fn is_armed(&self) -> bool {
-        self.at.is_some()
-    }
-
-    /// Resolves when the armed instant comes, and disarms the timer.
+    /// Resolves when the armed instant comes, and disarms the timer; never
+    /// if it is not armed.
     async fn fired(&mut self) {
+        if self.at.is_none() {
+            return std::future::pending().await;
+        }
         self.sleep.as_mut().await;
         self.at = None;
     }
