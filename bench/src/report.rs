@@ -26,8 +26,14 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Records a duration in microseconds, clamped to the histogram's range.
 pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
-    let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    histogram.saturating_record(us.clamp(1, LATENCY_MAX_US));
+    histogram.saturating_record(clamped_micros(latency));
+}
+
+/// `latency` in microseconds, clamped to the histograms' range.
+fn clamped_micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, LATENCY_MAX_US)
 }
 
 /// One latency histogram that many tasks record into, a batch at a time.
@@ -78,11 +84,10 @@ pub struct LatencyRecorder {
 impl LatencyRecorder {
     /// Records a duration in microseconds, clamped to the histogram's range.
     pub fn record(&mut self, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         if self.pending.capacity() == 0 {
             self.pending.reserve_exact(RECORDER_BATCH);
         }
-        self.pending.push(us.clamp(1, LATENCY_MAX_US));
+        self.pending.push(clamped_micros(latency));
         if self.pending.len() >= RECORDER_BATCH {
             self.flush();
         }

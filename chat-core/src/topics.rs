@@ -147,8 +147,8 @@ impl ChatTopic {
     /// builds one per member it is delivered to.
     pub fn topic(&self) -> String {
         match self {
-            ChatTopic::Inbox(u) => ["u/", u.as_str(), "/", INBOX_LEVEL].concat(),
-            ChatTopic::TypingFeed(u) => ["u/", u.as_str(), "/", TYPING_FEED_LEVEL].concat(),
+            ChatTopic::Inbox(u) => user_feed(u.as_str(), INBOX_LEVEL),
+            ChatTopic::TypingFeed(u) => user_feed(u.as_str(), TYPING_FEED_LEVEL),
             ChatTopic::Send(c) => ["s/", c.as_str()].concat(),
             ChatTopic::Receipt(c) => ["r/", c.as_str()].concat(),
             ChatTopic::Typing(c) => ["t/", c.as_str()].concat(),
@@ -192,19 +192,24 @@ fn shape_error(first: &str) -> TopicError {
 
 /// `u/{user}/i`: the user's inbox.
 pub fn inbox_topic(user: &UserId) -> String {
-    ["u/", user.as_str(), "/", INBOX_LEVEL].concat()
+    user_feed(user.as_str(), INBOX_LEVEL)
 }
 
 /// `u/{user}/i` for a user id not parsed yet, such as a stored member's;
 /// `None` if `user` is not a valid user id.
 pub fn inbox_topic_of(user: &str) -> Option<String> {
     crate::ids::check_user_id(user).ok()?;
-    Some(["u/", user, "/", INBOX_LEVEL].concat())
+    Some(user_feed(user, INBOX_LEVEL))
+}
+
+/// `u/{user}/{level}`, for a user id already checked.
+fn user_feed(user: &str, level: &str) -> String {
+    ["u/", user, "/", level].concat()
 }
 
 /// `u/{user}/t`: the user's typing feed.
 pub fn typing_feed_topic(user: &UserId) -> String {
-    ["u/", user.as_str(), "/", TYPING_FEED_LEVEL].concat()
+    user_feed(user.as_str(), TYPING_FEED_LEVEL)
 }
 
 /// `p/{user}`: the user's retained presence.
