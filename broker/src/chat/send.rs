@@ -123,8 +123,8 @@ impl ChatService {
         match self.rates.message(user.as_str()) {
             MessagePermit::Now => {}
             // Held, not refused: the connection's later publishes queue
-            // behind this one (its chat worker begins them in order), and
-            // past `max_pipelined_sends` its socket is no longer read.
+            // behind this one (its chat pipeline begins them in order), and
+            // once enough wait to be begun its socket is no longer read.
             MessagePermit::Held(wait) => tokio::time::sleep(wait).await,
             MessagePermit::Refused => {
                 return Err(fail(ChatError::new(

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFuture;
 use tracing::{debug, info, warn};
 
-use super::chat_worker::{ChatDone, ChatWorker};
+use super::chat_pipeline::{ChatDone, ChatPipeline};
 use super::durable::DurableSessions;
 use super::handshake::{handshake, Session};
 use super::inbound::{Close, Effects, InboundState};
@@ -142,8 +142,9 @@ struct Parts<S> {
 /// Above this, a write buffer's memory is given back after each write.
 const KEEP_BUFFER: usize = 8 * 1024;
 
-/// A chat worker idle this long is ended (a new one starts with the next chat publish).
-const CHAT_WORKER_IDLE: Duration = Duration::from_secs(10);
+/// A chat pipeline idle this long is given back (a new one is made for the
+/// next chat publish).
+const CHAT_PIPELINE_IDLE: Duration = Duration::from_secs(10);
 
 /// How long a closing connection waits for its session's state to be stored.
 const DETACH_STORE_WAIT: Duration = Duration::from_secs(5);
@@ -200,7 +201,10 @@ where
     )
     .with_cluster(ctx.cluster_mqtt.clone());
     let mut byte_budget = ctx.limits.byte_budget();
-    let mut chat: Option<ChatWorker> = None;
+    // The pipeline borrows the user for as long as it lives.
+    let chat_user = inbound.principal().user.clone();
+    // Boxed: an idle connection carries a pointer, not the pipeline.
+    let mut chat: Option<Box<ChatPipeline<'_>>> = None;
     let mut chat_done: Vec<ChatDone> = Vec::new();
     let mut rbuf = leftover;
     let mut wbuf = resend;
@@ -228,10 +232,10 @@ where
         let mut fx = Effects::default();
         // Woken by a delivery, take the outcomes finished meanwhile too, so
         // their acknowledgements share this wake-up's write.
-        if let Some(worker) = chat.as_mut() {
-            worker.take_finished(&mut chat_done);
+        if let Some(pipeline) = chat.as_mut() {
+            pipeline.take_finished(&mut chat_done).await;
         }
-        // Acknowledge the chat publishes the worker has finished, in order.
+        // Acknowledge the chat publishes the pipeline has finished, in order.
         for done in chat_done.drain(..) {
             if !inbound.ack_chat(done.qos, done.pkid, done.ack, &mut fx) {
                 warn!(user = %inbound.principal().user, client_id = %inbound.principal().client_id, ack = ?done.ack, "closing: a message was not stored and 3.1.1 cannot say so");
@@ -276,25 +280,15 @@ where
             (false, Some(d)) => Some(d),
             (false, None) => Some(Instant::now() + packet_limit),
         };
-        for pending in std::mem::take(&mut fx.chat) {
-            let worker = chat.get_or_insert_with(|| {
-                ChatWorker::start(
-                    ctx.chat.clone(),
-                    ctx.metrics.clone(),
-                    inbound.principal().user.clone(),
-                )
+        if !fx.chat.is_empty() {
+            let pipeline = chat.get_or_insert_with(|| {
+                Box::new(ChatPipeline::new(&ctx.chat, &ctx.metrics, &chat_user))
             });
-            let submitted = match worker.try_submit(pending) {
-                Ok(()) => true,
-                // Boxed: a submit's state exists only while a chat publish
-                // waits for room in the worker's queue, not in every idle
-                // connection.
-                Err(Some(pending)) => Box::pin(worker.submit(pending)).await,
-                Err(None) => false,
-            };
-            if !submitted {
-                break 'conn End::Protocol(DisconnectReasonCode::ImplementationSpecificError);
+            for pending in fx.chat.drain(..) {
+                pipeline.submit(pending);
             }
+            // Begin them now: their commits start before this turn writes.
+            pipeline.take_finished(&mut chat_done).await;
         }
         // Acknowledgements of publishes forwarded to other nodes wait for the bus.
         for (index, pending) in std::mem::take(&mut fx.forwarded) {
@@ -340,8 +334,8 @@ where
                 session_expiry,
             }) => {
                 // Answer what the client published before its DISCONNECT.
-                if let Some(worker) = chat.as_mut() {
-                    worker.settle(&mut chat_done).await;
+                if let Some(pipeline) = chat.as_mut() {
+                    pipeline.settle(&mut chat_done).await;
                 }
                 let mut fx = Effects::default();
                 for done in chat_done.drain(..) {
@@ -388,14 +382,14 @@ where
         }
         if chat
             .as_ref()
-            .is_some_and(|w| !w.is_busy() && w.idle_for() > CHAT_WORKER_IDLE)
+            .is_some_and(|p| !p.is_busy() && p.idle_for() > CHAT_PIPELINE_IDLE)
         {
-            // No chat work for a while: give the worker task back until the
-            // next chat publish (a busy sender keeps its worker).
-            if let Some(worker) = chat.take() {
-                worker.close().await;
-            }
+            // No chat work for a while: give the pipeline back until the
+            // next chat publish (a busy sender keeps its pipeline).
+            chat = None;
         }
+        // Too many chat publishes wait to be begun: read no more until they are.
+        let chat_full = chat.as_ref().is_some_and(|p| p.is_full());
         let read_deadline = earliest(deadline, packet_deadline);
         // One timer for both: the keep-alive (or packet) deadline, or giving
         // the buffers back, whichever comes first.
@@ -438,7 +432,7 @@ where
                 deadline = idle_limit.map(|d| Instant::now() + d);
                 packet_deadline = None;
             }
-            read = stream.read_buf(&mut rbuf), if pause.is_none() => match read {
+            read = stream.read_buf(&mut rbuf), if pause.is_none() && !chat_full => match read {
                 Ok(0) | Err(_) => break 'conn End::Network,
                 Ok(n) => {
                     last_read_full = rbuf.len() == rbuf.capacity();
@@ -489,8 +483,8 @@ where
     };
     // Publishes already received are still handled (and stored) before the
     // connection's task ends, so a shutdown waits for them.
-    if let Some(worker) = chat {
-        worker.close().await;
+    if let Some(mut pipeline) = chat {
+        pipeline.settle(&mut chat_done).await;
     }
     let detach = Detach {
         publish_will,
@@ -576,9 +570,11 @@ fn transmit(ctx: &MqttContext, attachment: &Attachment, wbuf: &mut BytesMut) -> 
         .is_some()
 }
 
-async fn chat_finished(chat: &mut Option<ChatWorker>, into: &mut Vec<ChatDone>) {
+/// Works on the connection's chat publishes until outcomes are ready; never
+/// without a pipeline.
+async fn chat_finished(chat: &mut Option<Box<ChatPipeline<'_>>>, into: &mut Vec<ChatDone>) {
     match chat {
-        Some(worker) => worker.finished(into).await,
+        Some(pipeline) => pipeline.finished(into).await,
         None => std::future::pending().await,
     }
 }

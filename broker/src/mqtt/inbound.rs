@@ -69,7 +69,7 @@ pub struct PendingChat {
     pub pkid: u16,
     /// When the connection read it: a send's latency
     /// (`parley_chat_send_duration_seconds`) counts from here, including
-    /// any wait for the chat worker.
+    /// any wait in the connection's chat pipeline.
     pub received: Instant,
 }
 

@@ -1,7 +1,7 @@
 //! Parley's MQTT front end: listeners, the CONNECT handshake and one task per
 //! connection driving its session in Parley's engine (`parley_engine`).
 
-pub mod chat_worker;
+pub mod chat_pipeline;
 pub mod connection;
 pub mod durable;
 pub mod handover;
@@ -36,7 +36,7 @@ pub struct MqttContext {
     /// Parley's own publishes into the engine.
     pub publisher: ServerPublisher,
     /// The chat pipeline. The MQTT layer uses `begin`, `handle` and
-    /// `max_pipelined_sends` (the chat worker) and `shares_conversation`
+    /// `max_pipelined_sends` (a connection's chat pipeline) and `shares_conversation`
     /// (subscription ACL), nothing else; presence follows connections as a
     /// session listener, wired by the server.
     pub chat: Arc<crate::chat::ChatService>,
