@@ -416,7 +416,34 @@ mod tests {
         open_gate: watch::Sender<bool>,
         enqueued: watch::Receiver<usize>,
         pending: Arc<Mutex<(usize, usize)>>,
+        metrics: Metrics,
+        alice: UserId,
         _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// A pipeline for alice's connection.
+        fn pipeline(&self) -> ChatPipeline<'_> {
+            ChatPipeline::new(&self.chat, &self.metrics, &self.alice)
+        }
+
+        /// Works on `pipeline` until `n` appends are enqueued in all, then
+        /// checks that, with the gate shut, nothing more is begun and
+        /// nothing is reported.
+        async fn begin_exactly(
+            &self,
+            pipeline: &mut ChatPipeline<'_>,
+            done: &mut Vec<ChatDone>,
+            n: usize,
+        ) {
+            let mut enqueued = self.enqueued.clone();
+            drive_until(pipeline, done, enqueued.wait_for(|e| *e == n))
+                .await
+                .unwrap();
+            assert!(!pipeline.take_finished(done).await, "nothing is stored yet");
+            assert!(done.is_empty(), "{done:?}");
+            assert_eq!(*self.enqueued.borrow(), n, "no more begun");
+        }
     }
 
     async fn fixture(max_pipelined_sends: usize) -> Fixture {
@@ -462,6 +489,8 @@ mod tests {
             open_gate,
             enqueued,
             pending,
+            metrics: Metrics::new(),
+            alice: UserId::parse("alice").unwrap(),
             _dir: dir,
         }
     }
@@ -529,8 +558,7 @@ mod tests {
     #[tokio::test]
     async fn one_connection_has_many_sends_in_flight_and_acks_them_in_order() {
         let f = fixture(32).await;
-        let (metrics, user) = (Metrics::new(), UserId::parse("alice").unwrap());
-        let mut pipeline = ChatPipeline::new(&f.chat, &metrics, &user);
+        let mut pipeline = f.pipeline();
         // Two conversations, interleaved: 20 sends, pkids 1..=20.
         let mut expected = (Vec::new(), Vec::new());
         for i in 0..20u16 {
@@ -544,17 +572,9 @@ mod tests {
             pipeline.submit(send(conversation, &id, i + 1));
         }
         let mut done = Vec::new();
-        assert!(
-            !pipeline.take_finished(&mut done).await,
-            "nothing is stored yet"
-        );
         // Every one is queued for its commit while none has been reported.
-        let mut enqueued = f.enqueued.clone();
-        drive_until(&mut pipeline, &mut done, enqueued.wait_for(|n| *n == 20))
-            .await
-            .unwrap();
+        f.begin_exactly(&mut pipeline, &mut done, 20).await;
         assert!(pipeline.is_busy());
-        assert!(done.is_empty(), "{done:?}");
         assert_eq!(f.pending.lock().unwrap().0, 20, "all 20 in flight at once");
 
         f.open_gate.send(true).unwrap();
@@ -573,27 +593,19 @@ mod tests {
     #[tokio::test]
     async fn a_pipeline_is_full_once_enough_publishes_wait_to_be_begun() {
         let f = fixture(1).await;
-        let (metrics, user) = (Metrics::new(), UserId::parse("alice").unwrap());
-        let mut pipeline = ChatPipeline::new(&f.chat, &metrics, &user);
+        let mut pipeline = f.pipeline();
         let mut done = Vec::new();
         pipeline.submit(send("alice~bob", "m0", 1));
         // At one pipelined send, m0 is begun and nothing after it.
-        let mut enqueued = f.enqueued.clone();
-        drive_until(&mut pipeline, &mut done, enqueued.wait_for(|n| *n == 1))
-            .await
-            .unwrap();
+        f.begin_exactly(&mut pipeline, &mut done, 1).await;
         let last = MAX_PENDING_CHAT as u16;
         for i in 1..=last {
             assert!(!pipeline.is_full(), "{i} waiting");
             pipeline.submit(send("alice~bob", &format!("m{i}"), i + 1));
         }
         assert!(pipeline.is_full());
-        assert!(
-            !pipeline.take_finished(&mut done).await,
-            "nothing is stored yet"
-        );
+        f.begin_exactly(&mut pipeline, &mut done, 1).await;
         assert!(pipeline.is_full(), "none begun while m0 is unfinished");
-        assert_eq!(*f.enqueued.borrow(), 1);
 
         f.open_gate.send(true).unwrap();
         pipeline.finished(&mut done).await;
@@ -612,18 +624,12 @@ mod tests {
     #[tokio::test]
     async fn sends_in_flight_are_bounded_and_the_rest_wait() {
         let f = fixture(4).await;
-        let (metrics, user) = (Metrics::new(), UserId::parse("alice").unwrap());
-        let mut pipeline = ChatPipeline::new(&f.chat, &metrics, &user);
+        let mut pipeline = f.pipeline();
         for i in 0..10u16 {
             pipeline.submit(send("alice~bob", &format!("m{i}"), i + 1));
         }
         let mut done = Vec::new();
-        let mut enqueued = f.enqueued.clone();
-        drive_until(&mut pipeline, &mut done, enqueued.wait_for(|n| *n == 4))
-            .await
-            .unwrap();
-        assert!(!pipeline.take_finished(&mut done).await);
-        assert_eq!(*f.enqueued.borrow(), 4, "no fifth begun");
+        f.begin_exactly(&mut pipeline, &mut done, 4).await;
         f.open_gate.send(true).unwrap();
         pipeline.settle(&mut done).await;
         assert_eq!(pkids(&done), (1..=10).collect::<Vec<_>>());
@@ -640,8 +646,7 @@ mod tests {
     #[tokio::test]
     async fn an_edit_waits_for_the_sends_before_it() {
         let f = fixture(32).await;
-        let (metrics, user) = (Metrics::new(), UserId::parse("alice").unwrap());
-        let mut pipeline = ChatPipeline::new(&f.chat, &metrics, &user);
+        let mut pipeline = f.pipeline();
         pipeline.submit(send("alice~bob", "m0", 1));
         pipeline.submit(send("alice~bob", "m1", 2));
         let edit = parley_proto::encode_envelope(
@@ -662,12 +667,7 @@ mod tests {
         pipeline.submit(send("alice~bob", "m2", 4));
         let mut done = Vec::new();
         // The edit is not begun while m0 and m1 are unreported.
-        let mut enqueued = f.enqueued.clone();
-        drive_until(&mut pipeline, &mut done, enqueued.wait_for(|n| *n == 2))
-            .await
-            .unwrap();
-        assert!(!pipeline.take_finished(&mut done).await);
-        assert_eq!(*f.enqueued.borrow(), 2, "neither the edit nor m2 begun");
+        f.begin_exactly(&mut pipeline, &mut done, 2).await;
         f.open_gate.send(true).unwrap();
         pipeline.settle(&mut done).await;
         assert_eq!(pkids(&done), vec![1, 2, 3, 4]);
