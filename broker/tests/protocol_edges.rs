@@ -1,6 +1,7 @@
 //! Protocol edge cases on a raw socket and with real clients: keep-alive
-//! expiry, client-id takeover (only within one user), oversize packets,
-//! invalid UTF-8 topics, unsupported protocol levels and non-MQTT bytes.
+//! expiry, acknowledgements that must not wait for a timer, client-id
+//! takeover (only within one user), oversize packets, invalid UTF-8 topics,
+//! unsupported protocol levels and non-MQTT bytes.
 
 mod common;
 
@@ -97,6 +98,48 @@ async fn pings_keep_a_connection_open_past_its_keep_alive() {
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(1400),
         "not before 1.5 x keep-alive"
+    );
+}
+
+#[tokio::test]
+async fn a_chat_publish_handled_at_once_is_acknowledged_without_waiting_for_a_timer() {
+    // Past its burst, a typing indicator is dropped by the rate limit and
+    // answered without any store access: its outcome is ready the moment it
+    // is begun. Its PUBACK must leave then, not when the connection's next
+    // timer (the 50 ms buffer grace) happens to wake it.
+    let node = start_node(|c| {
+        c.chat.typing_burst = 1;
+        c.chat.typing_per_sec = 0.001;
+    })
+    .await;
+    sign_up(&node, "rawuser", "raw password").await;
+    sign_up(&node, "bob", "bob password").await;
+    let mut s = raw_connect(&node, 60).await;
+    let topic = b"t/bob~rawuser";
+    // Envelope { typing: Typing { active: true } }
+    let payload = [0x1a, 0x02, 0x18, 0x01];
+    const ROUNDS: u16 = 100;
+    let started = std::time::Instant::now();
+    for pkid in 1..=ROUNDS {
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic);
+        body.extend_from_slice(&pkid.to_be_bytes());
+        body.extend_from_slice(&payload);
+        let mut packet = vec![0x32];
+        push_remaining_length(&mut packet, body.len());
+        packet.extend(body);
+        s.write_all(&packet).await.unwrap();
+        let mut puback = [0u8; 4];
+        within("PUBACK", s.read_exact(&mut puback)).await.unwrap();
+        let [hi, lo] = pkid.to_be_bytes();
+        assert_eq!(puback, [0x40, 2, hi, lo], "PUBACK {pkid}");
+    }
+    // Waiting for the timer costs ~50 ms per round (5 s in all); answered
+    // at once, the rounds take a few ms together.
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "{ROUNDS} PUBACKs took {took:?}"
     );
 }
 

@@ -164,6 +164,18 @@ impl<'a> ChatPipeline<'a> {
         std::future::poll_fn(|cx| Poll::Ready(self.poll_finished(cx, into).is_ready())).await
     }
 
+    /// Begins the submitted publishes as far as they can be begun now,
+    /// without taking any outcome: those stay for [`ChatPipeline::finished`]
+    /// (which is ready at once if one is), so that the connection, which has
+    /// already acknowledged what was finished this turn, is woken for them.
+    pub async fn begin_queued(&mut self) {
+        std::future::poll_fn(|cx| {
+            while self.advance(cx) {}
+            Poll::Ready(())
+        })
+        .await;
+    }
+
     /// Works on the publishes until every submitted one has its outcome in
     /// `into`.
     pub async fn settle(&mut self, into: &mut Vec<ChatDone>) {
@@ -588,6 +600,40 @@ mod tests {
         assert!(!pipeline.is_busy());
         assert_eq!(client_ids(&f.store, "alice~bob").await, expected.0);
         assert_eq!(client_ids(&f.store, "alice~carol").await, expected.1);
+    }
+
+    #[tokio::test]
+    async fn begin_queued_begins_what_it_can_and_leaves_the_outcomes() {
+        let f = fixture(2).await;
+        let mut pipeline = f.pipeline();
+        for i in 0..3u16 {
+            pipeline.submit(send("alice~bob", &format!("m{i}"), i + 1));
+        }
+        // A begin reads the store, so it may take more than one call: call
+        // again on each wake-up until two are begun.
+        std::future::poll_fn(|cx| {
+            let begun = std::pin::pin!(pipeline.begin_queued()).poll(cx);
+            assert!(begun.is_ready(), "begin_queued never waits");
+            if *f.enqueued.borrow() >= 2 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        pipeline.begin_queued().await;
+        assert_eq!(*f.enqueued.borrow(), 2, "begun up to max_pipelined_sends");
+        f.open_gate.send(true).unwrap();
+        let mut done = Vec::new();
+        // begin_queued takes no outcome, so it frees no room for the third;
+        // the wait returns the outcomes (and then the third is begun).
+        pipeline.begin_queued().await;
+        assert_eq!(*f.enqueued.borrow(), 2, "no outcome taken by begin_queued");
+        pipeline.finished(&mut done).await;
+        assert_eq!(pkids(&done)[0], 1);
+        pipeline.settle(&mut done).await;
+        assert_eq!(pkids(&done), [1, 2, 3]);
+        assert_eq!(*f.enqueued.borrow(), 3);
     }
 
     #[tokio::test]

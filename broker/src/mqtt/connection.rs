@@ -288,7 +288,11 @@ where
                 pipeline.submit(pending);
             }
             // Begin them now: their commits start before this turn writes.
-            pipeline.take_finished(&mut chat_done).await;
+            // Outcomes ready already (a typing indicator, a refusal) are
+            // taken by the wait below, which then returns at once, so their
+            // acknowledgements are not left until something else wakes
+            // the connection.
+            pipeline.begin_queued().await;
         }
         // Acknowledgements of publishes forwarded to other nodes wait for the bus.
         for (index, pending) in std::mem::take(&mut fx.forwarded) {
