@@ -371,7 +371,8 @@ pub struct PostgresStorageConfig {
     pub operation_timeout_ms: u64,
     /// History writers appending batches in parallel, each for its share
     /// of the conversations (one transaction per batch of queued messages);
-    /// 0 turns batching off (one transaction per message).
+    /// 0 turns batching off (one transaction per message, and per read or
+    /// delivered cursor move, which are otherwise batched too).
     pub history_writers: usize,
 }
 

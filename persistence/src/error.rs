@@ -1,7 +1,7 @@
 //! The error type shared by every store trait and backend.
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The record to create exists already (e.g. a username that is taken).
     #[error("{0} already exists")]

@@ -362,9 +362,9 @@ impl Writer<'_> {
             self.follow_applier();
             if let Some(why) = &self.failed {
                 let error = StoreError::Unavailable(why.clone());
-                first.fail(same_error(&error));
+                first.fail(error.clone());
                 for job in queue.try_iter() {
-                    job.fail(same_error(&error));
+                    job.fail(error.clone());
                 }
                 continue;
             }
@@ -387,7 +387,7 @@ impl Writer<'_> {
                     let error = StoreError::from(failure);
                     tracing::error!(%error, requests = batch.len(), "history batch failed");
                     for job in batch {
-                        job.fail(same_error(&error));
+                        job.fail(error.clone());
                     }
                 }
                 Err(BatchFailure::Logged(error)) => {
@@ -402,7 +402,7 @@ impl Writer<'_> {
                          reopening the store recovers from the history log"
                     ));
                     for job in batch {
-                        job.fail(same_error(&error));
+                        job.fail(error.clone());
                     }
                 }
             }
@@ -564,17 +564,6 @@ enum Outcome {
     Append(Result<Appended, StoreError>),
     /// The cursor after an advance.
     Cursor(u64),
-}
-
-/// A copy of `error` for one more request of a failed batch.
-fn same_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
-        StoreError::NotFound(what) => StoreError::NotFound(what.clone()),
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
-        StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
-    }
 }
 
 #[cfg(test)]

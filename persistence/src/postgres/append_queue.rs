@@ -29,7 +29,8 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batched_appends::{self, BatchOutcome};
-use super::{failure, messages};
+use super::failure::{self, within};
+use super::messages;
 use crate::{AppendRequest, Appended, PendingAppend, StoreError};
 
 /// The most requests one batch takes; more wait for the next one.
@@ -185,37 +186,12 @@ impl Lane {
             }
             Err(error) => {
                 tracing::warn!(%error, requests = run.len(), "history batch failed");
-                run.iter().map(|_| Err(same_error(&error))).collect()
+                run.iter().map(|_| Err(error.clone())).collect()
             }
         };
         for (job, outcome) in run.into_iter().zip(outcomes) {
             // The caller may have stopped waiting; the append stands regardless.
             let _ = job.reply.send(outcome);
         }
-    }
-}
-
-/// Runs `operation`, failing with [`StoreError::Unavailable`] after `timeout`.
-async fn within<T>(
-    timeout: Duration,
-    what: &str,
-    operation: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(timeout, operation).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "{what}: PostgreSQL did not answer within {timeout:?}"
-        ))),
-    }
-}
-
-/// A copy of `error` for one more request of a failed batch.
-fn same_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
-        StoreError::NotFound(what) => StoreError::NotFound(what.clone()),
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
-        StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
     }
 }

@@ -17,6 +17,10 @@
 //!    and move the counters to their new values with one `UPDATE`;
 //! 5. commit (one WAL flush for the batch).
 //!
+//! Steps 1 and 2 go to the server together, and so do the two statements of
+//! step 4 (the server runs a connection's statements in the order sent):
+//! with `BEGIN` and `COMMIT`, four round trips per batch.
+//!
 //! The outcome of every request is exactly what appending them one at a
 //! time, in order, would give. If the insert hits a unique key anyway (or the
 //! server reports a deadlock), the transaction is rolled back and the caller
@@ -26,6 +30,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Client;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use super::codec::{message_id_from_db, message_id_to_db, seq_from_db};
 use super::failure::{column, db_error, Context};
@@ -68,19 +73,10 @@ pub(super) async fn append_all(
         )
         .await
         .context("preparing the counter lock")?;
-    let rows = match tx.query(&lock, &[&conversations]).await {
-        Ok(rows) => rows,
-        Err(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {
-            return Ok(BatchOutcome::OneByOne)
-        }
-        Err(e) => return Err(db_error("locking the seq counters", &e)),
-    };
-    let mut last: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        last.insert(column(row, 0)?, column(row, 1)?);
-    }
 
-    // 2. Entries already stored under the batch's keys.
+    // 2. Entries already stored under the batch's keys: sent right behind
+    // the lock in the same round trip, so the server runs it once the locks
+    // are held.
     let (keys_conversation, keys_sender, keys_id): (Vec<&str>, Vec<&str>, Vec<&str>) = requests
         .iter()
         .map(|r| {
@@ -101,10 +97,24 @@ pub(super) async fn append_all(
         )
         .await
         .context("preparing the retry lookup")?;
-    let stored = tx
-        .query(&existing, &[&keys_conversation, &keys_sender, &keys_id])
-        .await
-        .context("looking up retries")?;
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&conversations];
+    let existing_params: [&(dyn ToSql + Sync); 3] = [&keys_conversation, &keys_sender, &keys_id];
+    let (locked, stored) = tokio::join!(
+        tx.query(&lock, &lock_params),
+        tx.query(&existing, &existing_params),
+    );
+    let rows = match locked {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {
+            return Ok(BatchOutcome::OneByOne)
+        }
+        Err(e) => return Err(db_error("locking the seq counters", &e)),
+    };
+    let mut last: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        last.insert(column(row, 0)?, column(row, 1)?);
+    }
+    let stored = stored.context("looking up retries")?;
     let mut originals: HashMap<(String, String, String), Appended> =
         HashMap::with_capacity(stored.len());
     for row in &stored {
@@ -165,7 +175,7 @@ pub(super) async fn append_all(
         return Ok(BatchOutcome::Applied(outcomes));
     }
 
-    // 4. Insert the new entries and move the counters.
+    // 4. Insert the new entries and move the counters, in one round trip.
     let insert = tx
         .prepare_cached(
             "INSERT INTO messages (conversation_id, seq, message_id, sender, \
@@ -175,37 +185,6 @@ pub(super) async fn append_all(
         )
         .await
         .context("preparing the batch insert")?;
-    let inserted = tx
-        .execute(
-            &insert,
-            &[
-                &rows.conversation,
-                &rows.seq,
-                &rows.message_id,
-                &rows.sender,
-                &rows.client_message_id,
-                &rows.server_time_ms,
-                &rows.payload,
-            ],
-        )
-        .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e)
-            if matches!(
-                e.code(),
-                Some(&SqlState::UNIQUE_VIOLATION) | Some(&SqlState::T_R_DEADLOCK_DETECTED)
-            ) =>
-        {
-            tx.rollback()
-                .await
-                .context("rolling back a batch of appends")?;
-            return Ok(BatchOutcome::OneByOne);
-        }
-        Err(e) => return Err(db_error("inserting a batch of messages", &e)),
-    }
-    let (counter_ids, counter_values): (Vec<&str>, Vec<i64>) =
-        last.iter().map(|(id, seq)| (id.as_str(), *seq)).unzip();
     let update = tx
         .prepare_cached(
             "UPDATE conversation_seqs AS s SET last_seq = v.last \
@@ -214,9 +193,39 @@ pub(super) async fn append_all(
         )
         .await
         .context("preparing the counter update")?;
-    tx.execute(&update, &[&counter_ids, &counter_values])
-        .await
-        .context("moving the seq counters")?;
+    let (counter_ids, counter_values): (Vec<&str>, Vec<i64>) =
+        last.iter().map(|(id, seq)| (id.as_str(), *seq)).unzip();
+    let insert_params: [&(dyn ToSql + Sync); 7] = [
+        &rows.conversation,
+        &rows.seq,
+        &rows.message_id,
+        &rows.sender,
+        &rows.client_message_id,
+        &rows.server_time_ms,
+        &rows.payload,
+    ];
+    let update_params: [&(dyn ToSql + Sync); 2] = [&counter_ids, &counter_values];
+    let (inserted, moved) = tokio::join!(
+        tx.execute(&insert, &insert_params),
+        tx.execute(&update, &update_params),
+    );
+    match inserted {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(&SqlState::UNIQUE_VIOLATION) | Some(&SqlState::T_R_DEADLOCK_DETECTED)
+            ) =>
+        {
+            // The update behind it failed too (the transaction is aborted).
+            tx.rollback()
+                .await
+                .context("rolling back a batch of appends")?;
+            return Ok(BatchOutcome::OneByOne);
+        }
+        Err(e) => return Err(db_error("inserting a batch of messages", &e)),
+    }
+    moved.context("moving the seq counters")?;
 
     // 5. One commit for the batch.
     tx.commit().await.context("committing a batch of appends")?;

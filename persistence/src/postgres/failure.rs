@@ -4,6 +4,8 @@
 //! tokio-postgres prints a server error as just "db error"; the mapping here
 //! spells out the severity, SQLSTATE code, message and detail instead.
 
+use std::time::Duration;
+
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
@@ -85,4 +87,18 @@ where
             .unwrap_or_else(|| format!("#{index}"));
         StoreError::Corrupt(format!("column {name}: {e}"))
     })
+}
+
+/// Runs `operation`, failing with [`StoreError::Unavailable`] after `timeout`.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, operation).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "{what}: PostgreSQL did not answer within {timeout:?}"
+        ))),
+    }
 }

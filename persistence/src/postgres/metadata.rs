@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 
+use super::cursor_queue::CursorKind;
 use super::{conversations, push_targets, read_cursors, relations, users, PostgresStore};
 use crate::{
     ConversationRecord, MetadataStore, NewUser, PushTarget, ReadCursor, Relation, RelationRecord,
@@ -87,9 +88,10 @@ impl MetadataStore for PostgresStore {
         user: &str,
         seq: u64,
     ) -> Result<u64, StoreError> {
-        self.timed("marking messages read", async {
-            read_cursors::mark(&self.client().await?, conversation_id, user, seq).await
-        })
+        self.timed(
+            "marking messages read",
+            self.mark_cursor(CursorKind::Read, conversation_id, user, seq),
+        )
         .await
     }
 

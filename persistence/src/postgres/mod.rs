@@ -29,6 +29,7 @@ mod append_queue;
 mod batched_appends;
 mod codec;
 mod conversations;
+mod cursor_queue;
 mod delivered;
 mod failure;
 mod history;
@@ -55,9 +56,12 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
+use cursor_queue::CursorKind;
+
 use crate::StoreError;
 
 pub use append_queue::{AppendBatchStats, MAX_BATCH as MAX_APPEND_BATCH};
+pub use cursor_queue::CursorBatchStats;
 pub use migrate::{versions as migration_versions, SCHEMA_VERSION};
 pub use pool::PostgresConfig;
 pub use sessions::PostgresSessions;
@@ -75,6 +79,10 @@ pub struct PostgresStore {
     /// The history's group-commit lanes, shared by every clone; `None` when
     /// configured off (each append is then its own transaction).
     appends: Option<Arc<append_queue::AppendQueue>>,
+    /// The read and delivered cursor writer, shared by every clone; `None`
+    /// when history batching is configured off (each cursor move is then its
+    /// own transaction).
+    cursors: Option<Arc<cursor_queue::CursorQueue>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -107,10 +115,13 @@ impl PostgresStore {
                 operation_timeout,
             ))
         });
+        let cursors = (config.history_writers > 0)
+            .then(|| Arc::new(cursor_queue::CursorQueue::start(&pool, operation_timeout)));
         let store = PostgresStore {
             pool,
             operation_timeout,
             appends,
+            cursors,
         };
         store
             .timed("applying migrations", async {
@@ -146,6 +157,33 @@ impl PostgresStore {
             .unwrap_or_default()
     }
 
+    /// How many cursor moves the cursor writer has made in batches so far.
+    pub fn cursor_batch_stats(&self) -> CursorBatchStats {
+        self.cursors
+            .as_ref()
+            .map(|cursors| cursors.stats())
+            .unwrap_or_default()
+    }
+
+    /// Moves `user`'s `kind` cursor in `conversation_id` up to `seq`, through
+    /// the cursor writer when there is one; returns the cursor after it.
+    async fn mark_cursor(
+        &self,
+        kind: CursorKind,
+        conversation_id: &str,
+        user: &str,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        if let Some(cursors) = &self.cursors {
+            return cursors.mark(kind, conversation_id, user, seq).await;
+        }
+        let client = self.client().await?;
+        match kind {
+            CursorKind::Read => read_cursors::mark(&client, conversation_id, user, seq).await,
+            CursorKind::Delivered => delivered::mark(&client, user, conversation_id, seq).await,
+        }
+    }
+
     /// A connection from the pool (opening one if needed).
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(failure::pool_error)
@@ -158,12 +196,6 @@ impl PostgresStore {
         what: &str,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.operation_timeout, operation).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "{what}: PostgreSQL did not answer within {:?}",
-                self.operation_timeout
-            ))),
-        }
+        failure::within(self.operation_timeout, what, operation).await
     }
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use super::cursor_queue::CursorKind;
 use super::{delivered, PostgresStore};
 use crate::{OfflineQueue, StoreError};
 
@@ -13,9 +14,10 @@ impl OfflineQueue for PostgresStore {
         conversation_id: &str,
         seq: u64,
     ) -> Result<u64, StoreError> {
-        self.timed("marking messages delivered", async {
-            delivered::mark(&self.client().await?, user, conversation_id, seq).await
-        })
+        self.timed(
+            "marking messages delivered",
+            self.mark_cursor(CursorKind::Delivered, conversation_id, user, seq),
+        )
         .await
     }
 

@@ -106,8 +106,9 @@ impl PostgresConfig {
     /// Sets how many history writers append in parallel. Each writes
     /// batches of queued appends, one transaction per batch, for its share
     /// of the conversations, and uses one pooled connection while it writes.
-    /// 0 turns batching off: every append is then its own transaction, run
-    /// by its caller.
+    /// 0 turns batching off: every append, and every read or delivered
+    /// cursor move (otherwise batched by one cursor writer), is then its own
+    /// transaction, run by its caller.
     pub fn history_writers(mut self, writers: usize) -> PostgresConfig {
         self.history_writers = writers;
         self
