@@ -182,7 +182,7 @@ impl GroupCommitter {
         let (jobs, queue) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let progress = Arc::new(ApplyProgress::new(log.end()));
-        let (records, applier) = history_applier::start(
+        let applier = history_applier::start(
             Arc::clone(&db),
             log.end(),
             checkpoint,
@@ -206,7 +206,6 @@ impl GroupCommitter {
                     applied: 0,
                     last_prune: Instant::now(),
                     checkpointed: 0,
-                    records: Some(records),
                     applier: Some(applier),
                     progress: &writer_progress,
                     failed: None,
@@ -329,8 +328,6 @@ struct Writer<'a> {
     last_prune: Instant,
     /// The position of the applier's last checkpoint the log has caught up with.
     checkpointed: u64,
-    /// The applier's queue; `None` once closed.
-    records: Option<mpsc::SyncSender<LoggedRecord>>,
     /// The applier thread; `None` once joined.
     applier: Option<JoinHandle<()>>,
     progress: &'a ApplyProgress,
@@ -436,11 +433,7 @@ impl Writer<'_> {
             end: self.log.end(),
             spent,
         };
-        let sent = self
-            .records
-            .as_ref()
-            .is_some_and(|records| records.send(record).is_ok());
-        if !sent {
+        if !self.progress.handoff().push(record) {
             // The applier stopped: it has recorded why, which the next batch reads.
             self.failed.get_or_insert_with(|| {
                 "the history applier has stopped; reopening the store recovers \
@@ -453,7 +446,7 @@ impl Writer<'_> {
     /// Closes the applier's queue, waits for its last checkpoint, and
     /// empties the log if that covers all of it.
     fn stop_applier(&mut self) {
-        drop(self.records.take());
+        self.progress.handoff().close();
         if let Some(applier) = self.applier.take() {
             if applier.join().is_err() {
                 tracing::error!("the history applier thread panicked");

@@ -8,8 +8,9 @@
 //! both, behind the writer, so neither holds up an acknowledgement:
 //!
 //! 1. it gathers logged records for up to [`APPLY_DELAY`] after the first
-//!    one arrives (at most [`MAX_RECORDS_PER_COMMIT`], and at once when a
-//!    read is waiting for them), then replays their entries into one write
+//!    one arrives (at most [`MAX_RECORDS_PER_COMMIT`](super::history_handoff::MAX_RECORDS_PER_COMMIT), and at once when a
+//!    read is waiting for them; the writer hands them over without waking
+//!    it, see `history_handoff`), then replays their entries into one write
 //!    transaction, exactly as recovery replays the log after a crash. A
 //!    commit's cost grows with the pages it touches, which neighbouring
 //!    records share (the tables' upper levels, a conversation's last leaf),
@@ -27,7 +28,7 @@
 //! ([`ApplyProgress::wait_applied`]): whatever was acknowledged before a read
 //! began is in what it reads.
 //!
-//! At most [`APPLY_QUEUE`] records wait for the applier; beyond that the
+//! At most [`APPLY_QUEUE`](super::history_handoff::APPLY_QUEUE) records wait for the applier; beyond that the
 //! writer blocks (backpressure), which also bounds the memory the writer's
 //! pending rows take.
 //!
@@ -37,30 +38,17 @@
 //! which replays the log.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redb::{Database, Durability};
 
 use super::group_commit::HistoryCheckpoint;
+use super::history_handoff::{RecordHandoff, APPLY_DELAY};
 use super::history_recovery::{record_position, replay_records};
 use super::Failure;
 use crate::StoreError;
-
-/// How many logged records may wait for the applier before the writer blocks.
-pub const APPLY_QUEUE: usize = 256;
-
-/// The most logged records one applier commit takes.
-pub const MAX_RECORDS_PER_COMMIT: usize = 256;
-
-/// How long the applier gathers records for one commit, unless a read is
-/// waiting for them.
-pub const APPLY_DELAY: Duration = Duration::from_millis(20);
-
-/// How often a gathering applier looks for a waiting read.
-const READER_CHECK: Duration = Duration::from_millis(1);
 
 /// The applier thread's nice value: it yields the CPU to the threads that
 /// answer requests (Tokio's workers, the history writer), and falls behind
@@ -87,6 +75,8 @@ pub(super) struct ApplyProgress {
     readers: AtomicUsize,
     state: Mutex<Applied>,
     changed: Condvar,
+    /// The logged records on their way from the writer to the applier.
+    handoff: RecordHandoff,
 }
 
 /// What the applier has done so far.
@@ -112,7 +102,13 @@ impl ApplyProgress {
                 failed: None,
             }),
             changed: Condvar::new(),
+            handoff: RecordHandoff::new(APPLY_DELAY),
         }
+    }
+
+    /// The queue the writer hands logged records to the applier through.
+    pub(super) fn handoff(&self) -> &RecordHandoff {
+        &self.handoff
     }
 
     /// The writer made the log durable up to `end`.
@@ -147,6 +143,7 @@ impl ApplyProgress {
             if !counted {
                 // The applier commits at once rather than gathering more.
                 self.readers.fetch_add(1, Ordering::AcqRel);
+                self.handoff.hurry();
                 counted = true;
             }
             state = self
@@ -197,16 +194,16 @@ struct Applier {
 }
 
 /// Starts the applier for `db`, which holds the history up to log position
-/// `at`; returns the queue to hand it logged records and its thread.
-/// `checkpoints` counts the checkpoints it makes.
+/// `at`; the writer hands it logged records through `progress`'s
+/// [`ApplyProgress::handoff`]. Returns its thread. `checkpoints` counts the
+/// checkpoints it makes.
 pub(super) fn start(
     db: Arc<Database>,
     at: u64,
     checkpoint: HistoryCheckpoint,
     progress: Arc<ApplyProgress>,
     checkpoints: Arc<AtomicU64>,
-) -> Result<(SyncSender<LoggedRecord>, JoinHandle<()>), StoreError> {
-    let (records, queue) = std::sync::mpsc::sync_channel(APPLY_QUEUE);
+) -> Result<JoinHandle<()>, StoreError> {
     let mut applier = Applier {
         db,
         progress,
@@ -216,16 +213,27 @@ pub(super) fn start(
         last_checkpoint: Instant::now(),
         checkpoints,
     };
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("history-applier".to_owned())
         .spawn(move || {
             lower_priority();
-            applier.run(&queue);
+            let progress = Arc::clone(&applier.progress);
+            let _gone = Gone(&progress);
+            applier.run();
         })
         .map_err(|e| {
             StoreError::Unavailable(format!("cannot start the history applier thread: {e}"))
-        })?;
-    Ok((records, thread))
+        })
+}
+
+/// Tells the writer the applier takes no more records when the applier's
+/// thread ends, however it ends.
+struct Gone<'a>(&'a ApplyProgress);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        self.0.handoff.applier_gone();
+    }
 }
 
 /// Gives the calling thread (alone) the nice value [`APPLIER_NICE`]; a
@@ -241,9 +249,9 @@ fn lower_priority() {
 
 impl Applier {
     /// Applies records until the queue closes, then makes a last checkpoint.
-    fn run(&mut self, queue: &Receiver<LoggedRecord>) {
-        while let Ok(first) = queue.recv() {
-            let records = self.gather(first, queue);
+    fn run(&mut self) {
+        let progress = Arc::clone(&self.progress);
+        while let Some(records) = progress.handoff.next_commit(|| progress.readers_waiting()) {
             if let Err(error) = self.apply(&records) {
                 let why = format!(
                     "the history applier stopped after a failure ({error}); \
@@ -265,33 +273,6 @@ impl Applier {
         if self.applied > self.checkpointed {
             self.checkpoint();
             self.progress.publish(self.applied, self.checkpointed);
-        }
-    }
-
-    /// The records for one commit: `first`, and those that arrive within
-    /// [`APPLY_DELAY`] of it, up to [`MAX_RECORDS_PER_COMMIT`]; fewer if a
-    /// read is waiting or the queue closes.
-    fn gather(&self, first: LoggedRecord, queue: &Receiver<LoggedRecord>) -> Vec<LoggedRecord> {
-        let deadline = Instant::now() + APPLY_DELAY;
-        let mut records = vec![first];
-        loop {
-            records.extend(
-                queue
-                    .try_iter()
-                    .take(MAX_RECORDS_PER_COMMIT - records.len()),
-            );
-            let now = Instant::now();
-            if records.len() >= MAX_RECORDS_PER_COMMIT
-                || now >= deadline
-                || self.progress.readers_waiting()
-            {
-                return records;
-            }
-            match queue.recv_timeout(READER_CHECK.min(deadline - now)) {
-                Ok(record) => records.push(record),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return records,
-            }
         }
     }
 

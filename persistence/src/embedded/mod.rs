@@ -33,6 +33,7 @@ mod failure;
 mod group_commit;
 mod history;
 mod history_applier;
+mod history_handoff;
 mod history_log;
 mod history_pending;
 mod history_recovery;
