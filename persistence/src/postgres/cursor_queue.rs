@@ -21,7 +21,7 @@
 //! The writer ends when the last clone of the store is dropped, after
 //! answering what was queued.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cursor_batch::Cursors;
 use super::failure::{self, within};
 use super::{delivered, read_cursors};
 use crate::StoreError;
@@ -136,10 +137,7 @@ struct Writer {
 
 /// The highest seq asked for each cursor of one table, by key in the order
 /// of the table's primary key; a `BTreeMap` keeps the keys in byte order.
-type Marks<'a> = BTreeMap<(&'a str, &'a str), u64>;
-
-/// Each cursor of one table after a batch, by the same key.
-type Cursors = HashMap<(String, String), u64>;
+type Highest<'a> = BTreeMap<(&'a str, &'a str), u64>;
 
 impl Writer {
     /// A batch per loop, until every sender is gone.
@@ -153,8 +151,8 @@ impl Writer {
     /// Writes the marks of `jobs` and answers (and removes) each job.
     async fn answer(&self, jobs: &mut Vec<Job>) {
         let written = {
-            let mut read = Marks::new();
-            let mut delivered = Marks::new();
+            let mut read = Highest::new();
+            let mut delivered = Highest::new();
             for job in jobs.iter() {
                 let (marks, key) = match job.kind {
                     CursorKind::Read => (&mut read, (&*job.conversation_id, &*job.user)),
@@ -199,8 +197,8 @@ impl Writer {
     /// One upsert per table with marks, pipelined on one connection.
     async fn write(
         &self,
-        read: &Marks<'_>,
-        delivered: &Marks<'_>,
+        read: &Highest<'_>,
+        delivered: &Highest<'_>,
     ) -> Result<(Cursors, Cursors), StoreError> {
         let client = self.pool.get().await.map_err(failure::pool_error)?;
         let read: Vec<_> = read.iter().map(|(key, seq)| (*key, *seq)).collect();

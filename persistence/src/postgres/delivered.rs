@@ -1,13 +1,11 @@
 //! The `delivered_cursors` table: how far each user has been delivered in
 //! each conversation.
 
-use std::collections::HashMap;
-
 use deadpool_postgres::Client;
 
 use super::codec::{cursor_from_db, cursor_to_db};
+use super::cursor_batch::{self, Cursors, Marks};
 use super::failure::{column, Context};
-use super::read_cursors::cursor_columns;
 use crate::StoreError;
 
 /// Raises the cursor to `seq` unless it is higher already; returns the cursor.
@@ -40,34 +38,21 @@ pub(super) async fn mark(
 /// after it. The keys must be distinct (a statement cannot update a row
 /// twice) and are locked in the order given: callers pass them sorted, so
 /// that two batches never wait for each other in a cycle.
-pub(super) async fn mark_many(
-    client: &Client,
-    marks: &[((&str, &str), u64)],
-) -> Result<HashMap<(String, String), u64>, StoreError> {
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO delivered_cursors (username, conversation_id, delivered_up_to) \
-             SELECT u, c, s::numeric \
-             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS v(u, c, s, n) \
-             ORDER BY n \
-             ON CONFLICT (username, conversation_id) DO UPDATE \
-             SET delivered_up_to = \
-                 GREATEST(delivered_cursors.delivered_up_to, EXCLUDED.delivered_up_to) \
-             RETURNING username, conversation_id, delivered_up_to::text",
-        )
-        .await
-        .context("preparing the batched delivered cursor update")?;
-    let (users, conversations, seqs) = cursor_columns(marks);
-    let rows = client
-        .query(&statement, &[&users, &conversations, &seqs])
-        .await
-        .context("marking messages delivered in a batch")?;
-    rows.iter()
-        .map(|row| {
-            let cursor = cursor_from_db(&column::<String>(row, 2)?, "a delivered cursor")?;
-            Ok(((column(row, 0)?, column(row, 1)?), cursor))
-        })
-        .collect()
+pub(super) async fn mark_many(client: &Client, marks: &Marks<'_>) -> Result<Cursors, StoreError> {
+    cursor_batch::upsert(
+        client,
+        "INSERT INTO delivered_cursors (username, conversation_id, delivered_up_to) \
+         SELECT u, c, s::numeric \
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS v(u, c, s, n) \
+         ORDER BY n \
+         ON CONFLICT (username, conversation_id) DO UPDATE \
+         SET delivered_up_to = \
+             GREATEST(delivered_cursors.delivered_up_to, EXCLUDED.delivered_up_to) \
+         RETURNING username, conversation_id, delivered_up_to::text",
+        "delivered cursor",
+        marks,
+    )
+    .await
 }
 
 /// The cursor (0 if nothing was delivered).

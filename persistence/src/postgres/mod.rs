@@ -29,6 +29,7 @@ mod append_queue;
 mod batched_appends;
 mod codec;
 mod conversations;
+mod cursor_batch;
 mod cursor_queue;
 mod delivered;
 mod failure;

@@ -1,10 +1,9 @@
 //! The `read_cursors` table: how far each user has read in each conversation.
 
-use std::collections::HashMap;
-
 use deadpool_postgres::Client;
 
 use super::codec::{cursor_from_db, cursor_to_db};
+use super::cursor_batch::{self, Cursors, Marks};
 use super::failure::{column, Context};
 use crate::{ReadCursor, StoreError};
 
@@ -39,50 +38,20 @@ pub(super) async fn mark(
 /// after it. The keys must be distinct (a statement cannot update a row
 /// twice) and are locked in the order given: callers pass them sorted, so
 /// that two batches never wait for each other in a cycle.
-pub(super) async fn mark_many(
-    client: &Client,
-    marks: &[((&str, &str), u64)],
-) -> Result<HashMap<(String, String), u64>, StoreError> {
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO read_cursors (conversation_id, username, read_up_to) \
-             SELECT c, u, s::numeric \
-             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS v(c, u, s, n) \
-             ORDER BY n \
-             ON CONFLICT (conversation_id, username) DO UPDATE \
-             SET read_up_to = GREATEST(read_cursors.read_up_to, EXCLUDED.read_up_to) \
-             RETURNING conversation_id, username, read_up_to::text",
-        )
-        .await
-        .context("preparing the batched read cursor update")?;
-    let (conversations, users, seqs) = cursor_columns(marks);
-    let rows = client
-        .query(&statement, &[&conversations, &users, &seqs])
-        .await
-        .context("marking messages read in a batch")?;
-    rows.iter()
-        .map(|row| {
-            let cursor = cursor_from_db(&column::<String>(row, 2)?, "a read cursor")?;
-            Ok(((column(row, 0)?, column(row, 1)?), cursor))
-        })
-        .collect()
-}
-
-/// The columns of a batch of cursor marks: both key parts and the seqs as text.
-pub(super) fn cursor_columns<'a>(
-    marks: &[((&'a str, &'a str), u64)],
-) -> (Vec<&'a str>, Vec<&'a str>, Vec<String>) {
-    let mut columns = (
-        Vec::with_capacity(marks.len()),
-        Vec::with_capacity(marks.len()),
-        Vec::with_capacity(marks.len()),
-    );
-    for &((first, second), seq) in marks {
-        columns.0.push(first);
-        columns.1.push(second);
-        columns.2.push(cursor_to_db(seq));
-    }
-    columns
+pub(super) async fn mark_many(client: &Client, marks: &Marks<'_>) -> Result<Cursors, StoreError> {
+    cursor_batch::upsert(
+        client,
+        "INSERT INTO read_cursors (conversation_id, username, read_up_to) \
+         SELECT c, u, s::numeric \
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS v(c, u, s, n) \
+         ORDER BY n \
+         ON CONFLICT (conversation_id, username) DO UPDATE \
+         SET read_up_to = GREATEST(read_cursors.read_up_to, EXCLUDED.read_up_to) \
+         RETURNING conversation_id, username, read_up_to::text",
+        "read cursor",
+        marks,
+    )
+    .await
 }
 
 /// Every cursor above 0 in the conversation, in username order.
