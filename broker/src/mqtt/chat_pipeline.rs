@@ -302,12 +302,7 @@ impl<'a> ChatPipeline<'a> {
 
     /// Adds a begun publish behind the others.
     fn push(&mut self, outcome: Outcome<'a>, ack: Ack) {
-        self.unfinished.push_back(Unfinished {
-            outcome,
-            qos: ack.qos,
-            pkid: ack.pkid,
-            started: ack.started,
-        });
+        self.unfinished.push_back(Unfinished { outcome, ack });
     }
 }
 
@@ -316,9 +311,7 @@ impl<'a> ChatPipeline<'a> {
 /// so a message costs one allocation here rather than two.
 struct Unfinished<'a> {
     outcome: Outcome<'a>,
-    qos: u8,
-    pkid: u16,
-    started: Instant,
+    ack: Ack,
 }
 
 /// What a begun publish is answered with.
@@ -339,11 +332,11 @@ impl Future for Unfinished<'_> {
             Outcome::Known(ack) => *ack,
         };
         let done = ChatDone {
-            qos: this.qos,
-            pkid: this.pkid,
+            qos: this.ack.qos,
+            pkid: this.ack.pkid,
             ack,
         };
-        Poll::Ready((done, this.started))
+        Poll::Ready((done, this.ack.started))
     }
 }
 
