@@ -104,27 +104,54 @@ pub(super) fn recover(db: &Database, log_dir: &Path) -> Result<(HistoryLog, Reco
     Ok((log, recovery))
 }
 
-/// Writes the entries of the record payloads `records`, in order, into `tx`
-/// and records that it holds the log up to position `end` (the position
-/// after the last of them). Recovery does it once on open; the history
-/// applier does it for every commit.
+/// Writes the entries of the record payloads `records` into `tx` and
+/// records that it holds the log up to position `end` (the position after
+/// the last of them). Recovery does it once on open; the history applier
+/// does it for every commit.
+///
+/// The entries are written in key order ([`replay_order`]), not log order:
+/// a commit of many records interleaves the conversations of every sender,
+/// and inserting one conversation's rows one after another finds each
+/// B-tree path in the CPU cache instead of walking a different one every
+/// time. The result is the same: every entry has its own key except an
+/// amend's rewrite of a row, which the stable sort keeps after the row's
+/// earlier versions, and seq counters and cursors only move up.
 pub(super) fn replay_records<'p>(
     tx: &WriteTransaction,
     records: impl IntoIterator<Item = &'p [u8]>,
     end: u64,
 ) -> Result<(), StoreError> {
+    let mut entries = Vec::new();
+    for payload in records {
+        entries.extend(history_log::entries(payload)?);
+    }
+    entries.sort_by_key(replay_order);
     {
         let mut history = HistoryTables::open(tx).map_err(Failure::from)?;
         let mut cursors = OpenCursorTables::default();
-        for payload in records {
-            for entry in history_log::entries(payload)? {
-                replay(tx, &mut history, &mut cursors, &entry)?;
-            }
+        for entry in &entries {
+            replay(tx, &mut history, &mut cursors, entry)?;
         }
         history.finish().map_err(Failure::from)?;
     }
     record_position(tx, end).map_err(Failure::from)?;
     Ok(())
+}
+
+/// Where an entry goes in a replay: message rows by `(conversation, seq)`,
+/// then cursors by table and key.
+fn replay_order<'p>(entry: &LogEntry<'p>) -> (u8, &'p str, u64, &'p str, &'p str) {
+    match *entry {
+        LogEntry::Message {
+            conversation, seq, ..
+        }
+        | LogEntry::Rewritten {
+            conversation, seq, ..
+        } => (0, conversation, seq, "", ""),
+        LogEntry::Cursor {
+            table, scope, name, ..
+        } => (1, table, 0, scope, name),
+    }
 }
 
 /// Applies one logged change.
@@ -291,6 +318,155 @@ mod tests {
         let (_, third) = recover(&db, &log_dir).expect("recover");
         assert_eq!(third.replayed_records, 0);
         assert_eq!(third.position, end);
+    }
+
+    /// Every row of the tables replay writes, as text.
+    fn dump(db: &Database) -> Vec<String> {
+        use redb::ReadableTable;
+        let tx = db.begin_read().expect("read");
+        let mut rows = Vec::new();
+        for row in tx
+            .open_table(messages::MESSAGES)
+            .expect("messages")
+            .iter()
+            .expect("iter")
+        {
+            let (key, value) = row.expect("row");
+            rows.push(format!("message {:?} = {:?}", key.value(), value.value()));
+        }
+        for row in tx
+            .open_table(messages::LAST_SEQS)
+            .expect("seqs")
+            .iter()
+            .expect("iter")
+        {
+            let (key, value) = row.expect("row");
+            rows.push(format!("last seq {:?} = {}", key.value(), value.value()));
+        }
+        let ids = tx.open_table(messages::CLIENT_MESSAGE_IDS).expect("ids");
+        for row in ids.iter().expect("iter") {
+            let (key, value) = row.expect("row");
+            rows.push(format!("client id {:?} = {}", key.value(), value.value()));
+        }
+        for table in ["read_cursors", "delivered_cursors"] {
+            let definition = cursor_table_named(table).expect("cursor table");
+            for row in tx
+                .open_table(definition)
+                .expect("cursors")
+                .iter()
+                .expect("iter")
+            {
+                let (key, value) = row.expect("row");
+                rows.push(format!("{table} {:?} = {}", key.value(), value.value()));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn replaying_in_key_order_leaves_what_log_order_leaves() {
+        // Three records that interleave conversations, amend one row twice
+        // (once in the record that adds it) and move cursors down as well as up.
+        let value = |text: &str| encoded("u", text, text.as_bytes());
+        let values: Vec<(&str, u64, Vec<u8>)> = [
+            ("b", 1, "b1"),
+            ("a", 1, "a1"),
+            ("c", 1, "c1"),
+            ("a", 2, "a2"),
+            ("b", 2, "b2"),
+            ("a", 3, "a3"),
+        ]
+        .into_iter()
+        .map(|(conversation, seq, text)| (conversation, seq, value(text)))
+        .collect();
+        let (first_edit, second_edit) = (value("b1 edited"), value("b1 edited again"));
+        let message = |i: usize| LogEntry::Message {
+            conversation: values[i].0,
+            seq: values[i].1,
+            sender: "u",
+            client_message_id: if i.is_multiple_of(2) { "even" } else { "odd" },
+            value: &values[i].2,
+        };
+        let cursor = |table, scope, seq| LogEntry::Cursor {
+            table,
+            scope,
+            name: "u",
+            seq,
+        };
+        let records = [
+            vec![
+                message(0),
+                message(1),
+                LogEntry::Rewritten {
+                    conversation: "b",
+                    seq: 1,
+                    value: &first_edit,
+                },
+                cursor("read_cursors", "a", 1),
+            ],
+            vec![
+                message(2),
+                cursor("delivered_cursors", "b", 1),
+                message(3),
+                cursor("read_cursors", "a", 2),
+            ],
+            vec![
+                message(4),
+                LogEntry::Rewritten {
+                    conversation: "b",
+                    seq: 1,
+                    value: &second_edit,
+                },
+                cursor("read_cursors", "a", 1),
+                message(5),
+            ],
+        ];
+        let payloads: Vec<Vec<u8>> = records
+            .iter()
+            .map(|entries| {
+                let mut record = RecordBuilder::default();
+                for entry in entries {
+                    record.push(entry);
+                }
+                record.payload().to_vec()
+            })
+            .collect();
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sorted = Database::create(dir.path().join("sorted.redb")).expect("db");
+        create_tables(&sorted).expect("tables");
+        let tx = begin_durable_write(&sorted).expect("tx");
+        replay_records(&tx, payloads.iter().map(Vec::as_slice), 99).expect("replay");
+        tx.commit().expect("commit");
+
+        let in_order = Database::create(dir.path().join("in_order.redb")).expect("db");
+        create_tables(&in_order).expect("tables");
+        let tx = begin_durable_write(&in_order).expect("tx");
+        {
+            let mut history = HistoryTables::open(&tx).expect("tables");
+            let mut cursors = OpenCursorTables::default();
+            for entry in records.iter().flatten() {
+                replay(&tx, &mut history, &mut cursors, entry).expect("replay");
+            }
+            history.finish().expect("finish");
+        }
+        record_position(&tx, 99).expect("position");
+        tx.commit().expect("commit");
+
+        let rows = dump(&sorted);
+        assert_eq!(rows, dump(&in_order));
+        let edited = format!("{:?}", second_edit);
+        assert!(
+            rows.iter()
+                .any(|row| row.starts_with("message (\"b\", 1)") && row.ends_with(&edited)),
+            "the last amend wins: {rows:#?}"
+        );
+        assert!(
+            rows.contains(&"read_cursors (\"a\", \"u\") = 2".to_owned()),
+            "{rows:#?}"
+        );
+        assert!(rows.contains(&"last seq \"a\" = 3".to_owned()), "{rows:#?}");
+        assert_eq!(covered_position(&sorted).expect("position"), 99);
     }
 
     #[test]
