@@ -8,10 +8,12 @@
 //! both, behind the writer, so neither holds up an acknowledgement:
 //!
 //! 1. it gathers logged records for up to [`APPLY_DELAY`] after the first
-//!    one arrives (at most [`MAX_RECORDS_PER_COMMIT`](super::history_handoff::MAX_RECORDS_PER_COMMIT), and at once when a
-//!    read is waiting for them; the writer hands them over without waking
-//!    it, see `history_handoff`), then replays their entries into one write
-//!    transaction, exactly as recovery replays the log after a crash. A
+//!    one arrives (at most
+//!    [`MAX_RECORDS_PER_COMMIT`](super::history_handoff::MAX_RECORDS_PER_COMMIT),
+//!    and at once when a read is waiting for them; the writer hands them
+//!    over without waking it, see `history_handoff`), then replays their
+//!    entries into one write transaction, exactly as recovery replays the
+//!    log after a crash. A
 //!    commit's cost grows with the pages it touches, which neighbouring
 //!    records share (the tables' upper levels, a conversation's last leaf),
 //!    so fewer, larger commits cost far less per message;
@@ -28,9 +30,9 @@
 //! ([`ApplyProgress::wait_applied`]): whatever was acknowledged before a read
 //! began is in what it reads.
 //!
-//! At most [`APPLY_QUEUE`](super::history_handoff::APPLY_QUEUE) records wait for the applier; beyond that the
-//! writer blocks (backpressure), which also bounds the memory the writer's
-//! pending rows take.
+//! At most [`APPLY_QUEUE`](super::history_handoff::APPLY_QUEUE) records
+//! wait for the applier; beyond that the writer blocks (backpressure), which
+//! also bounds the memory the writer's pending rows take.
 //!
 //! If applying fails, the database no longer holds what the log does: the
 //! applier stops, and from then on the writer refuses every request and

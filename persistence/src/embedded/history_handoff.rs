@@ -53,8 +53,6 @@ struct Queued {
     applier_gone: bool,
     /// The applier is waiting for a first record.
     applier_idle: bool,
-    /// A read waits for the applier: commit what is there at once.
-    hurry: bool,
 }
 
 impl RecordHandoff {
@@ -103,9 +101,13 @@ impl RecordHandoff {
         self.arrived.notify_one();
     }
 
-    /// A read waits for the applier: it commits what it has at once.
+    /// A read has started waiting for the applier (the caller has made
+    /// `next_commit`'s `readers_waiting` true already): the applier stops
+    /// gathering and commits what it has at once. Taking the lock to notify
+    /// means an applier that had just found no reader waiting is already
+    /// asleep and gets the wake-up.
     pub(super) fn hurry(&self) {
-        self.state().hurry = true;
+        let _state = self.state();
         self.arrived.notify_one();
     }
 
@@ -118,9 +120,9 @@ impl RecordHandoff {
 
     /// The records for the applier's next commit: once one is there, those
     /// that arrive within the gathering time of the first taken, up to
-    /// [`MAX_RECORDS_PER_COMMIT`]; fewer if a read waits (see
-    /// [`RecordHandoff::hurry`]) or the queue closes. `None` once the queue
-    /// is closed and empty.
+    /// [`MAX_RECORDS_PER_COMMIT`]; fewer if `readers_waiting` (a read
+    /// waits for the applier, see [`RecordHandoff::hurry`]) or the queue
+    /// closes. `None` once the queue is closed and empty.
     pub(super) fn next_commit(
         &self,
         readers_waiting: impl Fn() -> bool,
@@ -142,7 +144,6 @@ impl RecordHandoff {
             let now = Instant::now();
             if state.records.len() >= MAX_RECORDS_PER_COMMIT
                 || state.closed
-                || state.hurry
                 || readers_waiting()
                 || now >= deadline
             {
@@ -154,7 +155,6 @@ impl RecordHandoff {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
-        state.hurry = false;
         let take = state.records.len().min(MAX_RECORDS_PER_COMMIT);
         let records = state.records.drain(..take).collect();
         drop(state);
@@ -165,6 +165,7 @@ impl RecordHandoff {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
     use std::sync::Arc;
 
@@ -187,10 +188,18 @@ mod tests {
     /// The ends of the applier's next commit, taken on a thread of its own;
     /// `None` if it did not come within [`PATIENCE`].
     fn next_commit_soon(handoff: &Arc<RecordHandoff>) -> Option<Option<Vec<u64>>> {
+        next_commit_soon_with(handoff, || false)
+    }
+
+    /// [`next_commit_soon`] with `readers_waiting` telling whether a read waits.
+    fn next_commit_soon_with(
+        handoff: &Arc<RecordHandoff>,
+        readers_waiting: impl Fn() -> bool + Send + 'static,
+    ) -> Option<Option<Vec<u64>>> {
         let (done, commit) = mpsc::channel();
         let handoff = Arc::clone(handoff);
         std::thread::spawn(move || {
-            let taken = handoff.next_commit(|| false);
+            let taken = handoff.next_commit(readers_waiting);
             let _ = done.send(taken.map(|records| records.iter().map(|r| r.end).collect()));
         });
         commit.recv_timeout(PATIENCE).ok()
@@ -220,18 +229,27 @@ mod tests {
     #[test]
     fn a_waiting_read_ends_the_gathering_at_once() {
         let handoff = Arc::new(RecordHandoff::new(FOREVER));
+        let reading = Arc::new(AtomicBool::new(true));
+        let waiting = |reading: &Arc<AtomicBool>| {
+            let reading = Arc::clone(reading);
+            move || reading.load(Ordering::Acquire)
+        };
         assert!(handoff.push(record(1)));
-        handoff.hurry();
-        assert_eq!(next_commit_soon(&handoff), Some(Some(vec![1])));
+        assert_eq!(
+            next_commit_soon_with(&handoff, waiting(&reading)),
+            Some(Some(vec![1]))
+        );
         // And a read that starts waiting while the applier gathers.
+        reading.store(false, Ordering::Release);
         assert!(handoff.push(record(2)));
         let (done, commit) = mpsc::channel();
         let applier = {
-            let handoff = Arc::clone(&handoff);
+            let (handoff, waiting) = (Arc::clone(&handoff), waiting(&reading));
             std::thread::spawn(move || {
-                let _ = done.send(handoff.next_commit(|| false));
+                let _ = done.send(handoff.next_commit(waiting));
             })
         };
+        reading.store(true, Ordering::Release);
         handoff.hurry();
         let taken = commit.recv_timeout(PATIENCE).expect("hurried commit");
         assert_eq!(taken.expect("a commit")[0].end, 2);
